@@ -1,0 +1,231 @@
+"""BEIR-layout datasets: typed, validated loading of corpus, queries and qrels.
+
+Layout (as read by BEIR's ``GenericDataLoader``, plus gzipped corpora)::
+
+    <data_dir>/<name>/corpus.jsonl[.gz]   {"_id", "title", "text"}
+    <data_dir>/<name>/queries.jsonl       {"_id", "text"}
+    <data_dir>/<name>/qrels/<split>.tsv   query-id <TAB> corpus-id <TAB> score   (header line, LF or CRLF)
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "DataError",
+    "Dataset",
+    "Document",
+    "Split",
+    "iter_corpus",
+    "load_qrels",
+    "load_queries",
+    "open_dataset",
+    "resolve_data_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "ROUTERRETRIEVER_DATA_DIR"
+
+Qrels = dict[str, dict[str, int]]
+
+
+class DataError(ValueError):
+    """A dataset is missing or malformed; the message names the file, line and offending value."""
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    title: str
+    text: str
+
+    def content(self) -> str:
+        """The text that is embedded: ``title + " " + text``, as BEIR's SentenceBERT encodes documents."""
+        return f"{self.title} {self.text}".strip()
+
+
+@dataclass(frozen=True)
+class Split:
+    """One evaluation split: the queries that have judgments, and their graded qrels."""
+
+    name: str
+    queries: dict[str, str]
+    qrels: Qrels
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _iter_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    with _open_text(path) as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}:{line_no}: malformed JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+            for key in required:
+                value = record.get(key)
+                if not isinstance(value, str) or (key == "_id" and not value):
+                    raise DataError(f"{path}:{line_no}: missing or non-string {key!r} (got {value!r})")
+            yield line_no, record
+
+
+def iter_corpus(path: str | os.PathLike) -> Iterator[Document]:
+    """Stream documents from ``corpus.jsonl`` or ``corpus.jsonl.gz``, validating as it goes."""
+    path = Path(path)
+    seen: set[str] = set()
+    for line_no, record in _iter_jsonl(path, ("_id", "text")):
+        doc_id = record["_id"]
+        if doc_id in seen:
+            raise DataError(f"{path}:{line_no}: duplicate document id {doc_id!r}")
+        seen.add(doc_id)
+        title = record.get("title") or ""
+        if not isinstance(title, str):
+            raise DataError(f"{path}:{line_no}: 'title' must be a string (got {title!r})")
+        yield Document(doc_id, title, record["text"])
+    if not seen:
+        raise DataError(f"{path}: empty corpus (no documents)")
+
+
+def load_queries(path: str | os.PathLike) -> dict[str, str]:
+    path = Path(path)
+    queries: dict[str, str] = {}
+    for line_no, record in _iter_jsonl(path, ("_id", "text")):
+        if record["_id"] in queries:
+            raise DataError(f"{path}:{line_no}: duplicate query id {record['_id']!r}")
+        queries[record["_id"]] = record["text"]
+    if not queries:
+        raise DataError(f"{path}: no queries")
+    return queries
+
+
+def load_qrels(path: str | os.PathLike) -> Qrels:
+    """Read a BEIR qrels TSV (header line; LF or CRLF; integer graded scores)."""
+    path = Path(path)
+    qrels: Qrels = {}
+    with open(path, encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for line_no, row in enumerate(rows, start=1):
+            row = [cell.strip() for cell in row]
+            if not row or row == [""]:
+                continue
+            if line_no == 1 and row[0] == "query-id":
+                continue
+            if len(row) != 3:
+                raise DataError(f"{path}:{line_no}: expected 3 tab-separated columns, got {len(row)}: {row!r}")
+            query_id, doc_id, score = row
+            try:
+                qrels.setdefault(query_id, {})[doc_id] = int(score)
+            except ValueError:
+                raise DataError(f"{path}:{line_no}: score must be an integer, got {score!r}") from None
+    return qrels
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The data directory given, else ``$ROUTERRETRIEVER_DATA_DIR``; an error if neither exists."""
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV)
+        if not data_dir:
+            raise DataError(f"no data directory: pass --data-dir or set {DATA_DIR_ENV}")
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data directory {str(path)!r} does not exist")
+    return path
+
+
+@dataclass
+class Dataset:
+    """A BEIR-layout dataset on disk. Files are read on demand; the corpus is streamed."""
+
+    name: str
+    root: Path
+    corpus_path: Path
+    queries_path: Path
+    qrels_paths: dict[str, Path]
+    _doc_ids: frozenset[str] | None = field(default=None, repr=False)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self.qrels_paths)
+
+    def corpus(self) -> Iterator[Document]:
+        return iter_corpus(self.corpus_path)
+
+    def doc_ids(self) -> frozenset[str]:
+        if self._doc_ids is None:
+            self._doc_ids = frozenset(doc.id for doc in self.corpus())
+        return self._doc_ids
+
+    def queries(self) -> dict[str, str]:
+        return load_queries(self.queries_path)
+
+    def qrels(self, split: str) -> Qrels:
+        if split not in self.qrels_paths:
+            raise DataError(
+                f"unknown split {split!r} for dataset {self.name!r}; available: {', '.join(self.splits)}"
+            )
+        return load_qrels(self.qrels_paths[split])
+
+    def split(self, split: str) -> Split:
+        """Queries of ``split`` with their qrels; judgments naming unknown ids are dropped with one warning."""
+        raw = self.qrels(split)
+        queries = self.queries()
+        doc_ids = self.doc_ids()
+        qrels: Qrels = {}
+        dropped = 0
+        for query_id, judged in raw.items():
+            if query_id not in queries:
+                dropped += len(judged)
+                continue
+            kept = {doc_id: score for doc_id, score in judged.items() if doc_id in doc_ids}
+            dropped += len(judged) - len(kept)
+            if kept:
+                qrels[query_id] = kept
+        if dropped:
+            logger.warning(
+                "%s/%s: dropped %d judgment(s) that reference unknown query or document ids",
+                self.name, split, dropped,
+            )
+        if not qrels:
+            raise DataError(f"{self.qrels_paths[split]}: no usable judgments for split {split!r}")
+        return Split(split, {qid: queries[qid] for qid in qrels}, qrels)
+
+
+def open_dataset(data_dir: str | os.PathLike | None, name: str) -> Dataset:
+    """Locate dataset ``name`` under the data directory and check that its files exist."""
+    data_dir = resolve_data_dir(data_dir)
+    root = data_dir / name
+    if not root.is_dir():
+        available = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and (p / "queries.jsonl").exists())
+        raise DataError(
+            f"dataset {name!r} not found: looked for {root}; available in {data_dir}: "
+            f"{', '.join(available) or 'none'}"
+        )
+    corpus_path = next((root / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (root / n).is_file()), None)
+    if corpus_path is None:
+        raise DataError(f"dataset {name!r}: missing corpus file {root / 'corpus.jsonl'} (or .jsonl.gz)")
+    queries_path = root / "queries.jsonl"
+    if not queries_path.is_file():
+        raise DataError(f"dataset {name!r}: missing queries file {queries_path}")
+    qrels_dir = root / "qrels"
+    qrels_paths = {p.stem: p for p in sorted(qrels_dir.glob("*.tsv"))} if qrels_dir.is_dir() else {}
+    if not qrels_paths:
+        raise DataError(f"dataset {name!r}: no qrels files in {qrels_dir}")
+    return Dataset(name, root, corpus_path, queries_path, qrels_paths)

