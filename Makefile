@@ -13,7 +13,6 @@ setup: $(VENV)/.installed
 # torch 2.13.0 first: it is the CPU build on local disk; a bare `torch` requirement could pull a CUDA build.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
@@ -29,4 +28,4 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 benchmark-index: setup
-	$(PY) eval/bench_index.py --dataset scifact
+	$(PY) eval/bench_index.py --dataset scifact --repeats 2

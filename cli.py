@@ -60,6 +60,9 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = {"progress": not quiet}
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # per-model "Loading weights" bars are noise in a CLI
 
 
 @main.command()
@@ -134,31 +137,144 @@ def search(index_dir, query_texts, queries_file, model, top_k, as_json):
             click.echo(f"  {rank:>3}  {score:.4f}  {doc_id}")
 
 
+def router_option(required: bool):
+    return click.option("--router", type=click.Path(file_okay=False, path_type=Path), required=required,
+                        help="Router directory (holds experts/<name>/ and router.json).")
+
+
+def _load_experts(model, router, names=None, create=False):
+    """The base model plus the named experts of ``router`` (all of them when ``names`` is None)."""
+    from experts.store import ExpertStore
+    from retriever.encoder import load_encoder
+    from retriever.experts import MultiExpertEncoder
+
+    encoder = MultiExpertEncoder(load_encoder(model))
+    if router is not None and names != []:
+        ExpertStore(router, encoder.info, create=create).load_into(encoder, names)
+    return encoder
+
+
+@main.command("train-expert")
+@data_dir_option
+@click.option("--dataset", required=True, help="Dataset whose training split teaches the expert.")
+@click.option("--split", default="train", show_default=True, help="Training split (never test).")
+@router_option(required=True)
+@click.option("--name", required=True, help="Expert name: lowercase letters, digits, '-' and '_'.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing expert of this name.")
+@model_options
+@click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs (default: TrainConfig.epochs).")
+@click.option("--learning-rate", type=float)
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--temperature", type=float)
+@click.option("--negatives", type=click.Choice(("corpus", "hard", "in-batch")),
+              help="Softmax over the whole corpus (default), hard negatives, or in-batch only.")
+@click.option("--seed", type=int)
+@click.pass_obj
+def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, cache_dir, index_type, **hyper):
+    """Train a LoRA query expert on one dataset and save it into a router directory."""
+    from eval.data import open_dataset
+    from experts.store import ExpertStore, validate_name
+    from experts.train import TrainConfig
+    from experts.train import train_expert as train
+    from retriever.encoder import load_encoder
+    from retriever.index import IndexConfig, ensure_index
+
+    validate_name(name)
+    ds = open_dataset(data_dir, dataset)
+    ds.qrels(split)
+    if split == "test":
+        raise click.UsageError("experts are never trained on the test split")
+    encoder = load_encoder(model)
+    store = ExpertStore(router, encoder.info, create=True)
+    if name in store.names() and not overwrite:
+        raise click.UsageError(f"expert {name!r} already exists in {router}; pass --overwrite to replace it")
+    config = TrainConfig(**{key: value for key, value in hyper.items() if value is not None})
+    index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=obj["progress"])
+    trained = train(ds, encoder, index, config, split, progress=obj["progress"])
+    path = store.save(name, trained.write, trained.meta(), overwrite=overwrite)
+    click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "
+               f"{trained.heldout_ndcg_at_10:.4f}\t{trained.seconds:.0f}s")
+
+
+@main.group()
+def experts():
+    """List, remove and export the experts of a router directory."""
+
+
+@experts.command("list")
+@router_option(required=True)
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+def experts_list(router, model):
+    """One line per expert: name, domain, held-out nDCG@10 (base -> expert), training time."""
+    from experts.store import ExpertStore
+    from retriever.encoder import load_encoder
+
+    store = ExpertStore(router, load_encoder(model).info)
+    for name in store.names():
+        info = store.info(name)
+        metrics, training = info.get("metrics", {}), info.get("training", {})
+        click.echo(f"{name}\t{info.get('domain', '?')}\theld-out nDCG@10 {metrics.get('heldout_base_ndcg@10', 0):.4f}"
+                   f" -> {metrics.get('heldout_ndcg@10', 0):.4f}\t{training.get('seconds', '?')}s")
+
+
+@experts.command("remove")
+@router_option(required=True)
+@click.argument("name")
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+def experts_remove(router, name, model):
+    """Remove one expert; the others are untouched."""
+    from experts.store import ExpertStore
+    from retriever.encoder import load_encoder
+
+    ExpertStore(router, load_encoder(model).info).remove(name)
+    click.echo(f"removed {name}")
+
+
+@experts.command("export")
+@router_option(required=True)
+@click.argument("name")
+@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True)
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+def experts_export(router, name, output, overwrite, model):
+    """Write the expert as a plain sentence-transformers model (LoRA merged) for query encoding."""
+    from experts.export import export_expert
+    from experts.store import ExpertStore
+    from retriever.encoder import load_encoder
+
+    base = load_encoder(model)
+    export_expert(ExpertStore(router, base.info), name, base, output, overwrite=overwrite)
+    click.echo(str(output))
+
+
+
 @main.command()
 @data_dir_option
 @click.option("--dataset", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--system", default="base", show_default=True, help="What answers the queries: base.")
+@click.option("--system", default="base", show_default=True,
+              help="What answers the queries: base, or expert:NAME (needs --router).")
+@router_option(required=False)
 @model_options
 @click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path),
               help='Write {"results": [...]} with one row per dataset.')
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset here.")
 @click.pass_obj
-def evaluate(obj, data_dir, datasets, split, system, model, cache_dir, index_type, output_json, run_dir):
+def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, index_type, output_json, run_dir):
     """Evaluate a system on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
-    from eval.benchmark import SYSTEMS, evaluate_system, format_table, write_results_json
+    from eval.benchmark import evaluate_system, format_table, parse_system, write_results_json
     from eval.data import open_dataset
     from eval.metrics import write_trec_run
-    from retriever.encoder import load_encoder
     from retriever.index import IndexConfig
 
-    if system not in SYSTEMS:
-        raise click.UsageError(f"unknown system {system!r}; available: {', '.join(SYSTEMS)}")
+    expert = parse_system(system)
+    if expert != "base" and router is None:
+        raise click.UsageError(f"--system {system} needs --router DIR (the router directory holding the expert)")
     opened = [open_dataset(data_dir, name) for name in datasets]  # fail fast, before any model loads
     for ds in opened:
         ds.qrels(split)
-    encoder = load_encoder(model)
+    encoder = _load_experts(model, router, [] if expert == "base" else [expert])
     config = IndexConfig(index_type=index_type)
     rows = []
     for ds in opened:

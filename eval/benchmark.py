@@ -10,15 +10,18 @@ from pathlib import Path
 
 from eval.data import Dataset
 from eval.metrics import Scores, evaluate
-from retriever.encoder import Encoder
+from retriever.experts import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import IndexConfig, ensure_index
 from retriever.search import Results, search
 
-__all__ = ["SYSTEMS", "EvalResult", "evaluate_system", "format_table", "results_json", "write_results_json"]
+__all__ = [
+    "SYSTEMS", "EvalResult", "evaluate_system", "format_table", "parse_system", "results_json",
+    "write_results_json",
+]
 
 logger = logging.getLogger(__name__)
 
-SYSTEMS = ("base",)
+SYSTEMS = ("base", "expert:NAME")
 RETRIEVE_K = 100  # deep enough for Recall@100 and MAP@100
 
 
@@ -34,23 +37,34 @@ class EvalResult:
         return {"dataset": self.dataset, "split": self.split, "system": self.system, **self.scores.summary()}
 
 
+def parse_system(system: str, experts: list[str] | None = None) -> str:
+    """The expert that answers for ``system`` (``base`` or ``expert:NAME``); a clear error otherwise."""
+    if system == BASE_EXPERT:
+        return BASE_EXPERT
+    if system.startswith("expert:"):
+        name = system.split(":", 1)[1]
+        if experts is not None and name not in experts:
+            raise ValueError(f"unknown expert {name!r} in system {system!r}; available: {', '.join(experts)}")
+        return name
+    raise ValueError(f"unknown system {system!r}; available: {', '.join(SYSTEMS)}")
+
+
 def evaluate_system(
     dataset: Dataset,
     split: str,
     system: str,
-    encoder: Encoder,
+    encoder: MultiExpertEncoder,
     cache_dir: str | os.PathLike,
     index_config: IndexConfig | None = None,
     *,
     progress: bool = False,
 ) -> EvalResult:
     """Search ``split``'s judged queries with ``system`` over the dataset's cached corpus index and score it."""
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; available: {', '.join(SYSTEMS)}")
+    expert = parse_system(system, encoder.names)
     data = dataset.split(split)
-    index = ensure_index(dataset, encoder, cache_dir, index_config, progress=progress)
+    index = ensure_index(dataset, encoder.base, cache_dir, index_config, progress=progress)
     query_ids = list(data.queries)
-    vectors = encoder.encode([data.queries[qid] for qid in query_ids])
+    vectors = encoder.encode([data.queries[qid] for qid in query_ids], expert)
     results = search(index, vectors, query_ids, k=RETRIEVE_K)
     scores = evaluate(data.qrels, results)
     logger.info("%s/%s %s: nDCG@10 %.4f over %d queries", dataset.name, split, system, scores.ndcg_at_10,
@@ -78,7 +92,10 @@ def format_table(results: list[EvalResult]) -> str:
         for r in results
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in [header, *rows]]
+    def line(row):
+        cells = zip(row, widths, strict=True)
+        return "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(cells))
+
+    lines = [line(row) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

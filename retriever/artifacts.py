@@ -98,6 +98,9 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Itera
         raise FileExistsError(f"{target} already exists; pass overwrite to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the artifact gets ordinary permissions
     try:
         yield tmp
         if target.exists():

@@ -49,7 +49,9 @@ def _fingerprint(path: Path) -> str:
     from retriever.artifacts import sha256_file
 
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "modules.json"))
+    files = sorted(
+        p for p in path.rglob("*") if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "modules.json")
+    )
     for file in files:
         digest.update(str(file.relative_to(path)).encode())
         digest.update(sha256_file(file).encode())
@@ -59,9 +61,10 @@ def _fingerprint(path: Path) -> str:
 class Encoder:
     """Encodes texts into L2-normalised float32 vectors with a sentence-transformers model."""
 
-    def __init__(self, model, info: ModelInfo, batch_size: int = 32):
+    def __init__(self, model, info: ModelInfo, path: Path, batch_size: int = 32):
         self.model = model
         self.info = info
+        self.path = path  # the local model directory (experts train a fresh copy of it)
         self.batch_size = batch_size
 
     @property
@@ -79,8 +82,8 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         batch_size = batch_size or self.batch_size
         # Each sentence-transformers call sorts its texts by length, which keeps padding low; a chunk of
-        # 64 batches keeps that benefit while letting a progress bar move.
-        step = len(texts) if progress is None else batch_size * 64
+        # 8 batches keeps most of that benefit while letting a progress bar move.
+        step = len(texts) if progress is None else batch_size * 8
         parts = []
         for start in range(0, len(texts), step):
             chunk = list(texts[start : start + step])
@@ -102,4 +105,4 @@ def load_encoder(model: str | os.PathLike | None = None, device: str | None = No
     dim = st_model.get_embedding_dimension()
     info = ModelInfo(id=model_id, fingerprint=_fingerprint(path), dim=int(dim))
     logger.info("loaded base model %s (dim %d) on %s", model_id, dim, st_model.device)
-    return Encoder(st_model, info)
+    return Encoder(st_model, info, path)

@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from itertools import islice
 from pathlib import Path
 from typing import Protocol
@@ -49,13 +49,13 @@ KIND = "routerretriever-corpus-index"
 CHUNK_SIZE = 4096
 
 
-class IndexType(str, Enum):
+class IndexType(StrEnum):
     FLAT = "flat"
     HNSW = "hnsw"
     IVF = "ivf"
 
 
-class Metric(str, Enum):
+class Metric(StrEnum):
     INNER_PRODUCT = "inner_product"
 
 
@@ -248,9 +248,8 @@ def build_index(
         with tqdm(total=n, desc="encoding corpus", unit="doc", disable=not progress) as bar:
             row = 0
             for chunk in _chunks(stream(), CHUNK_SIZE):
-                vectors[row : row + len(chunk)] = encoder.encode([doc.content() for doc in chunk])
+                vectors[row : row + len(chunk)] = encoder.encode([doc.content() for doc in chunk], progress=bar.update)
                 row += len(chunk)
-                bar.update(len(chunk))
         if row != n:
             raise RuntimeError(f"corpus changed while indexing: {n} documents counted, {row} encoded")
         vectors.flush()

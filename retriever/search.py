@@ -23,7 +23,7 @@ def rank(
     results: Results = {}
     for query_id, row_scores, row_ids in zip(query_ids, scores, rows, strict=True):
         hits: dict[str, float] = {}
-        for score, row in zip(row_scores.tolist(), row_ids.tolist()):
+        for score, row in zip(row_scores.tolist(), row_ids.tolist(), strict=True):
             if row < 0:
                 break  # FAISS pads with -1 when fewer than k were found
             doc_id = doc_ids[row]

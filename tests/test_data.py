@@ -3,8 +3,8 @@ import json
 import logging
 
 import pytest
-
 from conftest import write_toy_dataset
+
 from eval.data import DataError, iter_corpus, load_qrels, load_queries, open_dataset, resolve_data_dir
 
 

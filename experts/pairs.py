@@ -1,0 +1,51 @@
+"""Training examples from a BEIR dataset's qrels: each query with the corpus rows of its relevant documents."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Example", "data_fingerprint", "split_heldout", "training_examples"]
+
+
+@dataclass(frozen=True)
+class Example:
+    query_id: str
+    text: str
+    positives: tuple[int, ...]  # rows of the corpus index (positives have qrels score >= 1)
+
+
+def training_examples(dataset, split: str, doc_ids: list[str]) -> list[Example]:
+    """One example per judged query of ``split`` that has at least one positive document in the index."""
+    data = dataset.split(split)
+    row_of = {doc_id: row for row, doc_id in enumerate(doc_ids)}
+    examples = []
+    for query_id, judged in data.qrels.items():
+        rows = tuple(sorted(row_of[d] for d, score in judged.items() if score >= 1 and d in row_of))
+        if rows:
+            examples.append(Example(query_id, data.queries[query_id], rows))
+    if not examples:
+        raise ValueError(f"{dataset.name}/{split}: no query has a positive (score >= 1) judgment")
+    return examples
+
+
+def split_heldout(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """A seeded held-out slice of the *training* split for model selection (never the test split)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(examples))
+    size = min(max(1, round(len(examples) * fraction)), len(examples) - 1)
+    heldout = {int(i) for i in order[:size]}
+    train = [e for i, e in enumerate(examples) if i not in heldout]
+    return train, [e for i, e in enumerate(examples) if i in heldout]
+
+
+def data_fingerprint(examples: list[Example], doc_ids: list[str]) -> str:
+    """sha256 of the training pairs, so an expert records exactly what it was trained on."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([e.query_id, e.text, [doc_ids[r] for r in e.positives]]).encode())
+    return digest.hexdigest()

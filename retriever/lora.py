@@ -1,0 +1,108 @@
+"""Routed LoRA layers: many query experts on one frozen base model, chosen per call, thread-safe.
+
+Each targeted ``nn.Linear`` of the base transformer is wrapped once by ``RoutedLoRALinear``, which holds the
+low-rank factors of every loaded expert. Which expert a forward pass uses comes from a ``ContextVar``: each
+thread (and asyncio task) has its own value, so two callers encoding with different experts at the same time
+never see each other's choice. With no expert active the layer is exactly the base layer.
+
+The factors come from peft adapters (``adapter_model.safetensors`` + ``adapter_config.json``) and the forward
+matches peft's LoRA in eval mode: ``base(x) + (x A^T) B^T * alpha / r``. ``tests/test_experts.py`` checks it
+against peft's own merged model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["RoutedLoRALinear", "active_expert", "attach_adapter", "detach_adapter", "lora_factors"]
+
+_ACTIVE: contextvars.ContextVar[str | None] = contextvars.ContextVar("routerretriever_expert", default=None)
+_LOCK = threading.Lock()  # guards adding/removing adapters, never the forward pass
+
+_PEFT_PREFIX = "base_model.model."
+
+
+@contextlib.contextmanager
+def active_expert(name: str | None) -> Iterator[None]:
+    """Within the block, routed layers in this thread/task apply expert ``name`` (None: the base model)."""
+    token = _ACTIVE.set(name)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+class RoutedLoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.adapters: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        name = _ACTIVE.get()
+        if name is None:
+            return out
+        factors = self.adapters.get(name)
+        if factors is None:  # this expert leaves this layer untouched
+            return out
+        a, b, scale = factors
+        return out + (x @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * scale
+
+
+def lora_factors(state: dict[str, torch.Tensor], config: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """Map a peft LoRA state dict to ``{module path: (A, B, scale)}`` (paths relative to the base model)."""
+    if config.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"only LoRA adapters are supported, got peft_type {config.get('peft_type')!r}")
+    if config.get("use_rslora") or config.get("use_dora"):
+        raise ValueError("rsLoRA and DoRA adapters are not supported")
+    scale = float(config["lora_alpha"]) / float(config["r"])
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
+    for key, tensor in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        path = key[: -len(".lora_A.weight")]
+        path = path[len(_PEFT_PREFIX):] if path.startswith(_PEFT_PREFIX) else path
+        b_key = key.replace(".lora_A.weight", ".lora_B.weight")
+        if b_key not in state:
+            raise ValueError(f"adapter has {key} but no {b_key}")
+        factors[path] = (tensor.detach().float(), state[b_key].detach().float(), scale)
+    if not factors:
+        raise ValueError("adapter contains no LoRA weights")
+    return factors
+
+
+def attach_adapter(model: nn.Module, name: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]]) -> None:
+    """Add expert ``name`` to ``model`` (a Hugging Face transformer), wrapping target linears on first use."""
+    with _LOCK:
+        modules = dict(model.named_modules())
+        for path, (a, b, scale) in factors.items():
+            module = modules.get(path)
+            if module is None:
+                raise ValueError(f"adapter targets module {path!r}, which the base model does not have")
+            if isinstance(module, nn.Linear):
+                parent_path, _, child = path.rpartition(".")
+                module = RoutedLoRALinear(module)
+                setattr(modules[parent_path] if parent_path else model, child, module)
+            if not isinstance(module, RoutedLoRALinear):
+                raise ValueError(f"adapter targets {path!r}, a {type(module).__name__}, not a linear layer")
+            if a.shape[1] != module.base.in_features or b.shape[0] != module.base.out_features:
+                raise ValueError(
+                    f"adapter factors for {path!r} have shapes {tuple(a.shape)}/{tuple(b.shape)}, but the layer "
+                    f"maps {module.base.in_features} -> {module.base.out_features}"
+                )
+            device = module.base.weight.device
+            module.adapters[name] = (a.to(device), b.to(device), scale)
+
+
+def detach_adapter(model: nn.Module, name: str) -> None:
+    with _LOCK:
+        for module in model.modules():
+            if isinstance(module, RoutedLoRALinear):
+                module.adapters.pop(name, None)

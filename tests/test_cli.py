@@ -1,0 +1,82 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+from retriever.index import IndexType
+
+
+@pytest.fixture
+def run(data_dir, tmp_path, toy_model_dir, monkeypatch):
+    monkeypatch.delenv("ROUTERRETRIEVER_DATA_DIR", raising=False)
+
+    def invoke(*args, data=True):
+        common = ["--data-dir", str(data_dir)] if data else []
+        extra = list(common)
+        if args and args[0] in ("index", "evaluate"):
+            extra += ["--model", str(toy_model_dir), "--cache-dir", str(tmp_path / "cache")]
+        return CliRunner().invoke(cli.main, ["-q", *args[:1], *extra, *args[1:]] if args[0] != "search"
+                                  else ["-q", *args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_index_types_match_enum():
+    assert cli.INDEX_TYPES == tuple(t.value for t in IndexType)
+
+
+def test_evaluate_writes_json_and_table(run, tmp_path):
+    out = tmp_path / "results.json"
+    result = run("evaluate", "--dataset", "toy", "--output-json", str(out), "--run-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    assert "nDCG@10" in result.output and "toy" in result.output
+    rows = json.loads(out.read_text())["results"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert set(row) == {"dataset", "split", "system", "ndcg@10", "recall@100", "map@100", "mrr@10", "queries"}
+    assert (row["dataset"], row["split"], row["system"], row["queries"]) == ("toy", "test", "base", 6)
+    assert 0.0 <= row["ndcg@10"] <= 1.0
+    run_lines = (tmp_path / "runs" / "toy.test.base.trec").read_text().splitlines()
+    assert len(run_lines) == 6 * 20 and run_lines[0].split()[1] == "Q0"
+
+
+def test_index_then_search(run, tmp_path, toy_model_dir):
+    out = tmp_path / "idx"
+    result = run("index", "--dataset", "toy", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert "20 documents" in result.output
+    again = run("index", "--dataset", "toy", "--output", str(out))
+    assert again.exit_code != 0 and "already exists; pass --overwrite" in again.output
+    found = run("search", "--index", str(out), "--model", str(toy_model_dir), "--query", "blood sugar hormone",
+                "-k", "3", "--json")
+    assert found.exit_code == 0, found.output
+    line = json.loads(found.stdout.splitlines()[0])
+    assert line["query_id"] == "q1" and len(line["hits"]) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (("evaluate", "--dataset", "missing"), "Error: dataset 'missing' not found: looked for"),
+    (("evaluate", "--dataset", "toy", "--split", "dev"),
+     "Error: unknown split 'dev' for dataset 'toy'; available: test, train"),
+    (("evaluate", "--dataset", "toy", "--system", "magic"), "Error: unknown system 'magic'; available: base"),
+    (("index", "--dataset", "toy", "--index-type", "annoy"), "Invalid value for '--index-type'"),
+])
+def test_user_errors_are_one_line(run, args, message):
+    result = run(*args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_no_data_dir(run):
+    result = run("evaluate", "--dataset", "toy", data=False)
+    assert result.exit_code != 0
+    assert "Error: no data directory: pass --data-dir or set ROUTERRETRIEVER_DATA_DIR" in result.output
+
+
+def test_search_with_wrong_model_is_clear(run, tmp_path, other_model_dir):
+    run("index", "--dataset", "toy", "--output", str(tmp_path / "idx"))
+    result = run("search", "--index", str(tmp_path / "idx"), "--model", str(other_model_dir), "--query", "x")
+    assert result.exit_code != 0
+    assert "rebuild the index with this model" in result.output and "Traceback" not in result.output

@@ -1,0 +1,180 @@
+import threading
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from eval.data import open_dataset
+from experts import ExpertStore, TrainConfig, export_expert, train_expert, validate_name
+from retriever.artifacts import ArtifactError
+from retriever.encoder import load_encoder
+from retriever.experts import MultiExpertEncoder
+from retriever.index import build_index
+
+QUERIES = ["what is known about volcanoes", "jazz from new orleans", "blood sugar", "the moon and tides"]
+FAST = dict(epochs=2, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)
+
+
+@pytest.fixture(scope="module")
+def trained(toy_encoder, tmp_path_factory):
+    """Two experts trained on the toy dataset's train split with different seeds, saved in one router."""
+    from conftest import write_toy_dataset
+
+    root = tmp_path_factory.mktemp("experts")
+    write_toy_dataset(root / "beir")
+    dataset = open_dataset(root / "beir", "toy")
+    index = build_index(dataset, toy_encoder, root / "index")
+    store = ExpertStore(root / "router", toy_encoder.info, create=True)
+    results = {}
+    for name, seed in (("alpha", 0), ("beta", 1)):
+        results[name] = train_expert(dataset, toy_encoder, index, TrainConfig(seed=seed, **FAST))
+        store.save(name, results[name].write, results[name].meta())
+    return {"store": store, "trained": results, "dataset": dataset, "index": index, "root": root}
+
+
+@pytest.mark.parametrize("name, message", [
+    ("SciFact", "invalid expert name 'SciFact'"), ("../evil", "invalid expert name '../evil'"),
+    ("a/b", "invalid expert name 'a/b'"), ("", "invalid expert name ''"),
+    ("base", "invalid expert name 'base': reserved for the base model"),
+])
+def test_bad_names(name, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        validate_name(name)
+
+
+def test_bad_train_config():
+    with pytest.raises(ValueError, match="unknown negatives 'all'; valid: corpus, hard, in-batch"):
+        TrainConfig(negatives="all")
+    with pytest.raises(ValueError, match="learning_rate must be in"):
+        TrainConfig(learning_rate=0)
+
+
+def test_expert_directory(trained):
+    store = trained["store"]
+    assert store.names() == ["alpha", "beta"]
+    path = store.path("alpha")
+    assert sorted(p.name for p in path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "expert.json"]
+    assert sum(p.stat().st_size for p in path.iterdir()) < 2 * 1024 * 1024
+    info = store.info("alpha")
+    assert info["name"] == "alpha" and info["domain"] == "toy"
+    assert info["base_model"]["fingerprint"] == store.base.fingerprint
+    training = info["training"]
+    assert training["split"] == "train" and len(training["data_fingerprint"]) == 64
+    assert training["hyperparameters"]["r"] == 8 and training["hyperparameters"]["lora_alpha"] == 32
+    assert training["train_queries"] == 3 and training["heldout_queries"] == 1
+    assert [h["epoch"] for h in training["history"]] == [0, 1, 2]
+    assert "heldout_ndcg@10" in info["metrics"]
+
+
+def test_saved_expert_gives_the_trained_vectors(trained, toy_encoder):
+    encoder = trained["store"].load_into(MultiExpertEncoder(toy_encoder))
+    try:
+        for name in ("alpha", "beta"):
+            model = trained["trained"][name].peft_model  # the selected epoch's weights, in peft
+            st = SentenceTransformer(str(toy_encoder.path), device="cpu")
+            st[0].model = model
+            expected = st.encode(QUERIES, normalize_embeddings=True)
+            np.testing.assert_allclose(encoder.encode(QUERIES, name), expected, atol=1e-5)
+        assert not np.allclose(encoder.encode(QUERIES, "alpha"), encoder.encode(QUERIES, "base"), atol=1e-4)
+        np.testing.assert_allclose(encoder.encode(QUERIES, "base"), toy_encoder.encode(QUERIES), atol=1e-6)
+    finally:
+        for name in ("alpha", "beta"):
+            encoder.remove(name)
+
+
+def test_selection_keeps_the_best_heldout_epoch(trained, toy_encoder):
+    config = TrainConfig(**{**FAST, "epochs": 4, "select_on_heldout": True, "patience": 0})
+    result = train_expert(trained["dataset"], toy_encoder, trained["index"], config)
+    scores = [h["heldout_ndcg@10"] for h in result.history]
+    assert result.best_epoch == int(np.argmax(scores))  # first best wins; base (epoch 0) if nothing beats it
+    assert result.heldout_ndcg_at_10 == pytest.approx(max(scores), abs=1e-5)
+    assert len(result.history) <= result.best_epoch + 2  # patience 0: stops at the first epoch that is not better
+
+
+def test_training_refuses_the_test_split(trained, toy_encoder):
+    with pytest.raises(ValueError, match="experts are never trained on the test split"):
+        train_expert(trained["dataset"], toy_encoder, trained["index"], TrainConfig(**FAST), split="test")
+
+
+def test_training_is_deterministic(trained, toy_encoder):
+    again = train_expert(trained["dataset"], toy_encoder, trained["index"], TrainConfig(seed=0, **FAST))
+    from peft import get_peft_model_state_dict
+
+    first = get_peft_model_state_dict(trained["trained"]["alpha"].peft_model)
+    second = get_peft_model_state_dict(again.peft_model)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert np.array_equal(first[key].numpy(), second[key].numpy()), key
+
+
+def test_routed_batch_and_threads(trained, toy_encoder):
+    encoder = trained["store"].load_into(MultiExpertEncoder(toy_encoder))
+    try:
+        alone = {name: encoder.encode(QUERIES, name) for name in encoder.names}
+        routed = encoder.encode_routed(QUERIES, ["alpha", "beta", "base", "alpha"])
+        np.testing.assert_allclose(routed, np.stack([alone["alpha"][0], alone["beta"][1], alone["base"][2],
+                                                     alone["alpha"][3]]), atol=1e-6)
+        outputs, errors = {}, []
+        barrier = threading.Barrier(3)
+
+        def work(name):
+            try:
+                barrier.wait()
+                outputs[name] = [encoder.encode(QUERIES, name) for _ in range(5)]
+            except Exception as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in ("alpha", "beta", "base")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        for name, runs in outputs.items():
+            for vectors in runs:
+                np.testing.assert_array_equal(vectors, alone[name])
+    finally:
+        for name in ("alpha", "beta"):
+            encoder.remove(name)
+
+
+def test_export_is_a_plain_sentence_transformer(trained, toy_encoder, tmp_path):
+    store = trained["store"]
+    out = export_expert(store, "beta", toy_encoder, tmp_path / "beta-st")
+    exported = SentenceTransformer(str(out), device="cpu").encode(QUERIES, normalize_embeddings=True)
+    encoder = store.load_into(MultiExpertEncoder(toy_encoder), ["beta"])
+    try:
+        np.testing.assert_allclose(exported, encoder.encode(QUERIES, "beta"), atol=1e-5)
+    finally:
+        encoder.remove("beta")
+    with pytest.raises(FileExistsError, match="already exists"):
+        export_expert(store, "beta", toy_encoder, out)
+
+
+def test_duplicate_unknown_and_remove(trained, toy_encoder, tmp_path):
+    store = trained["store"]
+    with pytest.raises(FileExistsError, match="expert 'alpha' already exists in .*; pass --overwrite"):
+        store.save("alpha", trained["trained"]["alpha"].write, {})
+    with pytest.raises(ValueError, match="unknown expert 'gamma'; available: alpha, beta"):
+        store.path("gamma")
+    encoder = MultiExpertEncoder(toy_encoder)
+    with pytest.raises(ValueError, match="unknown expert 'gamma'; available: base"):
+        encoder.encode(["x"], "gamma")
+    # Removing one expert leaves the others byte-for-byte as they were.
+    import shutil
+
+    copy = ExpertStore(shutil.copytree(store.root, tmp_path / "router"), store.base)
+    before = {p.name: p.read_bytes() for p in copy.path("beta").iterdir()}
+    copy.remove("alpha")
+    assert copy.names() == ["beta"]
+    assert {p.name: p.read_bytes() for p in copy.path("beta").iterdir()} == before
+    assert sorted(p.name for p in (copy.root / "experts").iterdir()) == ["beta"]
+
+
+def test_other_base_model_is_refused(trained, other_model_dir):
+    other = load_encoder(other_model_dir, device="cpu")
+    refused = r"router .* was built on base model '.*toy32' \(dim 32.*loaded base model is '.*toy16'"
+    with pytest.raises(ArtifactError, match=refused):
+        ExpertStore(trained["store"].root, other.info)
+    with pytest.raises(ValueError, match=r"adapter factors for .* have shapes"):
+        MultiExpertEncoder(other).add("alpha", trained["store"].load_factors("alpha"))
