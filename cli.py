@@ -190,7 +190,7 @@ def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, 
         raise click.UsageError(f"expert {name!r} already exists in {router}; pass --overwrite to replace it")
     config = TrainConfig(**{key: value for key, value in hyper.items() if value is not None})
     index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=obj["progress"])
-    trained = train(ds, encoder, index, config, split, progress=obj["progress"])
+    trained = train([(ds, index)], encoder, config, split, progress=obj["progress"])
     path = store.save(name, trained.write, trained.meta(), overwrite=overwrite)
     click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "
                f"{trained.heldout_ndcg_at_10:.4f}\t{trained.seconds:.0f}s")

@@ -43,9 +43,11 @@ def split_heldout(examples: list[Example], fraction: float, seed: int) -> tuple[
     return train, [e for i, e in enumerate(examples) if i in heldout]
 
 
-def data_fingerprint(examples: list[Example], doc_ids: list[str]) -> str:
-    """sha256 of the training pairs, so an expert records exactly what it was trained on."""
+def data_fingerprint(parts: list[tuple[str, list[Example], list[str]]]) -> str:
+    """sha256 of ``(dataset, examples, corpus doc ids)`` parts, so an expert records what it was trained on."""
     digest = hashlib.sha256()
-    for e in examples:
-        digest.update(json.dumps([e.query_id, e.text, [doc_ids[r] for r in e.positives]]).encode())
+    for name, examples, doc_ids in parts:
+        digest.update(name.encode())
+        for e in examples:
+            digest.update(json.dumps([e.query_id, e.text, [doc_ids[r] for r in e.positives]]).encode())
     return digest.hexdigest()

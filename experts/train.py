@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
@@ -19,10 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.metrics import per_query_ndcg
-from experts.pairs import Example, data_fingerprint, split_heldout, training_examples
+from experts.pairs import data_fingerprint, split_heldout, training_examples
 from retriever.encoder import Encoder
 from retriever.index import CorpusIndex
-from retriever.search import rank
+from retriever.search import search
 
 __all__ = ["Negatives", "TrainConfig", "TrainedExpert", "train_expert"]
 
@@ -48,7 +49,8 @@ class TrainConfig:
     negatives: Negatives = Negatives.CORPUS
     hard_negatives: int = 32
     heldout_fraction: float = 0.1
-    heldout_max: int = 300
+    heldout_max: int = 300  # per dataset
+    queries_per_dataset: int = 1000  # per epoch, when training on several datasets (balanced, with replacement)
     patience: int = 3
     select_on_heldout: bool = True  # False: keep the last epoch (held-out scores are still recorded)
     seed: int = 0
@@ -60,7 +62,7 @@ class TrainConfig:
             valid = ", ".join(n.value for n in Negatives)
             raise ValueError(f"unknown negatives {self.negatives!r}; valid: {valid}") from None
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        for name in ("r", "lora_alpha", "batch_size", "epochs", "hard_negatives", "heldout_max"):
+        for name in ("r", "lora_alpha", "batch_size", "epochs", "hard_negatives", "heldout_max", "queries_per_dataset"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -85,7 +87,7 @@ class TrainedExpert:
 
     peft_model: object
     config: TrainConfig
-    dataset: str
+    datasets: list[str]
     split: str
     data_fingerprint: str
     train_queries: int
@@ -103,9 +105,9 @@ class TrainedExpert:
 
     def meta(self) -> dict:
         return {
-            "domain": self.dataset,
+            "domain": "+".join(self.datasets),
             "training": {
-                "dataset": self.dataset, "split": self.split, "data_fingerprint": self.data_fingerprint,
+                "datasets": self.datasets, "split": self.split, "data_fingerprint": self.data_fingerprint,
                 "train_queries": self.train_queries, "heldout_queries": self.heldout_queries,
                 "hyperparameters": self.config.to_json(), "seconds": round(self.seconds, 1),
                 "best_epoch": self.best_epoch, "history": self.history,
@@ -115,58 +117,105 @@ class TrainedExpert:
         }
 
 
-def _heldout_ndcg(model, examples: list[Example], qrels: dict, doc_vectors: np.ndarray, doc_ids: list[str]) -> float:
-    vectors = model.encode([e.text for e in examples], batch_size=64, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
-    scores = vectors @ doc_vectors.T
-    k = min(101, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    ids = [e.query_id for e in examples]
-    results = rank(ids, np.take_along_axis(top_scores, order, 1), np.take_along_axis(top, order, 1), doc_ids, 100)
-    return float(np.mean(list(per_query_ndcg({q: qrels[q] for q in ids}, results).values())))
+class _Source:
+    """One training dataset: its examples, held-out slice and cached frozen-base document vectors."""
+
+    def __init__(self, dataset, index: CorpusIndex, split: str, config: TrainConfig):
+        self.name = dataset.name
+        self.index = index
+        self.docs = torch.from_numpy(np.array(index.embeddings, dtype=np.float32))
+        self.examples = training_examples(dataset, split, index.doc_ids)
+        self.qrels = dataset.split(split).qrels
+        fraction = min(config.heldout_fraction, config.heldout_max / len(self.examples))
+        self.train, self.heldout = split_heldout(self.examples, fraction, config.seed)
+        row_of = {doc_id: row for row, doc_id in enumerate(index.doc_ids)}
+        self.self_rows = [row_of.get(e.query_id) for e in self.train]  # ArguAna-style: the query is a document
+        self.hard: list[np.ndarray] | None = None
+
+    def heldout_ndcg(self, model) -> float:
+        vectors = model.encode([e.text for e in self.heldout], batch_size=64, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
+        ids = [e.query_id for e in self.heldout]
+        results = search(self.index, vectors, ids, k=100)
+        return float(np.mean(list(per_query_ndcg({q: self.qrels[q] for q in ids}, results).values())))
+
+    def mine_hard_negatives(self, encoder: Encoder, count: int) -> None:
+        base_vectors = encoder.encode([e.text for e in self.train])
+        ids = [e.query_id for e in self.train]
+        hits = search(self.index, base_vectors, ids, k=count + max(len(e.positives) for e in self.train))
+        row_of = {doc_id: row for row, doc_id in enumerate(self.index.doc_ids)}
+        self.hard = [
+            np.array([row_of[d] for d in hits[e.query_id] if row_of[d] not in e.positives][:count], dtype=np.int64)
+            for e in self.train
+        ]
 
 
-def _hard_negatives(examples: list[Example], base_vectors: np.ndarray, doc_vectors: np.ndarray, count: int,
-                    self_rows: list[int | None]) -> list[np.ndarray]:
-    scores = base_vectors @ doc_vectors.T
-    out = []
-    for e, row_scores, self_row in zip(examples, scores, self_rows, strict=True):
-        excluded = set(e.positives) | ({self_row} if self_row is not None else set())
-        ranked = np.argsort(-row_scores)[: count + len(excluded)]
-        out.append(np.array([r for r in ranked if r not in excluded][:count], dtype=np.int64))
-    return out
+def _epoch_batches(
+    sources: list[_Source], config: TrainConfig, rng: np.random.Generator
+) -> list[tuple[int, np.ndarray]]:
+    """Batches of one source each. With several sources, each gives ``queries_per_dataset`` examples."""
+    batches = []
+    for s, source in enumerate(sources):
+        n = len(source.train)
+        if len(sources) == 1:
+            order = rng.permutation(n)
+        else:
+            want = config.queries_per_dataset
+            order = rng.permutation(n)[:want] if n >= want else rng.choice(n, size=want, replace=True)
+        batches += [(s, order[i : i + config.batch_size]) for i in range(0, len(order), config.batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))] if len(sources) > 1 else batches
+
+
+def _batch_loss(model, source: _Source, batch: np.ndarray, config: TrainConfig, rng: np.random.Generator):
+    targets = [int(rng.choice(source.train[i].positives)) for i in batch]
+    queries = model(model.preprocess([source.train[i].text for i in batch]))["sentence_embedding"]
+    if config.negatives is Negatives.CORPUS:
+        candidates = torch.arange(len(source.docs))
+    else:
+        pool = set(targets)
+        if source.hard is not None:
+            for i in batch:
+                pool.update(source.hard[i].tolist())
+        candidates = torch.tensor(sorted(pool))
+    logits = queries @ source.docs[candidates].T / config.temperature
+    position = {int(row): col for col, row in enumerate(candidates.tolist())}
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    for b, i in enumerate(batch):  # other positives and the query's own text are not negatives
+        for row in (*source.train[i].positives, source.self_rows[i]):
+            col = position.get(row) if row is not None else None
+            if col is not None and row != targets[b]:
+                mask[b, col] = True
+    labels = torch.tensor([position[t] for t in targets])
+    return torch.nn.functional.cross_entropy(logits.masked_fill(mask, float("-inf")), labels)
 
 
 def train_expert(
-    dataset,
+    sources: Sequence[tuple[object, CorpusIndex]],
     encoder: Encoder,
-    index: CorpusIndex,
     config: TrainConfig | None = None,
     split: str = "train",
     *,
     progress: bool = False,
 ) -> TrainedExpert:
-    """Train a LoRA query expert on ``dataset``'s ``split`` against the frozen-base vectors in ``index``."""
+    """Train one LoRA query expert on ``(dataset, corpus index)`` pairs (one for a domain expert; several,
+    balanced per dataset, for a multi-task expert) against the indexes' frozen-base document vectors."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from sentence_transformers import SentenceTransformer
 
     config = config or TrainConfig()
     if split == "test":
         raise ValueError("experts are never trained on the test split")
-    index.check_model(encoder.info)
+    if not sources:
+        raise ValueError("no training datasets given")
+    for _, index in sources:
+        index.check_model(encoder.info)
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-
-    doc_ids = index.doc_ids
-    doc_vectors = np.ascontiguousarray(index.embeddings, dtype=np.float32)
-    examples = training_examples(dataset, split, doc_ids)
-    qrels = dataset.split(split).qrels
-    fraction = min(config.heldout_fraction, config.heldout_max / len(examples))
-    train, heldout = split_heldout(examples, fraction, config.seed)
-    row_of = {doc_id: row for row, doc_id in enumerate(doc_ids)}
+    data = [_Source(dataset, index, split, config) for dataset, index in sources]
+    if config.negatives is Negatives.HARD:
+        for source in data:
+            source.mine_hard_negatives(encoder, config.hard_negatives)
 
     model = SentenceTransformer(str(encoder.path), device="cpu", local_files_only=True)
     transformer = model[0]
@@ -175,67 +224,40 @@ def train_expert(
         target_modules=list(config.target_modules), bias="none",
     ))
     peft_model = transformer.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    docs = torch.from_numpy(doc_vectors.copy())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
 
-    self_rows = [row_of.get(e.query_id) for e in train]
-    hard = None
-    if config.negatives is Negatives.HARD:
-        base_vectors = encoder.encode([e.text for e in train])
-        hard = _hard_negatives(train, base_vectors, doc_vectors, config.hard_negatives, self_rows)
+    def heldout() -> float:
+        model.eval()
+        return float(np.mean([source.heldout_ndcg(model) for source in data]))
 
-    model.eval()
-    base_score = best_score = _heldout_ndcg(model, heldout, qrels, doc_vectors, doc_ids)
-    best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
-    best_epoch, stale, history = 0, 0, [{"epoch": 0, "heldout_ndcg@10": round(base_score, 5)}]
-    logger.info("%s: %d train / %d held-out queries; base held-out nDCG@10 %.4f",
-                dataset.name, len(train), len(heldout), base_score)
+    def snapshot() -> dict:
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
 
-    steps_per_epoch = -(-len(train) // config.batch_size)
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"training {dataset.name}", unit="step",
+    names = [source.name for source in data]
+    base_score = best_score = heldout()
+    best_state, best_epoch, stale = snapshot(), 0, 0
+    history = [{"epoch": 0, "heldout_ndcg@10": round(base_score, 5)}]
+    logger.info("%s: %d train / %d held-out queries; base held-out nDCG@10 %.4f", "+".join(names),
+                sum(len(s.train) for s in data), sum(len(s.heldout) for s in data), base_score)
+    steps = len(_epoch_batches(data, config, np.random.default_rng(0)))
+    bar = tqdm(total=config.epochs * steps, desc=f"training {'+'.join(names)}"[:60], unit="step",
                disable=not progress)
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = rng.permutation(len(train))
         losses = []
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            targets = [int(rng.choice(train[i].positives)) for i in batch]
-            features = model.preprocess([train[i].text for i in batch])
-            queries = model(features)["sentence_embedding"]
-            if config.negatives is Negatives.CORPUS:
-                candidates = torch.arange(len(doc_ids))
-            else:
-                pool = set(targets)
-                if hard is not None:
-                    for i in batch:
-                        pool.update(hard[i].tolist())
-                candidates = torch.tensor(sorted(pool))
-            logits = queries @ docs[candidates].T / config.temperature
-            position = {int(row): col for col, row in enumerate(candidates.tolist())}
-            mask = torch.zeros_like(logits, dtype=torch.bool)
-            for b, i in enumerate(batch):  # other positives and the query's own text are not negatives
-                for row in (*train[i].positives, self_rows[i]):
-                    col = position.get(row) if row is not None else None
-                    if col is not None and row != targets[b]:
-                        mask[b, col] = True
-            logits = logits.masked_fill(mask, float("-inf"))
-            labels = torch.tensor([position[t] for t in targets])
-            loss = torch.nn.functional.cross_entropy(logits, labels)
+        for s, batch in _epoch_batches(data, config, rng):
+            loss = _batch_loss(model, data[s], batch, config, rng)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}", best=f"{best_score:.4f}")
-        model.eval()
-        score = _heldout_ndcg(model, heldout, qrels, doc_vectors, doc_ids)
+        score = heldout()
         history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "heldout_ndcg@10": round(score, 5)})
-        logger.info("%s epoch %d: loss %.4f, held-out nDCG@10 %.4f", dataset.name, epoch, np.mean(losses), score)
+        logger.info("%s epoch %d: loss %.4f, held-out nDCG@10 %.4f", "+".join(names), epoch, np.mean(losses), score)
         if score > best_score or not config.select_on_heldout:
-            best_score, best_epoch, stale = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+            best_score, best_epoch, best_state, stale = score, epoch, snapshot(), 0
         else:
             stale += 1
             if stale > config.patience:
@@ -243,9 +265,10 @@ def train_expert(
     bar.close()
     set_peft_model_state_dict(peft_model, best_state)
     model.eval()
+    fingerprint = data_fingerprint([(s.name, s.examples, s.index.doc_ids) for s in data])
     return TrainedExpert(
-        peft_model=peft_model, config=config, dataset=dataset.name, split=split,
-        data_fingerprint=data_fingerprint(examples, doc_ids), train_queries=len(train),
-        heldout_queries=len(heldout), best_epoch=best_epoch, heldout_ndcg_at_10=round(best_score, 5),
-        heldout_base_ndcg_at_10=round(base_score, 5), seconds=time.perf_counter() - started, history=history,
+        peft_model=peft_model, config=config, datasets=names, split=split, data_fingerprint=fingerprint,
+        train_queries=sum(len(s.train) for s in data), heldout_queries=sum(len(s.heldout) for s in data),
+        best_epoch=best_epoch, heldout_ndcg_at_10=round(best_score, 5), heldout_base_ndcg_at_10=round(base_score, 5),
+        seconds=time.perf_counter() - started, history=history,
     )

@@ -27,7 +27,7 @@ def trained(toy_encoder, tmp_path_factory):
     store = ExpertStore(root / "router", toy_encoder.info, create=True)
     results = {}
     for name, seed in (("alpha", 0), ("beta", 1)):
-        results[name] = train_expert(dataset, toy_encoder, index, TrainConfig(seed=seed, **FAST))
+        results[name] = train_expert([(dataset, index)], toy_encoder, TrainConfig(seed=seed, **FAST))
         store.save(name, results[name].write, results[name].meta())
     return {"store": store, "trained": results, "dataset": dataset, "index": index, "root": root}
 
@@ -56,7 +56,7 @@ def test_expert_directory(trained):
     assert sorted(p.name for p in path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "expert.json"]
     assert sum(p.stat().st_size for p in path.iterdir()) < 2 * 1024 * 1024
     info = store.info("alpha")
-    assert info["name"] == "alpha" and info["domain"] == "toy"
+    assert info["name"] == "alpha" and info["domain"] == "toy" and info["training"]["datasets"] == ["toy"]
     assert info["base_model"]["fingerprint"] == store.base.fingerprint
     training = info["training"]
     assert training["split"] == "train" and len(training["data_fingerprint"]) == 64
@@ -84,7 +84,7 @@ def test_saved_expert_gives_the_trained_vectors(trained, toy_encoder):
 
 def test_selection_keeps_the_best_heldout_epoch(trained, toy_encoder):
     config = TrainConfig(**{**FAST, "epochs": 4, "select_on_heldout": True, "patience": 0})
-    result = train_expert(trained["dataset"], toy_encoder, trained["index"], config)
+    result = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
     scores = [h["heldout_ndcg@10"] for h in result.history]
     assert result.best_epoch == int(np.argmax(scores))  # first best wins; base (epoch 0) if nothing beats it
     assert result.heldout_ndcg_at_10 == pytest.approx(max(scores), abs=1e-5)
@@ -93,11 +93,11 @@ def test_selection_keeps_the_best_heldout_epoch(trained, toy_encoder):
 
 def test_training_refuses_the_test_split(trained, toy_encoder):
     with pytest.raises(ValueError, match="experts are never trained on the test split"):
-        train_expert(trained["dataset"], toy_encoder, trained["index"], TrainConfig(**FAST), split="test")
+        train_expert([(trained["dataset"], trained["index"])], toy_encoder, TrainConfig(**FAST), split="test")
 
 
 def test_training_is_deterministic(trained, toy_encoder):
-    again = train_expert(trained["dataset"], toy_encoder, trained["index"], TrainConfig(seed=0, **FAST))
+    again = train_expert([(trained["dataset"], trained["index"])], toy_encoder, TrainConfig(seed=0, **FAST))
     from peft import get_peft_model_state_dict
 
     first = get_peft_model_state_dict(trained["trained"]["alpha"].peft_model)
@@ -178,3 +178,23 @@ def test_other_base_model_is_refused(trained, other_model_dir):
         ExpertStore(trained["store"].root, other.info)
     with pytest.raises(ValueError, match=r"adapter factors for .* have shapes"):
         MultiExpertEncoder(other).add("alpha", trained["store"].load_factors("alpha"))
+
+
+@pytest.mark.parametrize("negatives", ["hard", "in-batch"])
+def test_other_negative_modes_train(trained, toy_encoder, negatives):
+    config = TrainConfig(**{**FAST, "epochs": 1, "negatives": negatives, "hard_negatives": 4})
+    result = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
+    assert result.history[-1]["loss"] > 0 and result.config.negatives.value == negatives
+
+
+def test_multitask_expert_balances_datasets(trained, toy_encoder, tmp_path):
+    from conftest import write_toy_dataset
+
+    write_toy_dataset(tmp_path, name="other")
+    other = open_dataset(tmp_path, "other")
+    sources = [(trained["dataset"], trained["index"]), (other, build_index(other, toy_encoder, tmp_path / "idx"))]
+    config = TrainConfig(**{**FAST, "epochs": 1, "queries_per_dataset": 5})
+    result = train_expert(sources, toy_encoder, config)
+    assert result.datasets == ["toy", "other"]
+    assert result.meta()["domain"] == "toy+other"
+    assert result.train_queries == 6 and result.heldout_queries == 2
