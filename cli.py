@@ -15,6 +15,9 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduse
 CACHE_DIR_ENV = "ROUTERRETRIEVER_CACHE_DIR"
 DATA_DIR_ENV = "ROUTERRETRIEVER_DATA_DIR"  # eval.data.DATA_DIR_ENV; repeated so --help needs no heavy import
 INDEX_TYPES = ("flat", "hnsw", "ivf")  # retriever.index.IndexType, checked in tests
+ROUTER_KINDS = ("pilot", "classifier", "dataset")  # retriever.routers.ROUTERS less "fixed", checked in tests
+DEFAULT_EXPERT_DATASETS = ("scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l",
+                           "squad")
 
 
 class UserErrorGroup(click.Group):
@@ -104,36 +107,43 @@ def _read_queries(path: Path) -> dict[str, str]:
 
 @main.command()
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="An index directory written by `routerretriever index`.")
+              help="An index directory written by `routerretriever index` (or from the cache).")
 @click.option("--query", "query_texts", multiple=True, help="A query (repeatable).")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Queries: BEIR queries.jsonl, or plain text with one query per line.")
+@click.option("--router", type=click.Path(file_okay=False, path_type=Path),
+              help="Route each query to an expert of this router directory (default: base model only).")
+@click.option("--routing", default="pilot", show_default=True, help="Which built router to use with --router.")
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True, help="Base model (must match the index).")
 @click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-def search(index_dir, query_texts, queries_file, model, top_k, as_json):
-    """Search an index with the base model."""
+def search(index_dir, query_texts, queries_file, router, routing, model, top_k, as_json):
+    """Search an index: with the base model, or routed over a router's experts."""
     from retriever.encoder import load_encoder
+    from retriever.experts import MultiExpertEncoder
     from retriever.index import CorpusIndex
-    from retriever.search import search as run_search
+    from retriever.router_retriever import RouterRetriever
+    from retriever.routers import FixedRouter
 
     queries = {f"q{i}": text for i, text in enumerate(query_texts, start=1)}
     if queries_file is not None:
         queries.update(_read_queries(queries_file))
     if not queries:
         raise click.UsageError("give at least one --query or a --queries file")
-    encoder = load_encoder(model)
-    corpus_index = CorpusIndex.load(index_dir, encoder.info)
-    query_ids = list(queries)
-    results = run_search(corpus_index, encoder.encode([queries[q] for q in query_ids]), query_ids, k=top_k)
-    for query_id in query_ids:
-        hits = list(results[query_id].items())
+    if router is None:
+        fixed = MultiExpertEncoder(load_encoder(model))
+        retriever = RouterRetriever(fixed, FixedRouter(fixed.names, {"expert": "base"}))
+    else:
+        retriever = RouterRetriever.load(router, routing, model=model)
+    corpus_index = CorpusIndex.load(index_dir, retriever.encoder.info)
+    for hit in retriever.search(queries, k=top_k, index=corpus_index):
         if as_json:
-            click.echo(json.dumps({"query_id": query_id, "query": queries[query_id],
-                                   "hits": [{"doc_id": d, "score": s} for d, s in hits]}))
+            click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "expert": hit.expert,
+                                   "confidence": round(hit.confidence, 4),
+                                   "hits": [{"doc_id": d, "score": s} for d, s in hit.hits]}))
             continue
-        click.echo(f"{query_id}: {queries[query_id]}")
-        for rank, (doc_id, score) in enumerate(hits, start=1):
+        click.echo(f"{hit.query_id} [{hit.expert}, confidence {hit.confidence:.2f}]: {queries[hit.query_id]}")
+        for rank, (doc_id, score) in enumerate(hit.hits, start=1):
             click.echo(f"  {rank:>3}  {score:.4f}  {doc_id}")
 
 
@@ -192,6 +202,16 @@ def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, 
     index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=obj["progress"])
     trained = train([(ds, index)], encoder, config, split, progress=obj["progress"])
     path = store.save(name, trained.write, trained.meta(), overwrite=overwrite)
+    if (router / "routers").is_dir():  # fold the new expert into the routers already built
+        from experts.routing import refresh_routers
+
+        def open_source(dataset_name):
+            other = open_dataset(data_dir, dataset_name)
+            return other, ensure_index(other, encoder, cache_dir, IndexConfig(), progress=obj["progress"])
+
+        routed = _load_experts(model, router)
+        refitted = refresh_routers(store, routed, open_source, progress=obj["progress"])
+        click.echo(f"refitted routers: {', '.join(refitted)}")
     click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "
                f"{trained.heldout_ndcg_at_10:.4f}\t{trained.seconds:.0f}s")
 
@@ -223,11 +243,14 @@ def experts_list(router, model):
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 def experts_remove(router, name, model):
     """Remove one expert; the others are untouched."""
+    from experts.routing import refresh_routers
     from experts.store import ExpertStore
     from retriever.encoder import load_encoder
 
-    ExpertStore(router, load_encoder(model).info).remove(name)
-    click.echo(f"removed {name}")
+    store = ExpertStore(router, load_encoder(model).info)
+    store.remove(name)
+    refitted = refresh_routers(store)
+    click.echo(f"removed {name}" + (f"; refitted routers: {', '.join(refitted)}" if refitted else ""))
 
 
 @experts.command("export")
@@ -253,7 +276,8 @@ def experts_export(router, name, output, overwrite, model):
 @click.option("--dataset", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--system", default="base", show_default=True,
-              help="What answers the queries: base, or expert:NAME (needs --router).")
+              help="base, expert:NAME, multitask, pilot, classifier, dataset, dataset-oracle or instance-oracle "
+                   "(all but base need --router).")
 @router_option(required=False)
 @model_options
 @click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path),
@@ -263,22 +287,43 @@ def experts_export(router, name, output, overwrite, model):
 @click.pass_obj
 def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, index_type, output_json, run_dir):
     """Evaluate a system on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
-    from eval.benchmark import evaluate_system, format_table, parse_system, write_results_json
+    from eval.benchmark import ROUTED, SplitRun, format_table, parse_system, write_results_json
     from eval.data import open_dataset
     from eval.metrics import write_trec_run
-    from retriever.index import IndexConfig
+    from experts.routing import domain_experts
+    from experts.store import ExpertStore
+    from retriever.encoder import load_encoder
+    from retriever.experts import MultiExpertEncoder
+    from retriever.index import IndexConfig, ensure_index
+    from retriever.routers import load_router
 
-    expert = parse_system(system)
-    if expert != "base" and router is None:
-        raise click.UsageError(f"--system {system} needs --router DIR (the router directory holding the expert)")
+    kind, expert = parse_system(system)
+    if router is None and not (kind == "fixed" and expert == "base"):
+        raise click.UsageError(f"--system {system} needs --router DIR (the router directory holding the experts)")
     opened = [open_dataset(data_dir, name) for name in datasets]  # fail fast, before any model loads
     for ds in opened:
         ds.qrels(split)
-    encoder = _load_experts(model, router, [] if expert == "base" else [expert])
+    encoder = MultiExpertEncoder(load_encoder(model))
+    routers, candidates = {}, None
+    if router is not None:
+        store = ExpertStore(router, encoder.info)
+        candidates = ["base", *sorted(set(domain_experts(store).values()))]
+        if kind == "fixed":
+            names = [] if expert == "base" else [expert]
+        elif kind in ROUTED:
+            path = router / "routers" / kind
+            if not (path / "routing.json").is_file():
+                raise click.UsageError(f"router {kind!r} is not built in {router}; run build-router first")
+            routers[kind] = load_router(path)
+            names = [e for e in routers[kind].experts if e != "base"]
+        else:  # an oracle: every domain expert
+            names = candidates[1:]
+        store.load_into(encoder, names)
     config = IndexConfig(index_type=index_type)
     rows = []
     for ds in opened:
-        result = evaluate_system(ds, split, system, encoder, cache_dir, config, progress=obj["progress"])
+        index = ensure_index(ds, encoder.base, cache_dir, config, progress=obj["progress"])
+        result = SplitRun(ds, split, encoder, index, routers, candidates).run(system)
         rows.append(result)
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -287,6 +332,82 @@ def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, i
     click.echo(format_table(rows))
     if output_json is not None:
         write_results_json(rows, output_json)
+
+
+@main.command("build-router")
+@data_dir_option
+@router_option(required=True)
+@click.option("--dataset", "datasets", multiple=True, required=True,
+              help="Training datasets whose train queries label the router (repeatable).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(ROUTER_KINDS), default=("pilot",),
+              show_default=True, help="Router(s) to build (repeatable).")
+@click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Training queries sampled per dataset for expert scoring.")
+@click.option("--aggregate", type=click.Choice(("mean", "max")), default="mean", show_default=True,
+              help="pilot: mean similarity to an expert's pilots, or the nearest pilot.")
+@click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
+              help="pilot: k-means centroids per (dataset, best expert) group.")
+@model_options
+@click.pass_obj
+def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, model, cache_dir,
+                 index_type):
+    """Score every expert on training queries, label each by its best expert, and fit routers."""
+    from eval.data import open_dataset
+    from experts.routing import build_router as build
+    from experts.routing import routing_data
+    from experts.store import ExpertStore
+    from retriever.index import IndexConfig, ensure_index
+
+    opened = [open_dataset(data_dir, name) for name in datasets]
+    for ds in opened:
+        ds.qrels("train")
+    encoder = _load_experts(model, router)
+    store = ExpertStore(router, encoder.info)
+    config = IndexConfig(index_type=index_type)
+    sources = [(ds, ensure_index(ds, encoder.base, cache_dir, config, progress=obj["progress"])) for ds in opened]
+    data = routing_data(sources, encoder, store, max_queries=max_queries, progress=obj["progress"])
+    info = {"datasets": list(datasets), "max_queries": max_queries, "seed": 0}
+    for kind in kinds:
+        options = {"aggregate": aggregate, "clusters": clusters} if kind == "pilot" else {}
+        path = build(store, kind, data, info, **options)
+        click.echo(f"{path}\t{kind}\t{len(data.labels)} labelled queries\texperts: {', '.join(data.experts)}")
+
+
+@main.command()
+@data_dir_option
+@router_option(required=True)
+@click.option("--expert-dataset", "expert_datasets", multiple=True,
+              help="Datasets that get an expert (repeatable; default: every dataset but aila2019-statutes).")
+@click.option("--eval-dataset", "eval_datasets", multiple=True,
+              help="Datasets evaluated on test (repeatable; default: the expert datasets + aila2019-statutes).")
+@click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1))
+@click.option("--no-multitask", is_flag=True, help="Skip the multitask baseline expert.")
+@click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write the tables here.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG of the pilot router's dataset -> expert confusion.")
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
+              default=DEFAULT_CACHE_DIR, show_default=True)
+@click.pass_obj
+def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, output_json,
+              markdown, plot, model, cache_dir):
+    """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
+    from eval.benchmark import write_results_json
+    from eval.comparison import run_comparison, write_report
+    from eval.data import resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    if not expert_datasets:
+        expert_datasets = DEFAULT_EXPERT_DATASETS
+    if not eval_datasets:
+        eval_datasets = [*expert_datasets, *[d for d in ("aila2019-statutes",) if (root / d).is_dir()]]
+    comparison = run_comparison(root, router, cache_dir, list(expert_datasets), list(eval_datasets), model=model,
+                                max_queries=max_queries, multitask=not no_multitask, progress=obj["progress"])
+    text = write_report(comparison, markdown, plot)
+    write_results_json(comparison.results, output_json,
+                       {"routing": comparison.routing(), "seconds": comparison.seconds})
+    click.echo(text)
 
 
 if __name__ == "__main__":

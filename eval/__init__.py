@@ -1,21 +1,15 @@
-"""Evaluation: BEIR-layout data loading, metrics, and evaluation runs.
+"""Evaluation: BEIR-layout data loading, metrics, evaluation runs and the paper-style comparison.
 
-- ``data``      — typed, validated loading of corpus (plain or gzipped), queries and qrels.
-- ``metrics``   — nDCG@10, Recall@100, MAP@100, MRR@10 via BEIR/pytrec_eval; per-query nDCG; TREC run files.
-- ``benchmark`` — evaluate a system on dataset splits over the cached shared index; result JSON and tables.
-- ``expected_scores.json`` — measured scores that the real-data tests guard.
+- ``data``       — typed, validated loading of corpus (plain or gzipped), queries and qrels.
+- ``metrics``    — nDCG@10, Recall@100, MAP@100, MRR@10 via BEIR/pytrec_eval; per-query nDCG; TREC run files.
+- ``benchmark``  — ``SplitRun``: every system (base, experts, routers, oracles) on one split, sharing vectors.
+- ``comparison`` — train what is missing, build routers, evaluate everything, write tables, JSON and a PNG.
+- ``expected_scores.json`` — measured scores that the real-data tests guard; ``bench_*.py`` — timing scripts.
 
-Tested in ``tests/test_data.py``, ``tests/test_metrics.py`` and ``tests/test_realdata.py``.
+Tested in ``tests/test_data.py``, ``tests/test_metrics.py``, ``tests/test_routing.py``, ``tests/test_realdata.py``.
 """
 
-from eval.benchmark import (
-    SYSTEMS,
-    EvalResult,
-    evaluate_system,
-    format_table,
-    results_json,
-    write_results_json,
-)
+from eval.benchmark import SYSTEMS, EvalResult, SplitRun, format_table, parse_system, results_json, write_results_json
 from eval.data import DataError, Dataset, Document, Split, iter_corpus, load_qrels, load_queries, open_dataset
 from eval.metrics import Scores, evaluate, per_query_ndcg, write_trec_run
 
@@ -27,13 +21,14 @@ __all__ = [
     "EvalResult",
     "Scores",
     "Split",
+    "SplitRun",
     "evaluate",
-    "evaluate_system",
     "format_table",
     "iter_corpus",
     "load_qrels",
     "load_queries",
     "open_dataset",
+    "parse_system",
     "per_query_ndcg",
     "results_json",
     "write_results_json",

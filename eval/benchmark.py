@@ -1,27 +1,43 @@
-"""Evaluation runs: a system answers a dataset split's queries over the shared corpus index, BEIR scores it."""
+"""Evaluation runs: systems answer a dataset split's queries over the shared corpus index; BEIR scores them.
+
+Systems (``SYSTEMS``): ``base``; ``expert:NAME``; ``multitask`` (the expert of that name, trained on every
+train split); the routers ``pilot``, ``classifier``, ``dataset``; and, for evaluation only,
+``dataset-oracle`` (the best single system per dataset, chosen on test) and ``instance-oracle`` (the best
+system per query). Oracles and routers choose among ``base`` and the domain experts.
+
+``SplitRun`` encodes each query once per expert and shares those vectors between every system evaluated on
+the split, so a routed system or an oracle costs no extra encoding.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from eval.data import Dataset
 from eval.metrics import Scores, evaluate
 from retriever.experts import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import IndexConfig, ensure_index
+from retriever.index import CorpusIndex
+from retriever.routers import Router
 from retriever.search import Results, search
 
 __all__ = [
-    "SYSTEMS", "EvalResult", "evaluate_system", "format_table", "parse_system", "results_json",
-    "write_results_json",
+    "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "format_table", "parse_system",
+    "results_json", "write_results_json",
 ]
 
 logger = logging.getLogger(__name__)
 
-SYSTEMS = ("base", "expert:NAME")
+MULTITASK = "multitask"
+ROUTED = ("pilot", "classifier", "dataset")
+ORACLES = ("dataset-oracle", "instance-oracle")
+SYSTEMS = ("base", "expert:NAME", MULTITASK, *ROUTED, *ORACLES)
 RETRIEVE_K = 100  # deep enough for Recall@100 and MAP@100
 
 
@@ -32,54 +48,114 @@ class EvalResult:
     system: str
     scores: Scores
     results: Results
+    chosen: dict[str, str] | None = field(default=None, repr=False)  # query id -> expert (routed, oracles)
 
     def row(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "system": self.system, **self.scores.summary()}
 
 
-def parse_system(system: str, experts: list[str] | None = None) -> str:
-    """The expert that answers for ``system`` (``base`` or ``expert:NAME``); a clear error otherwise."""
+def parse_system(system: str) -> tuple[str, str | None]:
+    """``(kind, expert)``: kind is ``fixed`` (expert set), a router name, or an oracle; a clear error otherwise."""
     if system == BASE_EXPERT:
-        return BASE_EXPERT
-    if system.startswith("expert:"):
-        name = system.split(":", 1)[1]
-        if experts is not None and name not in experts:
-            raise ValueError(f"unknown expert {name!r} in system {system!r}; available: {', '.join(experts)}")
-        return name
+        return "fixed", BASE_EXPERT
+    if system == MULTITASK:
+        return "fixed", MULTITASK
+    if system.startswith("expert:") and len(system) > len("expert:"):
+        return "fixed", system.split(":", 1)[1]
+    if system in ROUTED or system in ORACLES:
+        return system, None
     raise ValueError(f"unknown system {system!r}; available: {', '.join(SYSTEMS)}")
 
 
-def evaluate_system(
-    dataset: Dataset,
-    split: str,
-    system: str,
-    encoder: MultiExpertEncoder,
-    cache_dir: str | os.PathLike,
-    index_config: IndexConfig | None = None,
-    *,
-    progress: bool = False,
-) -> EvalResult:
-    """Search ``split``'s judged queries with ``system`` over the dataset's cached corpus index and score it."""
-    expert = parse_system(system, encoder.names)
-    data = dataset.split(split)
-    index = ensure_index(dataset, encoder.base, cache_dir, index_config, progress=progress)
-    query_ids = list(data.queries)
-    vectors = encoder.encode([data.queries[qid] for qid in query_ids], expert)
-    results = search(index, vectors, query_ids, k=RETRIEVE_K)
-    scores = evaluate(data.qrels, results)
-    logger.info("%s/%s %s: nDCG@10 %.4f over %d queries", dataset.name, split, system, scores.ndcg_at_10,
-                scores.queries)
-    return EvalResult(dataset.name, split, system, scores, results)
+class SplitRun:
+    """One dataset split over its corpus index, with per-expert query vectors computed once and shared."""
+
+    def __init__(self, dataset: Dataset, split: str, encoder: MultiExpertEncoder, index: CorpusIndex,
+                 routers: dict[str, Router] | None = None, candidates: Sequence[str] | None = None):
+        index.check_model(encoder.info)
+        self.dataset, self.split, self.encoder, self.index = dataset, split, encoder, index
+        self.data = dataset.split(split)
+        self.query_ids = list(self.data.queries)
+        self.texts = [self.data.queries[q] for q in self.query_ids]
+        self.routers = routers or {}
+        self.candidates = list(candidates) if candidates is not None else encoder.names  # for oracles
+        self._vectors: dict[str, np.ndarray] = {}
+        self._done: dict[str, np.ndarray] = {}
+        self._fixed: dict[str, EvalResult] = {}
+
+    def vectors(self, expert: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Query vectors of ``expert`` for ``rows`` (all by default), encoding only rows not yet encoded."""
+        n = len(self.query_ids)
+        rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+        if expert not in self._vectors:
+            self._vectors[expert] = np.zeros((n, self.encoder.dim), dtype=np.float32)
+            self._done[expert] = np.zeros(n, dtype=bool)
+        todo = rows[~self._done[expert][rows]]
+        if len(todo):
+            self._vectors[expert][todo] = self.encoder.encode([self.texts[i] for i in todo], expert)
+            self._done[expert][todo] = True
+        return self._vectors[expert][rows]
+
+    def _result(self, system: str, vectors: np.ndarray, chosen: dict[str, str] | None = None) -> EvalResult:
+        results = search(self.index, vectors, self.query_ids, k=RETRIEVE_K)
+        return self._scored(system, results, chosen)
+
+    def _scored(self, system: str, results: Results, chosen: dict[str, str] | None) -> EvalResult:
+        scores = evaluate(self.data.qrels, results)
+        logger.info("%s/%s %s: nDCG@10 %.4f", self.dataset.name, self.split, system, scores.ndcg_at_10)
+        return EvalResult(self.dataset.name, self.split, system, scores, results, chosen)
+
+    def fixed(self, expert: str) -> EvalResult:
+        if expert not in self.encoder.names:
+            raise ValueError(f"unknown expert {expert!r}; available: {', '.join(self.encoder.names)}")
+        if expert not in self._fixed:
+            system = BASE_EXPERT if expert == BASE_EXPERT else MULTITASK if expert == MULTITASK else f"expert:{expert}"
+            self._fixed[expert] = self._result(system, self.vectors(expert))
+        return self._fixed[expert]
+
+    def routed(self, name: str) -> EvalResult:
+        if name not in self.routers:
+            raise ValueError(f"router {name!r} is not built; built: {', '.join(self.routers) or 'none'}")
+        choice = self.routers[name].route(self.vectors(BASE_EXPERT)).choice
+        vectors = np.zeros((len(self.query_ids), self.encoder.dim), dtype=np.float32)
+        for expert in set(choice):
+            rows = np.array([i for i, e in enumerate(choice) if e == expert])
+            vectors[rows] = self.vectors(expert, rows)
+        return self._result(name, vectors, dict(zip(self.query_ids, choice, strict=True)))
+
+    def dataset_oracle(self) -> EvalResult:
+        best = max(self.candidates, key=lambda e: (self.fixed(e).scores.ndcg_at_10, e == BASE_EXPERT))
+        result = self.fixed(best)
+        return EvalResult(result.dataset, result.split, "dataset-oracle", result.scores, result.results,
+                          dict.fromkeys(self.query_ids, best))
+
+    def instance_oracle(self) -> EvalResult:
+        per_system = {e: self.fixed(e) for e in self.candidates}
+        chosen, results = {}, {}
+        for qid in self.query_ids:  # ties go to the first candidate (base)
+            best = max(self.candidates, key=lambda e: per_system[e].scores.per_query_ndcg_at_10[qid])
+            chosen[qid], results[qid] = best, per_system[best].results[qid]
+        return self._scored("instance-oracle", results, chosen)
+
+    def run(self, system: str) -> EvalResult:
+        kind, expert = parse_system(system)
+        if kind == "fixed":
+            return self.fixed(expert)
+        if kind == "dataset-oracle":
+            return self.dataset_oracle()
+        if kind == "instance-oracle":
+            return self.instance_oracle()
+        return self.routed(kind)
 
 
 def results_json(results: list[EvalResult]) -> dict:
     return {"results": [result.row() for result in results]}
 
 
-def write_results_json(results: list[EvalResult], path: str | os.PathLike) -> None:
+def write_results_json(results: list[EvalResult], path: str | os.PathLike, extra: dict | None = None) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results_json(results), indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps({**results_json(results), **(extra or {})}, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -92,6 +168,7 @@ def format_table(results: list[EvalResult]) -> str:
         for r in results
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
     def line(row):
         cells = zip(row, widths, strict=True)
         return "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(cells))

@@ -23,6 +23,7 @@ __all__ = [
     "atomic_directory",
     "checksum_files",
     "read_metadata",
+    "save_npy",
     "sha256_file",
     "verify_checksums",
     "write_json",
@@ -61,7 +62,19 @@ def verify_checksums(directory: Path, checksums: dict[str, str]) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    """Write JSON atomically (temporary sibling, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_npy(path: Path, array) -> None:
+    """Save an array as ``.npy`` atomically; load it back with ``allow_pickle=False``."""
+    import numpy as np
+
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
+    os.replace(tmp, path)
 
 
 def read_metadata(path: Path, kind: str, format_version: int) -> dict[str, Any]:

@@ -72,9 +72,12 @@ def test_expected_base_scores(real_data_dir, minilm, name, tmp_path_factory):
     """All eight datasets (about 25 minutes on 2 cores when no index is cached): run with -m slow."""
     import os
 
-    from eval.benchmark import evaluate_system
+    from eval.benchmark import SplitRun
+    from retriever.experts import MultiExpertEncoder
+    from retriever.index import ensure_index
 
     cache = os.environ.get("ROUTERRETRIEVER_CACHE_DIR") or tmp_path_factory.getbasetemp() / "cache"
-    result = evaluate_system(open_dataset(real_data_dir, name), "test", "base", minilm, cache)
+    dataset = open_dataset(real_data_dir, name)
+    result = SplitRun(dataset, "test", MultiExpertEncoder(minilm), ensure_index(dataset, minilm, cache)).run("base")
     expected, tolerance = _expected(name)
     assert result.scores.ndcg_at_10 == pytest.approx(expected, abs=tolerance)

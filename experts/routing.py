@@ -1,0 +1,157 @@
+"""Building routers from training data: per-query scores of every expert, best-expert labels, fitting.
+
+For each training dataset (train split only), a seeded sample of at most ``max_queries`` queries is encoded by
+the base model and by every expert; each is scored by nDCG@10 over that dataset's corpus index. A query's
+label is its best expert (ties: the dataset's own expert, then ``base``, then the expert list order). All of
+it is cached under ``<router>/routing-data/<dataset>/``, keyed by each expert's adapter checksum, so adding an
+expert computes only its own scores and removing one computes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from eval.metrics import per_query_ndcg
+from experts.store import ExpertStore
+from retriever.artifacts import save_npy, write_json
+from retriever.experts import BASE_EXPERT, MultiExpertEncoder
+from retriever.routers import ROUTERS, RoutingData, load_router
+from retriever.search import search
+
+__all__ = [
+    "build_router", "cached_routing_data", "domain_experts", "expert_key", "refresh_routers", "routing_data",
+    "score_experts",
+]
+
+logger = logging.getLogger(__name__)
+
+SPLIT = "train"
+
+
+def domain_experts(store: ExpertStore) -> dict[str, str]:
+    """``{dataset: expert}`` for experts trained on exactly one dataset (multi-task experts are not routed)."""
+    mapping = {}
+    for name in store.names():
+        datasets = store.info(name).get("training", {}).get("datasets", [])
+        if len(datasets) == 1:
+            mapping.setdefault(datasets[0], name)
+    return mapping
+
+
+def expert_key(store: ExpertStore, name: str) -> str:
+    """Identifies an expert's weights (or the base model's) for the score cache."""
+    if name == BASE_EXPERT:
+        return store.base.fingerprint
+    return store.info(name)["files"]["adapter_model.safetensors"]
+
+
+def _sample(dataset, index, max_queries: int, seed: int) -> tuple[list[str], list[str], dict]:
+    data = dataset.split(SPLIT)
+    doc_ids = set(index.doc_ids)
+    qids = sorted(q for q, judged in data.qrels.items() if any(s >= 1 and d in doc_ids for d, s in judged.items()))
+    if len(qids) > max_queries:
+        qids = sorted(np.random.default_rng(seed).choice(qids, size=max_queries, replace=False).tolist())
+    return qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids}
+
+
+def _folder(store: ExpertStore, dataset_name: str) -> Path:
+    return store.root / "routing-data" / dataset_name
+
+
+def score_experts(dataset, index, encoder: MultiExpertEncoder, store: ExpertStore, experts: list[str],
+                  max_queries: int, seed: int = 0, progress: bool = False) -> None:
+    """Cache base vectors of the sampled training queries and each expert's per-query nDCG@10 on them."""
+    qids, texts, qrels = _sample(dataset, index, max_queries, seed)
+    folder = _folder(store, dataset.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps([qids, texts, qrels, index.meta["files"]], sort_keys=True).encode()).hexdigest()
+    meta_path = folder / "queries.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta.get("key") != key:
+        for stale in folder.glob("*"):
+            stale.unlink()
+        save_npy(folder / "base_vectors.npy", encoder.encode(texts, BASE_EXPERT))
+        write_json(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
+    base_vectors = None
+    for name in tqdm(experts, desc=f"scoring experts on {dataset.name}", disable=not progress):
+        path, expected = folder / f"scores-{name}.json", expert_key(store, name)
+        if path.exists() and json.loads(path.read_text()).get("expert_key") == expected:
+            continue
+        if name == BASE_EXPERT:
+            base_vectors = np.load(folder / "base_vectors.npy", allow_pickle=False)
+        vectors = base_vectors if name == BASE_EXPERT else encoder.encode(texts, name)
+        per_query = per_query_ndcg(qrels, search(index, vectors, qids, k=100))
+        write_json(path, {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids]})
+
+
+def cached_routing_data(store: ExpertStore, datasets: list[str]) -> RoutingData:
+    """Label cached training queries with their best current expert (ties: own expert, base, list order)."""
+    own = domain_experts(store)
+    experts = [BASE_EXPERT, *sorted(set(own.values()))]
+    vectors, labels, names = [], [], []
+    for dataset in datasets:
+        folder = _folder(store, dataset)
+        columns = []
+        for name in experts:
+            path = folder / f"scores-{name}.json"
+            cached = json.loads(path.read_text()) if path.exists() else {}
+            if cached.get("expert_key") != expert_key(store, name):
+                raise ValueError(f"no current scores of expert {name!r} on {dataset!r}; run build-router")
+            columns.append(cached["ndcg@10"])
+        scores = np.array(columns, dtype=np.float64).T
+        preference = [own.get(dataset), BASE_EXPERT, *experts]
+        order = [experts.index(e) for e in dict.fromkeys(p for p in preference if p is not None)]
+        labels += [experts[next(j for j in order if row[j] == row.max())] for row in scores]
+        vectors.append(np.load(folder / "base_vectors.npy", allow_pickle=False))
+        names += [dataset] * len(scores)
+    dataset_experts = {d: e for d, e in own.items() if d in set(names)}
+    return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, experts)
+
+
+def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_queries: int = 500, seed: int = 0,
+                 progress: bool = False) -> RoutingData:
+    """Score what is not cached yet on ``sources`` (``(dataset, index)`` pairs), then label from the cache."""
+    experts = [BASE_EXPERT, *sorted(set(domain_experts(store).values()))]
+    for dataset, index in sources:
+        score_experts(dataset, index, encoder, store, experts, max_queries, seed, progress)
+    return cached_routing_data(store, [dataset.name for dataset, _ in sources])
+
+
+def build_router(store: ExpertStore, kind: str, data: RoutingData, info: dict, **options) -> Path:
+    if kind not in ROUTERS:
+        raise ValueError(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
+    router = ROUTERS[kind].fit(data, **options)
+    counts = {e: data.labels.count(e) for e in data.experts}
+    return router.save(store.root / "routers" / kind, {**info, "label_counts": counts})
+
+
+def refresh_routers(store: ExpertStore, encoder: MultiExpertEncoder | None = None, open_source=None,
+                    progress: bool = False) -> list[str]:
+    """Refit every saved router for the current experts, without retraining any expert.
+
+    After a removal nothing is encoded (the remaining experts' scores are cached). After an addition, pass
+    ``encoder`` (with the new expert loaded) and ``open_source(dataset_name) -> (dataset, index)`` so the new
+    expert's scores can be computed. Returns the names of the routers refitted.
+    """
+    folder = store.root / "routers"
+    refitted = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not (path / "routing.json").is_file():
+            continue
+        router = load_router(path)
+        info = json.loads((path / "routing.json").read_text())["info"]
+        if open_source is not None:
+            sources = [open_source(name) for name in info["datasets"]]
+            data = routing_data(sources, encoder, store, info["max_queries"], info["seed"], progress)
+        else:
+            data = cached_routing_data(store, info["datasets"])
+        build_router(store, router.name, data, {k: info[k] for k in ("datasets", "max_queries", "seed")},
+                     **router.options)
+        refitted.append(router.name)
+    return refitted

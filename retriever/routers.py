@@ -1,0 +1,297 @@
+"""Routers: base query vectors in, per-expert weights out. One interface, looked up by name in ``ROUTERS``.
+
+- ``pilot``      — the paper's pilot-embedding library: each pilot is the base-encoder centroid of a group of
+                   training queries that one expert answered best; a query goes to the expert whose pilots it
+                   is most similar to on average (``aggregate="max"``: nearest pilot; ``clusters > 1``:
+                   k-means centroids per group instead of one mean).
+- ``classifier`` — multinomial logistic regression on base query vectors, same best-expert labels.
+- ``dataset``    — the nearest of at most ``per_dataset`` training queries decides, by its dataset's expert.
+- ``fixed``      — always one expert (``base`` is the base model).
+
+A router is fitted from ``RoutingData`` (training queries' base vectors, their best expert, their dataset) and
+saved as JSON + ``.npy`` under ``<router dir>/routers/<name>/`` (no pickle; sklearn is used only to fit).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from retriever.artifacts import atomic_directory, checksum_files, read_metadata, verify_checksums, write_json
+
+__all__ = ["ROUTERS", "Router", "Routing", "RoutingData", "load_router", "router_names"]
+
+FORMAT_VERSION = 1
+KIND = "routerretriever-routing-model"
+SOFTMAX_TEMPERATURE = 0.05  # turns cosine-similarity scores into weights, as the contrastive loss does
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``experts[j]``."""
+
+    experts: list[str]
+    weights: np.ndarray
+
+    @property
+    def choice(self) -> list[str]:
+        return [self.experts[j] for j in self.weights.argmax(axis=1)]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.weights.max(axis=1)
+
+
+@dataclass(frozen=True)
+class RoutingData:
+    """Training queries for fitting a router. ``labels``: best expert per query; ``datasets``: its source."""
+
+    vectors: np.ndarray
+    labels: list[str]
+    datasets: list[str]
+    dataset_experts: dict[str, str]  # dataset -> its own expert
+    experts: list[str]  # every expert the router may choose, "base" included
+
+    def __post_init__(self):
+        if not (len(self.vectors) == len(self.labels) == len(self.datasets)):
+            raise ValueError("vectors, labels and datasets must have the same length")
+        unknown = sorted(set(self.labels) - set(self.experts))
+        if unknown:
+            raise ValueError(f"labels name experts the router does not know: {', '.join(unknown)}")
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    z = scores / SOFTMAX_TEMPERATURE
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Router(ABC):
+    """Routes base query vectors to experts. Subclasses set ``name`` and implement fit/route/state."""
+
+    name: ClassVar[str]
+
+    def __init__(self, experts: list[str], options: dict):
+        self.experts = list(experts)
+        self.options = dict(options)
+
+    @classmethod
+    @abstractmethod
+    def fit(cls, data: RoutingData, **options) -> Router: ...
+
+    @abstractmethod
+    def route(self, vectors: np.ndarray) -> Routing: ...
+
+    @abstractmethod
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The router's state as named arrays (saved as ``<name>.npy``)."""
+
+    @classmethod
+    @abstractmethod
+    def from_arrays(cls, experts: list[str], options: dict, arrays: dict[str, np.ndarray], extra: dict) -> Router: ...
+
+    def extra(self) -> dict:
+        """JSON-able state besides arrays."""
+        return {}
+
+    def save(self, path: str | Path, info: dict | None = None) -> Path:
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            files = []
+            for key, array in self.arrays().items():
+                np.save(tmp / f"{key}.npy", np.ascontiguousarray(array), allow_pickle=False)
+                files.append(f"{key}.npy")
+            write_json(tmp / "routing.json", {
+                "kind": KIND, "format_version": FORMAT_VERSION, "router": self.name, "experts": self.experts,
+                "options": self.options, "state": self.extra(), "info": info or {},
+                "files": checksum_files(tmp, files),
+            })
+        return path
+
+
+def _check_dim(vectors: np.ndarray, dim: int) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"router expects base query vectors of shape (n, {dim}), got {vectors.shape}")
+    return vectors
+
+
+class PilotRouter(Router):
+    name = "pilot"
+
+    def __init__(self, experts, options, pilots: np.ndarray, pilot_experts: np.ndarray):
+        super().__init__(experts, options)
+        self.pilots = pilots
+        self.pilot_experts = pilot_experts  # index into self.experts, one per pilot
+
+    @classmethod
+    def fit(cls, data: RoutingData, aggregate: str = "mean", clusters: int = 1, seed: int = 0) -> PilotRouter:
+        if aggregate not in ("mean", "max"):
+            raise ValueError(f"unknown aggregate {aggregate!r}; valid: mean, max")
+        if not isinstance(clusters, int) or clusters < 1:
+            raise ValueError(f"clusters must be a positive integer, got {clusters!r}")
+        pilots, owners = [], []
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, (dataset, label) in enumerate(zip(data.datasets, data.labels, strict=True)):
+            groups.setdefault((dataset, label), []).append(i)
+        for (_, label), rows in sorted(groups.items()):
+            members = data.vectors[rows]
+            if clusters == 1 or len(rows) <= clusters:
+                centroids = members.mean(axis=0, keepdims=True)
+            else:
+                from sklearn.cluster import KMeans
+
+                centroids = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit(members).cluster_centers_
+            pilots.append(centroids)
+            owners += [data.experts.index(label)] * len(centroids)
+        options = {"aggregate": aggregate, "clusters": clusters, "seed": seed}
+        return cls(data.experts, options, np.concatenate(pilots).astype(np.float32), np.array(owners, dtype=np.int64))
+
+    def route(self, vectors: np.ndarray) -> Routing:
+        vectors = _check_dim(vectors, self.pilots.shape[1])
+        sims = vectors @ self.pilots.T
+        scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
+        for j in range(len(self.experts)):
+            mine = self.pilot_experts == j
+            if mine.any():
+                part = sims[:, mine]
+                scores[:, j] = part.mean(axis=1) if self.options["aggregate"] == "mean" else part.max(axis=1)
+        return Routing(self.experts, _softmax(scores))
+
+    def arrays(self):
+        return {"pilots": self.pilots, "pilot_experts": self.pilot_experts}
+
+    @classmethod
+    def from_arrays(cls, experts, options, arrays, extra):
+        return cls(experts, options, arrays["pilots"], arrays["pilot_experts"])
+
+
+class ClassifierRouter(Router):
+    name = "classifier"
+
+    def __init__(self, experts, options, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray):
+        super().__init__(experts, options)
+        self.coef, self.intercept, self.classes = coef, intercept, classes  # classes: index into experts
+
+    @classmethod
+    def fit(cls, data: RoutingData, c: float = 1.0, seed: int = 0) -> ClassifierRouter:
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.array([data.experts.index(label) for label in data.labels])
+        classes = np.unique(y)
+        if len(classes) == 1:  # one label only: a constant router
+            coef = np.zeros((1, data.vectors.shape[1]), dtype=np.float32)
+            return cls(data.experts, {"c": c, "seed": seed}, coef, np.zeros(1, np.float32), classes)
+        model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(data.vectors, y)
+        coef, intercept = model.coef_, model.intercept_
+        if len(classes) == 2:  # sklearn keeps one row for two classes: make it a two-way softmax
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+        return cls(data.experts, {"c": c, "seed": seed}, coef.astype(np.float32), intercept.astype(np.float32),
+                   model.classes_)
+
+    def route(self, vectors: np.ndarray) -> Routing:
+        vectors = _check_dim(vectors, self.coef.shape[1])
+        logits = vectors @ self.coef.T + self.intercept
+        logits = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        weights = np.zeros((len(vectors), len(self.experts)), dtype=np.float32)
+        weights[:, self.classes] = probs
+        return Routing(self.experts, weights)
+
+    def arrays(self):
+        return {"coef": self.coef, "intercept": self.intercept, "classes": self.classes}
+
+    @classmethod
+    def from_arrays(cls, experts, options, arrays, extra):
+        return cls(experts, options, arrays["coef"], arrays["intercept"], arrays["classes"])
+
+
+class DatasetRouter(Router):
+    name = "dataset"
+
+    def __init__(self, experts, options, vectors: np.ndarray, owners: np.ndarray):
+        super().__init__(experts, options)
+        self.vectors, self.owners = vectors, owners
+
+    @classmethod
+    def fit(cls, data: RoutingData, per_dataset: int = 100, seed: int = 0) -> DatasetRouter:
+        rng = np.random.default_rng(seed)
+        keep, owners = [], []
+        for dataset in sorted(set(data.datasets)):
+            expert = data.dataset_experts.get(dataset)
+            if expert is None:
+                continue
+            rows = np.flatnonzero(np.array(data.datasets) == dataset)
+            rows = np.sort(rng.permutation(rows)[:per_dataset])
+            keep += rows.tolist()
+            owners += [data.experts.index(expert)] * len(rows)
+        if not keep:
+            raise ValueError("the dataset router needs at least one dataset that has its own expert")
+        options = {"per_dataset": per_dataset, "seed": seed}
+        return cls(data.experts, options, data.vectors[keep].astype(np.float32), np.array(owners, dtype=np.int64))
+
+    def route(self, vectors: np.ndarray) -> Routing:
+        vectors = _check_dim(vectors, self.vectors.shape[1])
+        sims = vectors @ self.vectors.T
+        scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
+        for j in np.unique(self.owners):
+            scores[:, j] = sims[:, self.owners == j].max(axis=1)
+        return Routing(self.experts, _softmax(scores))
+
+    def arrays(self):
+        return {"vectors": self.vectors, "owners": self.owners}
+
+    @classmethod
+    def from_arrays(cls, experts, options, arrays, extra):
+        return cls(experts, options, arrays["vectors"], arrays["owners"])
+
+
+class FixedRouter(Router):
+    name = "fixed"
+
+    @classmethod
+    def fit(cls, data: RoutingData, expert: str = "base") -> FixedRouter:
+        if expert not in data.experts:
+            raise ValueError(f"unknown expert {expert!r}; available: {', '.join(data.experts)}")
+        return cls(data.experts, {"expert": expert})
+
+    def route(self, vectors: np.ndarray) -> Routing:
+        weights = np.zeros((len(vectors), len(self.experts)), dtype=np.float32)
+        weights[:, self.experts.index(self.options["expert"])] = 1.0
+        return Routing(self.experts, weights)
+
+    def arrays(self):
+        return {}
+
+    @classmethod
+    def from_arrays(cls, experts, options, arrays, extra):
+        return cls(experts, options)
+
+
+ROUTERS: dict[str, type[Router]] = {r.name: r for r in (PilotRouter, ClassifierRouter, DatasetRouter, FixedRouter)}
+
+
+def router_names() -> list[str]:
+    return list(ROUTERS)
+
+
+def load_router(path: str | Path) -> Router:
+    path = Path(path)
+    meta = read_metadata(path / "routing.json", KIND, FORMAT_VERSION)
+    cls = ROUTERS.get(meta["router"])
+    if cls is None:
+        raise ValueError(f"unknown router {meta['router']!r} in {path}; available: {', '.join(ROUTERS)}")
+    verify_checksums(path, meta["files"])
+    arrays = {Path(name).stem: np.load(path / name, allow_pickle=False) for name in meta["files"]}
+    return cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
+
+
+def describe(path: str | Path) -> dict:
+    return json.loads((Path(path) / "routing.json").read_text(encoding="utf-8"))

@@ -1,0 +1,238 @@
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_toy_dataset
+
+import cli
+from eval.benchmark import SplitRun, parse_system
+from eval.data import open_dataset
+from experts import ExpertStore, TrainConfig, train_expert
+from experts.routing import build_router, cached_routing_data, refresh_routers, routing_data
+from retriever.experts import MultiExpertEncoder
+from retriever.index import build_index
+from retriever.router_retriever import RouterRetriever
+from retriever.routers import ROUTERS, RoutingData, load_router
+
+FAST = dict(epochs=2, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)
+
+
+def synthetic(seed=0, n=60, dim=8):
+    """Three well-separated clusters labelled base / a / b, from datasets da / db."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(dim)[:3]
+    labels = ["base", "a", "b"]
+    vectors, names, datasets = [], [], []
+    for i in range(n):
+        c = i % 3
+        v = centres[c] + 0.05 * rng.standard_normal(dim)
+        vectors.append(v / np.linalg.norm(v))
+        names.append(labels[c])
+        datasets.append("da" if c < 2 else "db")
+    return RoutingData(np.array(vectors, dtype=np.float32), names, datasets, {"da": "a", "db": "b"},
+                       ["base", "a", "b"])
+
+
+@pytest.mark.parametrize("name", sorted(ROUTERS))
+def test_router_contract(name, tmp_path):
+    data = synthetic()
+    router = ROUTERS[name].fit(data)
+    routing = router.route(data.vectors)
+    assert routing.experts == ["base", "a", "b"]
+    assert routing.weights.shape == (60, 3)
+    np.testing.assert_allclose(routing.weights.sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(routing.confidence == routing.weights.max(axis=1))
+    reloaded = load_router(router.save(tmp_path / name))
+    np.testing.assert_allclose(reloaded.route(data.vectors).weights, routing.weights, atol=1e-6)
+    assert reloaded.options == router.options
+    if name != "fixed":
+        with pytest.raises(ValueError, match=r"router expects base query vectors of shape \(n, 8\), got \(2, 3\)"):
+            router.route(np.zeros((2, 3), dtype=np.float32))
+
+
+def test_learned_routers_follow_the_clusters():
+    data = synthetic()
+    test = synthetic(seed=1)
+    for name in ("pilot", "classifier"):
+        assert ROUTERS[name].fit(data).route(test.vectors).choice == test.labels, name
+    # The dataset router decides by source dataset: cluster "base" queries come from dataset da, whose expert is a.
+    expected = ["a" if d == "da" else "b" for d in test.datasets]
+    assert ROUTERS["dataset"].fit(data).route(test.vectors).choice == expected
+
+
+def test_pilot_options():
+    data = synthetic()
+    assert ROUTERS["pilot"].fit(data, aggregate="max").route(data.vectors).choice == data.labels
+    clustered = ROUTERS["pilot"].fit(data, clusters=2)
+    assert len(clustered.pilots) == 6 and clustered.route(data.vectors).choice == data.labels
+    with pytest.raises(ValueError, match="unknown aggregate 'median'; valid: mean, max"):
+        ROUTERS["pilot"].fit(data, aggregate="median")
+
+
+def test_routing_data_validation():
+    with pytest.raises(ValueError, match="labels name experts the router does not know: z"):
+        RoutingData(np.zeros((1, 2)), ["z"], ["d"], {}, ["base"])
+
+
+@pytest.fixture(scope="module")
+def world(toy_encoder, tmp_path_factory):
+    """Two toy datasets with an expert each, routing data and a pilot router in one router directory."""
+    root = tmp_path_factory.mktemp("routing")
+    for name in ("toy", "other"):
+        write_toy_dataset(root / "beir", name=name)
+    datasets = {n: open_dataset(root / "beir", n) for n in ("toy", "other")}
+    indexes = {n: build_index(d, toy_encoder, root / "idx" / n) for n, d in datasets.items()}
+    store = ExpertStore(root / "router", toy_encoder.info, create=True)
+    for seed, name in enumerate(("toy", "other")):
+        trained = train_expert([(datasets[name], indexes[name])], toy_encoder, TrainConfig(seed=seed, **FAST))
+        store.save(f"{name}-expert", trained.write, trained.meta())
+    encoder = store.load_into(MultiExpertEncoder(toy_encoder))
+    sources = [(datasets[n], indexes[n]) for n in ("toy", "other")]
+    data = routing_data(sources, encoder, store, max_queries=100)
+    info = {"datasets": ["toy", "other"], "max_queries": 100, "seed": 0}
+    for kind in ("pilot", "classifier", "dataset"):
+        build_router(store, kind, data, info)
+    yield {"root": root, "store": store, "encoder": encoder, "datasets": datasets, "indexes": indexes,
+           "sources": sources, "data": data}
+    for name in list(encoder.names[1:]):
+        encoder.remove(name)
+
+
+def test_routing_labels_come_from_train_queries_only(world, monkeypatch):
+    data = world["data"]
+    assert data.experts == ["base", "other-expert", "toy-expert"]
+    assert data.dataset_experts == {"toy": "toy-expert", "other": "other-expert"}
+    assert len(data.labels) == 8  # 4 train queries in each toy dataset
+    scores = json.loads((world["store"].root / "routing-data" / "toy" / "scores-base.json").read_text())
+    assert len(scores["ndcg@10"]) == 4
+
+    from eval.data import Dataset
+
+    real_split = Dataset.split
+
+    def guarded(self, split):
+        assert split != "test", "router building read the test split"
+        return real_split(self, split)
+
+    monkeypatch.setattr(Dataset, "split", guarded)
+    import shutil
+    shutil.rmtree(world["store"].root / "routing-data" / "other")
+    routing_data(world["sources"], world["encoder"], world["store"], max_queries=100)
+
+
+def test_label_ties_prefer_own_expert_then_base(world):
+    data = cached_routing_data(world["store"], ["toy", "other"])
+    folder = world["store"].root / "routing-data"
+    for dataset in ("toy", "other"):
+        per = {e: json.loads((folder / dataset / f"scores-{e}.json").read_text())["ndcg@10"] for e in data.experts}
+        rows = [i for i, d in enumerate(data.datasets) if d == dataset]
+        for k, i in enumerate(rows):
+            best = max(per[e][k] for e in data.experts)
+            winners = [e for e in data.experts if per[e][k] == best]
+            own = f"{dataset}-expert"
+            expected = own if own in winners else "base" if "base" in winners else winners[0]
+            assert data.labels[i] == expected
+
+
+def test_router_retriever_search(world):
+    rr = RouterRetriever.load(world["store"].root, "pilot", model=str(world["store"].base.id))
+    index = world["indexes"]["toy"]
+    queries = {"a": "what is known about jazz", "b": "ocean tides and the moon", "c": "insulin"}
+    results = rr.search(queries, k=3, index=index)
+    assert [r.query_id for r in results] == ["a", "b", "c"]
+    routing = rr.router.route(rr.encoder.encode(list(queries.values())))
+    assert [r.expert for r in results] == routing.choice
+    for r, conf in zip(results, routing.confidence, strict=True):
+        assert len(r.hits) == 3 and 0 < r.confidence <= 1 and r.confidence == pytest.approx(float(conf))
+    vectors = rr.encoder.encode_routed(list(queries.values()), routing.choice)
+    from retriever.search import search
+
+    expected = search(index, vectors, list(queries), k=3)
+    assert [dict(r.hits) for r in results] == [expected[q] for q in queries]
+    with pytest.raises(ValueError, match="no router 'nope' in .*; built: classifier, dataset, pilot"):
+        RouterRetriever.load(world["store"].root, "nope", model=str(world["store"].base.id))
+
+
+def test_oracles_and_routed_systems(world):
+    encoder = world["encoder"]
+    routers = {k: load_router(world["store"].root / "routers" / k) for k in ("pilot", "classifier", "dataset")}
+    run = SplitRun(world["datasets"]["toy"], "test", encoder, world["indexes"]["toy"], routers,
+                   ["base", "other-expert", "toy-expert"])
+    fixed = {e: run.fixed(e) for e in ("base", "other-expert", "toy-expert")}
+    dataset_oracle = run.run("dataset-oracle")
+    assert dataset_oracle.scores.ndcg_at_10 == max(r.scores.ndcg_at_10 for r in fixed.values())
+    instance = run.run("instance-oracle")
+    for qid in run.query_ids:
+        best = max(r.scores.per_query_ndcg_at_10[qid] for r in fixed.values())
+        assert instance.scores.per_query_ndcg_at_10[qid] == pytest.approx(best)
+    for kind in ("pilot", "classifier", "dataset"):
+        routed = run.run(kind)
+        assert set(routed.chosen) == set(run.query_ids)
+        for qid, expert in routed.chosen.items():
+            assert routed.results[qid] == fixed[expert].results[qid]
+    with pytest.raises(ValueError, match="unknown system 'pilots'; available: base, expert:NAME, multitask"):
+        parse_system("pilots")
+
+
+def test_adding_and_removing_experts_refits_routers(world, toy_encoder, tmp_path):
+    import shutil
+
+    root = shutil.copytree(world["store"].root, tmp_path / "router")
+    store = ExpertStore(root, toy_encoder.info)
+    scores_before = {p: p.read_bytes() for p in (root / "routing-data").rglob("scores-*.json")}
+
+    store.remove("other-expert")
+    assert refresh_routers(store) == ["classifier", "dataset", "pilot"]  # no encoder: nothing is encoded
+    for kind in ("pilot", "classifier", "dataset"):
+        assert load_router(root / "routers" / kind).experts == ["base", "toy-expert"]
+
+    trained = train_expert([(world["datasets"]["other"], world["indexes"]["other"])], toy_encoder,
+                           TrainConfig(seed=5, **FAST))
+    store.save("other-new", trained.write, trained.meta())
+    encoder = store.load_into(MultiExpertEncoder(toy_encoder))
+    try:
+        sources = dict(zip(("toy", "other"), world["sources"], strict=True))
+        refresh_routers(store, encoder, sources.__getitem__)
+    finally:
+        for name in encoder.names[1:]:
+            encoder.remove(name)
+    assert load_router(root / "routers" / "pilot").experts == ["base", "other-new", "toy-expert"]
+    assert (root / "routing-data" / "other" / "scores-other-new.json").is_file()
+    for path, content in scores_before.items():  # the kept experts' scores were reused, not recomputed
+        if "other-expert" not in path.name:
+            assert path.read_bytes() == content
+
+
+def test_cli_router_commands(world, tmp_path, toy_model_dir):
+    import shutil
+
+    router = shutil.copytree(world["store"].root, tmp_path / "router")
+    data_dir, model = str(world["root"] / "beir"), str(toy_model_dir)
+    runner = CliRunner()
+    common = ["--data-dir", data_dir, "--model", model, "--cache-dir", str(tmp_path / "cache")]
+    built = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
+                                     "--dataset", "other", "--kind", "pilot", "--kind", "classifier"])
+    assert built.exit_code == 0, built.output
+    assert "8 labelled queries" in built.output
+    out = tmp_path / "pilot.json"
+    for system in ("pilot", "instance-oracle", "expert:toy-expert"):
+        result = runner.invoke(cli.main, ["-q", "evaluate", *common, "--router", str(router), "--dataset", "toy",
+                                          "--system", system, "--output-json", str(out)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(out.read_text())["results"][0]["system"] == system
+    needs = runner.invoke(cli.main, ["-q", "evaluate", *common, "--dataset", "toy", "--system", "pilot"])
+    assert needs.exit_code != 0 and "--system pilot needs --router DIR" in needs.output
+    index_dir = tmp_path / "idx"
+    runner.invoke(cli.main, ["-q", "index", *common, "--dataset", "toy", "--output", str(index_dir)])
+    found = runner.invoke(cli.main, ["-q", "search", "--index", str(index_dir), "--router", str(router),
+                                     "--model", model, "--query", "jazz music", "--json"])
+    assert found.exit_code == 0, found.output
+    line = json.loads(found.stdout.splitlines()[0])
+    assert line["expert"] in ("base", "toy-expert", "other-expert") and len(line["hits"]) == 10
+    removed = runner.invoke(cli.main, ["experts", "remove", "--router", str(router), "--model", model, "other-expert"])
+    assert removed.exit_code == 0 and "refitted routers: classifier, dataset, pilot" in removed.output
+
+
+def test_router_kinds_match_registry():
+    assert set(cli.ROUTER_KINDS) == set(ROUTERS) - {"fixed"}
