@@ -236,3 +236,30 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
 
 def test_router_kinds_match_registry():
     assert set(cli.ROUTER_KINDS) == set(ROUTERS) - {"fixed"}
+
+
+def test_cli_benchmark_trains_builds_evaluates_and_reuses(world, tmp_path, toy_model_dir):
+    data_dir, model = str(world["root"] / "beir"), str(toy_model_dir)
+    router = tmp_path / "router"
+    args = ["-q", "benchmark", "--data-dir", data_dir, "--model", model, "--cache-dir", str(tmp_path / "cache"),
+            "--router", str(router), "--expert-dataset", "toy", "--expert-dataset", "other",
+            "--output-json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md"),
+            "--plot", str(tmp_path / "b.png")]
+    first = CliRunner().invoke(cli.main, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads((tmp_path / "b.json").read_text())
+    systems = {r["system"] for r in report["results"]}
+    assert systems == {"base", "multitask", "pilot", "classifier", "dataset", "dataset-oracle", "instance-oracle",
+                       "expert:toy", "expert:other"}
+    assert {r["dataset"] for r in report["results"]} == {"toy", "other"}
+    assert set(report["routing"]["pilot"]["confusion"]) == {"toy", "other"}
+    assert 0 <= report["routing"]["pilot"]["accuracy"] <= 1
+    markdown = (tmp_path / "b.md").read_text()
+    assert "| system | toy | other | avg |" in markdown and "Routing accuracy" in markdown
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    trained = {p: p.stat().st_mtime_ns for p in router.glob("experts/*/adapter_model.safetensors")}
+    assert len(trained) == 3
+    second = CliRunner().invoke(cli.main, args)
+    assert second.exit_code == 0, second.output
+    assert {p: p.stat().st_mtime_ns for p in router.glob("experts/*/adapter_model.safetensors")} == trained
+    assert json.loads((tmp_path / "b.json").read_text())["results"] == report["results"]
