@@ -382,6 +382,8 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
               help="Datasets evaluated on test (repeatable; default: the expert datasets + aila2019-statutes).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1))
 @click.option("--no-multitask", is_flag=True, help="Skip the multitask baseline expert.")
+@click.option("--train-overrides", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="JSON of per-dataset training settings [default: experts/training_overrides.json].")
 @click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write the tables here.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
@@ -390,11 +392,11 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
               default=DEFAULT_CACHE_DIR, show_default=True)
 @click.pass_obj
-def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, output_json,
-              markdown, plot, model, cache_dir):
+def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
+              output_json, markdown, plot, model, cache_dir):
     """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
     from eval.benchmark import write_results_json
-    from eval.comparison import run_comparison, write_report
+    from eval.comparison import DEFAULT_OVERRIDES, load_overrides, run_comparison, write_report
     from eval.data import resolve_data_dir
 
     root = resolve_data_dir(data_dir)
@@ -402,8 +404,10 @@ def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries
         expert_datasets = DEFAULT_EXPERT_DATASETS
     if not eval_datasets:
         eval_datasets = [*expert_datasets, *[d for d in ("aila2019-statutes",) if (root / d).is_dir()]]
+    overrides = load_overrides(train_overrides or DEFAULT_OVERRIDES)
     comparison = run_comparison(root, router, cache_dir, list(expert_datasets), list(eval_datasets), model=model,
-                                max_queries=max_queries, multitask=not no_multitask, progress=obj["progress"])
+                                overrides=overrides, max_queries=max_queries, multitask=not no_multitask,
+                                progress=obj["progress"])
     text = write_report(comparison, markdown, plot)
     write_results_json(comparison.results, output_json,
                        {"routing": comparison.routing(), "seconds": comparison.seconds})

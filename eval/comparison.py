@@ -7,6 +7,7 @@ directory), so a second run only evaluates. It returns the rows plus routing acc
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ from retriever.experts import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import IndexConfig, ensure_index
 from retriever.routers import load_router
 
-__all__ = ["Comparison", "run_comparison", "write_report"]
+__all__ = ["DEFAULT_OVERRIDES", "Comparison", "load_overrides", "run_comparison", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,24 @@ class Comparison:
         return out
 
 
+DEFAULT_OVERRIDES = Path(__file__).resolve().parent.parent / "experts" / "training_overrides.json"
+
+
+def load_overrides(path: Path | None) -> dict[str, dict]:
+    """Per-dataset ``TrainConfig`` fields from a JSON file (``{"datasets": {name: {field: value}}}``)."""
+    if path is None:
+        return {}
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    overrides = data.get("datasets", {})
+    for name, fields in overrides.items():
+        if not isinstance(fields, dict):
+            raise ValueError(f"{path}: overrides for {name!r} must be an object, got {fields!r}")
+        TrainConfig(**fields)  # an unknown field or a bad value fails here, naming it
+    return overrides
+
+
 def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], eval_datasets: list[str],
-                   model: str | None = None, train_config: TrainConfig | None = None, max_queries: int = 500,
+                   model: str | None = None, overrides: dict[str, dict] | None = None, max_queries: int = 500,
                    multitask: bool = True, progress: bool = False) -> Comparison:
     from retriever.encoder import load_encoder
 
@@ -83,15 +100,16 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], 
         indexes[name] = ensure_index(ds, encoder.base, cache_dir, IndexConfig(), progress=progress)
         seconds[f"index:{name}"] = round(time.perf_counter() - t, 1)
 
-    config = train_config or TrainConfig()
+    overrides = overrides or {}
     for name in expert_datasets:
         if name not in store.names():
+            config = TrainConfig(**overrides.get(name, {}))
             trained = train_expert([(opened[name], indexes[name])], encoder.base, config, progress=progress)
             store.save(name, trained.write, trained.meta())
             seconds[f"train:{name}"] = round(trained.seconds, 1)
     if multitask and MULTITASK not in store.names():
         sources = [(opened[name], indexes[name]) for name in expert_datasets]
-        trained = train_expert(sources, encoder.base, config, progress=progress)
+        trained = train_expert(sources, encoder.base, TrainConfig(**overrides.get(MULTITASK, {})), progress=progress)
         store.save(MULTITASK, trained.write, trained.meta())
         seconds[f"train:{MULTITASK}"] = round(trained.seconds, 1)
     store.load_into(encoder)

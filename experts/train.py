@@ -42,16 +42,18 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     target_modules: tuple[str, ...] = ("query", "key", "value")
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     batch_size: int = 32
     epochs: int = 12
+    max_steps: int = 240  # a step budget: large training splits stop here (about 4 minutes of short queries)
+    eval_steps: int = 40  # held-out evaluation every epoch, or every this many steps if an epoch is longer
     temperature: float = 0.05
     negatives: Negatives = Negatives.CORPUS
     hard_negatives: int = 32
     heldout_fraction: float = 0.1
     heldout_max: int = 300  # per dataset
-    queries_per_dataset: int = 1000  # per epoch, when training on several datasets (balanced, with replacement)
-    patience: int = 3
+    queries_per_dataset: int = 500  # per epoch, when training on several datasets (balanced, with replacement)
+    patience: int = 3  # held-out evaluations without improvement before stopping
     select_on_heldout: bool = True  # False: keep the last epoch (held-out scores are still recorded)
     seed: int = 0
 
@@ -62,7 +64,8 @@ class TrainConfig:
             valid = ", ".join(n.value for n in Negatives)
             raise ValueError(f"unknown negatives {self.negatives!r}; valid: {valid}") from None
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        for name in ("r", "lora_alpha", "batch_size", "epochs", "hard_negatives", "heldout_max", "queries_per_dataset"):
+        for name in ("r", "lora_alpha", "batch_size", "epochs", "max_steps", "eval_steps", "hard_negatives",
+                     "heldout_max", "queries_per_dataset"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -92,6 +95,7 @@ class TrainedExpert:
     data_fingerprint: str
     train_queries: int
     heldout_queries: int
+    best_step: int
     best_epoch: int
     heldout_ndcg_at_10: float
     heldout_base_ndcg_at_10: float
@@ -110,7 +114,7 @@ class TrainedExpert:
                 "datasets": self.datasets, "split": self.split, "data_fingerprint": self.data_fingerprint,
                 "train_queries": self.train_queries, "heldout_queries": self.heldout_queries,
                 "hyperparameters": self.config.to_json(), "seconds": round(self.seconds, 1),
-                "best_epoch": self.best_epoch, "history": self.history,
+                "best_step": self.best_step, "best_epoch": self.best_epoch, "history": self.history,
             },
             "metrics": {"heldout_ndcg@10": self.heldout_ndcg_at_10,
                         "heldout_base_ndcg@10": self.heldout_base_ndcg_at_10},
@@ -235,33 +239,43 @@ def train_expert(
 
     names = [source.name for source in data]
     base_score = best_score = heldout()
-    best_state, best_epoch, stale = snapshot(), 0, 0
-    history = [{"epoch": 0, "heldout_ndcg@10": round(base_score, 5)}]
+    best_state, best_step, best_epoch, stale = snapshot(), 0, 0, 0
+    history = [{"step": 0, "epoch": 0, "heldout_ndcg@10": round(base_score, 5)}]
     logger.info("%s: %d train / %d held-out queries; base held-out nDCG@10 %.4f", "+".join(names),
                 sum(len(s.train) for s in data), sum(len(s.heldout) for s in data), base_score)
-    steps = len(_epoch_batches(data, config, np.random.default_rng(0)))
-    bar = tqdm(total=config.epochs * steps, desc=f"training {'+'.join(names)}"[:60], unit="step",
-               disable=not progress)
+    steps_per_epoch = len(_epoch_batches(data, config, np.random.default_rng(0)))
+    total = min(config.epochs * steps_per_epoch, config.max_steps)
+    eval_every = min(steps_per_epoch, config.eval_steps)
+    bar = tqdm(total=total, desc=f"training {'+'.join(names)}"[:60], unit="step", disable=not progress)
+    step, losses, stop = 0, [], False
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        losses = []
         for s, batch in _epoch_batches(data, config, rng):
+            model.train()
             loss = _batch_loss(model, data[s], batch, config, rng)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+            step += 1
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}", best=f"{best_score:.4f}")
-        score = heldout()
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "heldout_ndcg@10": round(score, 5)})
-        logger.info("%s epoch %d: loss %.4f, held-out nDCG@10 %.4f", "+".join(names), epoch, np.mean(losses), score)
-        if score > best_score or not config.select_on_heldout:
-            best_score, best_epoch, best_state, stale = score, epoch, snapshot(), 0
-        else:
-            stale += 1
-            if stale > config.patience:
+            if step % eval_every and step < total:
+                continue
+            score = heldout()
+            history.append({"step": step, "epoch": epoch, "loss": round(float(np.mean(losses)), 5),
+                            "heldout_ndcg@10": round(score, 5)})
+            logger.info("%s step %d (epoch %d): loss %.4f, held-out nDCG@10 %.4f", "+".join(names), step, epoch,
+                        np.mean(losses), score)
+            losses = []
+            if score > best_score or not config.select_on_heldout:
+                best_score, best_step, best_epoch, best_state, stale = score, step, epoch, snapshot(), 0
+            else:
+                stale += 1
+                stop = stale > config.patience
+            if stop or step >= total:
                 break
+        if stop or step >= total:
+            break
     bar.close()
     set_peft_model_state_dict(peft_model, best_state)
     model.eval()
@@ -269,6 +283,7 @@ def train_expert(
     return TrainedExpert(
         peft_model=peft_model, config=config, datasets=names, split=split, data_fingerprint=fingerprint,
         train_queries=sum(len(s.train) for s in data), heldout_queries=sum(len(s.heldout) for s in data),
-        best_epoch=best_epoch, heldout_ndcg_at_10=round(best_score, 5), heldout_base_ndcg_at_10=round(base_score, 5),
+        best_step=best_step, best_epoch=best_epoch, heldout_ndcg_at_10=round(best_score, 5),
+        heldout_base_ndcg_at_10=round(base_score, 5),
         seconds=time.perf_counter() - started, history=history,
     )

@@ -63,6 +63,7 @@ def test_expert_directory(trained):
     assert training["hyperparameters"]["r"] == 8 and training["hyperparameters"]["lora_alpha"] == 32
     assert training["train_queries"] == 3 and training["heldout_queries"] == 1
     assert [h["epoch"] for h in training["history"]] == [0, 1, 2]
+    assert [h["step"] for h in training["history"]] == [0, 2, 4]
     assert "heldout_ndcg@10" in info["metrics"]
 
 
@@ -86,9 +87,16 @@ def test_selection_keeps_the_best_heldout_epoch(trained, toy_encoder):
     config = TrainConfig(**{**FAST, "epochs": 4, "select_on_heldout": True, "patience": 0})
     result = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
     scores = [h["heldout_ndcg@10"] for h in result.history]
-    assert result.best_epoch == int(np.argmax(scores))  # first best wins; base (epoch 0) if nothing beats it
+    best = int(np.argmax(scores))  # first best wins; the base model (step 0) if nothing beats it
+    assert (result.best_step, result.best_epoch) == (result.history[best]["step"], result.history[best]["epoch"])
     assert result.heldout_ndcg_at_10 == pytest.approx(max(scores), abs=1e-5)
-    assert len(result.history) <= result.best_epoch + 2  # patience 0: stops at the first epoch that is not better
+    assert len(result.history) <= best + 2  # patience 0: stops at the first evaluation that is not better
+
+
+def test_step_budget_and_evaluation_interval(trained, toy_encoder):
+    config = TrainConfig(**{**FAST, "epochs": 5, "max_steps": 7, "eval_steps": 3, "batch_size": 1})
+    result = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
+    assert [h["step"] for h in result.history] == [0, 3, 6, 7]  # every 3 steps and at the budget
 
 
 def test_training_refuses_the_test_split(trained, toy_encoder):
