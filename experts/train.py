@@ -45,10 +45,11 @@ class TrainConfig:
     learning_rate: float = 2e-3
     batch_size: int = 32
     epochs: int = 12
-    max_steps: int = 240  # a step budget: large training splits stop here (about 4 minutes of short queries)
+    max_steps: int = 200  # a step budget: large training splits stop here (about 4 minutes of short queries)
     eval_steps: int = 40  # held-out evaluation every epoch, or every this many steps if an epoch is longer
     temperature: float = 0.05
     negatives: Negatives = Negatives.CORPUS
+    positives: str = "all"  # "all": the whole positive set is the target; "sampled": one positive per step
     hard_negatives: int = 32
     heldout_fraction: float = 0.1
     heldout_max: int = 300  # per dataset
@@ -64,6 +65,8 @@ class TrainConfig:
             valid = ", ".join(n.value for n in Negatives)
             raise ValueError(f"unknown negatives {self.negatives!r}; valid: {valid}") from None
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        if self.positives not in ("sampled", "all"):
+            raise ValueError(f"unknown positives {self.positives!r}; valid: sampled, all")
         for name in ("r", "lora_alpha", "batch_size", "epochs", "max_steps", "eval_steps", "hard_negatives",
                      "heldout_max", "queries_per_dataset"):
             value = getattr(self, name)
@@ -171,6 +174,9 @@ def _epoch_batches(
 
 
 def _batch_loss(model, source: _Source, batch: np.ndarray, config: TrainConfig, rng: np.random.Generator):
+    """InfoNCE over the candidates. ``positives="sampled"``: one positive per query is the target and the
+    query's other positives are left out of the softmax; ``"all"``: the target is the query's whole positive
+    set (log of its total probability), which is the same loss when a query has one positive."""
     targets = [int(rng.choice(source.train[i].positives)) for i in batch]
     queries = model(model.preprocess([source.train[i].text for i in batch]))["sentence_embedding"]
     if config.negatives is Negatives.CORPUS:
@@ -183,14 +189,21 @@ def _batch_loss(model, source: _Source, batch: np.ndarray, config: TrainConfig, 
         candidates = torch.tensor(sorted(pool))
     logits = queries @ source.docs[candidates].T / config.temperature
     position = {int(row): col for col, row in enumerate(candidates.tolist())}
-    mask = torch.zeros_like(logits, dtype=torch.bool)
-    for b, i in enumerate(batch):  # other positives and the query's own text are not negatives
-        for row in (*source.train[i].positives, source.self_rows[i]):
+    excluded = torch.zeros_like(logits, dtype=torch.bool)  # never a negative: other positives, the query itself
+    target = torch.zeros_like(logits, dtype=torch.bool)
+    for b, i in enumerate(batch):
+        example = source.train[i]
+        for row in (*example.positives, source.self_rows[i]):
             col = position.get(row) if row is not None else None
-            if col is not None and row != targets[b]:
-                mask[b, col] = True
-    labels = torch.tensor([position[t] for t in targets])
-    return torch.nn.functional.cross_entropy(logits.masked_fill(mask, float("-inf")), labels)
+            if col is None:
+                continue
+            if row == targets[b] or (config.positives == "all" and row in example.positives):
+                target[b, col] = True
+            else:
+                excluded[b, col] = True
+    logits = logits.masked_fill(excluded, float("-inf"))
+    positive = torch.logsumexp(logits.masked_fill(~target, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - positive).mean()
 
 
 def train_expert(

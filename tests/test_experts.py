@@ -47,6 +47,8 @@ def test_bad_train_config():
         TrainConfig(negatives="all")
     with pytest.raises(ValueError, match="learning_rate must be in"):
         TrainConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="unknown positives 'some'; valid: sampled, all"):
+        TrainConfig(positives="some")
 
 
 def test_expert_directory(trained):
@@ -188,11 +190,32 @@ def test_other_base_model_is_refused(trained, other_model_dir):
         MultiExpertEncoder(other).add("alpha", trained["store"].load_factors("alpha"))
 
 
-@pytest.mark.parametrize("negatives", ["hard", "in-batch"])
-def test_other_negative_modes_train(trained, toy_encoder, negatives):
-    config = TrainConfig(**{**FAST, "epochs": 1, "negatives": negatives, "hard_negatives": 4})
+@pytest.mark.parametrize("negatives, positives", [("hard", "all"), ("in-batch", "all"), ("corpus", "sampled")])
+def test_other_loss_settings_train(trained, toy_encoder, negatives, positives):
+    config = TrainConfig(**{**FAST, "epochs": 1, "negatives": negatives, "hard_negatives": 4, "positives": positives})
     result = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
     assert result.history[-1]["loss"] > 0 and result.config.negatives.value == negatives
+
+
+def test_loss_settings_agree_when_a_query_has_one_positive(trained, toy_encoder):
+    """With a single positive, "all" (log of the positive set's probability) is plain InfoNCE ("sampled")."""
+    import dataclasses
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from experts.train import _batch_loss, _Source
+
+    source = _Source(trained["dataset"], trained["index"], "train", TrainConfig(**FAST))
+    source.train = [dataclasses.replace(e, positives=e.positives[:1]) for e in source.train]
+    model = SentenceTransformer(str(toy_encoder.path), device="cpu")
+    batch = np.arange(len(source.train))
+    losses = {}
+    for positives in ("all", "sampled"):
+        config = TrainConfig(**{**FAST, "positives": positives})
+        with torch.no_grad():
+            losses[positives] = float(_batch_loss(model, source, batch, config, np.random.default_rng(0)))
+    assert losses["all"] == pytest.approx(losses["sampled"], rel=1e-6)
 
 
 def test_multitask_expert_balances_datasets(trained, toy_encoder, tmp_path):
