@@ -154,6 +154,7 @@ def results_json(results: list[EvalResult]) -> dict:
 
 def write_results_json(results: list[EvalResult], path: str | os.PathLike, extra: dict | None = None) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({**results_json(results), **(extra or {})}, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)

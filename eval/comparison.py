@@ -181,6 +181,7 @@ def write_report(comparison: Comparison, markdown_path: Path | None = None, plot
     parts.append("Wall time (s): " + ", ".join(f"{k} {v}" for k, v in c.seconds.items()))
     text = "\n\n".join(parts) + "\n"
     if markdown_path is not None:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = markdown_path.with_name(f".{markdown_path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(markdown_path)
@@ -211,6 +212,7 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str)
     ax.set_ylabel("test queries of dataset")
     ax.set_title(title + " (% of queries)")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
