@@ -343,8 +343,8 @@ def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, i
               show_default=True, help="Router(s) to build (repeatable).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1),
               help="Training queries sampled per dataset for expert scoring.")
-@click.option("--aggregate", type=click.Choice(("mean", "max")), default="mean", show_default=True,
-              help="pilot: mean similarity to an expert's pilots, or the nearest pilot.")
+@click.option("--aggregate", type=click.Choice(("weighted", "mean", "max")), default="weighted", show_default=True,
+              help="pilot: similarity to an expert's pilots averaged by group size, plainly (the paper), or max.")
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
 @model_options

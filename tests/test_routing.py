@@ -63,11 +63,32 @@ def test_learned_routers_follow_the_clusters():
 
 def test_pilot_options():
     data = synthetic()
-    assert ROUTERS["pilot"].fit(data, aggregate="max").route(data.vectors).choice == data.labels
+    for aggregate in ("weighted", "mean", "max"):
+        assert ROUTERS["pilot"].fit(data, aggregate=aggregate).route(data.vectors).choice == data.labels
     clustered = ROUTERS["pilot"].fit(data, clusters=2)
     assert len(clustered.pilots) == 6 and clustered.route(data.vectors).choice == data.labels
-    with pytest.raises(ValueError, match="unknown aggregate 'median'; valid: mean, max"):
+    assert clustered.pilot_sizes.sum() == len(data.labels)
+    np.testing.assert_allclose(np.linalg.norm(clustered.pilots, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown aggregate 'median'; valid: weighted, mean, max"):
         ROUTERS["pilot"].fit(data, aggregate="median")
+
+
+def test_weighted_pilots_outvote_small_groups():
+    """An expert that wins a handful of queries everywhere must not beat the expert that wins a whole domain."""
+    rng = np.random.default_rng(0)
+    domain, elsewhere = np.eye(4)[0], np.eye(4)[1]
+
+    def noisy(centre, n):
+        v = centre + 0.3 * rng.standard_normal((n, 4))
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    # Dataset d1: expert "a" wins 40 queries; "b" wins 2 odd ones. Dataset d2 (elsewhere): "b" wins all 40.
+    vectors = np.vstack([noisy(domain, 40), noisy(domain, 2), noisy(elsewhere, 40)]).astype(np.float32)
+    labels = ["a"] * 40 + ["b"] * 2 + ["b"] * 40
+    data = RoutingData(vectors, labels, ["d1"] * 42 + ["d2"] * 40, {"d1": "a", "d2": "b"}, ["base", "a", "b"])
+    queries = noisy(domain, 50).astype(np.float32)
+    weighted = ROUTERS["pilot"].fit(data).route(queries).choice
+    assert weighted.count("a") > 45
 
 
 def test_routing_data_validation():
