@@ -81,19 +81,20 @@ class Encoder:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         batch_size = batch_size or self.batch_size
-        # Each sentence-transformers call sorts its texts by length, which keeps padding low; a chunk of
-        # 8 batches keeps most of that benefit while letting a progress bar move.
+        # Sorting by length keeps padding low (sentence-transformers does it within each call); sorting here first
+        # keeps that benefit across the small chunks that let a progress bar move.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
         step = len(texts) if progress is None else batch_size * 8
-        parts = []
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), step):
-            chunk = list(texts[start : start + step])
-            parts.append(self.model.encode(
-                chunk, batch_size=batch_size, convert_to_numpy=True,
+            rows = order[start : start + step]
+            out[rows] = self.model.encode(
+                [texts[i] for i in rows], batch_size=batch_size, convert_to_numpy=True,
                 normalize_embeddings=True, show_progress_bar=False,
-            ))
+            )
             if progress is not None:
-                progress(len(chunk))
-        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+                progress(len(rows))
+        return out
 
 
 def load_encoder(model: str | os.PathLike | None = None, device: str | None = None) -> Encoder:
