@@ -209,7 +209,9 @@ def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, 
             other = open_dataset(data_dir, dataset_name)
             return other, ensure_index(other, encoder, cache_dir, IndexConfig(), progress=obj["progress"])
 
-        routed = _load_experts(model, router)
+        from retriever.experts import MultiExpertEncoder
+
+        routed = store.load_into(MultiExpertEncoder(encoder))
         refitted = refresh_routers(store, routed, open_source, progress=obj["progress"])
         click.echo(f"refitted routers: {', '.join(refitted)}")
     click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "

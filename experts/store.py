@@ -24,6 +24,7 @@ from retriever.artifacts import (
     ArtifactError,
     atomic_directory,
     checksum_files,
+    library_version,
     read_metadata,
     verify_checksums,
     write_json,
@@ -63,10 +64,8 @@ class ExpertStore:
             if not create:
                 raise ArtifactError(f"not a router directory: {meta_path} does not exist")
             self.root.mkdir(parents=True, exist_ok=True)
-            from retriever.index import _library_version
-
             write_json(meta_path, {
-                "kind": ROUTER_KIND, "format_version": FORMAT_VERSION, "library_version": _library_version(),
+                "kind": ROUTER_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
                 "base_model": {"id": base.id, "fingerprint": base.fingerprint, "dim": base.dim},
             })
         meta = read_metadata(meta_path, ROUTER_KIND, FORMAT_VERSION)

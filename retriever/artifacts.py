@@ -22,6 +22,7 @@ __all__ = [
     "ArtifactError",
     "atomic_directory",
     "checksum_files",
+    "library_version",
     "read_metadata",
     "save_npy",
     "sha256_file",
@@ -59,6 +60,16 @@ def verify_checksums(directory: Path, checksums: dict[str, str]) -> None:
                 f"checksum mismatch for {path}: expected sha256 {expected[:12]}…, got {actual[:12]}…; "
                 "the file was modified or corrupted"
             )
+
+
+def library_version() -> str:
+    """This library's installed version, recorded in every artifact's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("routerretriever")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def write_json(path: Path, data: Any) -> None:

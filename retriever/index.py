@@ -33,6 +33,7 @@ from retriever.artifacts import (
     ArtifactError,
     atomic_directory,
     checksum_files,
+    library_version,
     read_metadata,
     sha256_file,
     verify_checksums,
@@ -113,15 +114,6 @@ class CorpusSource(Protocol):
     corpus_path: Path
 
     def corpus(self) -> Iterator[Doc]: ...
-
-
-def _library_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("routerretriever")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _faiss_index(config: IndexConfig, vectors: np.ndarray) -> faiss.Index:
@@ -262,7 +254,7 @@ def build_index(
         write_json(tmp / "index.json", {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
-            "library_version": _library_version(),
+            "library_version": library_version(),
             "model": {"id": encoder.info.id, "fingerprint": encoder.info.fingerprint, "dim": dim},
             "dim": dim,
             "normalized": True,

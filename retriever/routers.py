@@ -14,7 +14,6 @@ saved as JSON + ``.npy`` under ``<router dir>/routers/<name>/`` (no pickle; skle
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,6 +312,3 @@ def load_router(path: str | Path) -> Router:
     arrays = {Path(name).stem: np.load(path / name, allow_pickle=False) for name in meta["files"]}
     return cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
 
-
-def describe(path: str | Path) -> dict:
-    return json.loads((Path(path) / "routing.json").read_text(encoding="utf-8"))
