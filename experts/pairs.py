@@ -32,13 +32,35 @@ def training_examples(dataset, split: str, doc_ids: list[str]) -> list[Example]:
     return examples
 
 
-def split_heldout(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """A seeded held-out slice of the *training* split for model selection (never the test split)."""
+def split_heldout(
+    examples: list[Example], fraction: float, seed: int, groups: list[str] | None = None
+) -> tuple[list[Example], list[Example]]:
+    """A seeded held-out slice of the *training* split for model selection (never the test split).
+
+    With ``groups`` (one label per example), whole groups are held out, so selection measures how an expert
+    does on groups it never saw (SQuAD: articles, since its test articles are disjoint from its train ones).
+    """
     if not 0 < fraction < 1:
         raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
-    order = np.random.default_rng(seed).permutation(len(examples))
     size = min(max(1, round(len(examples) * fraction)), len(examples) - 1)
-    heldout = {int(i) for i in order[:size]}
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        heldout = {int(i) for i in rng.permutation(len(examples))[:size]}
+    else:
+        if len(groups) != len(examples):
+            raise ValueError(f"{len(groups)} group labels for {len(examples)} examples")
+        members: dict[str, list[int]] = {}
+        for i, group in enumerate(groups):
+            members.setdefault(group, []).append(i)
+        if len(members) < 2:
+            raise ValueError(f"cannot hold out whole groups: all examples are in one group ({groups[0]!r})")
+        heldout: set[int] = set()
+        for group in rng.permutation(sorted(members)).tolist():
+            if len(heldout) + len(members[group]) >= len(examples):  # never hold out everything
+                continue
+            heldout.update(members[group])
+            if len(heldout) >= size:
+                break
     train = [e for i, e in enumerate(examples) if i not in heldout]
     return train, [e for i, e in enumerate(examples) if i in heldout]
 

@@ -41,6 +41,7 @@ class TrainConfig:
     r: int = 8
     lora_alpha: int = 32
     lora_dropout: float = 0.1
+    base_dropout: bool = True  # False: the frozen base's own dropout is off while training (about 20% faster)
     target_modules: tuple[str, ...] = ("query", "key", "value")
     learning_rate: float = 2e-3
     batch_size: int = 32
@@ -53,6 +54,7 @@ class TrainConfig:
     hard_negatives: int = 32
     heldout_fraction: float = 0.1
     heldout_max: int = 300  # per dataset
+    heldout_groups: str = "query"  # "title": hold out whole groups of queries whose first positive shares a title
     queries_per_dataset: int = 500  # per epoch, when training on several datasets (balanced, with replacement)
     patience: int = 3  # held-out evaluations without improvement before stopping
     select_on_heldout: bool = True  # False: keep the last epoch (held-out scores are still recorded)
@@ -67,6 +69,8 @@ class TrainConfig:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         if self.positives not in ("sampled", "all"):
             raise ValueError(f"unknown positives {self.positives!r}; valid: sampled, all")
+        if self.heldout_groups not in ("query", "title"):
+            raise ValueError(f"unknown heldout_groups {self.heldout_groups!r}; valid: query, title")
         for name in ("r", "lora_alpha", "batch_size", "epochs", "max_steps", "eval_steps", "hard_negatives",
                      "heldout_max", "queries_per_dataset"):
             value = getattr(self, name)
@@ -134,7 +138,11 @@ class _Source:
         self.examples = training_examples(dataset, split, index.doc_ids)
         self.qrels = dataset.split(split).qrels
         fraction = min(config.heldout_fraction, config.heldout_max / len(self.examples))
-        self.train, self.heldout = split_heldout(self.examples, fraction, config.seed)
+        groups = None
+        if config.heldout_groups == "title":  # e.g. SQuAD: a title is an article, and test articles are unseen
+            title_of = {doc.id: doc.title for doc in dataset.corpus()}
+            groups = [title_of[index.doc_ids[e.positives[0]]] for e in self.examples]
+        self.train, self.heldout = split_heldout(self.examples, fraction, config.seed, groups)
         row_of = {doc_id: row for row, doc_id in enumerate(index.doc_ids)}
         self.self_rows = [row_of.get(e.query_id) for e in self.train]  # ArguAna-style: the query is a document
         self.hard: list[np.ndarray] | None = None
@@ -241,6 +249,10 @@ def train_expert(
         target_modules=list(config.target_modules), bias="none",
     ))
     peft_model = transformer.model
+    if not config.base_dropout:
+        for name, module in peft_model.named_modules():
+            if isinstance(module, torch.nn.Dropout) and "lora_dropout" not in name:
+                module.p = 0.0
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
 
     def heldout() -> float:

@@ -5,7 +5,8 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from eval.data import open_dataset
-from experts import ExpertStore, TrainConfig, export_expert, train_expert, validate_name
+from experts import ExpertStore, TrainConfig, export_expert, split_heldout, train_expert, validate_name
+from experts.pairs import Example
 from retriever.artifacts import ArtifactError
 from retriever.encoder import load_encoder
 from retriever.experts import MultiExpertEncoder
@@ -49,6 +50,20 @@ def test_bad_train_config():
         TrainConfig(learning_rate=0)
     with pytest.raises(ValueError, match="unknown positives 'some'; valid: sampled, all"):
         TrainConfig(positives="some")
+    with pytest.raises(ValueError, match="unknown heldout_groups 'doc'; valid: query, title"):
+        TrainConfig(heldout_groups="doc")
+
+
+def test_heldout_by_group_keeps_groups_whole():
+    examples = [Example(f"q{i}", f"query {i}", (i,)) for i in range(40)]
+    groups = [f"article{i % 8}" for i in range(40)]
+    train, heldout = split_heldout(examples, 0.2, seed=0, groups=groups)
+    held_groups = {groups[int(e.query_id[1:])] for e in heldout}
+    assert len(heldout) == 10 and len(held_groups) == 2  # two whole groups of 5
+    assert not held_groups & {groups[int(e.query_id[1:])] for e in train}
+    assert split_heldout(examples, 0.2, 0, groups) == (train, heldout)  # seeded
+    with pytest.raises(ValueError, match="all examples are in one group"):
+        split_heldout(examples, 0.2, 0, ["same"] * 40)
 
 
 def test_expert_directory(trained):
