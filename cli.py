@@ -336,6 +336,20 @@ def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, i
         write_results_json(rows, output_json)
 
 
+def _fallback_value(ctx, param, value):
+    from retriever.routers import FALLBACKS
+
+    if value is None or value in FALLBACKS:
+        return value
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = -1.0
+    if not 0 <= threshold < 1:
+        raise click.BadParameter(f"{value!r} is not 'none', 'auto' or a number in [0, 1)")
+    return threshold
+
+
 @main.command("build-router")
 @data_dir_option
 @router_option(required=True)
@@ -349,10 +363,14 @@ def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, i
               help="pilot: similarity to an expert's pilots averaged by group size, plainly (the paper), or max.")
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
+@click.option("--fallback", callback=_fallback_value,
+              help="Send a query to the base model when the router's confidence is below a threshold: 'auto' "
+                   "(chosen on the training queries), 'none', or a number in [0, 1) "
+                   "[default: auto for pilot, none for the baselines].")
 @model_options
 @click.pass_obj
-def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, model, cache_dir,
-                 index_type):
+def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, model,
+                 cache_dir, index_type):
     """Score every expert on training queries, label each by its best expert, and fit routers."""
     from eval.data import open_dataset
     from experts.routing import build_router as build
@@ -371,6 +389,8 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
     info = {"datasets": list(datasets), "max_queries": max_queries, "seed": 0}
     for kind in kinds:
         options = {"aggregate": aggregate, "clusters": clusters} if kind == "pilot" else {}
+        if fallback is not None:
+            options["fallback"] = fallback
         path = build(store, kind, data, info, **options)
         click.echo(f"{path}\t{kind}\t{len(data.labels)} labelled queries\texperts: {', '.join(data.experts)}")
 

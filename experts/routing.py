@@ -21,7 +21,7 @@ from eval.metrics import per_query_ndcg
 from experts.store import ExpertStore
 from retriever.artifacts import save_npy, write_json
 from retriever.experts import BASE_EXPERT, MultiExpertEncoder
-from retriever.routers import ROUTERS, RoutingData, load_router
+from retriever.routers import RoutingData, best_expert, fit_router, load_router
 from retriever.search import search
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLIT = "train"
+DEFAULT_FALLBACK = {"pilot": "auto"}  # the baselines route every query to their top expert, as published
 
 
 def domain_experts(store: ExpertStore) -> dict[str, str]:
@@ -94,7 +95,7 @@ def cached_routing_data(store: ExpertStore, datasets: list[str]) -> RoutingData:
     """Label cached training queries with their best current expert (ties: own expert, base, list order)."""
     own = domain_experts(store)
     experts = [BASE_EXPERT, *sorted(set(own.values()))]
-    vectors, labels, names = [], [], []
+    vectors, labels, names, all_scores = [], [], [], []
     for dataset in datasets:
         folder = _folder(store, dataset)
         columns = []
@@ -105,13 +106,12 @@ def cached_routing_data(store: ExpertStore, datasets: list[str]) -> RoutingData:
                 raise ValueError(f"no current scores of expert {name!r} on {dataset!r}; run build-router")
             columns.append(cached["ndcg@10"])
         scores = np.array(columns, dtype=np.float64).T
-        preference = [own.get(dataset), BASE_EXPERT, *experts]
-        order = [experts.index(e) for e in dict.fromkeys(p for p in preference if p is not None)]
-        labels += [experts[next(j for j in order if row[j] == row.max())] for row in scores]
+        labels += [best_expert(row, experts, own.get(dataset)) for row in scores]
         vectors.append(np.load(folder / "base_vectors.npy", allow_pickle=False))
         names += [dataset] * len(scores)
+        all_scores.append(scores)
     dataset_experts = {d: e for d, e in own.items() if d in set(names)}
-    return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, experts)
+    return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, experts, np.concatenate(all_scores))
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_queries: int = 500, seed: int = 0,
@@ -124,9 +124,10 @@ def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_q
 
 
 def build_router(store: ExpertStore, kind: str, data: RoutingData, info: dict, **options) -> Path:
-    if kind not in ROUTERS:
-        raise ValueError(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
-    router = ROUTERS[kind].fit(data, **options)
+    """Fit router ``kind`` (options as ``retriever.routers.fit_router`` takes them) and save it in the store."""
+    options.pop("min_confidence", None)  # refitting a saved router: "auto" is calibrated again, a number kept
+    options.setdefault("fallback", DEFAULT_FALLBACK.get(kind, "none"))
+    router = fit_router(kind, data, **options)
     counts = {e: data.labels.count(e) for e in data.experts}
     return router.save(store.root / "routers" / kind, {**info, "label_counts": counts})
 

@@ -23,23 +23,32 @@ import numpy as np
 
 from retriever.artifacts import atomic_directory, checksum_files, read_metadata, verify_checksums, write_json
 
-__all__ = ["ROUTERS", "Router", "Routing", "RoutingData", "load_router", "router_names"]
+__all__ = [
+    "FALLBACKS", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "calibrate_fallback", "fit_router",
+    "load_router", "router_names",
+]
 
 FORMAT_VERSION = 1
 KIND = "routerretriever-routing-model"
+BASE = "base"  # the base model (retriever.experts.BASE_EXPERT)
 SOFTMAX_TEMPERATURE = 0.05  # turns cosine-similarity scores into weights, as the contrastive loss does
 
 
 @dataclass(frozen=True)
 class Routing:
-    """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``experts[j]``."""
+    """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``experts[j]``; queries marked in
+    ``fallback`` (the router's confidence was below its threshold) go to the base model."""
 
     experts: list[str]
     weights: np.ndarray
+    fallback: np.ndarray | None = None
 
     @property
     def choice(self) -> list[str]:
-        return [self.experts[j] for j in self.weights.argmax(axis=1)]
+        chosen = [self.experts[j] for j in self.weights.argmax(axis=1)]
+        if self.fallback is None:
+            return chosen
+        return [BASE if back else expert for expert, back in zip(chosen, self.fallback, strict=True)]
 
     @property
     def confidence(self) -> np.ndarray:
@@ -55,10 +64,14 @@ class RoutingData:
     datasets: list[str]
     dataset_experts: dict[str, str]  # dataset -> its own expert
     experts: list[str]  # every expert the router may choose, "base" included
+    scores: np.ndarray | None = None  # per-query nDCG@10 of each expert (columns: experts), for calibration
 
     def __post_init__(self):
         if not (len(self.vectors) == len(self.labels) == len(self.datasets)):
             raise ValueError("vectors, labels and datasets must have the same length")
+        if self.scores is not None and self.scores.shape != (len(self.vectors), len(self.experts)):
+            raise ValueError(f"scores must have shape {(len(self.vectors), len(self.experts))}, "
+                             f"got {self.scores.shape}")
         unknown = sorted(set(self.labels) - set(self.experts))
         if unknown:
             raise ValueError(f"labels name experts the router does not know: {', '.join(unknown)}")
@@ -85,7 +98,15 @@ class Router(ABC):
     def fit(cls, data: RoutingData, **options) -> Router: ...
 
     @abstractmethod
-    def route(self, vectors: np.ndarray) -> Routing: ...
+    def _route(self, vectors: np.ndarray) -> Routing: ...
+
+    def route(self, vectors: np.ndarray) -> Routing:
+        """Route base query vectors; below the fitted ``min_confidence`` a query falls back to the base model."""
+        routing = self._route(vectors)
+        threshold = self.options.get("min_confidence", 0.0)
+        if threshold > 0 and BASE in self.experts:
+            routing = Routing(routing.experts, routing.weights, routing.confidence < threshold)
+        return routing
 
     @abstractmethod
     def arrays(self) -> dict[str, np.ndarray]:
@@ -167,7 +188,7 @@ class PilotRouter(Router):
         return cls(data.experts, options, np.concatenate(pilots).astype(np.float32), np.array(owners, dtype=np.int64),
                    np.array(sizes, dtype=np.float32))
 
-    def route(self, vectors: np.ndarray) -> Routing:
+    def _route(self, vectors: np.ndarray) -> Routing:
         vectors = _check_dim(vectors, self.pilots.shape[1])
         sims = vectors @ self.pilots.T
         scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
@@ -215,7 +236,7 @@ class ClassifierRouter(Router):
         return cls(data.experts, {"c": c, "seed": seed}, coef.astype(np.float32), intercept.astype(np.float32),
                    model.classes_)
 
-    def route(self, vectors: np.ndarray) -> Routing:
+    def _route(self, vectors: np.ndarray) -> Routing:
         vectors = _check_dim(vectors, self.coef.shape[1])
         logits = vectors @ self.coef.T + self.intercept
         logits = logits - logits.max(axis=1, keepdims=True)
@@ -257,7 +278,7 @@ class DatasetRouter(Router):
         options = {"per_dataset": per_dataset, "seed": seed}
         return cls(data.experts, options, data.vectors[keep].astype(np.float32), np.array(owners, dtype=np.int64))
 
-    def route(self, vectors: np.ndarray) -> Routing:
+    def _route(self, vectors: np.ndarray) -> Routing:
         vectors = _check_dim(vectors, self.vectors.shape[1])
         sims = vectors @ self.vectors.T
         scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
@@ -282,7 +303,7 @@ class FixedRouter(Router):
             raise ValueError(f"unknown expert {expert!r}; available: {', '.join(data.experts)}")
         return cls(data.experts, {"expert": expert})
 
-    def route(self, vectors: np.ndarray) -> Routing:
+    def _route(self, vectors: np.ndarray) -> Routing:
         weights = np.zeros((len(vectors), len(self.experts)), dtype=np.float32)
         weights[:, self.experts.index(self.options["expert"])] = 1.0
         return Routing(self.experts, weights)
@@ -296,6 +317,82 @@ class FixedRouter(Router):
 
 
 ROUTERS: dict[str, type[Router]] = {r.name: r for r in (PilotRouter, ClassifierRouter, DatasetRouter, FixedRouter)}
+FALLBACKS = ("none", "auto")
+THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # candidate confidence thresholds for fallback="auto"
+
+
+def best_expert(scores: np.ndarray, experts: list[str], own: str | None) -> str:
+    """The best-scoring expert of one query; ties go to its dataset's own expert, then ``base``, then list order."""
+    preference = [p for p in dict.fromkeys([own, BASE, *experts]) if p in experts]
+    return next(e for e in preference if scores[experts.index(e)] == scores.max())
+
+
+def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", **options) -> Router:
+    """Fit router ``kind``. ``fallback``: ``"none"``; a confidence threshold in [0, 1) below which a query goes
+    to the base model; or ``"auto"``: the threshold chosen on the training data by ``calibrate_fallback``."""
+    if kind not in ROUTERS:
+        raise ValueError(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
+    cls = ROUTERS[kind]
+    if fallback == "none":
+        threshold = 0.0
+    elif fallback == "auto":
+        threshold = calibrate_fallback(cls, data, options)
+    elif isinstance(fallback, int | float) and 0 <= fallback < 1:
+        threshold = float(fallback)
+    else:
+        raise ValueError(f"fallback must be 'none', 'auto' or a threshold in [0, 1), got {fallback!r}")
+    router = cls.fit(data, **options)
+    router.options.update(fallback=fallback, min_confidence=threshold)
+    return router
+
+
+def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> RoutingData:
+    """Rows of ``data``; with ``drop``, that expert is removed and its queries relabelled among the rest."""
+    experts = [e for e in data.experts if e != drop]
+    scores = data.scores[rows][:, [data.experts.index(e) for e in experts]]
+    datasets = [data.datasets[i] for i in np.flatnonzero(rows)]
+    labels = [data.labels[i] for i in np.flatnonzero(rows)]
+    if drop is not None:
+        labels = [best_expert(row, experts, data.dataset_experts.get(d)) if label == drop else label
+                  for row, d, label in zip(scores, datasets, labels, strict=True)]
+    dataset_experts = {d: e for d, e in data.dataset_experts.items() if e != drop}
+    return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores)
+
+
+def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> float:
+    """The confidence threshold (from ``THRESHOLDS``) below which sending a query to the base model helps most.
+
+    Measured on training queries the router did not see, in two settings weighted equally: in-domain (two
+    folds of the routing data) and out-of-domain (each dataset left out in turn, with its own expert removed:
+    queries from a domain that has no expert). The gain of a routed query is its chosen expert's nDCG@10
+    minus the base model's; a query below the threshold gains 0. Ties go to the lower threshold.
+    """
+    if data.scores is None:
+        raise ValueError("fallback='auto' needs the routing data's per-query scores (RoutingData.scores)")
+    datasets = np.array(data.datasets)
+    folds = np.arange(len(datasets)) % 2
+    splits = [("in-domain", folds != k, folds == k, None) for k in (0, 1)]
+    if len(set(data.datasets)) > 1:
+        splits += [("left out", datasets != d, datasets == d, data.dataset_experts.get(d))
+                   for d in sorted(set(data.datasets))]
+    base = data.experts.index(BASE)
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for setting, train, held, drop in splits:
+        routing = cls.fit(_subset(data, train, drop), **options)._route(data.vectors[held])
+        chosen = [data.experts.index(e) for e in routing.choice]
+        gain = data.scores[held, chosen] - data.scores[held, base]
+        parts.setdefault(setting, []).append((routing.confidence, gain, datasets[held]))
+
+    def objective(threshold: float) -> float:
+        total = 0.0
+        for pieces in parts.values():
+            confidence, gain, names = (np.concatenate(p) for p in zip(*pieces, strict=True))
+            kept = np.where(confidence >= threshold, gain, 0.0)
+            total += np.mean([kept[names == d].mean() for d in np.unique(names)])
+        return total / len(parts)
+
+    values = [objective(t) for t in THRESHOLDS]
+    return float(THRESHOLDS[int(np.argmax(values))])
 
 
 def router_names() -> list[str]:

@@ -13,7 +13,7 @@ from experts.routing import build_router, cached_routing_data, refresh_routers, 
 from retriever.experts import MultiExpertEncoder
 from retriever.index import build_index
 from retriever.router_retriever import RouterRetriever
-from retriever.routers import ROUTERS, RoutingData, load_router
+from retriever.routers import ROUTERS, RoutingData, fit_router, load_router
 
 FAST = dict(epochs=2, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)
 
@@ -89,6 +89,49 @@ def test_weighted_pilots_outvote_small_groups():
     queries = noisy(domain, 50).astype(np.float32)
     weighted = ROUTERS["pilot"].fit(data).route(queries).choice
     assert weighted.count("a") > 45
+
+
+def three_domains(gain_elsewhere: float, n=30, dim=6, seed=0):
+    """Datasets d1..d3 (orthogonal clusters) with experts a..c: each expert gains 0.3 nDCG over the base on its
+    own dataset's queries and ``gain_elsewhere`` on the others'."""
+    rng = np.random.default_rng(seed)
+    experts = ["base", "a", "b", "c"]
+    vectors, datasets, scores = [], [], []
+    for d in range(3):
+        v = np.eye(dim)[d] + 0.05 * rng.standard_normal((n, dim))
+        vectors.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+        datasets += [f"d{d + 1}"] * n
+        row = [0.5] + [0.5 + (0.3 if j == d else gain_elsewhere) for j in range(3)]
+        scores.append(np.tile(row, (n, 1)))
+    scores = np.concatenate(scores)
+    labels = [experts[int(np.argmax(row))] for row in scores]
+    return RoutingData(np.concatenate(vectors).astype(np.float32), labels, datasets,
+                       {"d1": "a", "d2": "b", "d3": "c"}, experts, scores)
+
+
+def test_fallback_is_calibrated_on_domains_left_out():
+    data = three_domains(gain_elsewhere=-0.3)
+    router = fit_router("pilot", data, fallback="auto")
+    assert 0.5 < router.options["min_confidence"] <= 1.0  # a new domain splits its vote among experts
+    in_domain = router.route(data.vectors)
+    assert in_domain.choice == data.labels
+    new_domain = np.eye(6, dtype=np.float32)[3:]  # orthogonal to every pilot: no expert knows it
+    routing = router.route(new_domain)
+    assert routing.choice == ["base"] * 3 and np.all(routing.confidence < router.options["min_confidence"])
+    # Where experts help everywhere, nothing falls back.
+    assert fit_router("pilot", three_domains(gain_elsewhere=0.1), fallback="auto").options["min_confidence"] == 0.0
+    fixed = fit_router("pilot", data, fallback=0.99)
+    assert fixed.options == {**fixed.options, "fallback": 0.99, "min_confidence": 0.99}
+
+
+def test_fallback_errors():
+    data = three_domains(gain_elsewhere=-0.3)
+    with pytest.raises(ValueError, match="fallback must be 'none', 'auto' or a threshold in \\[0, 1\\), got 'often'"):
+        fit_router("pilot", data, fallback="often")
+    with pytest.raises(ValueError, match="fallback='auto' needs the routing data's per-query scores"):
+        fit_router("pilot", synthetic(), fallback="auto")
+    with pytest.raises(ValueError, match="unknown router 'oracle'; available: pilot, classifier, dataset, fixed"):
+        fit_router("oracle", data)
 
 
 def test_routing_data_validation():
@@ -236,6 +279,12 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
                                      "--dataset", "other", "--kind", "pilot", "--kind", "classifier"])
     assert built.exit_code == 0, built.output
     assert "8 labelled queries" in built.output
+    saved = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["options"]
+    assert saved["fallback"] == "auto" and 0 <= saved["min_confidence"] <= 1  # pilot's default
+    assert json.loads((router / "routers" / "classifier" / "routing.json").read_text())["options"]["fallback"] == "none"
+    bad = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
+                                   "--fallback", "1.5"])
+    assert bad.exit_code == 2 and "'1.5' is not 'none', 'auto' or a number in [0, 1)" in bad.output
     out = tmp_path / "pilot.json"
     for system in ("pilot", "instance-oracle", "expert:toy-expert"):
         result = runner.invoke(cli.main, ["-q", "evaluate", *common, "--router", str(router), "--dataset", "toy",
