@@ -410,12 +410,10 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write the tables here.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG of the pilot router's dataset -> expert confusion.")
-@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
-              default=DEFAULT_CACHE_DIR, show_default=True)
+@model_options
 @click.pass_obj
 def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
-              output_json, markdown, plot, model, cache_dir):
+              output_json, markdown, plot, model, cache_dir, index_type):
     """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
     from eval.benchmark import write_results_json
     from eval.comparison import DEFAULT_OVERRIDES, load_overrides, run_comparison, write_report
@@ -429,7 +427,7 @@ def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries
     overrides = load_overrides(train_overrides or DEFAULT_OVERRIDES)
     comparison = run_comparison(root, router, cache_dir, list(expert_datasets), list(eval_datasets), model=model,
                                 overrides=overrides, max_queries=max_queries, multitask=not no_multitask,
-                                progress=obj["progress"])
+                                index_type=index_type, progress=obj["progress"])
     text = write_report(comparison, markdown, plot)
     write_results_json(comparison.results, output_json,
                        {"routing": comparison.routing(), "seconds": comparison.seconds})

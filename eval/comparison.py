@@ -84,7 +84,7 @@ def load_overrides(path: Path | None) -> dict[str, dict]:
 
 def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], eval_datasets: list[str],
                    model: str | None = None, overrides: dict[str, dict] | None = None, max_queries: int = 500,
-                   multitask: bool = True, progress: bool = False) -> Comparison:
+                   multitask: bool = True, index_type: str = "flat", progress: bool = False) -> Comparison:
     from retriever.encoder import load_encoder
 
     started = time.perf_counter()
@@ -97,7 +97,8 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], 
     indexes = {}
     for name, ds in opened.items():
         t = time.perf_counter()
-        indexes[name] = ensure_index(ds, encoder.base, cache_dir, IndexConfig(), progress=progress)
+        indexes[name] = ensure_index(ds, encoder.base, cache_dir, IndexConfig(index_type=index_type),
+                                     progress=progress)
         seconds[f"index:{name}"] = round(time.perf_counter() - t, 1)
 
     overrides = overrides or {}

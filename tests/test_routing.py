@@ -314,9 +314,10 @@ def test_cli_benchmark_trains_builds_evaluates_and_reuses(world, tmp_path, toy_m
     args = ["-q", "benchmark", "--data-dir", data_dir, "--model", model, "--cache-dir", str(tmp_path / "cache"),
             "--router", str(router), "--expert-dataset", "toy", "--expert-dataset", "other",
             "--output-json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md"),
-            "--plot", str(tmp_path / "b.png")]
+            "--plot", str(tmp_path / "b.png"), "--index-type", "hnsw"]
     first = CliRunner().invoke(cli.main, args)
     assert first.exit_code == 0, first.output
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "cache" / "indexes").iterdir()) == ["hnsw", "hnsw"]
     report = json.loads((tmp_path / "b.json").read_text())
     systems = {r["system"] for r in report["results"]}
     assert systems == {"base", "multitask", "pilot", "classifier", "dataset", "dataset-oracle", "instance-oracle",
