@@ -2,6 +2,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 
 from eval.data import open_dataset
@@ -210,6 +211,14 @@ def test_other_loss_settings_train(trained, toy_encoder, negatives, positives):
     config = TrainConfig(**{**FAST, "epochs": 1, "negatives": negatives, "hard_negatives": 4, "positives": positives})
     result = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
     assert result.history[-1]["loss"] > 0 and result.config.negatives.value == negatives
+
+
+def test_base_dropout_off_trains_deterministically_and_only_lora_dropout_stays(trained, toy_encoder):
+    config = TrainConfig(**{**FAST, "epochs": 1, "base_dropout": False})
+    runs = [train_expert([(trained["dataset"], trained["index"])], toy_encoder, config) for _ in range(2)]
+    assert runs[0].history == runs[1].history and runs[0].meta()["training"]["hyperparameters"]["base_dropout"] is False
+    rates = {name: m.p for name, m in runs[0].peft_model.named_modules() if isinstance(m, torch.nn.Dropout)}
+    assert rates and all((p == 0.1) == ("lora_dropout" in name) for name, p in rates.items())
 
 
 def test_loss_settings_agree_when_a_query_has_one_positive(trained, toy_encoder):
