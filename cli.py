@@ -117,7 +117,9 @@ def _read_queries(path: Path) -> dict[str, str]:
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True, help="Base model (must match the index).")
 @click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-def search(index_dir, query_texts, queries_file, router, routing, model, top_k, as_json):
+@click.option("--device", help="Encode and search on this torch device (e.g. cuda; exact search, flat indexes) "
+                               "[default: encode on the best device, search with FAISS on the CPU].")
+def search(index_dir, query_texts, queries_file, router, routing, model, top_k, as_json, device):
     """Search an index: with the base model, or routed over a router's experts."""
     from retriever.encoder import load_encoder
     from retriever.experts import MultiExpertEncoder
@@ -131,11 +133,11 @@ def search(index_dir, query_texts, queries_file, router, routing, model, top_k, 
     if not queries:
         raise click.UsageError("give at least one --query or a --queries file")
     if router is None:
-        fixed = MultiExpertEncoder(load_encoder(model))
+        fixed = MultiExpertEncoder(load_encoder(model, device=device))
         retriever = RouterRetriever(fixed, FixedRouter(fixed.names, {"expert": "base"}))
     else:
-        retriever = RouterRetriever.load(router, routing, model=model)
-    corpus_index = CorpusIndex.load(index_dir, retriever.encoder.info)
+        retriever = RouterRetriever.load(router, routing, model=model, device=device)
+    corpus_index = CorpusIndex.load(index_dir, retriever.encoder.info, device=device)
     for hit in retriever.search(queries, k=top_k, index=corpus_index):
         if as_json:
             click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "expert": hit.expert,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_MODEL", "Encoder", "ModelInfo", "load_encoder", "resolve_model"]
+__all__ = ["DEFAULT_MODEL", "Encoder", "ModelInfo", "check_device", "load_encoder", "resolve_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,22 @@ class Encoder:
         return out
 
 
+def check_device(device: str) -> None:
+    """Refuse a torch device this machine does not have, with one clear line (torch's own error is a traceback)."""
+    import torch
+
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(f"cannot use device {device!r}: {str(err).splitlines()[0]}") from None
+
+
 def load_encoder(model: str | os.PathLike | None = None, device: str | None = None) -> Encoder:
     """Load the base encoder (default: the packaged all-MiniLM-L6-v2) from a local directory."""
     from sentence_transformers import SentenceTransformer
 
+    if device is not None:
+        check_device(device)
     model_id, path = resolve_model(model)
     st_model = SentenceTransformer(str(path), device=device, local_files_only=True)
     dim = st_model.get_embedding_dimension()

@@ -39,7 +39,7 @@ from retriever.artifacts import (
     verify_checksums,
     write_json,
 )
-from retriever.encoder import Encoder, ModelInfo
+from retriever.encoder import Encoder, ModelInfo, check_device
 
 __all__ = ["CorpusIndex", "IndexConfig", "IndexType", "Metric", "build_index", "ensure_index"]
 
@@ -145,14 +145,40 @@ def _apply_search_params(index: faiss.Index, config: IndexConfig) -> None:
 
 
 class CorpusIndex:
-    """A loaded corpus index. ``search`` returns raw FAISS rows; ``retriever.search`` maps them to ids."""
+    """A loaded corpus index. ``search`` returns raw rows; ``retriever.search`` maps them to ids.
 
-    def __init__(self, path: Path, meta: dict, doc_ids: list[str], embeddings: np.ndarray, index: faiss.Index):
+    Search runs on FAISS, or with ``device`` set (``"cuda"``, ``"cuda:1"``, ``"cpu"``) as an exact torch matrix
+    product on that device: the GPU path where no FAISS GPU build is installed (flat indexes only).
+    """
+
+    QUERY_CHUNK = 4096  # queries per torch matrix product, so scores stay within memory on large batches
+
+    def __init__(self, path: Path, meta: dict, doc_ids: list[str], embeddings: np.ndarray, index: faiss.Index,
+                 device: str | None = None):
         self.path = path
         self.meta = meta
         self.doc_ids = doc_ids
         self.embeddings = embeddings
         self.index = index
+        self.device = None
+        self._device_docs = None
+        if device is not None:
+            self.to(device)
+
+    def to(self, device: str | None) -> CorpusIndex:
+        """Search with torch on ``device`` from now on (``None``: FAISS). Copies the vectors there once."""
+        if device is not None:
+            import torch
+
+            if self.config.index_type is not IndexType.FLAT:
+                raise ValueError(f"device search is exact and needs a flat index; {self.path} is "
+                                 f"{self.config.index_type.value} (rebuild it with --index-type flat)")
+            check_device(device)
+            self._device_docs = torch.from_numpy(np.array(self.embeddings, dtype=np.float32)).to(device)
+        else:
+            self._device_docs = None
+        self.device = device
+        return self
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -169,7 +195,21 @@ class CorpusIndex:
         query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         if query_vectors.ndim != 2 or query_vectors.shape[1] != self.dim:
             raise ValueError(f"query vectors must have shape (n, {self.dim}), got {query_vectors.shape}")
-        return self.index.search(query_vectors, min(k, len(self)))
+        k = min(k, len(self))
+        if self._device_docs is None:
+            return self.index.search(query_vectors, k)
+        import torch
+
+        scores, rows = [], []
+        with torch.no_grad():
+            for start in range(0, len(query_vectors), self.QUERY_CHUNK):
+                chunk = torch.from_numpy(query_vectors[start : start + self.QUERY_CHUNK]).to(self.device)
+                top = torch.topk(chunk @ self._device_docs.T, k, dim=1)
+                scores.append(top.values.float().cpu().numpy())
+                rows.append(top.indices.cpu().numpy().astype(np.int64))
+        if not scores:
+            return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+        return np.concatenate(scores), np.concatenate(rows)
 
     def check_model(self, model: ModelInfo) -> None:
         """Refuse query vectors from a model other than the one that encoded the corpus."""
@@ -182,7 +222,8 @@ class CorpusIndex:
             )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model: ModelInfo | None = None, verify: bool = True) -> CorpusIndex:
+    def load(cls, path: str | os.PathLike, model: ModelInfo | None = None, verify: bool = True,
+             device: str | None = None) -> CorpusIndex:
         path = Path(path)
         meta = read_metadata(path / "index.json", KIND, FORMAT_VERSION)
         if verify:
@@ -200,7 +241,7 @@ class CorpusIndex:
         else:
             index = faiss.read_index(str(path / "index.faiss"))
             _apply_search_params(index, config)
-        loaded = cls(path, meta, doc_ids, embeddings, index)
+        loaded = cls(path, meta, doc_ids, embeddings, index, device)
         if model is not None:
             loaded.check_model(model)
         return loaded

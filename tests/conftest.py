@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -119,3 +120,15 @@ def minilm():
     from retriever.encoder import load_encoder
 
     return load_encoder(device="cpu")
+
+
+def assert_device_search_agrees(index, device, queries):
+    """torch search on ``device`` gives FAISS's top 10 (scores to 1e-4; only near-ties may swap places)."""
+    faiss_scores, faiss_rows = index.search(queries, 10)
+    assert index.to(device).device == device
+    scores, rows = index.search(queries, 10)
+    assert rows.dtype == np.int64 and scores.dtype == np.float32
+    np.testing.assert_allclose(scores, faiss_scores, rtol=1e-4, atol=1e-5)
+    agree = (rows == faiss_rows).mean()
+    assert agree > 0.99, agree
+    assert index.to(None).device is None

@@ -53,6 +53,13 @@ def test_index_then_search(run, tmp_path, toy_model_dir):
     assert found.exit_code == 0, found.output
     line = json.loads(found.stdout.splitlines()[0])
     assert line["query_id"] == "q1" and len(line["hits"]) == 3
+    on_cpu = run("search", "--index", str(out), "--model", str(toy_model_dir), "--query", "blood sugar hormone",
+                 "-k", "3", "--json", "--device", "cpu")  # the torch search path, as on a GPU
+    assert on_cpu.exit_code == 0, on_cpu.output
+    device_hits = json.loads(on_cpu.stdout.splitlines()[0])["hits"]
+    assert [h["doc_id"] for h in device_hits] == [h["doc_id"] for h in line["hits"]]
+    bad = run("search", "--index", str(out), "--model", str(toy_model_dir), "--query", "x", "--device", "tpu7")
+    assert bad.exit_code == 1 and "Error: cannot use device 'tpu7'" in bad.output and "Traceback" not in bad.output
 
 
 @pytest.mark.parametrize("args, message", [

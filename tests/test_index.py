@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import assert_device_search_agrees
 
 from eval.data import open_dataset
 from retriever.artifacts import ArtifactError
@@ -42,6 +43,21 @@ def test_exact_search_matches_brute_force(toy, toy_encoder, tmp_path):
         top = np.argsort(-scores[row], kind="stable")[:5]
         assert list(results[qid]) == [index.doc_ids[i] for i in top]
         np.testing.assert_allclose(list(results[qid].values()), scores[row][top], rtol=1e-5)
+
+
+def test_device_search_matches_faiss(toy, toy_encoder, tmp_path):
+    index = build_index(toy, toy_encoder, tmp_path / "idx")
+    assert_device_search_agrees(index, "cpu", toy_encoder.encode(["sunlight electricity", "moon gravity"]))
+    loaded = CorpusIndex.load(tmp_path / "idx", toy_encoder.info, device="cpu")
+    vectors = toy_encoder.encode(["whales in the ocean"])
+    on_device, on_faiss = search(loaded, vectors, ["q"], k=3)["q"], search(index, vectors, ["q"], k=3)["q"]
+    assert list(on_device) == list(on_faiss)
+    assert list(on_device.values()) == pytest.approx(list(on_faiss.values()), rel=1e-5)
+    hnsw = build_index(toy, toy_encoder, tmp_path / "hnsw", IndexConfig(index_type="hnsw"))
+    with pytest.raises(ValueError, match="device search is exact and needs a flat index; .* is hnsw"):
+        hnsw.to("cpu")
+    with pytest.raises(ValueError, match="cannot use device 'tpu7'"):
+        index.to("tpu7")
 
 
 @pytest.mark.parametrize("index_type", ["hnsw", "ivf"])
