@@ -82,36 +82,56 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: ExpertStor
     base_vectors = None
     for name in tqdm(experts, desc=f"scoring experts on {dataset.name}", disable=not progress):
         path, expected = folder / f"scores-{name}.json", expert_key(store, name)
-        if path.exists() and json.loads(path.read_text()).get("expert_key") == expected:
+        cached = json.loads(path.read_text()) if path.exists() else {}
+        if cached.get("expert_key") == expected:
+            if "trained_on" not in cached:  # caches written before the field existed: add it, nothing to encode
+                write_json(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
             continue
         if name == BASE_EXPERT:
             base_vectors = np.load(folder / "base_vectors.npy", allow_pickle=False)
         vectors = base_vectors if name == BASE_EXPERT else encoder.encode(texts, name)
         per_query = per_query_ndcg(qrels, search(index, vectors, qids, k=100))
-        write_json(path, {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids]})
+        write_json(path, {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids],
+                          "trained_on": _trained_on(store, name, dataset, index, qids)})
+
+
+def _trained_on(store: ExpertStore, name: str, dataset, index, qids: list[str]) -> list[bool]:
+    """Per query: was it in the training slice of expert ``name`` (its score there is optimistic)?"""
+    from experts.train import TrainConfig, heldout_split
+
+    training = {} if name == BASE_EXPERT else store.info(name).get("training", {})
+    if dataset.name not in training.get("datasets", []) or training.get("split") != SPLIT:
+        return [False] * len(qids)
+    _, train, _ = heldout_split(dataset, index.doc_ids, SPLIT, TrainConfig(**training["hyperparameters"]))
+    seen = {e.query_id for e in train}
+    return [q in seen for q in qids]
 
 
 def cached_routing_data(store: ExpertStore, datasets: list[str]) -> RoutingData:
     """Label cached training queries with their best current expert (ties: own expert, base, list order)."""
     own = domain_experts(store)
     experts = [BASE_EXPERT, *sorted(set(own.values()))]
-    vectors, labels, names, all_scores = [], [], [], []
+    vectors, labels, names, all_scores, all_trained = [], [], [], [], []
     for dataset in datasets:
         folder = _folder(store, dataset)
-        columns = []
+        columns, trained = [], []
         for name in experts:
             path = folder / f"scores-{name}.json"
             cached = json.loads(path.read_text()) if path.exists() else {}
             if cached.get("expert_key") != expert_key(store, name):
                 raise ValueError(f"no current scores of expert {name!r} on {dataset!r}; run build-router")
             columns.append(cached["ndcg@10"])
+            trained.append(cached.get("trained_on"))
         scores = np.array(columns, dtype=np.float64).T
         labels += [best_expert(row, experts, own.get(dataset)) for row in scores]
         vectors.append(np.load(folder / "base_vectors.npy", allow_pickle=False))
         names += [dataset] * len(scores)
         all_scores.append(scores)
+        all_trained.append(None if None in trained else np.array(trained, dtype=bool).T)
     dataset_experts = {d: e for d, e in own.items() if d in set(names)}
-    return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, experts, np.concatenate(all_scores))
+    trained_on = None if any(t is None for t in all_trained) else np.concatenate(all_trained)
+    return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, experts, np.concatenate(all_scores),
+                       trained_on)
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_queries: int = 500, seed: int = 0,

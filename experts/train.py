@@ -25,7 +25,7 @@ from retriever.encoder import Encoder
 from retriever.index import CorpusIndex
 from retriever.search import search
 
-__all__ = ["Negatives", "TrainConfig", "TrainedExpert", "train_expert"]
+__all__ = ["Negatives", "TrainConfig", "TrainedExpert", "heldout_split", "train_expert"]
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,18 @@ class TrainedExpert:
         }
 
 
+def heldout_split(dataset, doc_ids: list[str], split: str, config: TrainConfig):
+    """``(examples, train slice, held-out slice)`` of ``dataset``'s ``split``, exactly as training makes them."""
+    examples = training_examples(dataset, split, doc_ids)
+    fraction = min(config.heldout_fraction, config.heldout_max / len(examples))
+    groups = None
+    if config.heldout_groups == "title":  # e.g. SQuAD: a title is an article, and test articles are unseen
+        title_of = {doc.id: doc.title for doc in dataset.corpus()}
+        groups = [title_of[doc_ids[e.positives[0]]] for e in examples]
+    train, heldout = split_heldout(examples, fraction, config.seed, groups)
+    return examples, train, heldout
+
+
 class _Source:
     """One training dataset: its examples, held-out slice and cached frozen-base document vectors."""
 
@@ -135,14 +147,8 @@ class _Source:
         self.name = dataset.name
         self.index = index
         self.docs = torch.from_numpy(np.array(index.embeddings, dtype=np.float32))
-        self.examples = training_examples(dataset, split, index.doc_ids)
+        self.examples, self.train, self.heldout = heldout_split(dataset, index.doc_ids, split, config)
         self.qrels = dataset.split(split).qrels
-        fraction = min(config.heldout_fraction, config.heldout_max / len(self.examples))
-        groups = None
-        if config.heldout_groups == "title":  # e.g. SQuAD: a title is an article, and test articles are unseen
-            title_of = {doc.id: doc.title for doc in dataset.corpus()}
-            groups = [title_of[index.doc_ids[e.positives[0]]] for e in self.examples]
-        self.train, self.heldout = split_heldout(self.examples, fraction, config.seed, groups)
         row_of = {doc_id: row for row, doc_id in enumerate(index.doc_ids)}
         self.self_rows = [row_of.get(e.query_id) for e in self.train]  # ArguAna-style: the query is a document
         self.hard: list[np.ndarray] | None = None

@@ -65,6 +65,7 @@ class RoutingData:
     dataset_experts: dict[str, str]  # dataset -> its own expert
     experts: list[str]  # every expert the router may choose, "base" included
     scores: np.ndarray | None = None  # per-query nDCG@10 of each expert (columns: experts), for calibration
+    trained_on: np.ndarray | None = None  # same shape, bool: the expert was trained on that query (optimistic)
 
     def __post_init__(self):
         if not (len(self.vectors) == len(self.labels) == len(self.datasets)):
@@ -72,6 +73,8 @@ class RoutingData:
         if self.scores is not None and self.scores.shape != (len(self.vectors), len(self.experts)):
             raise ValueError(f"scores must have shape {(len(self.vectors), len(self.experts))}, "
                              f"got {self.scores.shape}")
+        if self.trained_on is not None and (self.scores is None or self.trained_on.shape != self.scores.shape):
+            raise ValueError("trained_on must come with scores and have their shape")
         unknown = sorted(set(self.labels) - set(self.experts))
         if unknown:
             raise ValueError(f"labels name experts the router does not know: {', '.join(unknown)}")
@@ -349,14 +352,16 @@ def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", **o
 def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> RoutingData:
     """Rows of ``data``; with ``drop``, that expert is removed and its queries relabelled among the rest."""
     experts = [e for e in data.experts if e != drop]
-    scores = data.scores[rows][:, [data.experts.index(e) for e in experts]]
+    columns = [data.experts.index(e) for e in experts]
+    scores = data.scores[rows][:, columns]
+    trained_on = None if data.trained_on is None else data.trained_on[rows][:, columns]
     datasets = [data.datasets[i] for i in np.flatnonzero(rows)]
     labels = [data.labels[i] for i in np.flatnonzero(rows)]
     if drop is not None:
         labels = [best_expert(row, experts, data.dataset_experts.get(d)) if label == drop else label
                   for row, d, label in zip(scores, datasets, labels, strict=True)]
     dataset_experts = {d: e for d, e in data.dataset_experts.items() if e != drop}
-    return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores)
+    return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on)
 
 
 def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> float:
@@ -365,13 +370,16 @@ def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> f
     Measured on training queries the router did not see, in two settings weighted equally: in-domain (two
     folds of the routing data) and out-of-domain (each dataset left out in turn, with its own expert removed:
     queries from a domain that has no expert). The gain of a routed query is its chosen expert's nDCG@10
-    minus the base model's; a query below the threshold gains 0. Ties go to the lower threshold.
+    minus the base model's; a query below the threshold gains 0. Ties go to the lower threshold. Where
+    ``data.trained_on`` says an expert was trained on a query, that query is left out of the in-domain
+    measurement: an expert's score on its own training queries overstates what it does on new ones.
     """
     if data.scores is None:
         raise ValueError("fallback='auto' needs the routing data's per-query scores (RoutingData.scores)")
     datasets = np.array(data.datasets)
     folds = np.arange(len(datasets)) % 2
-    splits = [("in-domain", folds != k, folds == k, None) for k in (0, 1)]
+    unseen = np.ones(len(datasets), bool) if data.trained_on is None else ~data.trained_on.any(axis=1)
+    splits = [("in-domain", folds != k, (folds == k) & unseen, None) for k in (0, 1)]
     if len(set(data.datasets)) > 1:
         splits += [("left out", datasets != d, datasets == d, data.dataset_experts.get(d))
                    for d in sorted(set(data.datasets))]
@@ -388,7 +396,7 @@ def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> f
         for pieces in parts.values():
             confidence, gain, names = (np.concatenate(p) for p in zip(*pieces, strict=True))
             kept = np.where(confidence >= threshold, gain, 0.0)
-            total += np.mean([kept[names == d].mean() for d in np.unique(names)])
+            total += np.mean([kept[names == d].mean() for d in np.unique(names)]) if len(kept) else 0.0
         return total / len(parts)
 
     values = [objective(t) for t in THRESHOLDS]

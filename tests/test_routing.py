@@ -124,6 +124,26 @@ def test_fallback_is_calibrated_on_domains_left_out():
     assert fixed.options == {**fixed.options, "fallback": 0.99, "min_confidence": 0.99}
 
 
+def test_fallback_calibration_ignores_scores_on_training_queries():
+    """An expert that gains only on the queries it was trained on must not look helpful in-domain."""
+    data = three_domains(gain_elsewhere=-0.02, n=40, seed=1)
+    rng = np.random.default_rng(0)
+    vectors = data.vectors + 0.4 * rng.standard_normal(data.vectors.shape).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scores, trained_on = data.scores.copy(), np.zeros(data.scores.shape, dtype=bool)
+    for i, dataset in enumerate(data.datasets):
+        own = data.experts.index(data.dataset_experts[dataset])
+        if i % 4:
+            trained_on[i, own] = True  # a training query: +0.3 over the base
+        else:
+            scores[i, own] = 0.4  # a new query: 0.1 below the base
+    labels = [data.experts[int(np.argmax(row))] for row in scores]
+    args = (vectors, labels, data.datasets, data.dataset_experts, data.experts, scores)
+    naive = fit_router("pilot", RoutingData(*args), fallback="auto").options["min_confidence"]
+    aware = fit_router("pilot", RoutingData(*args, trained_on), fallback="auto").options["min_confidence"]
+    assert naive < 1.0 and aware == 1.0  # every query falls back: no expert helps a query it has not seen
+
+
 def test_fallback_errors():
     data = three_domains(gain_elsewhere=-0.3)
     with pytest.raises(ValueError, match="fallback must be 'none', 'auto' or a threshold in \\[0, 1\\), got 'often'"):
@@ -170,6 +190,18 @@ def test_routing_labels_come_from_train_queries_only(world, monkeypatch):
     assert len(data.labels) == 8  # 4 train queries in each toy dataset
     scores = json.loads((world["store"].root / "routing-data" / "toy" / "scores-base.json").read_text())
     assert len(scores["ndcg@10"]) == 4
+    # Which scores were measured on an expert's own training queries: its train slice, never its held-out one.
+    from experts.train import heldout_split
+
+    assert data.trained_on.shape == data.scores.shape and not data.trained_on[:, 0].any()  # base: none
+    for dataset, expert in data.dataset_experts.items():
+        rows = [i for i, d in enumerate(data.datasets) if d == dataset]
+        config = TrainConfig(**world["store"].info(expert)["training"]["hyperparameters"])
+        _, train, heldout = heldout_split(world["datasets"][dataset], world["indexes"][dataset].doc_ids, "train",
+                                          config)
+        assert data.trained_on[rows, data.experts.index(expert)].sum() == len(train) and heldout
+        other = [e for e in data.experts if e not in ("base", expert)]
+        assert not data.trained_on[np.ix_(rows, [data.experts.index(e) for e in other])].any()
 
     from eval.data import Dataset
 
