@@ -341,7 +341,7 @@ def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, i
 def _fallback_value(ctx, param, value):
     from retriever.routers import FALLBACKS
 
-    if value is None or value in FALLBACKS:
+    if value in FALLBACKS:
         return value
     try:
         threshold = float(value)
@@ -365,10 +365,10 @@ def _fallback_value(ctx, param, value):
               help="pilot: similarity to an expert's pilots averaged by group size, plainly (the paper), or max.")
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
-@click.option("--fallback", callback=_fallback_value,
-              help="Send a query to the base model when the router's confidence is below a threshold: 'auto' "
-                   "(chosen on the training queries), 'none', or a number in [0, 1) "
-                   "[default: auto for pilot, none for the baselines].")
+@click.option("--fallback", default="none", show_default=True, callback=_fallback_value,
+              help="Send a query to the base model when the router's confidence is below a threshold: 'none' "
+                   "(always the top expert, as published), 'auto' (the threshold that helps most on held-out "
+                   "training queries), or a number in [0, 1).")
 @model_options
 @click.pass_obj
 def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, model,
@@ -391,9 +391,7 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
     info = {"datasets": list(datasets), "max_queries": max_queries, "seed": 0}
     for kind in kinds:
         options = {"aggregate": aggregate, "clusters": clusters} if kind == "pilot" else {}
-        if fallback is not None:
-            options["fallback"] = fallback
-        path = build(store, kind, data, info, **options)
+        path = build(store, kind, data, info, fallback=fallback, **options)
         click.echo(f"{path}\t{kind}\t{len(data.labels)} labelled queries\texperts: {', '.join(data.experts)}")
 
 

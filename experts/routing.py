@@ -32,7 +32,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLIT = "train"
-DEFAULT_FALLBACK = {"pilot": "auto"}  # the baselines route every query to their top expert, as published
 
 
 def domain_experts(store: ExpertStore) -> dict[str, str]:
@@ -146,7 +145,6 @@ def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_q
 def build_router(store: ExpertStore, kind: str, data: RoutingData, info: dict, **options) -> Path:
     """Fit router ``kind`` (options as ``retriever.routers.fit_router`` takes them) and save it in the store."""
     options.pop("min_confidence", None)  # refitting a saved router: "auto" is calibrated again, a number kept
-    options.setdefault("fallback", DEFAULT_FALLBACK.get(kind, "none"))
     router = fit_router(kind, data, **options)
     counts = {e: data.labels.count(e) for e in data.experts}
     return router.save(store.root / "routers" / kind, {**info, "label_counts": counts})

@@ -312,8 +312,12 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
     assert built.exit_code == 0, built.output
     assert "8 labelled queries" in built.output
     saved = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["options"]
-    assert saved["fallback"] == "auto" and 0 <= saved["min_confidence"] <= 1  # pilot's default
-    assert json.loads((router / "routers" / "classifier" / "routing.json").read_text())["options"]["fallback"] == "none"
+    assert saved["fallback"] == "none" and saved["min_confidence"] == 0  # the published behaviour by default
+    auto = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
+                                    "--dataset", "other", "--kind", "pilot", "--fallback", "auto"])
+    assert auto.exit_code == 0, auto.output
+    saved = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["options"]
+    assert saved["fallback"] == "auto" and 0 <= saved["min_confidence"] <= 1
     bad = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
                                    "--fallback", "1.5"])
     assert bad.exit_code == 2 and "'1.5' is not 'none', 'auto' or a number in [0, 1)" in bad.output
