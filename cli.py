@@ -361,8 +361,9 @@ def _fallback_value(ctx, param, value):
               show_default=True, help="Router(s) to build (repeatable).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1),
               help="Training queries sampled per dataset for expert scoring.")
-@click.option("--aggregate", type=click.Choice(("weighted", "mean", "max")), default="weighted", show_default=True,
-              help="pilot: similarity to an expert's pilots averaged by group size, plainly (the paper), or max.")
+@click.option("--aggregate", type=click.Choice(("density", "weighted", "mean", "max")), default="density",
+              show_default=True, help="pilot: kernel density of an expert's pilots (by group size), their mean "
+                                      "similarity weighted by group size, the plain mean (the paper), or max.")
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
 @click.option("--fallback", default="none", show_default=True, callback=_fallback_value,

@@ -1,9 +1,10 @@
 """Routers: base query vectors in, per-expert weights out. One interface, looked up by name in ``ROUTERS``.
 
 - ``pilot``      — the paper's pilot-embedding library: each pilot is the base-encoder centroid of a group of
-                   training queries that one expert answered best; a query goes to the expert whose pilots it
-                   is most similar to on average, weighted by group size (``aggregate="mean"``: the paper's
-                   unweighted mean; ``"max"``: nearest pilot; ``clusters > 1``: k-means centroids per group).
+                   training queries that one expert answered best; a query goes to the expert with the largest
+                   kernel density of its pilots, weighted by group size (``aggregate="weighted"``: the mean
+                   similarity weighted by group size; ``"mean"``: the paper's unweighted mean; ``"max"``:
+                   nearest pilot; ``clusters > 1``: k-means centroids per group).
 - ``classifier`` — multinomial logistic regression on base query vectors, same best-expert labels.
 - ``dataset``    — the nearest of at most ``per_dataset`` training queries decides, by its dataset's expert.
 - ``fixed``      — always one expert (``base`` is the base model).
@@ -148,16 +149,20 @@ def _check_dim(vectors: np.ndarray, dim: int) -> np.ndarray:
 class PilotRouter(Router):
     """Pilot embeddings (unit-normalised group centroids) and each pilot's group size.
 
-    ``aggregate``: ``weighted`` (default) — an expert's score is the mean cosine similarity to its pilots
-    weighted by how many training queries each pilot stands for; ``mean`` — the paper's unweighted mean;
-    ``max`` — the nearest pilot. The unweighted mean lets a pilot made of 2 queries count as much as one made
-    of 400: once experts win a few queries in every dataset, every expert's pilots span every domain and the
-    scores flatten (measured on our 7 domains: 24% of held-out training queries routed to their own expert
-    with ``mean``, 83% with ``weighted``; see BENCHMARKS.md).
+    ``aggregate``: ``density`` (default) — an expert's weight is its share of a kernel density over all pilots,
+    ``sum_p size_p * exp(cos(q, p) / 0.1)``: pilots far from the query add almost nothing, so an expert that
+    also won a few queries in other domains is not diluted; ``weighted`` — the mean cosine similarity to the
+    expert's pilots weighted by how many training queries each pilot stands for; ``mean`` — the paper's
+    unweighted mean; ``max`` — the nearest pilot. The unweighted mean lets a pilot made of 2 queries count as
+    much as one made of 400: once experts win a few queries in every dataset, every expert's pilots span every
+    domain and the scores flatten (measured on our 7 domains: 24% of held-out training queries routed to their
+    own expert with ``mean``, 83% with ``weighted``); the weighted mean still lets a concentrated expert beat
+    a spread one in its home domain (see BENCHMARKS.md).
     """
 
     name = "pilot"
-    AGGREGATES = ("weighted", "mean", "max")
+    AGGREGATES = ("density", "weighted", "mean", "max")
+    DENSITY_TEMPERATURE = 0.1  # kernel width, in cosine similarity
 
     def __init__(self, experts, options, pilots: np.ndarray, pilot_experts: np.ndarray, pilot_sizes: np.ndarray):
         super().__init__(experts, options)
@@ -166,7 +171,7 @@ class PilotRouter(Router):
         self.pilot_sizes = pilot_sizes  # training queries behind each pilot
 
     @classmethod
-    def fit(cls, data: RoutingData, aggregate: str = "weighted", clusters: int = 1, seed: int = 0) -> PilotRouter:
+    def fit(cls, data: RoutingData, aggregate: str = "density", clusters: int = 1, seed: int = 0) -> PilotRouter:
         if aggregate not in cls.AGGREGATES:
             raise ValueError(f"unknown aggregate {aggregate!r}; valid: {', '.join(cls.AGGREGATES)}")
         if not isinstance(clusters, int) or clusters < 1:
@@ -201,11 +206,17 @@ class PilotRouter(Router):
             if not mine.any():
                 continue
             part = sims[:, mine]
-            if aggregate == "weighted":
+            if aggregate == "density":  # log of sum_p size_p * exp(sim_p / T): a kernel density of expert j's wins
+                z = part / self.DENSITY_TEMPERATURE + np.log(self.pilot_sizes[mine])
+                top = z.max(axis=1, keepdims=True)
+                scores[:, j] = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+            elif aggregate == "weighted":
                 weights = self.pilot_sizes[mine]
                 scores[:, j] = part @ weights / weights.sum()
             else:
                 scores[:, j] = part.mean(axis=1) if aggregate == "mean" else part.max(axis=1)
+        if aggregate == "density":  # the densities' share per expert: P(expert | query) under the kernel model
+            return Routing(self.experts, _softmax(scores * SOFTMAX_TEMPERATURE))
         return Routing(self.experts, _softmax(scores))
 
     def arrays(self):

@@ -63,13 +63,13 @@ def test_learned_routers_follow_the_clusters():
 
 def test_pilot_options():
     data = synthetic()
-    for aggregate in ("weighted", "mean", "max"):
+    for aggregate in ("density", "weighted", "mean", "max"):
         assert ROUTERS["pilot"].fit(data, aggregate=aggregate).route(data.vectors).choice == data.labels
     clustered = ROUTERS["pilot"].fit(data, clusters=2)
     assert len(clustered.pilots) == 6 and clustered.route(data.vectors).choice == data.labels
     assert clustered.pilot_sizes.sum() == len(data.labels)
     np.testing.assert_allclose(np.linalg.norm(clustered.pilots, axis=1), 1.0, atol=1e-5)
-    with pytest.raises(ValueError, match="unknown aggregate 'median'; valid: weighted, mean, max"):
+    with pytest.raises(ValueError, match="unknown aggregate 'median'; valid: density, weighted, mean, max"):
         ROUTERS["pilot"].fit(data, aggregate="median")
 
 
@@ -152,6 +152,24 @@ def test_fallback_errors():
         fit_router("pilot", synthetic(), fallback="auto")
     with pytest.raises(ValueError, match="unknown router 'oracle'; available: pilot, classifier, dataset, fixed"):
         fit_router("oracle", data)
+
+
+def test_density_is_not_diluted_by_an_experts_pilots_elsewhere():
+    """Expert a wins 40 queries in domain D and 40 in domain E; the base wins 8 in D. A D query belongs to a:
+    a mean over a's pilots halves its similarity (E is far away) and hands D to the base."""
+    rng = np.random.default_rng(0)
+
+    def noisy(centre, n):
+        v = np.eye(4)[centre] + 0.05 * rng.standard_normal((n, 4))
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    vectors = np.vstack([noisy(0, 40), noisy(0, 8), noisy(1, 40), noisy(2, 40)]).astype(np.float32)
+    labels = ["a"] * 40 + ["base"] * 8 + ["a"] * 40 + ["b"] * 40
+    datasets = ["D"] * 48 + ["E"] * 40 + ["F"] * 40
+    data = RoutingData(vectors, labels, datasets, {"D": "a", "F": "b"}, ["base", "a", "b"])
+    queries = noisy(0, 20).astype(np.float32)
+    assert ROUTERS["pilot"].fit(data).route(queries).choice == ["a"] * 20  # density, the default
+    assert ROUTERS["pilot"].fit(data, aggregate="weighted").route(queries).choice.count("base") > 15
 
 
 def test_routing_data_validation():
