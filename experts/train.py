@@ -41,7 +41,7 @@ class TrainConfig:
     r: int = 8
     lora_alpha: int = 32
     lora_dropout: float = 0.1
-    base_dropout: bool = True  # False: the frozen base's own dropout is off while training (about 20% faster)
+    base_dropout: bool = True  # False: the frozen base's own dropout is off (it took 16% of a profiled step)
     target_modules: tuple[str, ...] = ("query", "key", "value")
     learning_rate: float = 2e-3
     batch_size: int = 32

@@ -81,8 +81,8 @@ class RoutingData:
             raise ValueError(f"labels name experts the router does not know: {', '.join(unknown)}")
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    z = scores / SOFTMAX_TEMPERATURE
+def _softmax(scores: np.ndarray, temperature: float = SOFTMAX_TEMPERATURE) -> np.ndarray:
+    z = scores / temperature
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -216,7 +216,7 @@ class PilotRouter(Router):
             else:
                 scores[:, j] = part.mean(axis=1) if aggregate == "mean" else part.max(axis=1)
         if aggregate == "density":  # the densities' share per expert: P(expert | query) under the kernel model
-            return Routing(self.experts, _softmax(scores * SOFTMAX_TEMPERATURE))
+            return Routing(self.experts, _softmax(scores, temperature=1.0))
         return Routing(self.experts, _softmax(scores))
 
     def arrays(self):
