@@ -6,11 +6,14 @@ train split); the routers ``pilot``, ``classifier``, ``dataset``; and, for evalu
 system per query). Oracles and routers choose among ``base`` and the domain experts.
 
 ``SplitRun`` encodes each query once per expert and shares those vectors between every system evaluated on
-the split, so a routed system or an oracle costs no extra encoding.
+the split, so a routed system or an oracle costs no extra encoding. Given a ``vector_cache`` folder and each
+expert's weights key, it also keeps every expert's vectors of the whole split on disk, so a later run (a new
+router, one retrained expert) encodes only what changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +25,7 @@ import numpy as np
 
 from eval.data import Dataset
 from eval.metrics import Scores, evaluate
+from retriever.artifacts import save_npy
 from retriever.experts import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex
 from retriever.routers import Router
@@ -71,7 +75,8 @@ class SplitRun:
     """One dataset split over its corpus index, with per-expert query vectors computed once and shared."""
 
     def __init__(self, dataset: Dataset, split: str, encoder: MultiExpertEncoder, index: CorpusIndex,
-                 routers: dict[str, Router] | None = None, candidates: Sequence[str] | None = None):
+                 routers: dict[str, Router] | None = None, candidates: Sequence[str] | None = None,
+                 vector_cache: Path | None = None, expert_keys: dict[str, str] | None = None):
         index.check_model(encoder.info)
         self.dataset, self.split, self.encoder, self.index = dataset, split, encoder, index
         self.data = dataset.split(split)
@@ -82,6 +87,14 @@ class SplitRun:
         self._vectors: dict[str, np.ndarray] = {}
         self._done: dict[str, np.ndarray] = {}
         self._fixed: dict[str, EvalResult] = {}
+        self.vector_cache, self.expert_keys = vector_cache, expert_keys or {}
+
+    def _cached_path(self, expert: str) -> Path | None:
+        """Where ``expert``'s vectors of every query of the split are kept, keyed by its weights and the texts."""
+        if self.vector_cache is None or expert not in self.expert_keys:
+            return None
+        key = hashlib.sha256(json.dumps([self.expert_keys[expert], self.texts]).encode()).hexdigest()[:16]
+        return Path(self.vector_cache) / f"{self.dataset.name}-{self.split}" / f"{expert}-{key}.npy"
 
     def vectors(self, expert: str, rows: np.ndarray | None = None) -> np.ndarray:
         """Query vectors of ``expert`` for ``rows`` (all by default), encoding only rows not yet encoded."""
@@ -90,6 +103,15 @@ class SplitRun:
         if expert not in self._vectors:
             self._vectors[expert] = np.zeros((n, self.encoder.dim), dtype=np.float32)
             self._done[expert] = np.zeros(n, dtype=bool)
+            path = self._cached_path(expert)
+            if path is not None:  # the whole split, loaded or encoded once and saved
+                if path.is_file():
+                    self._vectors[expert] = np.load(path, allow_pickle=False)
+                else:
+                    self._vectors[expert] = self.encoder.encode(self.texts, expert)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    save_npy(path, self._vectors[expert])
+                self._done[expert][:] = True
         todo = rows[~self._done[expert][rows]]
         if len(todo):
             self._vectors[expert][todo] = self.encoder.encode([self.texts[i] for i in todo], expert)

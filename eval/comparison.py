@@ -18,7 +18,7 @@ import numpy as np
 
 from eval.benchmark import MULTITASK, ORACLES, ROUTED, EvalResult, SplitRun
 from eval.data import open_dataset
-from experts.routing import build_router, domain_experts, routing_data
+from experts.routing import build_router, domain_experts, expert_key, routing_data
 from experts.store import ExpertStore
 from experts.train import TrainConfig, train_expert
 from retriever.experts import BASE_EXPERT, MultiExpertEncoder
@@ -126,10 +126,12 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], 
     candidates = [BASE_EXPERT, *sorted(set(own.values()))]
     systems = [BASE_EXPERT, *([MULTITASK] if MULTITASK in store.names() else []), *ROUTED, *ORACLES,
                *[f"expert:{own[d]}" for d in expert_datasets if d in own]]
+    keys = {name: expert_key(store, name) for name in encoder.names}
     results = []
     t = time.perf_counter()
     for name in eval_datasets:
-        run = SplitRun(opened[name], "test", encoder, indexes[name], routers, candidates)
+        run = SplitRun(opened[name], "test", encoder, indexes[name], routers, candidates,
+                       vector_cache=Path(cache_dir) / "query-vectors", expert_keys=keys)
         results += [run.run(system) for system in systems]
     seconds["evaluate"] = round(time.perf_counter() - t, 1)
     seconds["total"] = round(time.perf_counter() - started, 1)

@@ -289,6 +289,27 @@ def test_oracles_and_routed_systems(world):
         parse_system("pilots")
 
 
+def test_query_vector_cache_is_reused_and_keyed_by_expert_weights(world, tmp_path, monkeypatch):
+    from experts.routing import expert_key
+
+    encoder, store = world["encoder"], world["store"]
+    keys = {name: expert_key(store, name) for name in encoder.names}
+    args = (world["datasets"]["toy"], "test", encoder, world["indexes"]["toy"])
+    first = SplitRun(*args, vector_cache=tmp_path, expert_keys=keys).fixed("toy-expert")
+    assert len(list(tmp_path.rglob("toy-expert-*.npy"))) == 1
+
+    def no_encoding(*_, **__):
+        raise AssertionError("cached vectors were encoded again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(encoder, "encode", no_encoding)
+        again = SplitRun(*args, vector_cache=tmp_path, expert_keys=keys).fixed("toy-expert")
+    assert again.results == first.results
+    changed = SplitRun(*args, vector_cache=tmp_path, expert_keys={**keys, "toy-expert": "retrained"})
+    changed.fixed("toy-expert")  # new weights: a new file, the old one is not used
+    assert len(list(tmp_path.rglob("toy-expert-*.npy"))) == 2
+
+
 def test_adding_and_removing_experts_refits_routers(world, toy_encoder, tmp_path):
     import shutil
 
