@@ -181,17 +181,21 @@ def _load_experts(model, router, names=None, create=False):
 @click.option("--negatives", type=click.Choice(("corpus", "hard", "in-batch")),
               help="Softmax over the whole corpus (default), hard negatives, or in-batch only.")
 @click.option("--seed", type=int)
+@click.option("--config", "config_json", metavar="JSON",
+              help='Any other TrainConfig fields as a JSON object, e.g. \'{"max_steps": 300, "base_dropout": false}\' '
+                   "(see experts/training_overrides.json); the options above take precedence.")
 @click.pass_obj
-def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, cache_dir, index_type, **hyper):
+def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, cache_dir, index_type, config_json,
+                 **hyper):
     """Train a LoRA query expert on one dataset and save it into a router directory."""
     from eval.data import open_dataset
     from experts.store import ExpertStore, validate_name
-    from experts.train import TrainConfig
     from experts.train import train_expert as train
     from retriever.encoder import load_encoder
     from retriever.index import IndexConfig, ensure_index
 
     validate_name(name)
+    config = _train_config(config_json, {key: value for key, value in hyper.items() if value is not None})
     ds = open_dataset(data_dir, dataset)
     ds.qrels(split)
     if split == "test":
@@ -200,7 +204,6 @@ def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, 
     store = ExpertStore(router, encoder.info, create=True)
     if name in store.names() and not overwrite:
         raise click.UsageError(f"expert {name!r} already exists in {router}; pass --overwrite to replace it")
-    config = TrainConfig(**{key: value for key, value in hyper.items() if value is not None})
     index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=obj["progress"])
     trained = train([(ds, index)], encoder, config, split, progress=obj["progress"])
     path = store.save(name, trained.write, trained.meta(), overwrite=overwrite)
@@ -218,6 +221,22 @@ def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, 
         click.echo(f"refitted routers: {', '.join(refitted)}")
     click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "
                f"{trained.heldout_ndcg_at_10:.4f}\t{trained.seconds:.0f}s")
+
+
+def _train_config(config_json: str | None, options: dict):
+    from experts.train import TrainConfig
+
+    try:
+        fields = json.loads(config_json) if config_json else {}
+    except json.JSONDecodeError as err:
+        raise click.BadParameter(f"not valid JSON ({err}): {config_json!r}", param_hint="--config") from None
+    if not isinstance(fields, dict):
+        raise click.BadParameter(f"must be a JSON object, got {config_json!r}", param_hint="--config")
+    try:
+        return TrainConfig(**{**fields, **options})
+    except TypeError as err:  # an unknown field
+        valid = ", ".join(TrainConfig.__dataclass_fields__)
+        raise click.BadParameter(f"{err}; valid fields: {valid}", param_hint="--config") from None
 
 
 @main.group()

@@ -87,3 +87,19 @@ def test_search_with_wrong_model_is_clear(run, tmp_path, other_model_dir):
     result = run("search", "--index", str(tmp_path / "idx"), "--model", str(other_model_dir), "--query", "x")
     assert result.exit_code != 0
     assert "rebuild the index with this model" in result.output and "Traceback" not in result.output
+
+
+def test_train_expert_config_json(run, tmp_path, toy_model_dir):
+    router = tmp_path / "router"
+    common = ("--dataset", "toy", "--router", str(router), "--model", str(toy_model_dir),
+              "--cache-dir", str(tmp_path / "cache"))
+    for bad, message in (('{"max_steps": 2', "not valid JSON"), ("[1]", "must be a JSON object"),
+                         ('{"steps": 2}', "'steps'"), ('{"max_steps": 0}', "max_steps must be a positive integer")):
+        result = run("train-expert", *common, "--name", "bad", "--config", bad)
+        assert result.exit_code != 0 and message in result.output, result.output
+    assert not (router / "experts" / "bad").exists()
+    result = run("train-expert", *common, "--name", "tiny", "--config", '{"max_steps": 2, "learning_rate": 0.1}',
+                 "--learning-rate", "0.01")
+    assert result.exit_code == 0, result.output
+    hyper = json.loads((router / "experts" / "tiny" / "expert.json").read_text())["training"]["hyperparameters"]
+    assert (hyper["max_steps"], hyper["learning_rate"]) == (2, 0.01)  # an option beats the same field in --config
