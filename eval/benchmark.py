@@ -71,6 +71,14 @@ def parse_system(system: str) -> tuple[str, str | None]:
     raise ValueError(f"unknown system {system!r}; available: {', '.join(SYSTEMS)}")
 
 
+def _load_vectors(path: Path) -> np.ndarray | None:
+    """A cached ``.npy``, or None if it is missing or unreadable (then it is encoded and written again)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
 class SplitRun:
     """One dataset split over its corpus index, with per-expert query vectors computed once and shared."""
 
@@ -105,9 +113,10 @@ class SplitRun:
             self._done[expert] = np.zeros(n, dtype=bool)
             path = self._cached_path(expert)
             if path is not None:  # the whole split, loaded or encoded once and saved
-                if path.is_file():
-                    self._vectors[expert] = np.load(path, allow_pickle=False)
-                else:
+                cached = _load_vectors(path)
+                if cached is not None and cached.shape == (n, self.encoder.dim):
+                    self._vectors[expert] = cached
+                else:  # missing, or not what this split and model give: encode again
                     self._vectors[expert] = self.encoder.encode(self.texts, expert)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     save_npy(path, self._vectors[expert])

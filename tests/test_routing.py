@@ -305,6 +305,10 @@ def test_query_vector_cache_is_reused_and_keyed_by_expert_weights(world, tmp_pat
         patch.setattr(encoder, "encode", no_encoding)
         again = SplitRun(*args, vector_cache=tmp_path, expert_keys=keys).fixed("toy-expert")
     assert again.results == first.results
+    (cached,) = tmp_path.rglob("toy-expert-*.npy")
+    cached.write_bytes(b"not an array")  # a damaged cache file is encoded and written again
+    assert SplitRun(*args, vector_cache=tmp_path, expert_keys=keys).fixed("toy-expert").results == first.results
+    assert np.load(cached).shape == (len(first.results), encoder.dim)
     changed = SplitRun(*args, vector_cache=tmp_path, expert_keys={**keys, "toy-expert": "retrained"})
     changed.fixed("toy-expert")  # new weights: a new file, the old one is not used
     assert len(list(tmp_path.rglob("toy-expert-*.npy"))) == 2
