@@ -109,18 +109,17 @@ class SplitRun:
         n = len(self.query_ids)
         rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
         if expert not in self._vectors:
-            self._vectors[expert] = np.zeros((n, self.encoder.dim), dtype=np.float32)
-            self._done[expert] = np.zeros(n, dtype=bool)
             path = self._cached_path(expert)
-            if path is not None:  # the whole split, loaded or encoded once and saved
+            if path is None:  # encoded row by row as systems ask for them
+                self._vectors[expert] = np.zeros((n, self.encoder.dim), dtype=np.float32)
+                self._done[expert] = np.zeros(n, dtype=bool)
+            else:  # the whole split, loaded or encoded once and saved
                 cached = _load_vectors(path)
-                if cached is not None and cached.shape == (n, self.encoder.dim):
-                    self._vectors[expert] = cached
-                else:  # missing, or not what this split and model give: encode again
-                    self._vectors[expert] = self.encoder.encode(self.texts, expert)
+                if cached is None or cached.shape != (n, self.encoder.dim):  # missing or not this split's: encode
+                    cached = self.encoder.encode(self.texts, expert)
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    save_npy(path, self._vectors[expert])
-                self._done[expert][:] = True
+                    save_npy(path, cached)
+                self._vectors[expert], self._done[expert] = cached, np.ones(n, dtype=bool)
         todo = rows[~self._done[expert][rows]]
         if len(todo):
             self._vectors[expert][todo] = self.encoder.encode([self.texts[i] for i in todo], expert)
