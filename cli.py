@@ -232,11 +232,7 @@ def _train_config(config_json: str | None, options: dict):
         raise click.BadParameter(f"not valid JSON ({err}): {config_json!r}", param_hint="--config") from None
     if not isinstance(fields, dict):
         raise click.BadParameter(f"must be a JSON object, got {config_json!r}", param_hint="--config")
-    try:
-        return TrainConfig(**{**fields, **options})
-    except TypeError as err:  # an unknown field
-        valid = ", ".join(TrainConfig.__dataclass_fields__)
-        raise click.BadParameter(f"{err}; valid fields: {valid}", param_hint="--config") from None
+    return TrainConfig.from_fields({**fields, **options})
 
 
 @main.group()

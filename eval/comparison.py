@@ -78,7 +78,10 @@ def load_overrides(path: Path | None) -> dict[str, dict]:
     for name, fields in overrides.items():
         if not isinstance(fields, dict):
             raise ValueError(f"{path}: overrides for {name!r} must be an object, got {fields!r}")
-        TrainConfig(**fields)  # an unknown field or a bad value fails here, naming it
+        try:
+            TrainConfig.from_fields(fields)  # an unknown field or a bad value fails here, naming it
+        except ValueError as err:
+            raise ValueError(f"{path}: overrides for {name!r}: {err}") from None
     return overrides
 
 

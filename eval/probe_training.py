@@ -25,7 +25,7 @@ def main() -> None:
     dataset = open_dataset(None, sys.argv[1])
     index = ensure_index(dataset, encoder, os.environ.get("ROUTERRETRIEVER_CACHE_DIR", ".cache"))
     for spec in sys.argv[2:]:
-        config = TrainConfig(**{"max_steps": 120, "eval_steps": 40, "patience": 1, **json.loads(spec)})
+        config = TrainConfig.from_fields({"max_steps": 120, "eval_steps": 40, "patience": 1, **json.loads(spec)})
         start = time.perf_counter()
         result = train_expert([(dataset, index)], encoder, config)
         print(json.dumps({"dataset": dataset.name, "config": json.loads(spec),

@@ -84,6 +84,16 @@ class TrainConfig:
             if not low < value < high:
                 raise ValueError(f"{name} must be in ({max(low, 0)}, {high}), got {value!r}")
 
+    @classmethod
+    def from_fields(cls, fields: dict) -> TrainConfig:
+        """From a JSON object of fields (a CLI option, an overrides file): an unknown field is a ValueError that
+        names it and the valid ones, like a bad value, instead of the constructor's TypeError."""
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {', '.join(map(repr, unknown))}; "
+                             f"valid: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**fields)
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["negatives"] = self.negatives.value

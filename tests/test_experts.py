@@ -55,6 +55,22 @@ def test_bad_train_config():
         TrainConfig(heldout_groups="doc")
 
 
+def test_train_config_from_json_fields(tmp_path):
+    from eval.comparison import load_overrides
+
+    assert TrainConfig.from_fields({"max_steps": 7}) == TrainConfig(max_steps=7)
+    with pytest.raises(ValueError, match=r"unknown training setting\(s\) 'steps'; valid: r, lora_alpha"):
+        TrainConfig.from_fields({"steps": 7})
+    overrides = tmp_path / "overrides.json"
+    overrides.write_text('{"datasets": {"scifact": {"max_step": 300}}}')
+    with pytest.raises(ValueError, match=r"overrides.json: overrides for 'scifact': unknown training setting\(s\) "
+                                         "'max_step'"):
+        load_overrides(overrides)
+    overrides.write_text('{"datasets": {"scifact": {"max_steps": 0}}}')
+    with pytest.raises(ValueError, match="overrides for 'scifact': max_steps must be a positive integer, got 0"):
+        load_overrides(overrides)
+
+
 def test_heldout_by_group_keeps_groups_whole():
     examples = [Example(f"q{i}", f"query {i}", (i,)) for i in range(40)]
     groups = [f"article{i % 8}" for i in range(40)]
