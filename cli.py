@@ -181,12 +181,16 @@ def _load_experts(model, router, names=None, create=False):
 @click.option("--negatives", type=click.Choice(("corpus", "hard", "in-batch")),
               help="Softmax over the whole corpus (default), hard negatives, or in-batch only.")
 @click.option("--seed", type=int)
+@click.option("--anchor-weight", type=click.FloatRange(min=0),
+              help="Keep the expert close to the base on other domains' queries (see --anchor-dataset).")
+@click.option("--anchor-dataset", "anchor_datasets", multiple=True, metavar="NAME",
+              help="Dataset whose training queries are anchors (repeatable; needs an anchor weight > 0).")
 @click.option("--config", "config_json", metavar="JSON",
               help='Any other TrainConfig fields as a JSON object, e.g. \'{"max_steps": 300, "base_dropout": false}\' '
                    "(see experts/training_overrides.json); the options above take precedence.")
 @click.pass_obj
-def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, cache_dir, index_type, config_json,
-                 **hyper):
+def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, cache_dir, index_type, anchor_datasets,
+                 config_json, **hyper):
     """Train a LoRA query expert on one dataset and save it into a router directory."""
     from eval.data import open_dataset
     from experts.store import ExpertStore, validate_name
@@ -200,12 +204,19 @@ def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, 
     ds.qrels(split)
     if split == "test":
         raise click.UsageError("experts are never trained on the test split")
+    if bool(anchor_datasets) != (config.anchor_weight > 0):
+        raise click.UsageError(f"an anchor weight > 0 (got {config.anchor_weight}) and --anchor-dataset go together")
+    if dataset in anchor_datasets:
+        raise click.UsageError(f"--anchor-dataset {dataset!r} is the expert's own dataset")
+    from experts.pairs import anchor_queries
+
+    anchors = anchor_queries([open_dataset(data_dir, other) for other in anchor_datasets])
     encoder = load_encoder(model)
     store = ExpertStore(router, encoder.info, create=True)
     if name in store.names() and not overwrite:
         raise click.UsageError(f"expert {name!r} already exists in {router}; pass --overwrite to replace it")
     index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=obj["progress"])
-    trained = train([(ds, index)], encoder, config, split, progress=obj["progress"])
+    trained = train([(ds, index)], encoder, config, split, anchors=anchors, progress=obj["progress"])
     path = store.save(name, trained.write, trained.meta(), overwrite=overwrite)
     if (router / "routers").is_dir():  # fold the new expert into the routers already built
         from experts.routing import refresh_routers

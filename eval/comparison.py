@@ -18,6 +18,7 @@ import numpy as np
 
 from eval.benchmark import MULTITASK, ORACLES, ROUTED, EvalResult, SplitRun
 from eval.data import open_dataset
+from experts.pairs import anchor_queries
 from experts.routing import build_router, domain_experts, expert_key, routing_data
 from experts.store import ExpertStore
 from experts.train import TrainConfig, train_expert
@@ -108,7 +109,10 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], 
     for name in expert_datasets:
         if name not in store.names():
             config = TrainConfig(**overrides.get(name, {}))
-            trained = train_expert([(opened[name], indexes[name])], encoder.base, config, progress=progress)
+            others = [opened[other] for other in expert_datasets if other != name]
+            anchors = anchor_queries(others) if config.anchor_weight > 0 else []
+            trained = train_expert([(opened[name], indexes[name])], encoder.base, config, anchors=anchors,
+                                   progress=progress)
             store.save(name, trained.write, trained.meta())
             seconds[f"train:{name}"] = round(trained.seconds, 1)
     if multitask and MULTITASK not in store.names():

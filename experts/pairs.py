@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Example", "data_fingerprint", "split_heldout", "training_examples"]
+__all__ = ["Example", "anchor_queries", "data_fingerprint", "split_heldout", "training_examples"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,18 @@ def split_heldout(
                 break
     train = [e for i, e in enumerate(examples) if i not in heldout]
     return train, [e for i, e in enumerate(examples) if i in heldout]
+
+
+def anchor_queries(datasets, split: str = "train", per_dataset: int = 200, seed: int = 0) -> list[str]:
+    """Up to ``per_dataset`` seeded judged queries of each dataset's ``split``: other domains' queries that an
+    expert trained with ``anchor_weight`` keeps close to the base model."""
+    texts = []
+    for dataset in datasets:
+        data = dataset.split(split)
+        ids = sorted(q for q in data.qrels if q in data.queries)
+        picked = np.random.default_rng(seed).permutation(len(ids))[:per_dataset]
+        texts += [data.queries[ids[i]] for i in sorted(picked)]
+    return texts
 
 
 def data_fingerprint(parts: list[tuple[str, list[Example], list[str]]]) -> str:

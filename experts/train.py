@@ -57,6 +57,9 @@ class TrainConfig:
     heldout_groups: str = "query"  # "title": hold out whole groups of queries whose first positive shares a title
     queries_per_dataset: int = 500  # per epoch, when training on several datasets (balanced, with replacement)
     patience: int = 3  # held-out evaluations without improvement before stopping
+    anchor_weight: float = 0.0  # > 0: also pull the expert's vectors of other domains' queries (anchors) to the base's
+    anchor_batch: int = 8  # anchor queries per step
+    anchor_words: int = 32  # anchors are cut to their first words: a long anchor would cost as much as a batch
     select_on_heldout: bool = True  # False: keep the last epoch (held-out scores are still recorded)
     seed: int = 0
 
@@ -72,12 +75,14 @@ class TrainConfig:
         if self.heldout_groups not in ("query", "title"):
             raise ValueError(f"unknown heldout_groups {self.heldout_groups!r}; valid: query, title")
         for name in ("r", "lora_alpha", "batch_size", "epochs", "max_steps", "eval_steps", "hard_negatives",
-                     "heldout_max", "queries_per_dataset"):
+                     "heldout_max", "queries_per_dataset", "anchor_batch",
+                     "anchor_words"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be >= 0, got {self.patience!r}")
+        for name in ("patience", "anchor_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name, low, high in (("learning_rate", 0, 1), ("temperature", 0, 10), ("lora_dropout", -1e-12, 1),
                                 ("heldout_fraction", 0, 1)):
             value = getattr(self, name)
@@ -112,6 +117,7 @@ class TrainedExpert:
     data_fingerprint: str
     train_queries: int
     heldout_queries: int
+    anchor_queries: int
     best_step: int
     best_epoch: int
     heldout_ndcg_at_10: float
@@ -130,6 +136,7 @@ class TrainedExpert:
             "training": {
                 "datasets": self.datasets, "split": self.split, "data_fingerprint": self.data_fingerprint,
                 "train_queries": self.train_queries, "heldout_queries": self.heldout_queries,
+                "anchor_queries": self.anchor_queries,
                 "hyperparameters": self.config.to_json(), "seconds": round(self.seconds, 1),
                 "best_step": self.best_step, "best_epoch": self.best_epoch, "history": self.history,
             },
@@ -236,10 +243,15 @@ def train_expert(
     config: TrainConfig | None = None,
     split: str = "train",
     *,
+    anchors: Sequence[str] = (),
     progress: bool = False,
 ) -> TrainedExpert:
     """Train one LoRA query expert on ``(dataset, corpus index)`` pairs (one for a domain expert; several,
-    balanced per dataset, for a multi-task expert) against the indexes' frozen-base document vectors."""
+    balanced per dataset, for a multi-task expert) against the indexes' frozen-base document vectors.
+
+    ``anchors`` are queries from other domains: with ``config.anchor_weight > 0`` each step adds the mean squared
+    distance between the expert's and the base's vectors of ``anchor_batch`` of them, so that a query the router
+    sends to the wrong expert is encoded much as the base would encode it."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from sentence_transformers import SentenceTransformer
 
@@ -269,6 +281,8 @@ def train_expert(
         for name, module in peft_model.named_modules():
             if isinstance(module, torch.nn.Dropout) and "lora_dropout" not in name:
                 module.p = 0.0
+    anchors = [" ".join(text.split()[: config.anchor_words]) for text in anchors] if config.anchor_weight > 0 else []
+    anchor_vectors = torch.from_numpy(encoder.encode(anchors)) if anchors else None
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
 
     def heldout() -> float:
@@ -293,6 +307,11 @@ def train_expert(
         for s, batch in _epoch_batches(data, config, rng):
             model.train()
             loss = _batch_loss(model, data[s], batch, config, rng)
+            if anchors:
+                picked = rng.choice(len(anchors), size=min(config.anchor_batch, len(anchors)), replace=False)
+                vectors = model(model.preprocess([anchors[i] for i in picked]))["sentence_embedding"]
+                drift = ((vectors - anchor_vectors[torch.from_numpy(picked)]) ** 2).sum(dim=1).mean()
+                loss = loss + config.anchor_weight * drift
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -324,6 +343,7 @@ def train_expert(
     return TrainedExpert(
         peft_model=peft_model, config=config, datasets=names, split=split, data_fingerprint=fingerprint,
         train_queries=sum(len(s.train) for s in data), heldout_queries=sum(len(s.heldout) for s in data),
+        anchor_queries=len(anchors),
         best_step=best_step, best_epoch=best_epoch, heldout_ndcg_at_10=round(best_score, 5),
         heldout_base_ndcg_at_10=round(base_score, 5),
         seconds=time.perf_counter() - started, history=history,

@@ -103,3 +103,23 @@ def test_train_expert_config_json(run, tmp_path, toy_model_dir):
     assert result.exit_code == 0, result.output
     hyper = json.loads((router / "experts" / "tiny" / "expert.json").read_text())["training"]["hyperparameters"]
     assert (hyper["max_steps"], hyper["learning_rate"]) == (2, 0.01)  # an option beats the same field in --config
+
+
+def test_train_expert_anchors(run, data_dir, tmp_path, toy_model_dir):
+    from conftest import write_toy_dataset
+
+    write_toy_dataset(data_dir, "other")
+    router = tmp_path / "router"
+    common = ("train-expert", "--dataset", "toy", "--router", str(router), "--model", str(toy_model_dir),
+              "--cache-dir", str(tmp_path / "cache"), "--config", '{"max_steps": 2}')
+    for args, message in ((("--anchor-weight", "1"), "an anchor weight > 0 (got 1.0) and --anchor-dataset go together"),
+                          (("--anchor-dataset", "other"), "an anchor weight > 0 (got 0.0) and --anchor-dataset go"),
+                          (("--anchor-weight", "1", "--anchor-dataset", "toy"), "'toy' is the expert's own dataset"),
+                          (("--anchor-weight", "1", "--anchor-dataset", "nope"), "nope")):
+        result = run(*common, "--name", "bad", *args)
+        assert result.exit_code != 0 and message in result.output, result.output
+    assert not (router / "experts" / "bad").exists()
+    result = run(*common, "--name", "anchored", "--anchor-weight", "1", "--anchor-dataset", "other")
+    assert result.exit_code == 0, result.output
+    training = json.loads((router / "experts" / "anchored" / "expert.json").read_text())["training"]
+    assert (training["anchor_queries"], training["hyperparameters"]["anchor_weight"]) == (4, 1.0)

@@ -45,6 +45,8 @@ def test_bad_names(name, message):
 
 
 def test_bad_train_config():
+    with pytest.raises(ValueError, match="anchor_weight must be >= 0, got -1"):
+        TrainConfig(anchor_weight=-1)
     with pytest.raises(ValueError, match="unknown negatives 'all'; valid: corpus, hard, in-batch"):
         TrainConfig(negatives="all")
     with pytest.raises(ValueError, match="learning_rate must be in"):
@@ -256,6 +258,26 @@ def test_loss_settings_agree_when_a_query_has_one_positive(trained, toy_encoder)
         with torch.no_grad():
             losses[positives] = float(_batch_loss(model, source, batch, config, np.random.default_rng(0)))
     assert losses["all"] == pytest.approx(losses["sampled"], rel=1e-6)
+
+
+def test_anchors_keep_other_domains_queries_near_the_base(trained, toy_encoder):
+    """The anchor term pulls the expert's vectors of other domains' queries towards the base's; without a weight
+    the anchors change nothing (the same training as before)."""
+    anchors = ["stock market crash of 1929", "how to bake sourdough bread", "rules of cricket", *QUERIES]
+    base = toy_encoder.encode(anchors)
+    drift = {}
+    for weight in (0.0, 50.0):
+        config = TrainConfig(**{**FAST, "epochs": 3, "anchor_weight": weight})
+        result = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config, anchors=anchors)
+        model = SentenceTransformer(str(toy_encoder.path), device="cpu")
+        model[0].model = result.peft_model
+        vectors = model.encode(anchors, normalize_embeddings=True)
+        drift[weight] = float(((vectors - base) ** 2).sum(axis=1).mean())
+        assert result.meta()["training"]["anchor_queries"] == (len(anchors) if weight else 0)
+        if not weight:
+            plain = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
+            assert plain.history == result.history
+    assert 0 < drift[50.0] < drift[0.0] / 2, drift
 
 
 def test_multitask_expert_balances_datasets(trained, toy_encoder, tmp_path):
