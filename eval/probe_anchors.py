@@ -1,0 +1,82 @@
+"""Probe the anchor weight on one dataset: in-domain held-out nDCG@10 along the way, and how much the expert
+changes nDCG@10 on the *other* expert datasets' held-out train queries (its cost when the router misroutes).
+
+Usage: ``python eval/probe_anchors.py scifact '<TrainConfig JSON>' 3,1 [--ref ROUTER_DIR]`` (data from
+``$ROUTERRETRIEVER_DATA_DIR``, indexes cached in ``$ROUTERRETRIEVER_CACHE_DIR``). Anchors are 200 queries of
+each other dataset's training slice; the change is measured on those datasets' held-out slices (never test).
+``--ref`` also measures the saved expert of the same name in ROUTER_DIR. Nothing is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l", "squad"]
+
+
+def main() -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from eval.data import open_dataset
+    from eval.metrics import per_query_ndcg
+    from experts import TrainConfig, train_expert
+    from experts.store import ExpertStore
+    from experts.train import heldout_split
+    from retriever.encoder import load_encoder
+    from retriever.experts import MultiExpertEncoder
+    from retriever.index import ensure_index
+    from retriever.search import search
+
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    target, spec, weights = sys.argv[1], json.loads(sys.argv[2]), [float(w) for w in sys.argv[3].split(",")]
+    encoder = load_encoder()
+    opened = {name: open_dataset(None, name) for name in DATASETS}
+    cache = os.environ.get("ROUTERRETRIEVER_CACHE_DIR", ".cache")
+    indexes = {name: ensure_index(opened[name], encoder, cache) for name in DATASETS}
+    anchors, heldout = [], {}
+    rng = np.random.default_rng(0)
+    for name in DATASETS:
+        if name != target:
+            _, train, heldout[name] = heldout_split(opened[name], indexes[name].doc_ids, "train", TrainConfig())
+            anchors += [train[i].text for i in rng.permutation(len(train))[:200]]
+
+    def ndcg(name, encode) -> float:
+        ids = [e.query_id for e in heldout[name]]
+        qrels = opened[name].split("train").qrels
+        results = search(indexes[name], encode([e.text for e in heldout[name]]), ids, k=100)
+        return float(np.mean(list(per_query_ndcg({q: qrels[q] for q in ids}, results).values())))
+
+    base = {name: ndcg(name, encoder.encode) for name in heldout}
+    anchor_base = encoder.encode(anchors)
+
+    def report(label, encode, extra):
+        change = {name: round(100 * (ndcg(name, encode) - base[name]), 2) for name in heldout}
+        drift = float(((encode(anchors) - anchor_base) ** 2).sum(1).mean())
+        mean = round(float(np.mean(list(change.values()))), 2)
+        print(json.dumps({"target": target, "run": label, **extra, "anchor_drift": round(drift, 4),
+                          "offdomain_gain_x100": change, "offdomain_mean": mean}), flush=True)
+
+    if "--ref" in sys.argv:
+        store = ExpertStore(sys.argv[sys.argv.index("--ref") + 1], encoder.info)
+        ref = store.load_into(MultiExpertEncoder(encoder), [target])
+        report("saved", lambda texts: ref.encode(texts, target), {})
+    for weight in weights:
+        config = TrainConfig.from_fields({**spec, "anchor_weight": weight})
+        start = time.perf_counter()
+        result = train_expert([(opened[target], indexes[target])], encoder, config, anchors=anchors)
+        model = SentenceTransformer(str(encoder.path), device="cpu", local_files_only=True)
+        model[0].model = result.peft_model
+        model.eval()
+        report(f"weight={weight}", lambda texts, m=model: m.encode(texts, batch_size=64, normalize_embeddings=True),
+               {"seconds": round(time.perf_counter() - start), "best_step": result.best_step,
+                "heldout": [h["heldout_ndcg@10"] for h in result.history]})
+
+
+if __name__ == "__main__":
+    main()
