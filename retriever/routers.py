@@ -26,7 +26,7 @@ from retriever.artifacts import atomic_directory, checksum_files, read_metadata,
 
 __all__ = [
     "FALLBACKS", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "calibrate_fallback", "fit_router",
-    "load_router", "router_names",
+    "fold_gains", "fold_score", "load_router", "router_names",
 ]
 
 FORMAT_VERSION = 1
@@ -375,18 +375,16 @@ def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> Rou
     return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on)
 
 
-def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> float:
-    """The confidence threshold (from ``THRESHOLDS``) below which sending a query to the base model helps most.
-
-    Measured on training queries the router did not see, in two settings weighted equally: in-domain (two
-    folds of the routing data) and out-of-domain (each dataset left out in turn, with its own expert removed:
-    queries from a domain that has no expert). The gain of a routed query is its chosen expert's nDCG@10
-    minus the base model's; a query below the threshold gains 0. Ties go to the lower threshold. Where
-    ``data.trained_on`` says an expert was trained on a query, that query is left out of the in-domain
-    measurement: an expert's score on its own training queries overstates what it does on new ones.
+def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str, tuple[np.ndarray, ...]]:
+    """How router ``cls`` does on training queries it did not see: ``{setting: (confidence, gain, dataset)}``,
+    one entry per held-out query, in two settings — in-domain (two folds of the routing data) and left out
+    (each dataset left out in turn, with its own expert removed: queries from a domain that has no expert).
+    The gain of a routed query is its chosen expert's nDCG@10 minus the base model's. Where
+    ``data.trained_on`` says an expert was trained on a query, that query is left out of the in-domain folds:
+    an expert's score on its own training queries overstates what it does on new ones.
     """
     if data.scores is None:
-        raise ValueError("fallback='auto' needs the routing data's per-query scores (RoutingData.scores)")
+        raise ValueError("measuring a router on folds needs the routing data's per-query scores (RoutingData.scores)")
     datasets = np.array(data.datasets)
     folds = np.arange(len(datasets)) % 2
     unseen = np.ones(len(datasets), bool) if data.trained_on is None else ~data.trained_on.any(axis=1)
@@ -401,16 +399,24 @@ def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> f
         chosen = [data.experts.index(e) for e in routing.choice]
         gain = data.scores[held, chosen] - data.scores[held, base]
         parts.setdefault(setting, []).append((routing.confidence, gain, datasets[held]))
+    return {setting: tuple(np.concatenate(p) for p in zip(*pieces, strict=True)) for setting, pieces in parts.items()}
 
-    def objective(threshold: float) -> float:
-        total = 0.0
-        for pieces in parts.values():
-            confidence, gain, names = (np.concatenate(p) for p in zip(*pieces, strict=True))
-            kept = np.where(confidence >= threshold, gain, 0.0)
-            total += np.mean([kept[names == d].mean() for d in np.unique(names)]) if len(kept) else 0.0
-        return total / len(parts)
 
-    values = [objective(t) for t in THRESHOLDS]
+def fold_score(parts: dict[str, tuple[np.ndarray, ...]], setting: str, threshold: float = 0.0) -> float:
+    """Mean over datasets of the mean gain in ``setting``; queries below ``threshold`` go to the base (gain 0)."""
+    confidence, gain, names = parts[setting]
+    kept = np.where(confidence >= threshold, gain, 0.0)
+    return float(np.mean([kept[names == d].mean() for d in np.unique(names)])) if len(kept) else 0.0
+
+
+def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> float:
+    """The confidence threshold (from ``THRESHOLDS``) below which sending a query to the base model helps most,
+    on ``fold_gains``: the two settings weigh equally, a query below the threshold gains 0, ties go to the
+    lower threshold."""
+    if data.scores is None:
+        raise ValueError("fallback='auto' needs the routing data's per-query scores (RoutingData.scores)")
+    parts = fold_gains(cls, data, options)
+    values = [np.mean([fold_score(parts, setting, t) for setting in parts]) for t in THRESHOLDS]
     return float(THRESHOLDS[int(np.argmax(values))])
 
 
