@@ -208,9 +208,10 @@ def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, 
         raise click.UsageError(f"an anchor weight > 0 (got {config.anchor_weight}) and --anchor-dataset go together")
     if dataset in anchor_datasets:
         raise click.UsageError(f"--anchor-dataset {dataset!r} is the expert's own dataset")
-    from experts.pairs import anchor_queries
+    from experts.pairs import anchor_texts
 
-    anchors = anchor_queries([open_dataset(data_dir, other) for other in anchor_datasets])
+    anchors = anchor_texts([open_dataset(data_dir, other) for other in anchor_datasets],
+                           documents=config.anchor_documents)
     encoder = load_encoder(model)
     store = ExpertStore(router, encoder.info, create=True)
     if name in store.names() and not overwrite:

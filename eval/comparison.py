@@ -7,6 +7,7 @@ directory), so a second run only evaluates. It returns the rows plus routing acc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ import numpy as np
 
 from eval.benchmark import MULTITASK, ORACLES, ROUTED, EvalResult, SplitRun
 from eval.data import open_dataset
-from experts.pairs import anchor_queries
+from experts.pairs import anchor_texts
 from experts.routing import build_router, domain_experts, expert_key, routing_data
 from experts.store import ExpertStore
 from experts.train import TrainConfig, train_expert
@@ -110,7 +111,9 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], 
         if name not in store.names():
             config = TrainConfig(**overrides.get(name, {}))
             others = [opened[other] for other in expert_datasets if other != name]
-            anchors = anchor_queries(others) if config.anchor_weight > 0 else []
+            if not others:  # a single expert dataset: no other domain to anchor on
+                config = dataclasses.replace(config, anchor_weight=0.0, anchor_documents=0)
+            anchors = anchor_texts(others, documents=config.anchor_documents) if config.anchor_weight > 0 else []
             trained = train_expert([(opened[name], indexes[name])], encoder.base, config, anchors=anchors,
                                    progress=progress)
             store.save(name, trained.write, trained.meta())

@@ -20,8 +20,6 @@ DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum"
 
 
 def main() -> None:
-    from sentence_transformers import SentenceTransformer
-
     from eval.data import open_dataset
     from eval.metrics import per_query_ndcg
     from experts import TrainConfig, train_expert
@@ -70,10 +68,7 @@ def main() -> None:
         config = TrainConfig.from_fields({**spec, "anchor_weight": weight})
         start = time.perf_counter()
         result = train_expert([(opened[target], indexes[target])], encoder, config, anchors=anchors)
-        model = SentenceTransformer(str(encoder.path), device="cpu", local_files_only=True)
-        model[0].model = result.peft_model
-        model.eval()
-        report(f"weight={weight}", lambda texts, m=model: m.encode(texts, batch_size=64, normalize_embeddings=True),
+        report(f"weight={weight}", result.encode,
                {"seconds": round(time.perf_counter() - start), "best_step": result.best_step,
                 "heldout": [h["heldout_ndcg@10"] for h in result.history]})
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Example", "anchor_queries", "data_fingerprint", "split_heldout", "training_examples"]
+__all__ = ["Example", "anchor_texts", "data_fingerprint", "split_heldout", "training_examples"]
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,20 @@ def split_heldout(
     return train, [e for i, e in enumerate(examples) if i in heldout]
 
 
-def anchor_queries(datasets, split: str = "train", per_dataset: int = 200, seed: int = 0) -> list[str]:
-    """Up to ``per_dataset`` seeded judged queries of each dataset's ``split``: other domains' queries that an
-    expert trained with ``anchor_weight`` keeps close to the base model."""
+def anchor_texts(datasets, split: str = "train", queries: int = 200, documents: int = 0, seed: int = 0) -> list[str]:
+    """Other domains' texts that an expert trained with ``anchor_weight`` keeps close to the base model: up to
+    ``queries`` seeded judged queries of each dataset's ``split``, then up to ``documents`` seeded documents of
+    each dataset's corpus (long texts, for an expert whose own queries are long)."""
     texts = []
     for dataset in datasets:
         data = dataset.split(split)
         ids = sorted(q for q in data.qrels if q in data.queries)
-        picked = np.random.default_rng(seed).permutation(len(ids))[:per_dataset]
+        picked = np.random.default_rng(seed).permutation(len(ids))[:queries]
         texts += [data.queries[ids[i]] for i in sorted(picked)]
+    for dataset in datasets if documents > 0 else []:
+        corpus = [doc.content() for doc in dataset.corpus()]
+        picked = np.random.default_rng(seed).permutation(len(corpus))[:documents]
+        texts += [corpus[i] for i in sorted(picked)]
     return texts
 
 

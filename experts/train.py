@@ -60,6 +60,7 @@ class TrainConfig:
     anchor_weight: float = 0.0  # > 0: also pull the expert's vectors of other domains' queries (anchors) to the base's
     anchor_batch: int = 8  # anchor queries per step
     anchor_words: int = 32  # anchors are cut to their first words: a long anchor would cost as much as a batch
+    anchor_documents: int = 0  # documents of each anchor dataset that join its queries as anchors (long texts)
     select_on_heldout: bool = True  # False: keep the last epoch (held-out scores are still recorded)
     seed: int = 0
 
@@ -80,9 +81,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.anchor_documents, int) or self.anchor_documents < 0:
+            raise ValueError(f"anchor_documents must be an integer >= 0, got {self.anchor_documents!r}")
         for name in ("patience", "anchor_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.anchor_documents and not self.anchor_weight:
+            raise ValueError(f"anchor_documents is {self.anchor_documents} but anchor_weight is 0: documents are "
+                             "anchors only with an anchor weight > 0")
         for name, low, high in (("learning_rate", 0, 1), ("temperature", 0, 10), ("lora_dropout", -1e-12, 1),
                                 ("heldout_fraction", 0, 1)):
             value = getattr(self, name)
@@ -108,8 +114,10 @@ class TrainConfig:
 
 @dataclass
 class TrainedExpert:
-    """A trained adapter (``peft_model`` holds the selected epoch's weights) and what describes it."""
+    """A trained adapter (``peft_model`` holds the selected epoch's weights, ``model`` is the base model that
+    wraps it) and what describes it."""
 
+    model: object  # sentence_transformers.SentenceTransformer
     peft_model: object
     config: TrainConfig
     datasets: list[str]
@@ -117,13 +125,18 @@ class TrainedExpert:
     data_fingerprint: str
     train_queries: int
     heldout_queries: int
-    anchor_queries: int
+    anchor_texts: int
     best_step: int
     best_epoch: int
     heldout_ndcg_at_10: float
     heldout_base_ndcg_at_10: float
     seconds: float
     history: list[dict] = field(default_factory=list)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Query vectors from the trained adapter, as the saved expert will give them."""
+        return self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True)
 
     def write(self, directory) -> None:
         """Write ``adapter_model.safetensors`` and ``adapter_config.json`` (peft's format) into ``directory``."""
@@ -136,7 +149,7 @@ class TrainedExpert:
             "training": {
                 "datasets": self.datasets, "split": self.split, "data_fingerprint": self.data_fingerprint,
                 "train_queries": self.train_queries, "heldout_queries": self.heldout_queries,
-                "anchor_queries": self.anchor_queries,
+                "anchor_texts": self.anchor_texts,
                 "hyperparameters": self.config.to_json(), "seconds": round(self.seconds, 1),
                 "best_step": self.best_step, "best_epoch": self.best_epoch, "history": self.history,
             },
@@ -249,9 +262,9 @@ def train_expert(
     """Train one LoRA query expert on ``(dataset, corpus index)`` pairs (one for a domain expert; several,
     balanced per dataset, for a multi-task expert) against the indexes' frozen-base document vectors.
 
-    ``anchors`` are queries from other domains: with ``config.anchor_weight > 0`` each step adds the mean squared
-    distance between the expert's and the base's vectors of ``anchor_batch`` of them, so that a query the router
-    sends to the wrong expert is encoded much as the base would encode it."""
+    ``anchors`` are texts from other domains (``experts.pairs.anchor_texts``): with ``config.anchor_weight > 0``
+    each step adds the mean squared distance between the expert's and the base's vectors of ``anchor_batch`` of
+    them, so that a query the router sends to the wrong expert is encoded much as the base would encode it."""
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from sentence_transformers import SentenceTransformer
 
@@ -260,6 +273,9 @@ def train_expert(
         raise ValueError("experts are never trained on the test split")
     if not sources:
         raise ValueError("no training datasets given")
+    if config.anchor_weight > 0 and not anchors:
+        raise ValueError(f"anchor_weight is {config.anchor_weight} but no anchors were given: pass other domains' "
+                         "queries as anchors, or set anchor_weight to 0")
     for _, index in sources:
         index.check_model(encoder.info)
     started = time.perf_counter()
@@ -341,9 +357,9 @@ def train_expert(
     model.eval()
     fingerprint = data_fingerprint([(s.name, s.examples, s.index.doc_ids) for s in data])
     return TrainedExpert(
-        peft_model=peft_model, config=config, datasets=names, split=split, data_fingerprint=fingerprint,
+        model=model, peft_model=peft_model, config=config, datasets=names, split=split, data_fingerprint=fingerprint,
         train_queries=sum(len(s.train) for s in data), heldout_queries=sum(len(s.heldout) for s in data),
-        anchor_queries=len(anchors),
+        anchor_texts=len(anchors),
         best_step=best_step, best_epoch=best_epoch, heldout_ndcg_at_10=round(best_score, 5),
         heldout_base_ndcg_at_10=round(base_score, 5),
         seconds=time.perf_counter() - started, history=history,

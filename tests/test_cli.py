@@ -122,4 +122,4 @@ def test_train_expert_anchors(run, data_dir, tmp_path, toy_model_dir):
     result = run(*common, "--name", "anchored", "--anchor-weight", "1", "--anchor-dataset", "other")
     assert result.exit_code == 0, result.output
     training = json.loads((router / "experts" / "anchored" / "expert.json").read_text())["training"]
-    assert (training["anchor_queries"], training["hyperparameters"]["anchor_weight"]) == (4, 1.0)
+    assert (training["anchor_texts"], training["hyperparameters"]["anchor_weight"]) == (4, 1.0)

@@ -7,7 +7,7 @@ from sentence_transformers import SentenceTransformer
 
 from eval.data import open_dataset
 from experts import ExpertStore, TrainConfig, export_expert, split_heldout, train_expert, validate_name
-from experts.pairs import Example
+from experts.pairs import Example, anchor_texts
 from retriever.artifacts import ArtifactError
 from retriever.encoder import load_encoder
 from retriever.experts import MultiExpertEncoder
@@ -47,6 +47,10 @@ def test_bad_names(name, message):
 def test_bad_train_config():
     with pytest.raises(ValueError, match="anchor_weight must be >= 0, got -1"):
         TrainConfig(anchor_weight=-1)
+    with pytest.raises(ValueError, match="anchor_documents must be an integer >= 0, got 2.5"):
+        TrainConfig(anchor_weight=1, anchor_documents=2.5)
+    with pytest.raises(ValueError, match="anchor_documents is 10 but anchor_weight is 0"):
+        TrainConfig(anchor_documents=10)
     with pytest.raises(ValueError, match="unknown negatives 'all'; valid: corpus, hard, in-batch"):
         TrainConfig(negatives="all")
     with pytest.raises(ValueError, match="learning_rate must be in"):
@@ -107,10 +111,7 @@ def test_saved_expert_gives_the_trained_vectors(trained, toy_encoder):
     encoder = trained["store"].load_into(MultiExpertEncoder(toy_encoder))
     try:
         for name in ("alpha", "beta"):
-            model = trained["trained"][name].peft_model  # the selected epoch's weights, in peft
-            st = SentenceTransformer(str(toy_encoder.path), device="cpu")
-            st[0].model = model
-            expected = st.encode(QUERIES, normalize_embeddings=True)
+            expected = trained["trained"][name].encode(QUERIES)  # the selected epoch's weights
             np.testing.assert_allclose(encoder.encode(QUERIES, name), expected, atol=1e-5)
         assert not np.allclose(encoder.encode(QUERIES, "alpha"), encoder.encode(QUERIES, "base"), atol=1e-4)
         np.testing.assert_allclose(encoder.encode(QUERIES, "base"), toy_encoder.encode(QUERIES), atol=1e-6)
@@ -260,6 +261,16 @@ def test_loss_settings_agree_when_a_query_has_one_positive(trained, toy_encoder)
     assert losses["all"] == pytest.approx(losses["sampled"], rel=1e-6)
 
 
+def test_anchor_texts_are_seeded_queries_then_documents(data_dir):
+    dataset = open_dataset(data_dir, "toy")
+    queries = anchor_texts([dataset], queries=3)
+    assert len(queries) == 3 and set(queries) <= set(dataset.split("train").queries.values())
+    assert anchor_texts([dataset], queries=3) == queries
+    texts = anchor_texts([dataset], queries=3, documents=5)
+    documents = {doc.content() for doc in dataset.corpus()}
+    assert texts[:3] == queries and len(texts) == 8 and set(texts[3:]) <= documents
+
+
 def test_anchors_keep_other_domains_queries_near_the_base(trained, toy_encoder):
     """The anchor term pulls the expert's vectors of other domains' queries towards the base's; without a weight
     the anchors change nothing (the same training as before)."""
@@ -269,15 +280,16 @@ def test_anchors_keep_other_domains_queries_near_the_base(trained, toy_encoder):
     for weight in (0.0, 50.0):
         config = TrainConfig(**{**FAST, "epochs": 3, "anchor_weight": weight})
         result = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config, anchors=anchors)
-        model = SentenceTransformer(str(toy_encoder.path), device="cpu")
-        model[0].model = result.peft_model
-        vectors = model.encode(anchors, normalize_embeddings=True)
+        vectors = result.encode(anchors)
         drift[weight] = float(((vectors - base) ** 2).sum(axis=1).mean())
-        assert result.meta()["training"]["anchor_queries"] == (len(anchors) if weight else 0)
+        assert result.meta()["training"]["anchor_texts"] == (len(anchors) if weight else 0)
         if not weight:
             plain = train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
             assert plain.history == result.history
     assert 0 < drift[50.0] < drift[0.0] / 2, drift
+    config = TrainConfig(**{**FAST, "anchor_weight": 1.0})
+    with pytest.raises(ValueError, match="anchor_weight is 1.0 but no anchors were given"):
+        train_expert([(trained["dataset"], trained["index"])], toy_encoder, config)
 
 
 def test_multitask_expert_balances_datasets(trained, toy_encoder, tmp_path):
