@@ -365,7 +365,7 @@ def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, i
         write_results_json(rows, output_json)
 
 
-def _fallback_value(ctx, param, value):
+def _threshold_value(ctx, param, value):
     from retriever.routers import FALLBACKS
 
     if value in FALLBACKS:
@@ -393,13 +393,17 @@ def _fallback_value(ctx, param, value):
                                       "similarity weighted by group size, the plain mean (the paper), or max.")
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
-@click.option("--fallback", default="none", show_default=True, callback=_fallback_value,
+@click.option("--fallback", default="none", show_default=True, callback=_threshold_value,
               help="Send a query to the base model when the router's confidence is below a threshold: 'none' "
                    "(always the top expert, as published), 'auto' (the threshold that helps most on held-out "
                    "training queries), or a number in [0, 1).")
+@click.option("--novelty", default="auto", show_default=True, callback=_threshold_value,
+              help="pilot, dataset: send a query to the base model when its similarity to the nearest pilot "
+                   "(stored query) is below a threshold, i.e. it is unlike every training domain: 'auto' (the "
+                   "threshold that helps most on held-out training queries), 'none', or a number in [0, 1).")
 @model_options
 @click.pass_obj
-def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, model,
+def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty, model,
                  cache_dir, index_type):
     """Score every expert on training queries, label each by its best expert, and fit routers."""
     from eval.data import open_dataset
@@ -407,6 +411,7 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
     from experts.routing import routing_data
     from experts.store import ExpertStore
     from retriever.index import IndexConfig, ensure_index
+    from retriever.routers import novelty_kinds
 
     opened = [open_dataset(data_dir, name) for name in datasets]
     for ds in opened:
@@ -419,6 +424,8 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
     info = {"datasets": list(datasets), "max_queries": max_queries, "seed": 0}
     for kind in kinds:
         options = {"aggregate": aggregate, "clusters": clusters} if kind == "pilot" else {}
+        if kind in novelty_kinds():
+            options["novelty"] = novelty
         path = build(store, kind, data, info, fallback=fallback, **options)
         click.echo(f"{path}\t{kind}\t{len(data.labels)} labelled queries\texperts: {', '.join(data.experts)}")
 

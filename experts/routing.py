@@ -21,7 +21,7 @@ from eval.metrics import per_query_ndcg
 from experts.store import ExpertStore
 from retriever.artifacts import save_npy, write_json
 from retriever.experts import BASE_EXPERT, MultiExpertEncoder
-from retriever.routers import RoutingData, best_expert, fit_router, load_router
+from retriever.routers import RoutingData, best_expert, fit_router, load_router, novelty_kinds
 from retriever.search import search
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLIT = "train"
+NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
 
 
 def domain_experts(store: ExpertStore) -> dict[str, str]:
@@ -143,8 +144,13 @@ def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_q
 
 
 def build_router(store: ExpertStore, kind: str, data: RoutingData, info: dict, **options) -> Path:
-    """Fit router ``kind`` (options as ``retriever.routers.fit_router`` takes them) and save it in the store."""
-    options.pop("min_confidence", None)  # refitting a saved router: "auto" is calibrated again, a number kept
+    """Fit router ``kind`` (options as ``retriever.routers.fit_router`` takes them) and save it in the store.
+    Unless told otherwise, a router that keeps reference vectors gets ``novelty="auto"``: a query unlike every
+    training domain goes to the base model, below a similarity calibrated on the training data's folds."""
+    if kind in novelty_kinds():
+        options.setdefault("novelty", NOVELTY)
+    for calibrated in ("min_confidence", "min_similarity"):  # refitting: "auto" is calibrated again, a number kept
+        options.pop(calibrated, None)
     router = fit_router(kind, data, **options)
     counts = {e: data.labels.count(e) for e in data.experts}
     return router.save(store.root / "routers" / kind, {**info, "label_counts": counts})

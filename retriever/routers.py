@@ -25,8 +25,8 @@ import numpy as np
 from retriever.artifacts import atomic_directory, checksum_files, read_metadata, verify_checksums, write_json
 
 __all__ = [
-    "FALLBACKS", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "calibrate_fallback", "fit_router",
-    "fold_gains", "fold_score", "load_router", "router_names",
+    "FALLBACKS", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "best_threshold", "calibrate_fallback",
+    "calibrate_novelty", "fit_router", "fold_gains", "fold_score", "load_router", "novelty_kinds", "router_names",
 ]
 
 FORMAT_VERSION = 1
@@ -104,13 +104,23 @@ class Router(ABC):
     @abstractmethod
     def _route(self, vectors: np.ndarray) -> Routing: ...
 
+    def similarity(self, vectors: np.ndarray) -> np.ndarray | None:
+        """Each query's highest cosine similarity to the router's reference vectors (its pilots, its stored
+        training queries), or None for a router that keeps none: how far a query is from every known domain."""
+        return None
+
     def route(self, vectors: np.ndarray) -> Routing:
-        """Route base query vectors; below the fitted ``min_confidence`` a query falls back to the base model."""
+        """Route base query vectors; a query below the fitted ``min_confidence``, or less similar than
+        ``min_similarity`` to everything the router was fitted on, falls back to the base model."""
         routing = self._route(vectors)
-        threshold = self.options.get("min_confidence", 0.0)
-        if threshold > 0 and BASE in self.experts:
-            routing = Routing(routing.experts, routing.weights, routing.confidence < threshold)
-        return routing
+        confidence = self.options.get("min_confidence", 0.0)
+        similarity = self.options.get("min_similarity", 0.0)
+        if BASE not in self.experts or not (confidence > 0 or similarity > 0):
+            return routing
+        back = routing.confidence < confidence
+        if similarity > 0:
+            back |= self.similarity(vectors) < similarity
+        return Routing(routing.experts, routing.weights, back)
 
     @abstractmethod
     def arrays(self) -> dict[str, np.ndarray]:
@@ -195,6 +205,9 @@ class PilotRouter(Router):
         options = {"aggregate": aggregate, "clusters": clusters, "seed": seed}
         return cls(data.experts, options, np.concatenate(pilots).astype(np.float32), np.array(owners, dtype=np.int64),
                    np.array(sizes, dtype=np.float32))
+
+    def similarity(self, vectors: np.ndarray) -> np.ndarray:
+        return (_check_dim(vectors, self.pilots.shape[1]) @ self.pilots.T).max(axis=1)
 
     def _route(self, vectors: np.ndarray) -> Routing:
         vectors = _check_dim(vectors, self.pilots.shape[1])
@@ -292,6 +305,9 @@ class DatasetRouter(Router):
         options = {"per_dataset": per_dataset, "seed": seed}
         return cls(data.experts, options, data.vectors[keep].astype(np.float32), np.array(owners, dtype=np.int64))
 
+    def similarity(self, vectors: np.ndarray) -> np.ndarray:
+        return (_check_dim(vectors, self.vectors.shape[1]) @ self.vectors.T).max(axis=1)
+
     def _route(self, vectors: np.ndarray) -> Routing:
         vectors = _check_dim(vectors, self.vectors.shape[1])
         sims = vectors @ self.vectors.T
@@ -333,6 +349,7 @@ class FixedRouter(Router):
 ROUTERS: dict[str, type[Router]] = {r.name: r for r in (PilotRouter, ClassifierRouter, DatasetRouter, FixedRouter)}
 FALLBACKS = ("none", "auto")
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # candidate confidence thresholds for fallback="auto"
+SIMILARITIES = np.round(np.arange(0.0, 0.5001, 0.025), 3)  # candidate similarity thresholds for novelty="auto"
 
 
 def best_expert(scores: np.ndarray, experts: list[str], own: str | None) -> str:
@@ -341,23 +358,40 @@ def best_expert(scores: np.ndarray, experts: list[str], own: str | None) -> str:
     return next(e for e in preference if scores[experts.index(e)] == scores.max())
 
 
-def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", **options) -> Router:
-    """Fit router ``kind``. ``fallback``: ``"none"``; a confidence threshold in [0, 1) below which a query goes
-    to the base model; or ``"auto"``: the threshold chosen on the training data by ``calibrate_fallback``."""
+def _threshold(name: str, value: str | float, calibrate) -> float:
+    if value == "none":
+        return 0.0
+    if value == "auto":
+        return calibrate()
+    if isinstance(value, int | float) and 0 <= value < 1:
+        return float(value)
+    raise ValueError(f"{name} must be 'none', 'auto' or a threshold in [0, 1), got {value!r}")
+
+
+def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", novelty: str | float = "none",
+               **options) -> Router:
+    """Fit router ``kind``. Two ways to send a query to the base model instead, each ``"none"``, a threshold in
+    [0, 1), or ``"auto"`` (chosen on the training data's folds, ``fold_gains``): ``fallback``, the router's
+    confidence below which; ``novelty``, the similarity to the router's nearest reference vector (pilot,
+    stored query) below which — a query unlike every training domain (routers without reference vectors:
+    ``"none"`` only)."""
     if kind not in ROUTERS:
         raise ValueError(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
     cls = ROUTERS[kind]
-    if fallback == "none":
-        threshold = 0.0
-    elif fallback == "auto":
-        threshold = calibrate_fallback(cls, data, options)
-    elif isinstance(fallback, int | float) and 0 <= fallback < 1:
-        threshold = float(fallback)
-    else:
-        raise ValueError(f"fallback must be 'none', 'auto' or a threshold in [0, 1), got {fallback!r}")
+    if novelty != "none" and kind not in novelty_kinds():
+        raise ValueError(f"the {kind} router keeps no reference vectors to measure novelty; use novelty='none'")
+    min_confidence = _threshold("fallback", fallback, lambda: calibrate_fallback(cls, data, options))
+    min_similarity = _threshold("novelty", novelty, lambda: calibrate_novelty(cls, data, options))
     router = cls.fit(data, **options)
-    router.options.update(fallback=fallback, min_confidence=threshold)
+    router.options.update(fallback=fallback, min_confidence=min_confidence)
+    if kind in novelty_kinds():
+        router.options.update(novelty=novelty, min_similarity=min_similarity)
     return router
+
+
+def novelty_kinds() -> list[str]:
+    """Routers that keep reference vectors, so ``novelty`` can send queries unlike all of them to the base."""
+    return [name for name, cls in ROUTERS.items() if cls.similarity is not Router.similarity]
 
 
 def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> RoutingData:
@@ -376,9 +410,10 @@ def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> Rou
 
 
 def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str, tuple[np.ndarray, ...]]:
-    """How router ``cls`` does on training queries it did not see: ``{setting: (confidence, gain, dataset)}``,
-    one entry per held-out query, in two settings — in-domain (two folds of the routing data) and left out
-    (each dataset left out in turn, with its own expert removed: queries from a domain that has no expert).
+    """How router ``cls`` does on training queries it did not see: ``{setting: (confidence, similarity, gain,
+    dataset)}``, one entry per held-out query (similarity: ``Router.similarity``, zeros for routers without), in
+    two settings — in-domain (two folds of the routing data) and left out (each dataset left out in turn, with
+    its own expert removed: queries from a domain that has no expert; only while another dataset has one).
     The gain of a routed query is its chosen expert's nDCG@10 minus the base model's. Where
     ``data.trained_on`` says an expert was trained on a query, that query is left out of the in-domain folds:
     an expert's score on its own training queries overstates what it does on new ones.
@@ -389,23 +424,28 @@ def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str,
     folds = np.arange(len(datasets)) % 2
     unseen = np.ones(len(datasets), bool) if data.trained_on is None else ~data.trained_on.any(axis=1)
     splits = [("in-domain", folds != k, (folds == k) & unseen, None) for k in (0, 1)]
-    if len(set(data.datasets)) > 1:
-        splits += [("left out", datasets != d, datasets == d, data.dataset_experts.get(d))
-                   for d in sorted(set(data.datasets))]
+    others_have_experts = {d: any(o != d for o in data.dataset_experts) for d in set(data.datasets)}
+    splits += [("left out", datasets != d, datasets == d, data.dataset_experts.get(d))
+               for d in sorted(set(data.datasets)) if len(others_have_experts) > 1 and others_have_experts[d]]
     base = data.experts.index(BASE)
     parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     for setting, train, held, drop in splits:
-        routing = cls.fit(_subset(data, train, drop), **options)._route(data.vectors[held])
+        router = cls.fit(_subset(data, train, drop), **options)
+        routing = router._route(data.vectors[held])
+        similarity = router.similarity(data.vectors[held])
         chosen = [data.experts.index(e) for e in routing.choice]
         gain = data.scores[held, chosen] - data.scores[held, base]
-        parts.setdefault(setting, []).append((routing.confidence, gain, datasets[held]))
+        parts.setdefault(setting, []).append((routing.confidence, np.zeros(len(gain)) if similarity is None else
+                                              similarity, gain, datasets[held]))
     return {setting: tuple(np.concatenate(p) for p in zip(*pieces, strict=True)) for setting, pieces in parts.items()}
 
 
-def fold_score(parts: dict[str, tuple[np.ndarray, ...]], setting: str, threshold: float = 0.0) -> float:
-    """Mean over datasets of the mean gain in ``setting``; queries below ``threshold`` go to the base (gain 0)."""
-    confidence, gain, names = parts[setting]
-    kept = np.where(confidence >= threshold, gain, 0.0)
+def fold_score(parts: dict[str, tuple[np.ndarray, ...]], setting: str, threshold: float = 0.0,
+               signal: str = "confidence") -> float:
+    """Mean over datasets of the mean gain in ``setting``; queries whose ``signal`` (``confidence`` or
+    ``similarity``) is below ``threshold`` go to the base (gain 0)."""
+    confidence, similarity, gain, names = parts[setting]
+    kept = np.where((confidence if signal == "confidence" else similarity) >= threshold, gain, 0.0)
     return float(np.mean([kept[names == d].mean() for d in np.unique(names)])) if len(kept) else 0.0
 
 
@@ -415,9 +455,25 @@ def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> f
     lower threshold."""
     if data.scores is None:
         raise ValueError("fallback='auto' needs the routing data's per-query scores (RoutingData.scores)")
-    parts = fold_gains(cls, data, options)
-    values = [np.mean([fold_score(parts, setting, t) for setting in parts]) for t in THRESHOLDS]
-    return float(THRESHOLDS[int(np.argmax(values))])
+    return _calibrate(cls, data, options, "confidence", THRESHOLDS)
+
+
+def calibrate_novelty(cls: type[Router], data: RoutingData, options: dict) -> float:
+    """The similarity threshold (from ``SIMILARITIES``) below which sending a query to the base model helps most,
+    on ``fold_gains``, as ``calibrate_fallback`` does for confidence."""
+    if data.scores is None:
+        raise ValueError("novelty='auto' needs the routing data's per-query scores (RoutingData.scores)")
+    return _calibrate(cls, data, options, "similarity", SIMILARITIES)
+
+
+def _calibrate(cls: type[Router], data: RoutingData, options: dict, signal: str, thresholds: np.ndarray) -> float:
+    return best_threshold(fold_gains(cls, data, options), signal, thresholds)
+
+
+def best_threshold(parts: dict[str, tuple[np.ndarray, ...]], signal: str, thresholds: np.ndarray) -> float:
+    """The threshold on ``signal`` with the best ``fold_score``, the settings weighing equally (ties: lowest)."""
+    values = [np.mean([fold_score(parts, setting, t, signal) for setting in parts]) for t in thresholds]
+    return float(thresholds[int(np.argmax(values))])
 
 
 def router_names() -> list[str]:

@@ -124,6 +124,26 @@ def test_fallback_is_calibrated_on_domains_left_out():
     assert fixed.options == {**fixed.options, "fallback": 0.99, "min_confidence": 0.99}
 
 
+def test_novelty_sends_queries_unlike_every_domain_to_the_base():
+    """Confidence cannot flag a new domain close to no pilot (one expert still wins its softmax); similarity can."""
+    data = three_domains(gain_elsewhere=-0.3)
+    router = fit_router("pilot", data, novelty="auto")
+    assert 0 < router.options["min_similarity"] < 0.9, router.options
+    assert router.route(data.vectors).choice == data.labels
+    new_domain = np.eye(6, dtype=np.float32)[3:] + 0.1 * np.eye(6, dtype=np.float32)[0]  # nearest: domain d1
+    new_domain /= np.linalg.norm(new_domain, axis=1, keepdims=True)
+    assert router.route(new_domain).choice == ["base"] * 3
+    assert fit_router("pilot", data).route(new_domain).choice == ["a"] * 3  # without novelty: d1's expert
+    assert fit_router("pilot", three_domains(gain_elsewhere=0.1), novelty="auto").options["min_similarity"] == 0.0
+    assert fit_router("dataset", data, novelty=0.5).route(new_domain).choice == ["base"] * 3
+    with pytest.raises(ValueError, match="the classifier router keeps no reference vectors to measure novelty"):
+        fit_router("classifier", data, novelty="auto")
+    with pytest.raises(ValueError, match="novelty must be 'none', 'auto' or a threshold in \\[0, 1\\), got 2"):
+        fit_router("pilot", data, novelty=2)
+    with pytest.raises(ValueError, match="novelty='auto' needs the routing data's per-query scores"):
+        fit_router("pilot", synthetic(), novelty="auto")
+
+
 def test_fallback_calibration_ignores_scores_on_training_queries():
     """An expert that gains only on the queries it was trained on must not look helpful in-domain."""
     data = three_domains(gain_elsewhere=-0.02, n=40, seed=1)
@@ -355,7 +375,10 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
     assert built.exit_code == 0, built.output
     assert "8 labelled queries" in built.output
     saved = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["options"]
-    assert saved["fallback"] == "none" and saved["min_confidence"] == 0  # the published behaviour by default
+    assert saved["fallback"] == "none" and saved["min_confidence"] == 0  # the top expert, however unsure
+    assert saved["novelty"] == "auto" and 0 <= saved["min_similarity"] < 1  # unless the query is unlike them all
+    classifier = json.loads((router / "routers" / "classifier" / "routing.json").read_text())["options"]
+    assert "novelty" not in classifier and "min_similarity" not in classifier
     auto = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
                                     "--dataset", "other", "--kind", "pilot", "--fallback", "auto"])
     assert auto.exit_code == 0, auto.output
@@ -364,6 +387,9 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
     bad = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
                                    "--fallback", "1.5"])
     assert bad.exit_code == 2 and "'1.5' is not 'none', 'auto' or a number in [0, 1)" in bad.output
+    bad = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
+                                   "--novelty", "often"])
+    assert bad.exit_code == 2 and "'often' is not 'none', 'auto' or a number in [0, 1)" in bad.output
     out = tmp_path / "pilot.json"
     for system in ("pilot", "instance-oracle", "expert:toy-expert"):
         result = runner.invoke(cli.main, ["-q", "evaluate", *common, "--router", str(router), "--dataset", "toy",
