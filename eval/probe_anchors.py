@@ -1,10 +1,13 @@
 """Probe the anchor weight on one dataset: in-domain held-out nDCG@10 along the way, and how much the expert
 changes nDCG@10 on the *other* expert datasets' held-out train queries (its cost when the router misroutes).
 
-Usage: ``python eval/probe_anchors.py scifact '<TrainConfig JSON>' 3,1 [--ref ROUTER_DIR]`` (data from
-``$ROUTERRETRIEVER_DATA_DIR``, indexes cached in ``$ROUTERRETRIEVER_CACHE_DIR``). Anchors are 200 queries of
-each other dataset's training slice; the change is measured on those datasets' held-out slices (never test).
-``--ref`` also measures the saved expert of the same name in ROUTER_DIR. Nothing is saved.
+Usage: ``python eval/probe_anchors.py scifact '<TrainConfig JSON>' 3,1 [--ref ROUTER_DIR] [--documents N]
+[--check DATASET]`` (data from ``$ROUTERRETRIEVER_DATA_DIR``, indexes cached in ``$ROUTERRETRIEVER_CACHE_DIR``).
+Anchors are 200 queries of each other dataset's training slice, plus N documents of each other dataset's corpus
+with ``--documents``; the change is measured on those datasets' held-out slices (never test), the in-domain
+score on the target's held-out slice, and with ``--check`` on the train split of a dataset that has no expert
+(e.g. aila2019-statutes). ``--ref`` also measures the saved expert of the same name in ROUTER_DIR. Nothing is
+saved.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def main() -> None:
     from eval.data import open_dataset
     from eval.metrics import per_query_ndcg
     from experts import TrainConfig, train_expert
+    from experts.pairs import anchor_texts
     from experts.store import ExpertStore
     from experts.train import heldout_split
     from retriever.encoder import load_encoder
@@ -33,6 +37,7 @@ def main() -> None:
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     target, spec, weights = sys.argv[1], json.loads(sys.argv[2]), [float(w) for w in sys.argv[3].split(",")]
+    flags = dict(zip(sys.argv[4::2], sys.argv[5::2], strict=False))
     encoder = load_encoder()
     opened = {name: open_dataset(None, name) for name in DATASETS}
     cache = os.environ.get("ROUTERRETRIEVER_CACHE_DIR", ".cache")
@@ -43,25 +48,38 @@ def main() -> None:
         if name != target:
             _, train, heldout[name] = heldout_split(opened[name], indexes[name].doc_ids, "train", TrainConfig())
             anchors += [train[i].text for i in rng.permutation(len(train))[:200]]
+    documents = int(flags.get("--documents", 0))
+    anchors += anchor_texts([opened[name] for name in DATASETS if name != target], queries=0, documents=documents)
+    _, _, heldout[target] = heldout_split(opened[target], indexes[target].doc_ids, "train",
+                                          TrainConfig.from_fields(spec))
+    check = flags.get("--check")
+    if check:
+        opened[check] = open_dataset(None, check)
+        indexes[check] = ensure_index(opened[check], encoder, cache)
 
     def ndcg(name, encode) -> float:
-        ids = [e.query_id for e in heldout[name]]
-        qrels = opened[name].split("train").qrels
-        results = search(indexes[name], encode([e.text for e in heldout[name]]), ids, k=100)
-        return float(np.mean(list(per_query_ndcg({q: qrels[q] for q in ids}, results).values())))
+        split = opened[name].split("train")
+        ids = [e.query_id for e in heldout[name]] if name in heldout else sorted(split.qrels)
+        texts = [e.text for e in heldout[name]] if name in heldout else [split.queries[q] for q in ids]
+        results = search(indexes[name], encode(texts), ids, k=100)
+        return float(np.mean(list(per_query_ndcg({q: split.qrels[q] for q in ids}, results).values())))
 
-    base = {name: ndcg(name, encoder.encode) for name in heldout}
+    others = [name for name in heldout if name != target]
+    base = {name: ndcg(name, encoder.encode) for name in [*heldout, *([check] if check else [])]}
     anchor_base = encoder.encode(anchors)
 
     def report(label, encode, extra):
-        change = {name: round(100 * (ndcg(name, encode) - base[name]), 2) for name in heldout}
+        change = {name: round(100 * (ndcg(name, encode) - base[name]), 2) for name in others}
+        if check:
+            extra = {**extra, f"{check} train": [round(100 * base[check], 2), round(100 * ndcg(check, encode), 2)]}
         drift = float(((encode(anchors) - anchor_base) ** 2).sum(1).mean())
         mean = round(float(np.mean(list(change.values()))), 2)
-        print(json.dumps({"target": target, "run": label, **extra, "anchor_drift": round(drift, 4),
+        print(json.dumps({"target": target, "run": label, **extra, "heldout": round(ndcg(target, encode), 4),
+                          "anchor_drift": round(drift, 4),
                           "offdomain_gain_x100": change, "offdomain_mean": mean}), flush=True)
 
-    if "--ref" in sys.argv:
-        store = ExpertStore(sys.argv[sys.argv.index("--ref") + 1], encoder.info)
+    if "--ref" in flags:
+        store = ExpertStore(flags["--ref"], encoder.info)
         ref = store.load_into(MultiExpertEncoder(encoder), [target])
         report("saved", lambda texts: ref.encode(texts, target), {})
     for weight in weights:
@@ -70,7 +88,7 @@ def main() -> None:
         result = train_expert([(opened[target], indexes[target])], encoder, config, anchors=anchors)
         report(f"weight={weight}", result.encode,
                {"seconds": round(time.perf_counter() - start), "best_step": result.best_step,
-                "heldout": [h["heldout_ndcg@10"] for h in result.history]})
+                "history": [h["heldout_ndcg@10"] for h in result.history]})
 
 
 if __name__ == "__main__":
