@@ -115,7 +115,9 @@ def test_train_expert_anchors(run, data_dir, tmp_path, toy_model_dir):
     for args, message in ((("--anchor-weight", "1"), "an anchor weight > 0 (got 1.0) and --anchor-dataset go together"),
                           (("--anchor-dataset", "other"), "an anchor weight > 0 (got 0.0) and --anchor-dataset go"),
                           (("--anchor-weight", "1", "--anchor-dataset", "toy"), "'toy' is the expert's own dataset"),
-                          (("--anchor-weight", "1", "--anchor-dataset", "nope"), "nope")):
+                          (("--anchor-weight", "1", "--anchor-dataset", "nope"), "nope"),
+                          (("--config", '{"max_steps": 2, "anchor_documents": 3}'),
+                           "anchor_documents is 3 but anchor_weight is 0")):
         result = run(*common, "--name", "bad", *args)
         assert result.exit_code != 0 and message in result.output, result.output
     assert not (router / "experts" / "bad").exists()
@@ -123,3 +125,8 @@ def test_train_expert_anchors(run, data_dir, tmp_path, toy_model_dir):
     assert result.exit_code == 0, result.output
     training = json.loads((router / "experts" / "anchored" / "expert.json").read_text())["training"]
     assert (training["anchor_texts"], training["hyperparameters"]["anchor_weight"]) == (4, 1.0)
+    result = run(*common, "--name", "long", "--anchor-weight", "1", "--anchor-dataset", "other",
+                 "--config", '{"max_steps": 2, "anchor_documents": 3}')  # and 3 of other's documents
+    assert result.exit_code == 0, result.output
+    training = json.loads((router / "experts" / "long" / "expert.json").read_text())["training"]
+    assert (training["anchor_texts"], training["hyperparameters"]["anchor_documents"]) == (7, 3)
