@@ -368,7 +368,7 @@ def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, i
 def _threshold_value(ctx, param, value):
     from retriever.routers import FALLBACKS
 
-    if value in FALLBACKS:
+    if value is None or value in FALLBACKS:
         return value
     try:
         threshold = float(value)
@@ -397,10 +397,11 @@ def _threshold_value(ctx, param, value):
               help="Send a query to the base model when the router's confidence is below a threshold: 'none' "
                    "(always the top expert, as published), 'auto' (the threshold that helps most on held-out "
                    "training queries), or a number in [0, 1).")
-@click.option("--novelty", default="auto", show_default=True, callback=_threshold_value,
+@click.option("--novelty", callback=_threshold_value,
               help="pilot, dataset: send a query to the base model when its similarity to the nearest pilot "
                    "(stored query) is below a threshold, i.e. it is unlike every training domain: 'auto' (the "
-                   "threshold that helps most on held-out training queries), 'none', or a number in [0, 1).")
+                   "threshold that helps most on held-out training queries; the default), 'none', or a number "
+                   "in [0, 1).")
 @model_options
 @click.pass_obj
 def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty, model,
@@ -424,7 +425,7 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
     info = {"datasets": list(datasets), "max_queries": max_queries, "seed": 0}
     for kind in kinds:
         options = {"aggregate": aggregate, "clusters": clusters} if kind == "pilot" else {}
-        if kind in novelty_kinds():
+        if novelty is not None and kind in novelty_kinds():  # else build_router's default
             options["novelty"] = novelty
         path = build(store, kind, data, info, fallback=fallback, **options)
         click.echo(f"{path}\t{kind}\t{len(data.labels)} labelled queries\texperts: {', '.join(data.experts)}")

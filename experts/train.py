@@ -114,11 +114,10 @@ class TrainConfig:
 
 @dataclass
 class TrainedExpert:
-    """A trained adapter (``peft_model`` holds the selected epoch's weights, ``model`` is the base model that
-    wraps it) and what describes it."""
+    """A trained adapter (``model`` is the base model wrapping it, with the selected epoch's weights) and what
+    describes it."""
 
     model: object  # sentence_transformers.SentenceTransformer
-    peft_model: object
     config: TrainConfig
     datasets: list[str]
     split: str
@@ -132,6 +131,11 @@ class TrainedExpert:
     heldout_base_ndcg_at_10: float
     seconds: float
     history: list[dict] = field(default_factory=list)
+
+    @property
+    def peft_model(self):
+        """The peft-wrapped transformer inside ``model``."""
+        return self.model[0].model
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Query vectors from the trained adapter, as the saved expert will give them."""
@@ -357,7 +361,7 @@ def train_expert(
     model.eval()
     fingerprint = data_fingerprint([(s.name, s.examples, s.index.doc_ids) for s in data])
     return TrainedExpert(
-        model=model, peft_model=peft_model, config=config, datasets=names, split=split, data_fingerprint=fingerprint,
+        model=model, config=config, datasets=names, split=split, data_fingerprint=fingerprint,
         train_queries=sum(len(s.train) for s in data), heldout_queries=sum(len(s.heldout) for s in data),
         anchor_texts=len(anchors),
         best_step=best_step, best_epoch=best_epoch, heldout_ndcg_at_10=round(best_score, 5),

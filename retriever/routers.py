@@ -424,11 +424,11 @@ def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str,
     folds = np.arange(len(datasets)) % 2
     unseen = np.ones(len(datasets), bool) if data.trained_on is None else ~data.trained_on.any(axis=1)
     splits = [("in-domain", folds != k, (folds == k) & unseen, None) for k in (0, 1)]
-    others_have_experts = {d: any(o != d for o in data.dataset_experts) for d in set(data.datasets)}
+    names = sorted(set(data.datasets))
     splits += [("left out", datasets != d, datasets == d, data.dataset_experts.get(d))
-               for d in sorted(set(data.datasets)) if len(others_have_experts) > 1 and others_have_experts[d]]
+               for d in names if len(names) > 1 and any(o != d for o in data.dataset_experts)]
     base = data.experts.index(BASE)
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    parts: dict[str, list[tuple[np.ndarray, ...]]] = {}
     for setting, train, held, drop in splits:
         router = cls.fit(_subset(data, train, drop), **options)
         routing = router._route(data.vectors[held])
@@ -453,20 +453,19 @@ def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> f
     """The confidence threshold (from ``THRESHOLDS``) below which sending a query to the base model helps most,
     on ``fold_gains``: the two settings weigh equally, a query below the threshold gains 0, ties go to the
     lower threshold."""
-    if data.scores is None:
-        raise ValueError("fallback='auto' needs the routing data's per-query scores (RoutingData.scores)")
     return _calibrate(cls, data, options, "confidence", THRESHOLDS)
 
 
 def calibrate_novelty(cls: type[Router], data: RoutingData, options: dict) -> float:
     """The similarity threshold (from ``SIMILARITIES``) below which sending a query to the base model helps most,
     on ``fold_gains``, as ``calibrate_fallback`` does for confidence."""
-    if data.scores is None:
-        raise ValueError("novelty='auto' needs the routing data's per-query scores (RoutingData.scores)")
     return _calibrate(cls, data, options, "similarity", SIMILARITIES)
 
 
 def _calibrate(cls: type[Router], data: RoutingData, options: dict, signal: str, thresholds: np.ndarray) -> float:
+    if data.scores is None:
+        option = "fallback" if signal == "confidence" else "novelty"
+        raise ValueError(f"{option}='auto' needs the routing data's per-query scores (RoutingData.scores)")
     return best_threshold(fold_gains(cls, data, options), signal, thresholds)
 
 
