@@ -3,15 +3,26 @@ over the base model on queries each router did not see, in-domain (two folds) an
 together with its expert (``retriever.routers.fold_gains``, the folds ``--fallback auto`` and ``--novelty auto``
 are calibrated on); routers with reference vectors also with the novelty threshold calibrated there.
 
-Usage: ``python eval/router_folds.py ROUTER_DIR [KIND ...]`` (default kinds: pilot classifier dataset), for
-the datasets the router directory's saved routers were built from.
+Usage: ``python eval/router_folds.py ROUTER_DIR [KIND ...] [--option NAME=VALUE ...]`` (default kinds: pilot
+classifier dataset), for the datasets the router directory's saved routers were built from; ``--option`` passes
+a fit option to every router named (e.g. ``--option clusters=4 --option seed=1`` for k-means pilots).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
+
+
+def _option(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
 
 
 def main() -> None:
@@ -20,19 +31,21 @@ def main() -> None:
     from retriever.encoder import load_encoder
     from retriever.routers import ROUTERS, SIMILARITIES, best_threshold, fold_gains, fold_score, novelty_kinds
 
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    root = Path(sys.argv[1])
-    kinds = sys.argv[2:] or ["pilot", "classifier", "dataset"]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("router_dir", type=Path)
+    parser.add_argument("kinds", nargs="*", choices=sorted(ROUTERS), metavar="KIND")
+    parser.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args()
+    root, kinds, options = args.router_dir, args.kinds or ["pilot", "classifier", "dataset"], dict(args.option)
     info = json.loads((root / "routers" / "pilot" / "routing.json").read_text())["info"]
     data = cached_routing_data(ExpertStore(root, load_encoder().info), info["datasets"])
     for kind in kinds:
-        parts = fold_gains(ROUTERS[kind], data, {})
-        print(json.dumps({"router": kind, **{f"{setting} gain x100": round(100 * fold_score(parts, setting), 2)
-                                             for setting in parts}}), flush=True)
+        parts = fold_gains(ROUTERS[kind], data, options)
+        gains = {f"{setting} gain x100": round(100 * fold_score(parts, setting), 2) for setting in parts}
+        print(json.dumps({"router": kind, **options, **gains}), flush=True)
         if kind in novelty_kinds():  # with the novelty fallback that build_router calibrates by default
             t = best_threshold(parts, "similarity", SIMILARITIES)
-            print(json.dumps({"router": kind, "novelty": t, **{
+            print(json.dumps({"router": kind, **options, "novelty": t, **{
                 f"{setting} gain x100": round(100 * fold_score(parts, setting, t, "similarity"), 2)
                 for setting in parts}}), flush=True)
 
