@@ -8,7 +8,8 @@ system per query). Oracles and routers choose among ``base`` and the domain expe
 ``SplitRun`` encodes each query once per expert and shares those vectors between every system evaluated on
 the split, so a routed system or an oracle costs no extra encoding. Given a ``vector_cache`` folder and each
 expert's weights key, it also keeps every expert's vectors of the whole split on disk, so a later run (a new
-router, one retrained expert) encodes only what changed.
+router, one retrained expert) encodes only what changed; one file per expert and split, a retrained expert's
+new vectors replacing its old ones.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,15 @@ def _load_vectors(path: Path) -> np.ndarray | None:
         return None
 
 
+def _remove_stale(path: Path, expert: str) -> None:
+    """Delete ``expert``'s other vector files beside ``path`` (earlier weights or query texts): the cache keeps
+    one file per expert and split instead of growing with every retraining."""
+    stale = re.compile(re.escape(expert) + r"-[0-9a-f]{16}\.npy")
+    for other in path.parent.iterdir():
+        if other != path and stale.fullmatch(other.name):
+            other.unlink(missing_ok=True)
+
+
 class SplitRun:
     """One dataset split over its corpus index, with per-expert query vectors computed once and shared."""
 
@@ -119,6 +130,7 @@ class SplitRun:
                     cached = self.encoder.encode(self.texts, expert)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     save_npy(path, cached)
+                    _remove_stale(path, expert)
                 self._vectors[expert], self._done[expert] = cached, np.ones(n, dtype=bool)
         todo = rows[~self._done[expert][rows]]
         if len(todo):

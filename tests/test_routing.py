@@ -329,9 +329,13 @@ def test_query_vector_cache_is_reused_and_keyed_by_expert_weights(world, tmp_pat
     cached.write_bytes(b"not an array")  # a damaged cache file is encoded and written again
     assert SplitRun(*args, vector_cache=tmp_path, expert_keys=keys).fixed("toy-expert").results == first.results
     assert np.load(cached).shape == (len(first.results), encoder.dim)
+    other_name = cached.with_name(f"toy-expert-v2-{'0' * 16}.npy")  # another expert whose name extends this one
+    other_name.write_bytes(cached.read_bytes())
     changed = SplitRun(*args, vector_cache=tmp_path, expert_keys={**keys, "toy-expert": "retrained"})
-    changed.fixed("toy-expert")  # new weights: a new file, the old one is not used
-    assert len(list(tmp_path.rglob("toy-expert-*.npy"))) == 2
+    changed.fixed("toy-expert")  # new weights: a new file replaces the old one; other experts' files stay
+    (replaced,) = tmp_path.rglob("toy-expert-????????????????.npy")
+    assert replaced != cached and not cached.exists()
+    assert other_name.exists()
 
 
 def test_adding_and_removing_experts_refits_routers(world, toy_encoder, tmp_path):
