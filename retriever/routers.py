@@ -16,7 +16,9 @@ saved as JSON + ``.npy`` under ``<router dir>/routers/<name>/`` (no pickle; skle
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -380,8 +382,9 @@ def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", nov
     cls = ROUTERS[kind]
     if novelty != "none" and kind not in novelty_kinds():
         raise ValueError(f"the {kind} router keeps no reference vectors to measure novelty; use novelty='none'")
-    min_confidence = _threshold("fallback", fallback, lambda: calibrate_fallback(cls, data, options))
-    min_similarity = _threshold("novelty", novelty, lambda: calibrate_novelty(cls, data, options))
+    parts = cache(lambda: fold_gains(cls, data, options))  # measured once, and only for an "auto" threshold
+    min_confidence = _threshold("fallback", fallback, lambda: _calibrate(parts, data, "confidence", THRESHOLDS))
+    min_similarity = _threshold("novelty", novelty, lambda: _calibrate(parts, data, "similarity", SIMILARITIES))
     router = cls.fit(data, **options)
     router.options.update(fallback=fallback, min_confidence=min_confidence)
     if kind in novelty_kinds():
@@ -453,20 +456,22 @@ def calibrate_fallback(cls: type[Router], data: RoutingData, options: dict) -> f
     """The confidence threshold (from ``THRESHOLDS``) below which sending a query to the base model helps most,
     on ``fold_gains``: the two settings weigh equally, a query below the threshold gains 0, ties go to the
     lower threshold."""
-    return _calibrate(cls, data, options, "confidence", THRESHOLDS)
+    return _calibrate(lambda: fold_gains(cls, data, options), data, "confidence", THRESHOLDS)
 
 
 def calibrate_novelty(cls: type[Router], data: RoutingData, options: dict) -> float:
     """The similarity threshold (from ``SIMILARITIES``) below which sending a query to the base model helps most,
     on ``fold_gains``, as ``calibrate_fallback`` does for confidence."""
-    return _calibrate(cls, data, options, "similarity", SIMILARITIES)
+    return _calibrate(lambda: fold_gains(cls, data, options), data, "similarity", SIMILARITIES)
 
 
-def _calibrate(cls: type[Router], data: RoutingData, options: dict, signal: str, thresholds: np.ndarray) -> float:
+def _calibrate(parts: Callable[[], dict], data: RoutingData, signal: str, thresholds: np.ndarray) -> float:
+    """``best_threshold`` on the fold gains that ``parts()`` measures (``fit_router`` shares them between its two
+    thresholds)."""
     if data.scores is None:
         option = "fallback" if signal == "confidence" else "novelty"
         raise ValueError(f"{option}='auto' needs the routing data's per-query scores (RoutingData.scores)")
-    return best_threshold(fold_gains(cls, data, options), signal, thresholds)
+    return best_threshold(parts(), signal, thresholds)
 
 
 def best_threshold(parts: dict[str, tuple[np.ndarray, ...]], signal: str, thresholds: np.ndarray) -> float:
