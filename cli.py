@@ -208,14 +208,14 @@ def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, 
         raise click.UsageError(f"an anchor weight > 0 (got {config.anchor_weight}) and --anchor-dataset go together")
     if dataset in anchor_datasets:
         raise click.UsageError(f"--anchor-dataset {dataset!r} is the expert's own dataset")
-    from experts.pairs import anchor_texts
-
-    anchors = anchor_texts([open_dataset(data_dir, other) for other in anchor_datasets],
-                           documents=config.anchor_documents)
+    anchor_sets = [open_dataset(data_dir, other) for other in anchor_datasets]  # unknown names fail here
     encoder = load_encoder(model)
     store = ExpertStore(router, encoder.info, create=True)
     if name in store.names() and not overwrite:
         raise click.UsageError(f"expert {name!r} already exists in {router}; pass --overwrite to replace it")
+    from experts.pairs import anchor_texts
+
+    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents)  # reads corpora: after the cheap checks
     index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=obj["progress"])
     trained = train([(ds, index)], encoder, config, split, anchors=anchors, progress=obj["progress"])
     path = store.save(name, trained.write, trained.meta(), overwrite=overwrite)
