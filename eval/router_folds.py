@@ -33,9 +33,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("router_dir", type=Path)
-    parser.add_argument("kinds", nargs="*", choices=sorted(ROUTERS), metavar="KIND")
+    parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"routers: {', '.join(ROUTERS)}")
     parser.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
+    for kind in args.kinds:  # not argparse choices: with nargs='*' Python 3.11 rejects an empty list
+        if kind not in ROUTERS:
+            parser.error(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
     root, kinds, options = args.router_dir, args.kinds or ["pilot", "classifier", "dataset"], dict(args.option)
     info = json.loads((root / "routers" / "pilot" / "routing.json").read_text())["info"]
     data = cached_routing_data(ExpertStore(root, load_encoder().info), info["datasets"])

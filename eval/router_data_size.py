@@ -1,0 +1,65 @@
+"""Does a router get better with more routing queries? Fit on a random fraction of one in-domain fold, score on
+the other fold's unseen queries (no expert trained on them), the same held-out queries for every fraction: mean
+over datasets of the routed expert's nDCG@10 gain over the base model, x100 (``retriever.routers.fold_gains``'s
+in-domain setting, without any fallback). Training queries only, never test.
+
+Usage: ``python eval/router_data_size.py ROUTER_DIR [KIND ...] [--fractions 0.25 0.5 1] [--repeats 3]``
+(default kinds: pilot classifier), for the datasets the router directory's saved pilot was built from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    from experts.routing import cached_routing_data
+    from experts.store import ExpertStore
+    from retriever.encoder import load_encoder
+    from retriever.routers import BASE, ROUTERS, RoutingData
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("router_dir", type=Path)
+    parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"routers: {', '.join(ROUTERS)}")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--repeats", type=int, default=3, help="random subsamples per fraction below 1")
+    args = parser.parse_args()
+    for kind in args.kinds:  # not argparse choices: with nargs='*' Python 3.11 rejects an empty list
+        if kind not in ROUTERS:
+            parser.error(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
+    info = json.loads((args.router_dir / "routers" / "pilot" / "routing.json").read_text())["info"]
+    data = cached_routing_data(ExpertStore(args.router_dir, load_encoder().info), info["datasets"])
+    if data.trained_on is None:
+        raise SystemExit("the routing data does not say which queries the experts were trained on; rebuild it")
+    datasets, base = np.array(data.datasets), data.experts.index(BASE)
+    folds, unseen = np.arange(len(datasets)) % 2, ~data.trained_on.any(axis=1)
+    print(json.dumps({"routing queries": len(datasets), "held-out unseen queries": int(unseen.sum())}))
+    for kind in args.kinds or ["pilot", "classifier"]:
+        for fraction in args.fractions:
+            means, by_dataset = [], []
+            for seed in range(args.repeats if fraction < 1 else 1):
+                rng = np.random.default_rng(seed)
+                gains, names = [], []
+                for k in (0, 1):
+                    rows = np.flatnonzero((folds != k) & (rng.random(len(datasets)) < fraction))
+                    fitted = RoutingData(data.vectors[rows], [data.labels[i] for i in rows], datasets[rows].tolist(),
+                                         data.dataset_experts, data.experts)
+                    held = (folds == k) & unseen
+                    chosen = [data.experts.index(e) for e in ROUTERS[kind].fit(fitted).route(data.vectors[held]).choice]
+                    gains.append(data.scores[held, chosen] - data.scores[held, base])
+                    names.append(datasets[held])
+                gain, name = np.concatenate(gains), np.concatenate(names)
+                per = {d: 100 * gain[name == d].mean() for d in np.unique(name)}
+                means.append(round(float(np.mean(list(per.values()))), 2))
+                by_dataset.append(per)
+            average = {d: round(float(np.mean([p[d] for p in by_dataset])), 2) for d in by_dataset[0]}
+            print(json.dumps({"router": kind, "fraction": fraction, "gain x100": means, "by dataset": average}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
