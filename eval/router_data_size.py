@@ -11,34 +11,24 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
 
 def main() -> None:
-    from experts.routing import cached_routing_data
-    from experts.store import ExpertStore
-    from retriever.encoder import load_encoder
+    from eval.router_folds import routing_arguments
     from retriever.routers import BASE, ROUTERS, RoutingData
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("router_dir", type=Path)
-    parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"routers: {', '.join(ROUTERS)}")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--repeats", type=int, default=3, help="random subsamples per fraction below 1")
-    args = parser.parse_args()
-    for kind in args.kinds:  # not argparse choices: with nargs='*' Python 3.11 rejects an empty list
-        if kind not in ROUTERS:
-            parser.error(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
-    info = json.loads((args.router_dir / "routers" / "pilot" / "routing.json").read_text())["info"]
-    data = cached_routing_data(ExpertStore(args.router_dir, load_encoder().info), info["datasets"])
+    args, kinds, data = routing_arguments(parser, ["pilot", "classifier"])
     if data.trained_on is None:
         raise SystemExit("the routing data does not say which queries the experts were trained on; rebuild it")
     datasets, base = np.array(data.datasets), data.experts.index(BASE)
     folds, unseen = np.arange(len(datasets)) % 2, ~data.trained_on.any(axis=1)
     print(json.dumps({"routing queries": len(datasets), "held-out unseen queries": int(unseen.sum())}))
-    for kind in args.kinds or ["pilot", "classifier"]:
+    for kind in kinds:
         for fraction in args.fractions:
             means, by_dataset = [], []
             for seed in range(args.repeats if fraction < 1 else 1):

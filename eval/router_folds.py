@@ -25,23 +25,32 @@ def _option(text: str) -> tuple[str, object]:
         return name, value
 
 
-def main() -> None:
+def routing_arguments(parser: argparse.ArgumentParser, default_kinds: list[str]):
+    """Add ROUTER_DIR and KIND... to ``parser``, parse, and load the routing data the router directory's saved
+    pilot was built from: ``(args, kinds, data)``."""
     from experts.routing import cached_routing_data
     from experts.store import ExpertStore
     from retriever.encoder import load_encoder
-    from retriever.routers import ROUTERS, SIMILARITIES, best_threshold, fold_gains, fold_score, novelty_kinds
+    from retriever.routers import ROUTERS
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("router_dir", type=Path)
     parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"routers: {', '.join(ROUTERS)}")
-    parser.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
     for kind in args.kinds:  # not argparse choices: with nargs='*' Python 3.11 rejects an empty list
         if kind not in ROUTERS:
             parser.error(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
-    root, kinds, options = args.router_dir, args.kinds or ["pilot", "classifier", "dataset"], dict(args.option)
-    info = json.loads((root / "routers" / "pilot" / "routing.json").read_text())["info"]
-    data = cached_routing_data(ExpertStore(root, load_encoder().info), info["datasets"])
+    info = json.loads((args.router_dir / "routers" / "pilot" / "routing.json").read_text())["info"]
+    data = cached_routing_data(ExpertStore(args.router_dir, load_encoder().info), info["datasets"])
+    return args, args.kinds or default_kinds, data
+
+
+def main() -> None:
+    from retriever.routers import ROUTERS, SIMILARITIES, best_threshold, fold_gains, fold_score, novelty_kinds
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--option", type=_option, action="append", default=[], metavar="NAME=VALUE")
+    args, kinds, data = routing_arguments(parser, ["pilot", "classifier", "dataset"])
+    options = dict(args.option)
     for kind in kinds:
         parts = fold_gains(ROUTERS[kind], data, options)
         gains = {f"{setting} gain x100": round(100 * fold_score(parts, setting), 2) for setting in parts}
