@@ -17,7 +17,7 @@ import numpy as np
 
 def main() -> None:
     from eval.router_folds import routing_arguments
-    from retriever.routers import BASE, ROUTERS, RoutingData
+    from retriever.routers import BASE, ROUTERS, RoutingData, in_domain_folds
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
@@ -25,20 +25,19 @@ def main() -> None:
     args, kinds, data = routing_arguments(parser, ["pilot", "classifier"])
     if data.trained_on is None:
         raise SystemExit("the routing data does not say which queries the experts were trained on; rebuild it")
-    datasets, base = np.array(data.datasets), data.experts.index(BASE)
-    folds, unseen = np.arange(len(datasets)) % 2, ~data.trained_on.any(axis=1)
-    print(json.dumps({"routing queries": len(datasets), "held-out unseen queries": int(unseen.sum())}))
+    datasets, base, folds = np.array(data.datasets), data.experts.index(BASE), in_domain_folds(data)
+    held_out = int(sum(held.sum() for _, held in folds))
+    print(json.dumps({"routing queries": len(datasets), "held-out unseen queries": held_out}))
     for kind in kinds:
         for fraction in args.fractions:
             means, by_dataset = [], []
             for seed in range(args.repeats if fraction < 1 else 1):
                 rng = np.random.default_rng(seed)
                 gains, names = [], []
-                for k in (0, 1):
-                    rows = np.flatnonzero((folds != k) & (rng.random(len(datasets)) < fraction))
+                for fit, held in folds:
+                    rows = np.flatnonzero(fit & (rng.random(len(datasets)) < fraction))
                     fitted = RoutingData(data.vectors[rows], [data.labels[i] for i in rows], datasets[rows].tolist(),
                                          data.dataset_experts, data.experts)
-                    held = (folds == k) & unseen
                     chosen = [data.experts.index(e) for e in ROUTERS[kind].fit(fitted).route(data.vectors[held]).choice]
                     gains.append(data.scores[held, chosen] - data.scores[held, base])
                     names.append(datasets[held])

@@ -28,7 +28,8 @@ from retriever.artifacts import atomic_directory, checksum_files, read_metadata,
 
 __all__ = [
     "FALLBACKS", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "best_threshold", "calibrate_fallback",
-    "calibrate_novelty", "fit_router", "fold_gains", "fold_score", "load_router", "novelty_kinds", "router_names",
+    "calibrate_novelty", "fit_router", "fold_gains", "fold_score", "in_domain_folds", "load_router", "novelty_kinds",
+    "router_names",
 ]
 
 FORMAT_VERSION = 1
@@ -412,6 +413,14 @@ def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> Rou
     return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on)
 
 
+def in_domain_folds(data: RoutingData) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``fold_gains``'s two in-domain folds as ``(fit rows, held-out rows)`` masks: alternate routing queries,
+    held out only where no expert was trained on them (``data.trained_on``)."""
+    folds = np.arange(len(data.datasets)) % 2
+    unseen = np.ones(len(folds), bool) if data.trained_on is None else ~data.trained_on.any(axis=1)
+    return [(folds != k, (folds == k) & unseen) for k in (0, 1)]
+
+
 def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str, tuple[np.ndarray, ...]]:
     """How router ``cls`` does on training queries it did not see: ``{setting: (confidence, similarity, gain,
     dataset)}``, one entry per held-out query (similarity: ``Router.similarity``, zeros for routers without), in
@@ -424,9 +433,7 @@ def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str,
     if data.scores is None:
         raise ValueError("measuring a router on folds needs the routing data's per-query scores (RoutingData.scores)")
     datasets = np.array(data.datasets)
-    folds = np.arange(len(datasets)) % 2
-    unseen = np.ones(len(datasets), bool) if data.trained_on is None else ~data.trained_on.any(axis=1)
-    splits = [("in-domain", folds != k, (folds == k) & unseen, None) for k in (0, 1)]
+    splits = [("in-domain", train, held, None) for train, held in in_domain_folds(data)]
     names = sorted(set(data.datasets))
     splits += [("left out", datasets != d, datasets == d, data.dataset_experts.get(d))
                for d in names if len(names) > 1 and any(o != d for o in data.dataset_experts)]
