@@ -28,7 +28,7 @@ class UserErrorGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (ArtifactError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
+        except (ArtifactError, ValueError, OSError) as err:  # OSError: a file the user named cannot be read/written
             raise click.ClickException(str(err)) from None
 
 
@@ -79,30 +79,17 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 def index(obj, data_dir, dataset, model, cache_dir, index_type, output, overwrite):
     """Encode a dataset's corpus with the base model and save a FAISS index."""
     from eval.data import open_dataset
-    from retriever.artifacts import sha256_file
     from retriever.encoder import load_encoder
     from retriever.index import IndexConfig, build_index, ensure_index
 
     ds = open_dataset(data_dir, dataset)
     config = IndexConfig(index_type=index_type)
-    if output is not None and output.exists() and not overwrite:
-        raise click.UsageError(f"{output} already exists; pass --overwrite to replace it")
     encoder = load_encoder(model)
     if output is None:
         built = ensure_index(ds, encoder, cache_dir, config, progress=obj["progress"])
-    else:
-        source = {"dataset": ds.name, "corpus": str(ds.corpus_path), "corpus_sha256": sha256_file(ds.corpus_path)}
-        built = build_index(ds, encoder, output, config, progress=obj["progress"], source=source)
+    else:  # created exclusively: a second run on the same --output fails instead of replacing the first's index
+        built = build_index(ds, encoder, output, config, progress=obj["progress"], overwrite=overwrite)
     click.echo(f"{built.path}\t{len(built)} documents\t{config.index_type.value}\t{encoder.info.id}")
-
-
-def _read_queries(path: Path) -> dict[str, str]:
-    from eval.data import load_queries
-
-    if path.suffix == ".jsonl":
-        return load_queries(path)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return {f"q{i}": line for i, line in enumerate((line for line in lines if line), start=1)}
 
 
 @main.command()
@@ -121,6 +108,7 @@ def _read_queries(path: Path) -> dict[str, str]:
                                "[default: encode on the best device, search with FAISS on the CPU].")
 def search(index_dir, query_texts, queries_file, router, routing, model, top_k, as_json, device):
     """Search an index: with the base model, or routed over a router's experts."""
+    from eval.data import load_query_file
     from retriever.encoder import load_encoder
     from retriever.experts import MultiExpertEncoder
     from retriever.index import CorpusIndex
@@ -128,8 +116,11 @@ def search(index_dir, query_texts, queries_file, router, routing, model, top_k, 
     from retriever.routers import FixedRouter
 
     queries = {f"q{i}": text for i, text in enumerate(query_texts, start=1)}
-    if queries_file is not None:
-        queries.update(_read_queries(queries_file))
+    if queries_file is not None:  # plain-text lines are numbered on after the --query ones
+        for query_id, text in load_query_file(queries_file, first=len(queries) + 1).items():
+            if query_id in queries:
+                raise click.UsageError(f"query id {query_id!r} in {queries_file} is also the id of a --query")
+            queries[query_id] = text
     if not queries:
         raise click.UsageError("give at least one --query or a --queries file")
     if router is None:
@@ -264,8 +255,13 @@ def experts_list(router, model):
     for name in store.names():
         info = store.info(name)
         metrics, training = info.get("metrics", {}), info.get("training", {})
-        click.echo(f"{name}\t{info.get('domain', '?')}\theld-out nDCG@10 {metrics.get('heldout_base_ndcg@10', 0):.4f}"
-                   f" -> {metrics.get('heldout_ndcg@10', 0):.4f}\t{training.get('seconds', '?')}s")
+        scores = [metrics.get(key) for key in ("heldout_base_ndcg@10", "heldout_ndcg@10")]
+        held_out = " -> ".join(f"{v:.4f}" if isinstance(v, int | float) else "?" for v in scores)
+        mismatch = "" if store.matches_base(name) else (
+            f"\tBASE MODEL MISMATCH: trained on {info['base_model']['id']!r} "
+            f"(fingerprint {info['base_model']['fingerprint'][:12]}), not the loaded {store.base.id!r}")
+        click.echo(f"{name}\t{info.get('domain', '?')}\theld-out nDCG@10 {held_out}\t{training.get('seconds', '?')}s"
+                   + mismatch)
 
 
 @experts.command("remove")
@@ -306,60 +302,44 @@ def experts_export(router, name, output, overwrite, model):
 @data_dir_option
 @click.option("--dataset", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--system", default="base", show_default=True,
+@click.option("--system", "systems", multiple=True, default=("base",), show_default=True,
               help="base, expert:NAME, multitask, pilot, classifier, dataset, dataset-oracle or instance-oracle "
-                   "(all but base need --router).")
+                   "(repeatable: every system given is evaluated, sharing query vectors; all but base need --router).")
 @router_option(required=False)
 @model_options
 @click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path),
-              help='Write {"results": [...]} with one row per dataset.')
+              help='Write {"results": [...]} with one row per dataset and system.')
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset here.")
+              help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset and system here.")
 @click.pass_obj
-def evaluate(obj, data_dir, datasets, split, system, router, model, cache_dir, index_type, output_json, run_dir):
-    """Evaluate a system on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
-    from eval.benchmark import ROUTED, SplitRun, format_table, parse_system, write_results_json
+def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, index_type, output_json, run_dir):
+    """Evaluate systems on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
+    from eval.benchmark import SplitRun, format_table, load_systems, parse_system, write_results_json
     from eval.data import open_dataset
     from eval.metrics import write_trec_run
-    from experts.routing import domain_experts
-    from experts.store import ExpertStore
     from retriever.encoder import load_encoder
     from retriever.experts import MultiExpertEncoder
     from retriever.index import IndexConfig, ensure_index
-    from retriever.routers import load_router
 
-    kind, expert = parse_system(system)
-    if router is None and not (kind == "fixed" and expert == "base"):
-        raise click.UsageError(f"--system {system} needs --router DIR (the router directory holding the experts)")
-    opened = [open_dataset(data_dir, name) for name in datasets]  # fail fast, before any model loads
+    systems = list(dict.fromkeys(systems))
+    for system in systems:
+        parse_system(system)  # an unknown system fails before any data or model loads
+    opened = [open_dataset(data_dir, name) for name in datasets]
     for ds in opened:
         ds.qrels(split)
     encoder = MultiExpertEncoder(load_encoder(model))
-    routers, candidates = {}, None
-    if router is not None:
-        store = ExpertStore(router, encoder.info)
-        candidates = ["base", *sorted(set(domain_experts(store).values()))]
-        if kind == "fixed":
-            names = [] if expert == "base" else [expert]
-        elif kind in ROUTED:
-            path = router / "routers" / kind
-            if not (path / "routing.json").is_file():
-                raise click.UsageError(f"router {kind!r} is not built in {router}; run build-router first")
-            routers[kind] = load_router(path)
-            names = [e for e in routers[kind].experts if e != "base"]
-        else:  # an oracle: every domain expert
-            names = candidates[1:]
-        store.load_into(encoder, names)
+    routers, candidates = load_systems(systems, router, encoder)
     config = IndexConfig(index_type=index_type)
     rows = []
     for ds in opened:
         index = ensure_index(ds, encoder.base, cache_dir, config, progress=obj["progress"])
-        result = SplitRun(ds, split, encoder, index, routers, candidates).run(system)
-        rows.append(result)
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            tag = system.replace(":", "-")
-            write_trec_run(result.results, run_dir / f"{ds.name}.{split}.{tag}.trec", tag=tag)
+        run = SplitRun(ds, split, encoder, index, routers, candidates)
+        for system in systems:
+            result = run.run(system)
+            rows.append(result)
+            if run_dir is not None:
+                tag = system.replace(":", "-")
+                write_trec_run(result.results, run_dir / f"{ds.name}.{split}.{tag}.trec", tag=tag)
     click.echo(format_table(rows))
     if output_json is not None:
         write_results_json(rows, output_json)

@@ -27,14 +27,15 @@ import numpy as np
 
 from eval.data import Dataset
 from eval.metrics import Scores, evaluate
-from retriever.artifacts import save_npy
+from retriever.artifacts import atomic_file, safe_name, save_npy
 from retriever.experts import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex
 from retriever.routers import Router
 from retriever.search import Results, search
 
 __all__ = [
-    "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "format_table", "parse_system",
+    "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "format_table", "load_systems",
+    "parse_system",
     "results_json", "write_results_json",
 ]
 
@@ -67,10 +68,41 @@ def parse_system(system: str) -> tuple[str, str | None]:
     if system == MULTITASK:
         return "fixed", MULTITASK
     if system.startswith("expert:") and len(system) > len("expert:"):
-        return "fixed", system.split(":", 1)[1]
+        return "fixed", safe_name(system.split(":", 1)[1], "expert")
     if system in ROUTED or system in ORACLES:
         return system, None
     raise ValueError(f"unknown system {system!r}; available: {', '.join(SYSTEMS)}")
+
+
+def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: MultiExpertEncoder
+                 ) -> tuple[dict[str, Router], list[str] | None]:
+    """Load into ``encoder`` the experts that ``systems`` need from the router directory, and the routers they
+    name: ``(routers, candidates)`` for ``SplitRun`` (candidates: what oracles choose among)."""
+    from experts.store import ExpertStore
+    from retriever.routers import load_router
+
+    parsed = [parse_system(system) for system in systems]
+    if router_dir is None:
+        for system, (kind, expert) in zip(systems, parsed, strict=True):
+            if (kind, expert) != ("fixed", BASE_EXPERT):
+                raise ValueError(f"system {system!r} needs a router directory (--router DIR) holding the experts")
+        return {}, None
+    store = ExpertStore(router_dir, encoder.info)
+    candidates = store.candidates()
+    routers, names = {}, []
+    for kind, expert in parsed:
+        if kind == "fixed":
+            names += [] if expert == BASE_EXPERT else [store.path(expert).name]
+        elif kind in ROUTED:
+            path = store.router_path(kind)
+            if not (path / "routing.json").is_file():
+                raise ValueError(f"router {kind!r} is not built in {router_dir}; run build-router first")
+            routers[kind] = load_router(path)
+            names += [e for e in routers[kind].experts if e != BASE_EXPERT]
+        else:  # an oracle: every domain expert
+            names += candidates[1:]
+    store.load_into(encoder, [n for n in dict.fromkeys(names) if n not in encoder.names])
+    return routers, candidates
 
 
 def _load_vectors(path: Path) -> np.ndarray | None:
@@ -195,11 +227,8 @@ def results_json(results: list[EvalResult]) -> dict:
 
 
 def write_results_json(results: list[EvalResult], path: str | os.PathLike, extra: dict | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({**results_json(results), **(extra or {})}, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({**results_json(results), **(extra or {})}, indent=2) + "\n", encoding="utf-8")
 
 
 def format_table(results: list[EvalResult]) -> str:

@@ -8,7 +8,6 @@ directory), so a second run only evaluates. It returns the rows plus routing acc
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter
@@ -20,9 +19,10 @@ import numpy as np
 from eval.benchmark import MULTITASK, ORACLES, ROUTED, EvalResult, SplitRun
 from eval.data import open_dataset
 from experts.pairs import anchor_texts
-from experts.routing import build_router, domain_experts, expert_key, routing_data
+from experts.routing import build_router, expert_key, routing_data
 from experts.store import ExpertStore
 from experts.train import TrainConfig, train_expert
+from retriever.artifacts import atomic_file, check_fields, read_json
 from retriever.experts import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import IndexConfig, ensure_index
 from retriever.routers import load_router
@@ -75,7 +75,8 @@ def load_overrides(path: Path | None) -> dict[str, dict]:
     """Per-dataset ``TrainConfig`` fields from a JSON file (``{"datasets": {name: {field: value}}}``)."""
     if path is None:
         return {}
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = read_json(Path(path), "training overrides file")
+    check_fields(data, {"datasets?": dict}, str(path))
     overrides = data.get("datasets", {})
     for name, fields in overrides.items():
         if not isinstance(fields, dict):
@@ -132,8 +133,8 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], 
     routers = {kind: load_router(build_router(store, kind, data, info)) for kind in ROUTED}
     seconds["build-routers"] = round(time.perf_counter() - t, 1)
 
-    own = domain_experts(store)
-    candidates = [BASE_EXPERT, *sorted(set(own.values()))]
+    own = store.domain_experts()
+    candidates = store.candidates()
     systems = [BASE_EXPERT, *([MULTITASK] if MULTITASK in store.names() else []), *ROUTED, *ORACLES,
                *[f"expert:{own[d]}" for d in expert_datasets if d in own]]
     keys = {name: expert_key(store, name) for name in encoder.names}
@@ -194,10 +195,8 @@ def write_report(comparison: Comparison, markdown_path: Path | None = None, plot
     parts.append("Wall time (s): " + ", ".join(f"{k} {v}" for k, v in c.seconds.items()))
     text = "\n\n".join(parts) + "\n"
     if markdown_path is not None:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = markdown_path.with_name(f".{markdown_path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(markdown_path)
+        with atomic_file(markdown_path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     if plot_path is not None and "pilot" in routing:
         plot_confusion(routing["pilot"]["confusion"], plot_path, "pilot router: dataset -> chosen expert")
     return text
@@ -225,8 +224,6 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str)
     ax.set_ylabel("test queries of dataset")
     ax.set_title(title + " (% of queries)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)

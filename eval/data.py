@@ -9,15 +9,16 @@ Layout (as read by BEIR's ``GenericDataLoader``, plus gzipped corpora)::
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 import logging
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from retriever.artifacts import safe_name
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -28,6 +29,7 @@ __all__ = [
     "iter_corpus",
     "load_qrels",
     "load_queries",
+    "load_query_file",
     "open_dataset",
     "resolve_data_dir",
 ]
@@ -63,28 +65,39 @@ class Split:
     qrels: Qrels
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 text file, plain or gzipped. Bytes that are not UTF-8, a truncated or
+    corrupt gzip stream, or an unreadable file are a DataError naming the file and line."""
+    line_no = 0
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    yield line_no, raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{path}:{line_no}: not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at "
+                                    f"column {err.start + 1})") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"{path}: truncated or corrupt gzip file after line {line_no} ({err})") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
 
 
 def _iter_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    with _open_text(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_no}: malformed JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            for key in required:
-                value = record.get(key)
-                if not isinstance(value, str) or (key == "_id" and not value):
-                    raise DataError(f"{path}:{line_no}: missing or non-string {key!r} (got {value!r})")
-            yield line_no, record
+    for line_no, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{line_no}: malformed JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+        for key in required:
+            value = record.get(key)
+            if not isinstance(value, str) or (key == "_id" and not value):
+                raise DataError(f"{path}:{line_no}: missing or non-string {key!r} (got {value!r})"[:300])
+        yield line_no, record
 
 
 def iter_corpus(path: str | os.PathLike) -> Iterator[Document]:
@@ -116,25 +129,37 @@ def load_queries(path: str | os.PathLike) -> dict[str, str]:
     return queries
 
 
+def load_query_file(path: str | os.PathLike, first: int = 1) -> dict[str, str]:
+    """Queries to search for: a BEIR ``queries.jsonl`` (its ids), or plain text with one query per line, numbered
+    ``q<first>``, ``q<first+1>``, ... (blank lines skipped)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return load_queries(path)
+    texts = [line.strip() for _, line in _lines(path) if line.strip()]
+    if not texts:
+        raise DataError(f"{path}: no queries (every line is empty)")
+    return {f"q{i}": text for i, text in enumerate(texts, start=first)}
+
+
 def load_qrels(path: str | os.PathLike) -> Qrels:
     """Read a BEIR qrels TSV (header line; LF or CRLF; integer graded scores)."""
     path = Path(path)
     qrels: Qrels = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for line_no, row in enumerate(rows, start=1):
-            row = [cell.strip() for cell in row]
-            if not row or row == [""]:
-                continue
-            if line_no == 1 and row[0] == "query-id":
-                continue
-            if len(row) != 3:
-                raise DataError(f"{path}:{line_no}: expected 3 tab-separated columns, got {len(row)}: {row!r}")
-            query_id, doc_id, score = row
-            try:
-                qrels.setdefault(query_id, {})[doc_id] = int(score)
-            except ValueError:
-                raise DataError(f"{path}:{line_no}: score must be an integer, got {score!r}") from None
+    for line_no, line in _lines(path):
+        row = [cell.strip() for cell in line.rstrip("\r\n").split("\t")]
+        if row == [""]:
+            continue
+        if line_no == 1 and row[0] == "query-id":
+            continue
+        if len(row) != 3:
+            raise DataError(f"{path}:{line_no}: expected 3 tab-separated columns, got {len(row)}: {row!r}"[:300])
+        query_id, doc_id, score = row
+        if not query_id or not doc_id:
+            raise DataError(f"{path}:{line_no}: empty query or document id: {row!r}")
+        try:
+            qrels.setdefault(query_id, {})[doc_id] = int(score)
+        except ValueError:
+            raise DataError(f"{path}:{line_no}: score must be an integer, got {score!r}") from None
     return qrels
 
 
@@ -211,7 +236,7 @@ class Dataset:
 def open_dataset(data_dir: str | os.PathLike | None, name: str) -> Dataset:
     """Locate dataset ``name`` under the data directory and check that its files exist."""
     data_dir = resolve_data_dir(data_dir)
-    root = data_dir / name
+    root = data_dir / safe_name(name, "dataset")
     if not root.is_dir():
         available = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and (p / "queries.jsonl").exists())
         raise DataError(

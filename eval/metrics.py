@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytrec_eval
 from beir.retrieval.evaluation import EvaluateRetrieval
+
+from retriever.artifacts import atomic_file
 
 __all__ = ["Scores", "evaluate", "per_query_ndcg", "write_trec_run"]
 
@@ -57,11 +58,8 @@ def write_trec_run(results: Results, path: str | os.PathLike, tag: str) -> None:
     """Write ``qid Q0 docid rank score tag`` lines, ranks from 1, best first."""
     if not tag or any(ch.isspace() for ch in tag):
         raise ValueError(f"run tag must be a non-empty string without spaces, got {tag!r}")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for qid, hits in results.items():
             ordered = sorted(hits.items(), key=lambda item: item[1], reverse=True)
             for rank_, (doc_id, score) in enumerate(ordered, start=1):
                 handle.write(f"{qid} Q0 {doc_id} {rank_} {score:.6f} {tag}\n")
-    os.replace(tmp, path)

@@ -5,14 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from experts.store import ExpertStore
-from retriever.artifacts import atomic_directory
+from retriever.artifacts import atomic_directory, library_version, write_json
 from retriever.encoder import Encoder
 
 __all__ = ["export_expert"]
 
+KIND = "routerretriever-expert-export"
+METADATA = "routerretriever-export.json"  # beside the model's own files: says which expert it is, so --overwrite
+                                          # replaces only an export
+
 
 def export_expert(store: ExpertStore, name: str, base: Encoder, output: str | Path, overwrite: bool = False) -> Path:
-    """Write ``SentenceTransformer``-loadable ``output`` whose vectors equal the expert's query vectors."""
+    """Write ``SentenceTransformer``-loadable ``output`` whose vectors equal the expert's query vectors, with
+    ``routerretriever-export.json`` naming the expert and base model. An existing ``output`` is an error unless
+    ``overwrite`` is set and it is an earlier export (or empty)."""
     from peft import PeftModel
     from sentence_transformers import SentenceTransformer
 
@@ -22,6 +28,11 @@ def export_expert(store: ExpertStore, name: str, base: Encoder, output: str | Pa
     model = SentenceTransformer(str(base.path), device="cpu", local_files_only=True)
     transformer = model[0]
     transformer.model = PeftModel.from_pretrained(transformer.model, str(store.path(name))).merge_and_unload()
-    with atomic_directory(output, overwrite=overwrite) as tmp:
+    with atomic_directory(output, (METADATA, KIND), overwrite=overwrite) as tmp:
         model.save(str(tmp))
+        write_json(tmp / METADATA, {
+            "kind": KIND, "format_version": 1, "library_version": library_version(), "expert": name,
+            "base_model": {"id": base.info.id, "fingerprint": base.info.fingerprint, "dim": base.info.dim},
+            "adapter_sha256": store.info(name)["files"]["adapter_model.safetensors"],
+        })
     return Path(output)

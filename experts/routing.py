@@ -19,13 +19,13 @@ from tqdm.auto import tqdm
 
 from eval.metrics import per_query_ndcg
 from experts.store import ExpertStore
-from retriever.artifacts import save_npy, write_json
+from retriever.artifacts import ArtifactError, check_fields, load_npy, read_json, save_npy, write_json
 from retriever.experts import BASE_EXPERT, MultiExpertEncoder
 from retriever.routers import RoutingData, best_expert, fit_router, load_router, novelty_kinds
 from retriever.search import search
 
 __all__ = [
-    "build_router", "cached_routing_data", "domain_experts", "expert_key", "refresh_routers", "routing_data",
+    "build_router", "cached_routing_data", "expert_key", "refresh_routers", "routing_data",
     "score_experts",
 ]
 
@@ -33,16 +33,6 @@ logger = logging.getLogger(__name__)
 
 SPLIT = "train"
 NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
-
-
-def domain_experts(store: ExpertStore) -> dict[str, str]:
-    """``{dataset: expert}`` for experts trained on exactly one dataset (multi-task experts are not routed)."""
-    mapping = {}
-    for name in store.names():
-        datasets = store.info(name).get("training", {}).get("datasets", [])
-        if len(datasets) == 1:
-            mapping.setdefault(datasets[0], name)
-    return mapping
 
 
 def expert_key(store: ExpertStore, name: str) -> str:
@@ -62,7 +52,22 @@ def _sample(dataset, index, max_queries: int, seed: int) -> tuple[list[str], lis
 
 
 def _folder(store: ExpertStore, dataset_name: str) -> Path:
-    return store.root / "routing-data" / dataset_name
+    return store.routing_data_path(dataset_name)
+
+
+def _read_cache(path: Path) -> dict:
+    """A cached JSON object, or ``{}`` when it is missing or damaged (then it is computed again)."""
+    if not path.exists():
+        return {}
+    try:
+        data = read_json(path)
+    except ArtifactError as err:
+        logger.warning("recomputing %s: %s", path, err)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+_CACHE_FILES = ("queries.json", "base_vectors.npy", "scores-*.json")  # all that score_experts writes there
 
 
 def score_experts(dataset, index, encoder: MultiExpertEncoder, store: ExpertStore, experts: list[str],
@@ -73,26 +78,33 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: ExpertStor
     folder.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(json.dumps([qids, texts, qrels, index.meta["files"]], sort_keys=True).encode()).hexdigest()
     meta_path = folder / "queries.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if meta.get("key") != key:
-        for stale in folder.glob("*"):
-            stale.unlink()
+    if _read_cache(meta_path).get("key") != key or not _readable(folder / "base_vectors.npy", len(qids)):
+        for pattern in _CACHE_FILES:  # only the cache's own files: nothing else there is ever deleted
+            for stale in folder.glob(pattern):
+                stale.unlink()
         save_npy(folder / "base_vectors.npy", encoder.encode(texts, BASE_EXPERT))
         write_json(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
     base_vectors = None
     for name in tqdm(experts, desc=f"scoring experts on {dataset.name}", disable=not progress):
         path, expected = folder / f"scores-{name}.json", expert_key(store, name)
-        cached = json.loads(path.read_text()) if path.exists() else {}
-        if cached.get("expert_key") == expected:
+        cached = _read_cache(path)
+        if cached.get("expert_key") == expected and len(cached.get("ndcg@10") or []) == len(qids):
             if "trained_on" not in cached:  # caches written before the field existed: add it, nothing to encode
                 write_json(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
             continue
         if name == BASE_EXPERT:
-            base_vectors = np.load(folder / "base_vectors.npy", allow_pickle=False)
+            base_vectors = load_npy(folder / "base_vectors.npy")
         vectors = base_vectors if name == BASE_EXPERT else encoder.encode(texts, name)
         per_query = per_query_ndcg(qrels, search(index, vectors, qids, k=100))
         write_json(path, {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids],
                           "trained_on": _trained_on(store, name, dataset, index, qids)})
+
+
+def _readable(path: Path, rows: int) -> bool:
+    try:
+        return load_npy(path).shape[0] == rows
+    except ArtifactError:
+        return False
 
 
 def _trained_on(store: ExpertStore, name: str, dataset, index, qids: list[str]) -> list[bool]:
@@ -109,22 +121,22 @@ def _trained_on(store: ExpertStore, name: str, dataset, index, qids: list[str]) 
 
 def cached_routing_data(store: ExpertStore, datasets: list[str]) -> RoutingData:
     """Label cached training queries with their best current expert (ties: own expert, base, list order)."""
-    own = domain_experts(store)
-    experts = [BASE_EXPERT, *sorted(set(own.values()))]
+    own = store.domain_experts()
+    experts = store.candidates()
     vectors, labels, names, all_scores, all_trained = [], [], [], [], []
     for dataset in datasets:
         folder = _folder(store, dataset)
         columns, trained = [], []
         for name in experts:
             path = folder / f"scores-{name}.json"
-            cached = json.loads(path.read_text()) if path.exists() else {}
-            if cached.get("expert_key") != expert_key(store, name):
+            cached = _read_cache(path)
+            if cached.get("expert_key") != expert_key(store, name) or not isinstance(cached.get("ndcg@10"), list):
                 raise ValueError(f"no current scores of expert {name!r} on {dataset!r}; run build-router")
             columns.append(cached["ndcg@10"])
             trained.append(cached.get("trained_on"))
         scores = np.array(columns, dtype=np.float64).T
         labels += [best_expert(row, experts, own.get(dataset)) for row in scores]
-        vectors.append(np.load(folder / "base_vectors.npy", allow_pickle=False))
+        vectors.append(load_npy(folder / "base_vectors.npy"))
         names += [dataset] * len(scores)
         all_scores.append(scores)
         all_trained.append(None if None in trained else np.array(trained, dtype=bool).T)
@@ -137,7 +149,7 @@ def cached_routing_data(store: ExpertStore, datasets: list[str]) -> RoutingData:
 def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_queries: int = 500, seed: int = 0,
                  progress: bool = False) -> RoutingData:
     """Score what is not cached yet on ``sources`` (``(dataset, index)`` pairs), then label from the cache."""
-    experts = [BASE_EXPERT, *sorted(set(domain_experts(store).values()))]
+    experts = store.candidates()
     for dataset, index in sources:
         score_experts(dataset, index, encoder, store, experts, max_queries, seed, progress)
     return cached_routing_data(store, [dataset.name for dataset, _ in sources])
@@ -153,7 +165,7 @@ def build_router(store: ExpertStore, kind: str, data: RoutingData, info: dict, *
         options.pop(calibrated, None)
     router = fit_router(kind, data, **options)
     counts = {e: data.labels.count(e) for e in data.experts}
-    return router.save(store.root / "routers" / kind, {**info, "label_counts": counts})
+    return router.save(store.router_path(kind), {**info, "label_counts": counts})
 
 
 def refresh_routers(store: ExpertStore, encoder: MultiExpertEncoder | None = None, open_source=None,
@@ -164,13 +176,14 @@ def refresh_routers(store: ExpertStore, encoder: MultiExpertEncoder | None = Non
     ``encoder`` (with the new expert loaded) and ``open_source(dataset_name) -> (dataset, index)`` so the new
     expert's scores can be computed. Returns the names of the routers refitted.
     """
-    folder = store.root / "routers"
+    folder = store.routers_dir
     refitted = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         if not (path / "routing.json").is_file():
             continue
         router = load_router(path)
-        info = json.loads((path / "routing.json").read_text())["info"]
+        info = router.info
+        check_fields(info, {"datasets": list, "max_queries": int, "seed": int}, f"{path / 'routing.json'} info")
         if open_source is not None:
             sources = [open_source(name) for name in info["datasets"]]
             data = routing_data(sources, encoder, store, info["max_queries"], info["seed"], progress)

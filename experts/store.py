@@ -14,18 +14,19 @@ removing one touches only its own directory. Each expert is written atomically.
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from retriever.artifacts import (
+    MODEL_SCHEMA,
     ArtifactError,
     atomic_directory,
     checksum_files,
     library_version,
+    read_json,
     read_metadata,
+    safe_name,
     verify_checksums,
     write_json,
 )
@@ -39,15 +40,12 @@ FORMAT_VERSION = 1
 ROUTER_KIND = "routerretriever-router"
 EXPERT_KIND = "routerretriever-expert"
 EXPERT_FILES = ("adapter_model.safetensors", "adapter_config.json")
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+EXPERT_SCHEMA = {"files": dict, "base_model": MODEL_SCHEMA, "domain?": str, "training?": dict, "metrics?": dict}
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(
-            f"invalid expert name {name!r}: use 1-64 lowercase letters, digits, '-' or '_', starting with a "
-            "letter or digit (no paths)"
-        )
+    """An expert name (``retriever.artifacts.safe_name``), never the reserved ``base``."""
+    safe_name(name, "expert")
     if name == BASE_EXPERT:
         raise ValueError(f"invalid expert name {name!r}: reserved for the base model")
     return name
@@ -68,7 +66,7 @@ class ExpertStore:
                 "kind": ROUTER_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
                 "base_model": {"id": base.id, "fingerprint": base.fingerprint, "dim": base.dim},
             })
-        meta = read_metadata(meta_path, ROUTER_KIND, FORMAT_VERSION)
+        meta = read_metadata(meta_path, ROUTER_KIND, FORMAT_VERSION, {"base_model": MODEL_SCHEMA})
         self._check_base(meta["base_model"], f"router {self.root}")
         self.meta = meta
 
@@ -84,19 +82,53 @@ class ExpertStore:
     def experts_dir(self) -> Path:
         return self.root / "experts"
 
+    @property
+    def routers_dir(self) -> Path:
+        return self.root / "routers"
+
+    def router_path(self, kind: str) -> Path:
+        """Where the built router ``kind`` lives (``routers/<kind>/``)."""
+        return self.routers_dir / safe_name(kind, "router")
+
+    def built_routers(self) -> list[str]:
+        folder = self.routers_dir
+        return sorted(p.name for p in folder.iterdir() if (p / "routing.json").is_file()) if folder.is_dir() else []
+
+    def routing_data_path(self, dataset: str) -> Path:
+        """Where the routing scores of ``dataset``'s training queries are cached (``routing-data/<dataset>/``)."""
+        return self.root / "routing-data" / safe_name(dataset, "dataset")
+
     def names(self) -> list[str]:
         if not self.experts_dir.is_dir():
             return []
         return sorted(p.name for p in self.experts_dir.iterdir() if (p / "expert.json").is_file())
 
     def path(self, name: str) -> Path:
-        path = self.experts_dir / name
+        path = self.experts_dir / validate_name(name)
         if not (path / "expert.json").is_file():
             raise ValueError(f"unknown expert {name!r}; available: {', '.join(self.names()) or 'none'}")
         return path
 
+    def domain_experts(self) -> dict[str, str]:
+        """``{dataset: expert}`` for experts trained on exactly one dataset (multi-task experts are not routed)."""
+        mapping = {}
+        for name in self.names():
+            datasets = self.info(name).get("training", {}).get("datasets", [])
+            if isinstance(datasets, list) and len(datasets) == 1 and isinstance(datasets[0], str):
+                mapping.setdefault(datasets[0], name)
+        return mapping
+
+    def candidates(self) -> list[str]:
+        """What routers and oracles choose among: ``base`` and every domain expert."""
+        return [BASE_EXPERT, *sorted(set(self.domain_experts().values()))]
+
     def info(self, name: str) -> dict:
-        return read_metadata(self.path(name) / "expert.json", EXPERT_KIND, FORMAT_VERSION)
+        return read_metadata(self.path(name) / "expert.json", EXPERT_KIND, FORMAT_VERSION, EXPERT_SCHEMA)
+
+    def matches_base(self, name: str) -> bool:
+        """Whether expert ``name`` was trained on this store's base model (``experts list`` flags those not)."""
+        built = self.info(name)["base_model"]
+        return built["fingerprint"] == self.base.fingerprint and built["dim"] == self.base.dim
 
     def save(self, name: str, write: Callable[[Path], None], meta: dict, overwrite: bool = False) -> Path:
         """Write an expert: ``write(tmpdir)`` puts the adapter files there; ``meta`` goes into expert.json."""
@@ -104,7 +136,7 @@ class ExpertStore:
         target = self.experts_dir / name
         if target.exists() and not overwrite:
             raise FileExistsError(f"expert {name!r} already exists in {self.root}; pass --overwrite to replace it")
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, ("expert.json", EXPERT_KIND), overwrite=overwrite) as tmp:
             write(tmp)
             missing = [f for f in EXPERT_FILES if not (tmp / f).is_file()]
             if missing:
@@ -129,8 +161,16 @@ class ExpertStore:
         info = self.info(name)
         self._check_base(info["base_model"], f"expert {name!r}")
         verify_checksums(path, info["files"])
-        config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-        return lora_factors(load_file(path / "adapter_model.safetensors"), config)
+        config = read_json(path / "adapter_config.json")
+        try:
+            state = load_file(path / "adapter_model.safetensors")
+        except Exception as err:  # safetensors raises its own SafetensorError for damaged files
+            raise ArtifactError(f"{path / 'adapter_model.safetensors'} is not a readable safetensors file: "
+                                f"{err}") from None
+        try:
+            return lora_factors(state, config)
+        except ValueError as err:
+            raise ArtifactError(f"expert {name!r} in {path}: {err}") from None
 
     def load_into(self, encoder: MultiExpertEncoder, names: list[str] | None = None) -> MultiExpertEncoder:
         for name in self.names() if names is None else names:

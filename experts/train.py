@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 
 import numpy as np
@@ -65,6 +66,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        self._check_types()
         try:
             object.__setattr__(self, "negatives", Negatives(self.negatives))
         except ValueError:
@@ -94,6 +96,25 @@ class TrainConfig:
             value = getattr(self, name)
             if not low < value < high:
                 raise ValueError(f"{name} must be in ({max(low, 0)}, {high}), got {value!r}")
+
+    def _check_types(self) -> None:
+        """Each field has its default's type (JSON gives any type: ``"10"`` for a step count is an error here, not
+        a TypeError later); a float field also takes an integer, ``bool`` is never a number."""
+        for f in dataclass_fields(self):
+            value, expected = getattr(self, f.name), type(f.default)
+            if expected is tuple:
+                ok = isinstance(value, list | tuple) and bool(value) and all(isinstance(v, str) for v in value)
+                what = "a non-empty list of module names"
+            elif expected is bool:
+                ok, what = isinstance(value, bool), "true or false"
+            elif expected is int:
+                ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+            elif expected is float:
+                ok, what = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+            else:  # str and str enums
+                ok, what = isinstance(value, str), "a string"
+            if not ok:
+                raise ValueError(f"{f.name} must be {what}, got {value!r}")
 
     @classmethod
     def from_fields(cls, fields: dict) -> TrainConfig:

@@ -8,10 +8,12 @@ so an interrupted save never leaves a half-written artifact and never destroys t
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -19,11 +21,18 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "MODEL_SCHEMA",
     "ArtifactError",
     "atomic_directory",
+    "atomic_file",
+    "check_fields",
     "checksum_files",
     "library_version",
+    "load_npy",
+    "read_json",
     "read_metadata",
+    "remove_stale_temporaries",
+    "safe_name",
     "save_npy",
     "sha256_file",
     "verify_checksums",
@@ -72,63 +81,217 @@ def library_version() -> str:
         return "unknown"
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def safe_name(name: object, what: str) -> str:
+    """``name`` if it can be one path component under a directory the library owns, else a ValueError naming it.
+
+    The one rule for dataset, expert and router names (every path join of a user-given name goes through it):
+    1-128 letters, digits, '.', '-' or '_', starting with a letter or digit — so never empty, absolute, ``..``,
+    or containing a separator.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid {what} name {name!r}: use 1-128 letters, digits, '.', '-' or '_', starting with a letter or "
+            "digit (a name, not a path)"
+        )
+    return name
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary sibling, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def save_npy(path: Path, array) -> None:
     """Save an array as ``.npy`` atomically; load it back with ``allow_pickle=False``."""
     import numpy as np
 
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, np.ascontiguousarray(array), allow_pickle=False)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def read_metadata(path: Path, kind: str, format_version: int) -> dict[str, Any]:
-    """Read an artifact's JSON metadata file, checking its kind and format version."""
+def load_npy(path: Path, mmap: bool = False):
+    """An array saved by ``save_npy`` (never a pickle); a missing, truncated or pickled file is an ArtifactError."""
+    import numpy as np
+
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ArtifactError(f"{path} is not a readable .npy array: {err}") from None
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file the library wrote; unreadable bytes or malformed JSON are an ArtifactError naming it."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{what} {path} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path} is not valid JSON: {err}") from None
+
+
+Schema = dict[str, Any]  # key -> type, tuple of types, or a nested Schema; a key ending in "?" is optional
+
+
+def check_fields(data: Any, schema: Schema, where: str) -> None:
+    """Check that ``data`` is a JSON object with ``schema``'s keys and types (``bool`` is never an ``int``)."""
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{where} must be a JSON object, got {type(data).__name__}")
+    for key, expected in schema.items():
+        optional = key.endswith("?")
+        key = key.rstrip("?")
+        if key not in data:
+            if optional:
+                continue
+            raise ArtifactError(f"{where} lacks the field {key!r}")
+        value = data[key]
+        if isinstance(expected, dict):
+            check_fields(value, expected, f"{where} field {key!r}")
+            continue
+        types = expected if isinstance(expected, tuple) else (expected,)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join(t.__name__ for t in types)
+            raise ArtifactError(f"{where} field {key!r} must be {names}, got {value!r}"[:300])
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+MODEL_SCHEMA: Schema = {"id": str, "fingerprint": str, "dim": int}  # a base model as artifacts record it
+
+
+def read_metadata(path: Path, kind: str, format_version: int, schema: Schema | None = None) -> dict[str, Any]:
+    """Read an artifact's JSON metadata file, checking its kind, format version, ``schema`` and the entries of its
+    ``files`` (plain file names with a sha256 each): any malformed content is an ArtifactError naming the file."""
     if not path.is_file():
         raise ArtifactError(f"not a {kind}: {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ArtifactError(f"{path} is not valid JSON: {err}") from None
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("kind") != kind:
-        raise ArtifactError(f"{path} does not describe a {kind} (kind={data.get('kind')!r})")
+        found = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        raise ArtifactError(f"{path} does not describe a {kind} (kind={found!r})")
     version = data.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise ArtifactError(f"{path} has no integer format_version")
     if version > format_version:
         logger.warning(
             "%s was written in %s format version %d, newer than this library's %d; loading may fail",
             path, kind, version, format_version,
         )
+    check_fields(data, {"files?": dict, **(schema or {})}, str(path))
+    for name, digest in data.get("files", {}).items():
+        if not _NAME.fullmatch(name) or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ArtifactError(f"{path}: bad file entry {name!r}: {digest!r} (expected a file name and a sha256)")
     return data
 
 
+def _owner_pid(path: Path) -> int | None:
+    match = re.search(r"\.(?:tmp|old)-(\d+)-", path.name)
+    return int(match.group(1)) if match else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete temporary siblings of ``target`` (``.NAME.tmp-PID-*``, ``.NAME.old-PID-*``) left by a killed writer;
+    those of a process still running are kept."""
+    if not target.parent.is_dir():
+        return
+    for other in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
+        pid = _owner_pid(other)
+        if other.name.startswith(f".{target.name}.") and pid is not None and not _alive(pid):
+            logger.warning("removing %s, left by an interrupted write (process %d)", other, pid)
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _describes(target: Path, describes: tuple[str, str]) -> bool:
+    meta_name, kind = describes
+    try:
+        return json.loads((target / meta_name).read_text(encoding="utf-8")).get("kind") == kind
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _reservation(target: Path) -> Path:
+    return target / ".incomplete"
+
+
+def _reserve(target: Path) -> None:
+    """Create ``target`` exclusively, marked as being written by this process; a directory left marked by a
+    writer that died is taken over."""
+    try:
+        os.mkdir(target)
+    except FileExistsError:
+        marker, pid = _reservation(target), None
+        if target.is_dir() and [p.name for p in target.iterdir()] == [marker.name]:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(marker.read_text())
+        if pid is None or _alive(pid):
+            busy = f" (being written by process {pid})" if pid else ""
+            raise FileExistsError(f"{target} already exists{busy}; pass --overwrite to replace it") from None
+        logger.warning("taking over %s, left incomplete by process %d", target, pid)
+    _reservation(target).write_text(str(os.getpid()))
+
+
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_directory(target: str | os.PathLike, describes: tuple[str, str], overwrite: bool = True
+                     ) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces ``target`` only if the block succeeds.
 
-    An exception (or a kill) inside the block leaves ``target`` exactly as it was. The swap keeps the old
-    directory until the new one is in place, so there is no moment without a complete artifact on disk
-    except the instant between two renames, and the old one is recoverable from ``<name>.old-*`` then.
+    ``describes`` is ``(metadata file, kind)`` of the artifact written: an existing ``target`` is replaced only
+    if it is empty or that file says it is that kind of artifact, so a user's other directory is never deleted.
+    Without ``overwrite`` the target is created exclusively at the start (a second writer fails at once, and
+    an existing target is never touched). An exception (or a kill) inside the block leaves ``target`` exactly
+    as it was; temporary siblings that a killed writer left are removed by the next write. The swap keeps the
+    old directory until the new one is in place, so the old one is recoverable from ``.NAME.old-*`` if a kill
+    lands between the two renames.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite to replace it")
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory; refusing to replace it")
+    if overwrite and target.is_dir() and any(target.iterdir()) and not _describes(target, describes):
+        raise FileExistsError(
+            f"{target} exists and is not a {describes[1]} (no {describes[0]} saying so); refusing to replace it"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale_temporaries(target)
+    reserved = not overwrite
+    if reserved:
+        _reserve(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the artifact gets ordinary permissions
     try:
         yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        if reserved:
+            _reservation(target).unlink()
+            os.rename(tmp, target)  # onto the empty directory this process created
+        elif target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
             os.rename(target, old / "artifact")
             os.rename(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -136,4 +299,6 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Itera
             os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if reserved and target.is_dir() and [p.name for p in target.iterdir()] in ([], [".incomplete"]):
+            shutil.rmtree(target, ignore_errors=True)
         raise

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -30,11 +31,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from retriever.artifacts import (
+    MODEL_SCHEMA,
     ArtifactError,
     atomic_directory,
     checksum_files,
     library_version,
+    load_npy,
+    read_json,
     read_metadata,
+    safe_name,
     sha256_file,
     verify_checksums,
     write_json,
@@ -48,6 +53,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 KIND = "routerretriever-corpus-index"
 CHUNK_SIZE = 4096
+SCHEMA = {"files": dict, "model": MODEL_SCHEMA, "dim": int, "count": int, "config": dict, "source": dict}
 
 
 class IndexType(StrEnum):
@@ -225,21 +231,35 @@ class CorpusIndex:
     def load(cls, path: str | os.PathLike, model: ModelInfo | None = None, verify: bool = True,
              device: str | None = None) -> CorpusIndex:
         path = Path(path)
-        meta = read_metadata(path / "index.json", KIND, FORMAT_VERSION)
+        meta = read_metadata(path / "index.json", KIND, FORMAT_VERSION, SCHEMA)
+        try:
+            config = IndexConfig(**meta["config"])
+        except (TypeError, ValueError) as err:
+            raise ArtifactError(f"{path / 'index.json'}: bad index config {meta['config']!r}: {err}") from None
         if verify:
             verify_checksums(path, meta["files"])
-        doc_ids = json.loads((path / "doc_ids.json").read_text(encoding="utf-8"))
-        embeddings = np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False)
+        doc_ids = read_json(path / "doc_ids.json")
+        if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids):
+            raise ArtifactError(f"{path / 'doc_ids.json'} must be a JSON list of document id strings")
+        embeddings = load_npy(path / "embeddings.npy", mmap=True)
         if embeddings.shape != (meta["count"], meta["dim"]) or len(doc_ids) != meta["count"]:
             raise ArtifactError(
                 f"index {path}: {len(doc_ids)} ids and embeddings of shape {embeddings.shape} do not match "
                 f"count {meta['count']} and dim {meta['dim']} in index.json"
             )
-        config = IndexConfig(**meta["config"])
+        if embeddings.dtype != np.float32:
+            raise ArtifactError(f"{path / 'embeddings.npy'} holds {embeddings.dtype}, not float32")
         if config.index_type is IndexType.FLAT:
             index = _faiss_index(config, embeddings)
         else:
-            index = faiss.read_index(str(path / "index.faiss"))
+            try:
+                index = faiss.read_index(str(path / "index.faiss"))
+            except RuntimeError as err:
+                raise ArtifactError(f"{path / 'index.faiss'} is not a readable FAISS index: "
+                                    f"{str(err).strip().splitlines()[-1]}") from None
+            if index.ntotal != meta["count"] or index.d != meta["dim"]:
+                raise ArtifactError(f"{path / 'index.faiss'} holds {index.ntotal} vectors of dim {index.d}, but "
+                                    f"index.json says {meta['count']} of dim {meta['dim']}")
             _apply_search_params(index, config)
         loaded = cls(path, meta, doc_ids, embeddings, index, device)
         if model is not None:
@@ -261,12 +281,14 @@ def build_index(
     *,
     progress: bool = False,
     source: dict | None = None,
+    overwrite: bool = True,
 ) -> CorpusIndex:
     """Encode a corpus with the (frozen) base encoder and write an index directory at ``path``.
 
     ``docs`` is a dataset (anything with ``corpus()``) or a re-iterable collection of documents: a first pass
     validates and counts, a second streams chunks through the encoder into a memory-mapped matrix, so
-    memory holds one chunk of texts at a time. An existing index at ``path`` is replaced only on success.
+    memory holds one chunk of texts at a time. An existing index at ``path`` is replaced only on success, and
+    only if it is an index; with ``overwrite=False`` an existing ``path`` is an error (checked before encoding).
     """
     config = config or IndexConfig()
     stream = docs.corpus if hasattr(docs, "corpus") else (lambda: iter(docs))
@@ -276,7 +298,7 @@ def build_index(
     if len(set(doc_ids)) != len(doc_ids):
         raise ValueError("document ids must be unique")
     n, dim = len(doc_ids), encoder.dim
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, ("index.json", KIND), overwrite=overwrite) as tmp:
         vectors = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
         with tqdm(total=n, desc="encoding corpus", unit="doc", disable=not progress) as bar:
             row = 0
@@ -311,6 +333,7 @@ def build_index(
 
 
 def default_index_path(cache_dir: str | os.PathLike, name: str, model: ModelInfo, config: IndexConfig) -> Path:
+    name = safe_name(name, "dataset")
     return Path(cache_dir) / "indexes" / f"{name}-{model.fingerprint[:12]}-{config.index_type.value}"
 
 
@@ -333,7 +356,8 @@ def ensure_index(
                 logger.info("reusing index %s", path)
                 return index
             logger.info("index %s is stale (corpus or settings changed); rebuilding", path)
-        except ArtifactError as err:
+        except ArtifactError as err:  # a damaged cache entry: the cache is ours, so it is replaced whatever it holds
             logger.warning("rebuilding index %s: %s", path, err)
+            shutil.rmtree(path)
     source = {"dataset": dataset.name, "corpus": str(dataset.corpus_path), "corpus_sha256": corpus_sha}
     return build_index(dataset, encoder, path, config, progress=progress, source=source)

@@ -58,11 +58,18 @@ class RoutedLoRALinear(nn.Module):
 
 def lora_factors(state: dict[str, torch.Tensor], config: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
     """Map a peft LoRA state dict to ``{module path: (A, B, scale)}`` (paths relative to the base model)."""
+    if not isinstance(config, dict):
+        raise ValueError(f"adapter config must be a JSON object, got {type(config).__name__}")
     if config.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"only LoRA adapters are supported, got peft_type {config.get('peft_type')!r}")
     if config.get("use_rslora") or config.get("use_dora"):
         raise ValueError("rsLoRA and DoRA adapters are not supported")
-    scale = float(config["lora_alpha"]) / float(config["r"])
+    r, alpha = config.get("r"), config.get("lora_alpha")
+    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
+        raise ValueError(f"adapter config 'r' must be a positive integer, got {r!r}")
+    if not isinstance(alpha, int | float) or isinstance(alpha, bool) or alpha <= 0:
+        raise ValueError(f"adapter config 'lora_alpha' must be a positive number, got {alpha!r}")
+    scale = float(alpha) / float(r)
     factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
     for key, tensor in state.items():
         if not key.endswith(".lora_A.weight"):
@@ -72,7 +79,11 @@ def lora_factors(state: dict[str, torch.Tensor], config: dict) -> dict[str, tupl
         b_key = key.replace(".lora_A.weight", ".lora_B.weight")
         if b_key not in state:
             raise ValueError(f"adapter has {key} but no {b_key}")
-        factors[path] = (tensor.detach().float(), state[b_key].detach().float(), scale)
+        a, b = tensor.detach().float(), state[b_key].detach().float()
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[1]:
+            raise ValueError(f"adapter factors for {path!r} have shapes {tuple(a.shape)}/{tuple(b.shape)}, which do "
+                             "not form a low-rank product")
+        factors[path] = (a, b, scale)
     if not factors:
         raise ValueError("adapter contains no LoRA weights")
     return factors

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -48,13 +47,13 @@ class RouterRetriever:
         from experts.store import ExpertStore
         from retriever.encoder import load_encoder
 
-        path = Path(router_dir) / "routers" / router
-        if not (path / "routing.json").is_file():
-            built = sorted(p.name for p in (Path(router_dir) / "routers").glob("*") if (p / "routing.json").is_file())
-            raise ValueError(f"no router {router!r} in {router_dir}; built: {', '.join(built) or 'none'}")
-        routing_model = load_router(path)
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
         store = ExpertStore(router_dir, encoder.info)
+        path = store.router_path(router)
+        if not (path / "routing.json").is_file():
+            built = ", ".join(store.built_routers()) or "none"
+            raise ValueError(f"no router {router!r} in {router_dir}; built: {built}")
+        routing_model = load_router(path)
         store.load_into(encoder, [e for e in routing_model.experts if e != BASE_EXPERT])
         return cls(encoder, routing_model)
 
@@ -81,6 +80,10 @@ class RouterRetriever:
             ids, texts = list(queries), list(queries.values())
         else:
             ids, texts = [f"q{i}" for i in range(1, len(queries) + 1)], list(queries)
+        empty = [qid for qid, text in zip(ids, texts, strict=True) if not isinstance(text, str) or not text.strip()]
+        if empty:
+            raise ValueError(f"empty query {empty[0]!r}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
+                             + ": every query needs text to search for")
         vectors, routing = self.encode(texts)
         results = search(index, vectors, ids, k=k)
         return [

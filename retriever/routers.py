@@ -24,7 +24,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from retriever.artifacts import atomic_directory, checksum_files, read_metadata, verify_checksums, write_json
+from retriever.artifacts import (
+    ArtifactError,
+    atomic_directory,
+    checksum_files,
+    load_npy,
+    read_metadata,
+    verify_checksums,
+    write_json,
+)
 
 __all__ = [
     "FALLBACKS", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "best_threshold", "calibrate_fallback",
@@ -34,6 +42,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 KIND = "routerretriever-routing-model"
+SCHEMA = {"files": dict, "router": str, "experts": list, "options": dict, "state?": dict, "info?": dict}
 BASE = "base"  # the base model (retriever.experts.BASE_EXPERT)
 SOFTMAX_TEMPERATURE = 0.05  # turns cosine-similarity scores into weights, as the contrastive loss does
 
@@ -99,6 +108,7 @@ class Router(ABC):
     def __init__(self, experts: list[str], options: dict):
         self.experts = list(experts)
         self.options = dict(options)
+        self.info: dict = {}  # what it was built from (datasets, sample size), as saved with it
 
     @classmethod
     @abstractmethod
@@ -139,7 +149,7 @@ class Router(ABC):
 
     def save(self, path: str | Path, info: dict | None = None) -> Path:
         path = Path(path)
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, ("routing.json", KIND)) as tmp:
             files = []
             for key, array in self.arrays().items():
                 np.save(tmp / f"{key}.npy", np.ascontiguousarray(array), allow_pickle=False)
@@ -493,11 +503,18 @@ def router_names() -> list[str]:
 
 def load_router(path: str | Path) -> Router:
     path = Path(path)
-    meta = read_metadata(path / "routing.json", KIND, FORMAT_VERSION)
+    meta = read_metadata(path / "routing.json", KIND, FORMAT_VERSION, SCHEMA)
     cls = ROUTERS.get(meta["router"])
     if cls is None:
-        raise ValueError(f"unknown router {meta['router']!r} in {path}; available: {', '.join(ROUTERS)}")
+        raise ArtifactError(f"unknown router {meta['router']!r} in {path}; available: {', '.join(ROUTERS)}")
+    if not meta["experts"] or not all(isinstance(e, str) for e in meta["experts"]):
+        raise ArtifactError(f"{path / 'routing.json'}: 'experts' must be a non-empty list of names")
     verify_checksums(path, meta["files"])
-    arrays = {Path(name).stem: np.load(path / name, allow_pickle=False) for name in meta["files"]}
-    return cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
+    arrays = {Path(name).stem: load_npy(path / name) for name in meta["files"]}
+    try:
+        router = cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise ArtifactError(f"router {path} is damaged: {type(err).__name__} {err}") from None
+    router.info = meta.get("info", {})
+    return router
 

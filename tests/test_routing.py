@@ -401,7 +401,7 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
         assert result.exit_code == 0, result.output
         assert json.loads(out.read_text())["results"][0]["system"] == system
     needs = runner.invoke(cli.main, ["-q", "evaluate", *common, "--dataset", "toy", "--system", "pilot"])
-    assert needs.exit_code != 0 and "--system pilot needs --router DIR" in needs.output
+    assert needs.exit_code != 0 and "system 'pilot' needs a router directory (--router DIR)" in needs.output
     index_dir = tmp_path / "idx"
     runner.invoke(cli.main, ["-q", "index", *common, "--dataset", "toy", "--output", str(index_dir)])
     found = runner.invoke(cli.main, ["-q", "search", "--index", str(index_dir), "--router", str(router),

@@ -1,0 +1,467 @@
+"""Bad input never deletes or corrupts data, never escapes its directory, and ends in one line, not a traceback.
+
+One test per defect of the reliability issue (each checks every file that existed before is byte-identical
+after), then property-based tests that feed random bytes and random JSON to every loader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO, write_toy_dataset
+
+import cli
+from eval.data import DataError
+from experts import ExpertStore, TrainConfig, train_expert
+from retriever.artifacts import ArtifactError, atomic_directory
+from retriever.index import KIND as INDEX_KIND
+from retriever.index import build_index
+
+FAST = dict(epochs=1, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)
+
+
+def sha256_tree(*roots: Path) -> dict[str, str]:
+    """sha256 of every file below ``roots``: compared before and after a bad command."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+            for root in roots for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def world(toy_encoder, toy_model_dir, tmp_path_factory):
+    """The toy dataset, its index and a router directory with one expert and a built pilot router."""
+    from eval.data import open_dataset
+    from experts.routing import build_router, routing_data
+    from retriever.experts import MultiExpertEncoder
+
+    root = tmp_path_factory.mktemp("bad-input")
+    write_toy_dataset(root / "beir")
+    dataset = open_dataset(root / "beir", "toy")
+    index = build_index(dataset, toy_encoder, root / "index")
+    store = ExpertStore(root / "router", toy_encoder.info, create=True)
+    trained = train_expert([(dataset, index)], toy_encoder, TrainConfig(**FAST))
+    store.save("toy", trained.write, trained.meta())
+    encoder = store.load_into(MultiExpertEncoder(toy_encoder))
+    build_router(store, "pilot", routing_data([(dataset, index)], encoder, store, max_queries=10),
+                 {"datasets": ["toy"], "max_queries": 10, "seed": 0})
+    encoder.remove("toy")
+    return {"root": root, "data": root / "beir", "router": root / "router", "index": root / "index",
+            "model": str(toy_model_dir)}
+
+
+@pytest.fixture
+def cli_run(world, tmp_path):
+    """Run the CLI as a user would (no exception may escape: a traceback fails the test)."""
+
+    def invoke(*args):
+        return CliRunner().invoke(cli.main, ["-q", *map(str, args)], catch_exceptions=False)
+
+    return invoke
+
+
+def model_args(world, tmp_path):
+    return ["--data-dir", world["data"], "--model", world["model"], "--cache-dir", tmp_path / "cache"]
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def copy_router(world, tmp_path) -> Path:
+    return shutil.copytree(world["router"], tmp_path / "router")
+
+
+# 1. Data loss: an absolute dataset name used to empty the user's own dataset folder.
+def test_absolute_dataset_name_deletes_nothing(world, cli_run, tmp_path):
+    mine = shutil.copytree(world["data"] / "toy", tmp_path / "mydata")
+    router = copy_router(world, tmp_path)
+    before = sha256_tree(mine, router)
+    result = cli_run("build-router", *model_args(world, tmp_path), "--router", router, "--dataset", mine,
+                     "--kind", "pilot")
+    assert_one_line_error(result, f"invalid dataset name '{mine}'")
+    result = cli_run("index", *model_args(world, tmp_path), "--dataset", mine)
+    assert_one_line_error(result, "invalid dataset name")
+    assert sha256_tree(mine, router) == before
+
+
+# 2. --overwrite replaces only the artifact it writes, never a user's other folder.
+def test_overwrite_refuses_a_folder_that_is_not_the_artifact(world, cli_run, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("my notes")
+    before = sha256_tree(notes)
+    result = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", notes, "--overwrite")
+    assert_one_line_error(result, "is not a routerretriever-corpus-index", "refusing to replace it")
+    result = cli_run("experts", "export", "--router", world["router"], "--model", world["model"], "toy",
+                     "--output", notes, "--overwrite")
+    assert_one_line_error(result, "is not a routerretriever-expert-export", "refusing to replace it")
+    assert sha256_tree(notes) == before
+    # the artifact itself is replaced
+    out = tmp_path / "idx"
+    assert cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", out).exit_code == 0
+    assert cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", out,
+                   "--overwrite").exit_code == 0
+    export = tmp_path / "export"
+    for extra in ((), ("--overwrite",)):
+        result = cli_run("experts", "export", "--router", world["router"], "--model", world["model"], "toy",
+                         "--output", export, *extra)
+        assert result.exit_code == 0, result.output
+    assert json.loads((export / "routerretriever-export.json").read_text())["expert"] == "toy"
+
+
+# 3. Dataset names are names: nothing is written outside --cache-dir or --run-dir.
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/escaped", "a/b", ".."])
+def test_dataset_names_cannot_escape(world, cli_run, tmp_path, monkeypatch, name):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    for command in (["index"], ["evaluate", "--run-dir", tmp_path / "work" / "runs"]):
+        result = cli_run(*command, *model_args(world, tmp_path), "--dataset", name)
+        assert_one_line_error(result, f"invalid dataset name {name!r}")
+    assert not (tmp_path / "cache").exists() and list((tmp_path / "work").iterdir()) == []
+    assert not Path("/tmp/escaped").exists()
+
+
+# 4. --query and --queries together: every query is searched.
+def test_query_and_queries_file_are_both_searched(world, cli_run, tmp_path):
+    plain = tmp_path / "queries.txt"
+    plain.write_text("jazz music\n\nvolcano lava\n")
+    result = cli_run("search", "--index", world["index"], "--model", world["model"], "--query", "blood sugar",
+                     "--queries", plain, "--json", "-k", "2")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(h["query_id"], h["query"]) for h in lines] == [("q1", "blood sugar"), ("q2", "jazz music"),
+                                                          ("q3", "volcano lava")]
+    clash = tmp_path / "queries.jsonl"
+    clash.write_text(json.dumps({"_id": "q1", "text": "tides"}) + "\n")
+    result = cli_run("search", "--index", world["index"], "--model", world["model"], "--query", "x",
+                     "--queries", clash)
+    assert_one_line_error(result, "query id 'q1' in", "is also the id of a --query")
+
+
+# 5. A cached index.json that is JSON but not an index is rebuilt; a damaged expert.json / router.json is one line.
+@pytest.mark.parametrize("content", ["[]", '"x"', "{}", '{"kind": "routerretriever-corpus-index", '
+                                     '"format_version": 1, "files": {}}'])
+def test_damaged_cached_index_is_rebuilt(world, cli_run, tmp_path, content, caplog):
+    args = ["evaluate", *model_args(world, tmp_path), "--dataset", "toy"]
+    assert cli_run(*args).exit_code == 0
+    (meta,) = (tmp_path / "cache" / "indexes").glob("*/index.json")
+    meta.write_text(content)
+    result = cli_run(*args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(meta.read_text())["count"] == 20  # rebuilt, and the next run reuses it
+    assert any("rebuilding index" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("file, content", [("experts/toy/expert.json", "[]"), ("router.json", '"x"'),
+                                           ("experts/toy/expert.json", '{"kind": "routerretriever-expert", '
+                                            '"format_version": 1, "files": {}, "base_model": 3}')])
+def test_damaged_metadata_is_one_line(world, cli_run, tmp_path, file, content):
+    router = copy_router(world, tmp_path)
+    (router / file).write_text(content)
+    before = sha256_tree(router)
+    result = cli_run("evaluate", *model_args(world, tmp_path), "--dataset", "toy", "--router", router,
+                     "--system", "expert:toy")
+    assert_one_line_error(result, file.rsplit("/", 1)[-1])
+    assert sha256_tree(router) == before
+
+
+def test_damaged_routing_cache_is_recomputed(world, cli_run, tmp_path, caplog):
+    router = copy_router(world, tmp_path)
+    scores = router / "routing-data" / "toy" / "scores-toy.json"
+    good = json.loads(scores.read_text())
+    scores.write_text("{not json")
+    result = cli_run("build-router", *model_args(world, tmp_path), "--router", router, "--dataset", "toy",
+                     "--kind", "pilot")
+    assert result.exit_code == 0, result.output
+    assert json.loads(scores.read_text()) == good
+    assert any("recomputing" in r.message and "scores-toy.json" in r.message for r in caplog.records)
+
+
+# 6. Tracebacks where one line is promised.
+@pytest.mark.parametrize("config, message", [('{"max_steps": "10"}', "max_steps must be an integer, got '10'"),
+                                             ('{"learning_rate": "fast"}', "learning_rate must be a number"),
+                                             ('{"target_modules": 5}', "target_modules must be a non-empty list"),
+                                             ('{"base_dropout": 1}', "base_dropout must be true or false")])
+def test_train_config_with_wrong_types(world, cli_run, tmp_path, config, message):
+    result = cli_run("train-expert", *model_args(world, tmp_path), "--dataset", "toy", "--router",
+                     tmp_path / "r", "--name", "x", "--config", config)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "r").exists()
+
+
+def _rewrite_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _update_checksum(directory: Path, name: str) -> None:
+    digest = hashlib.sha256((directory / name).read_bytes()).hexdigest()
+    _rewrite_json(directory / "index.json", lambda meta: meta["files"].__setitem__(name, digest))
+
+
+def test_damaged_index_metadata_and_faiss_file(world, cli_run, tmp_path, toy_encoder):
+    from eval.data import open_dataset
+
+    index = shutil.copytree(world["index"], tmp_path / "index")
+    _rewrite_json(index / "index.json", lambda meta: meta.pop("count"))
+    result = cli_run("search", "--index", index, "--model", world["model"], "--query", "jazz")
+    assert_one_line_error(result, "index.json lacks the field 'count'")
+    hnsw = tmp_path / "hnsw"
+    from retriever.index import IndexConfig
+
+    build_index(open_dataset(world["data"], "toy"), toy_encoder, hnsw, IndexConfig(index_type="hnsw"))
+    data = bytearray((hnsw / "index.faiss").read_bytes())
+    (hnsw / "index.faiss").write_bytes(bytes(data[: len(data) // 3]))
+    _update_checksum(hnsw, "index.faiss")
+    before = sha256_tree(hnsw)
+    result = cli_run("search", "--index", hnsw, "--model", world["model"], "--query", "jazz")
+    assert_one_line_error(result, "index.faiss is not a readable FAISS index")
+    assert sha256_tree(hnsw) == before
+
+
+@pytest.mark.parametrize("r", [0, -1, "8", None])
+def test_adapter_config_with_bad_rank(world, cli_run, tmp_path, r):
+    router = copy_router(world, tmp_path)
+    expert = router / "experts" / "toy"
+    _rewrite_json(expert / "adapter_config.json", lambda config: config.__setitem__("r", r))
+    digest = hashlib.sha256((expert / "adapter_config.json").read_bytes()).hexdigest()
+    _rewrite_json(expert / "expert.json", lambda meta: meta["files"].__setitem__("adapter_config.json", digest))
+    result = cli_run("evaluate", *model_args(world, tmp_path), "--dataset", "toy", "--router", router,
+                     "--system", "expert:toy")
+    assert_one_line_error(result, "adapter config 'r' must be a positive integer", repr(r))
+
+
+# 7. A truncated gzip corpus; 8. bytes that are not UTF-8 — the error names the file (and line).
+def test_truncated_gzip_corpus(world, cli_run, tmp_path):
+    data = shutil.copytree(world["data"], tmp_path / "beir")
+    corpus = data / "toy" / "corpus.jsonl.gz"
+    corpus.write_bytes(corpus.read_bytes()[:-20])
+    result = cli_run("index", "--data-dir", data, "--model", world["model"], "--cache-dir", tmp_path / "cache",
+                     "--dataset", "toy")
+    assert_one_line_error(result, "corpus.jsonl.gz: truncated or corrupt gzip file")
+    assert "Aborted" not in result.output
+
+
+@pytest.mark.parametrize("file", ["corpus.jsonl.gz", "queries.jsonl", "qrels/test.tsv"])
+def test_non_utf8_input_names_file_and_line(world, cli_run, tmp_path, file):
+    data = shutil.copytree(world["data"], tmp_path / "beir")
+    path = data / "toy" / file
+    raw = gzip.decompress(path.read_bytes()) if file.endswith(".gz") else path.read_bytes()
+    lines = raw.split(b"\n")
+    lines[2] = lines[2][:5] + b"\xff\xfe" + lines[2][5:]
+    raw = b"\n".join(lines)
+    path.write_bytes(gzip.compress(raw) if file.endswith(".gz") else raw)
+    result = cli_run("evaluate", "--data-dir", data, "--model", world["model"], "--cache-dir", tmp_path / "cache",
+                     "--dataset", "toy")
+    assert_one_line_error(result, f"{file.rsplit('/', 1)[-1]}:3: not UTF-8 text")
+
+
+def test_non_utf8_query_file(world, cli_run, tmp_path):
+    queries = tmp_path / "q.txt"
+    queries.write_bytes(b"jazz\nbad \xff byte\n")
+    result = cli_run("search", "--index", world["index"], "--model", world["model"], "--queries", queries)
+    assert_one_line_error(result, "q.txt:2: not UTF-8 text")
+
+
+# 9. A killed writer's temporary directory is removed by the next write; 11. --output is created exclusively.
+WRITER = """
+import sys, time
+from retriever.artifacts import atomic_directory
+with atomic_directory(sys.argv[1], ("index.json", "routerretriever-corpus-index"), overwrite=sys.argv[2] == "1") as t:
+    (t / "embeddings.npy").write_bytes(b"partial")
+    print("writing", flush=True)
+    time.sleep(120)
+"""
+
+
+def _killed_writer(target: Path, overwrite: bool, sig=signal.SIGKILL):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target), "1" if overwrite else "0"],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.readline().strip() == "writing"
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_build_leaves_nothing_behind_after_the_next_write(world, toy_encoder, tmp_path, sig):
+    from eval.data import open_dataset
+
+    target = tmp_path / "out" / "idx"
+    proc = _killed_writer(target, overwrite=True)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    assert [p.name.startswith(".idx.tmp-") for p in target.parent.iterdir()] == [True]  # the partial write
+    build_index(open_dataset(world["data"], "toy"), toy_encoder, target)
+    assert os.listdir(target.parent) == ["idx"]
+
+
+def test_concurrent_output_is_exclusive(world, cli_run, tmp_path):
+    target = tmp_path / "idx"
+    proc = _killed_writer(target, overwrite=False)  # a first `index --output idx`, still running
+    try:
+        result = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", target)
+        assert_one_line_error(result, f"{target} already exists (being written by process {proc.pid})")
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    result = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", target)
+    assert result.exit_code == 0, result.output  # the dead writer's reservation is taken over
+    assert os.listdir(tmp_path) == ["idx"]  # and its temporary directory removed
+    second = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", target)
+    assert_one_line_error(second, "already exists; pass --overwrite")
+
+
+def test_exclusive_directory_is_not_left_behind_on_failure(tmp_path):
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "x", ("index.json", INDEX_KIND), overwrite=False):
+        raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+# 10. Expert and router names cannot reach outside the router directory.
+@pytest.mark.parametrize("system", ["expert:../../elsewhere/experts/x", "expert:/abs/path", "expert:a/b"])
+def test_expert_names_cannot_escape(world, cli_run, tmp_path, system):
+    result = cli_run("evaluate", *model_args(world, tmp_path), "--dataset", "toy", "--router", world["router"],
+                     "--system", system)
+    assert_one_line_error(result, "invalid expert name")
+
+
+def test_router_names_cannot_escape(world, cli_run, tmp_path):
+    result = cli_run("search", "--index", world["index"], "--router", world["router"], "--model", world["model"],
+                     "--routing", "../../x", "--query", "jazz")
+    assert_one_line_error(result, "invalid router name '../../x'")
+
+
+# 12. The minor ones.
+def test_remove_with_a_path_is_refused_by_name(world, cli_run, tmp_path):
+    router = copy_router(world, tmp_path)
+    before = sha256_tree(tmp_path)
+    result = cli_run("experts", "remove", "--router", router, "--model", world["model"], "../x")
+    assert_one_line_error(result, "invalid expert name '../x'")
+    assert sha256_tree(tmp_path) == before
+
+
+def test_list_flags_an_expert_of_another_base_model(world, cli_run, tmp_path):
+    router = copy_router(world, tmp_path)
+    _rewrite_json(router / "experts" / "toy" / "expert.json",
+                  lambda meta: meta["base_model"].__setitem__("fingerprint", "0" * 64))
+    result = cli_run("experts", "list", "--router", router, "--model", world["model"])
+    assert result.exit_code == 0, result.output
+    assert "BASE MODEL MISMATCH" in result.output and "fingerprint 000000000000" in result.output
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_query_is_refused(world, cli_run, query):
+    result = cli_run("search", "--index", world["index"], "--model", world["model"], "--query", query)
+    assert_one_line_error(result, "empty query 'q1'")
+
+
+def test_every_system_given_is_evaluated(world, cli_run, tmp_path):
+    out = tmp_path / "r.json"
+    result = cli_run("evaluate", *model_args(world, tmp_path), "--dataset", "toy", "--router", world["router"],
+                     "--system", "base", "--system", "expert:toy", "--system", "pilot", "--output-json", out,
+                     "--run-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert [r["system"] for r in json.loads(out.read_text())["results"]] == ["base", "expert:toy", "pilot"]
+    assert sorted(os.listdir(tmp_path / "runs")) == ["toy.test.base.trec", "toy.test.expert-toy.trec",
+                                                     "toy.test.pilot.trec"]
+
+
+# Property-based: random bytes and random JSON reach every loader; only the library's own errors come out.
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                 max_size=3), max_leaves=8)
+LINES = st.lists(st.one_of(JSON.map(json.dumps), st.binary(max_size=30).map(lambda b: b.decode("latin-1")),
+                           st.just('{"_id": "d1", "text": "t"}')), max_size=6)
+
+
+@FUZZ
+@given(raw=st.binary(max_size=300) | LINES.map(lambda lines: "\n".join(lines).encode("utf-8")),
+       gz=st.booleans())
+def test_fuzz_dataset_loaders(tmp_path_factory, raw, gz):
+    from eval.data import iter_corpus, load_qrels, load_queries
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    for loader, name in ((lambda p: list(iter_corpus(p)), "corpus.jsonl"), (load_queries, "queries.jsonl"),
+                         (load_qrels, "test.tsv")):
+        path = folder / (name + (".gz" if gz and name == "corpus.jsonl" else ""))
+        path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+        try:
+            loader(path)
+        except DataError:
+            pass
+
+
+ARTIFACT_FILES = ["index/index.json", "index/doc_ids.json", "index/embeddings.npy", "router/router.json",
+                  "router/experts/toy/expert.json", "router/experts/toy/adapter_config.json",
+                  "router/experts/toy/adapter_model.safetensors", "router/routers/pilot/routing.json"]
+METADATA_FILES = [f for f in ARTIFACT_FILES if f.endswith(".json")]
+
+
+def _load_everything(root: Path, toy_encoder):
+    from retriever.index import CorpusIndex
+    from retriever.routers import load_router
+
+    for load in (lambda: CorpusIndex.load(root / "index", toy_encoder.info, verify=False),
+                 lambda: ExpertStore(root / "router", toy_encoder.info).load_factors("toy"),
+                 lambda: load_router(root / "router" / "routers" / "pilot")):
+        try:
+            load()
+        except ArtifactError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def fuzz_copy(world, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz-artifacts")
+    shutil.copytree(world["index"], root / "index")
+    shutil.copytree(world["router"], root / "router")
+    return root
+
+
+@FUZZ
+@given(file=st.sampled_from(METADATA_FILES), pick=st.integers(0, 30), value=JSON, whole=st.booleans())
+def test_fuzz_artifact_metadata(fuzz_copy, toy_encoder, file, pick, value, whole):
+    """Replace a metadata file by random JSON, or one of its fields by a random value."""
+    path = fuzz_copy / file
+    original = path.read_bytes()
+    data = json.loads(original)
+    if whole or not isinstance(data, dict):
+        data = value
+    else:
+        keys = sorted(data)
+        data[keys[pick % len(keys)]] = value
+    path.write_text(json.dumps(data))
+    try:
+        _load_everything(fuzz_copy, toy_encoder)
+    finally:
+        path.write_bytes(original)
+
+
+@FUZZ
+@given(file=st.sampled_from(ARTIFACT_FILES), raw=st.binary(max_size=200))
+def test_fuzz_artifact_bytes(fuzz_copy, toy_encoder, file, raw):
+    path = fuzz_copy / file
+    original = path.read_bytes()
+    path.write_bytes(raw)
+    try:
+        _load_everything(fuzz_copy, toy_encoder)
+    finally:
+        path.write_bytes(original)
