@@ -11,13 +11,14 @@ from pathlib import Path
 
 import click
 
+from eval.data import DATA_DIR_ENV
+from experts.config import Negatives
+from retriever.index import IndexType
+from retriever.routers import FALLBACKS, buildable_kinds
+from retriever.routers.pilot import PilotRouter
+
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "routerretriever"
 CACHE_DIR_ENV = "ROUTERRETRIEVER_CACHE_DIR"
-DATA_DIR_ENV = "ROUTERRETRIEVER_DATA_DIR"  # eval.data.DATA_DIR_ENV; repeated so --help needs no heavy import
-INDEX_TYPES = ("flat", "hnsw", "ivf")  # retriever.index.IndexType, checked in tests
-ROUTER_KINDS = ("pilot", "classifier", "dataset")  # retriever.routers.ROUTERS less "fixed", checked in tests
-DEFAULT_EXPERT_DATASETS = ("scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l",
-                           "squad")
 
 
 class UserErrorGroup(click.Group):
@@ -45,7 +46,7 @@ def model_options(func):
     @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
                   default=DEFAULT_CACHE_DIR, show_default=True,
                   help=f"Where corpus indexes are cached [env: {CACHE_DIR_ENV}].")
-    @click.option("--index-type", type=click.Choice(INDEX_TYPES), default="flat", show_default=True,
+    @click.option("--index-type", type=click.Choice([t.value for t in IndexType]), default="flat", show_default=True,
                   help="flat = exact inner product; hnsw and ivf are approximate.")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -109,11 +110,8 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, output, overwrit
 def search(index_dir, query_texts, queries_file, router, routing, model, top_k, as_json, device):
     """Search an index: with the base model, or routed over a router's experts."""
     from eval.data import load_query_file
-    from retriever.encoder import load_encoder
-    from retriever.experts import MultiExpertEncoder
     from retriever.index import CorpusIndex
     from retriever.router_retriever import RouterRetriever
-    from retriever.routers import FixedRouter
 
     queries = {f"q{i}": text for i, text in enumerate(query_texts, start=1)}
     if queries_file is not None:  # plain-text lines are numbered on after the --query ones
@@ -124,8 +122,7 @@ def search(index_dir, query_texts, queries_file, router, routing, model, top_k, 
     if not queries:
         raise click.UsageError("give at least one --query or a --queries file")
     if router is None:
-        fixed = MultiExpertEncoder(load_encoder(model, device=device))
-        retriever = RouterRetriever(fixed, FixedRouter(fixed.names, {"expert": "base"}))
+        retriever = RouterRetriever.base_only(model, device=device)
     else:
         retriever = RouterRetriever.load(router, routing, model=model, device=device)
     corpus_index = CorpusIndex.load(index_dir, retriever.encoder.info, device=device)
@@ -145,31 +142,19 @@ def router_option(required: bool):
                         help="Router directory (holds experts/<name>/ and router.json).")
 
 
-def _load_experts(model, router, names=None, create=False):
-    """The base model plus the named experts of ``router`` (all of them when ``names`` is None)."""
-    from experts.store import ExpertStore
-    from retriever.encoder import load_encoder
-    from retriever.experts import MultiExpertEncoder
-
-    encoder = MultiExpertEncoder(load_encoder(model))
-    if router is not None and names != []:
-        ExpertStore(router, encoder.info, create=create).load_into(encoder, names)
-    return encoder
-
-
 @main.command("train-expert")
 @data_dir_option
 @click.option("--dataset", required=True, help="Dataset whose training split teaches the expert.")
 @click.option("--split", default="train", show_default=True, help="Training split (never test).")
 @router_option(required=True)
-@click.option("--name", required=True, help="Expert name: lowercase letters, digits, '-' and '_'.")
+@click.option("--name", required=True, help="Expert name: letters, digits, '.', '-' and '_'.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing expert of this name.")
 @model_options
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs (default: TrainConfig.epochs).")
 @click.option("--learning-rate", type=float)
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--temperature", type=float)
-@click.option("--negatives", type=click.Choice(("corpus", "hard", "in-batch")),
+@click.option("--negatives", type=click.Choice([n.value for n in Negatives]),
               help="Softmax over the whole corpus (default), hard negatives, or in-batch only.")
 @click.option("--seed", type=int)
 @click.option("--anchor-weight", type=click.FloatRange(min=0),
@@ -183,51 +168,20 @@ def _load_experts(model, router, names=None, create=False):
 def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, cache_dir, index_type, anchor_datasets,
                  config_json, **hyper):
     """Train a LoRA query expert on one dataset and save it into a router directory."""
-    from eval.data import open_dataset
-    from experts.store import ExpertStore, validate_name
-    from experts.train import train_expert as train
-    from retriever.encoder import load_encoder
-    from retriever.index import IndexConfig, ensure_index
+    from experts.workflows import add_expert
 
-    validate_name(name)
     config = _train_config(config_json, {key: value for key, value in hyper.items() if value is not None})
-    ds = open_dataset(data_dir, dataset)
-    ds.qrels(split)
-    if split == "test":
-        raise click.UsageError("experts are never trained on the test split")
-    if bool(anchor_datasets) != (config.anchor_weight > 0):
-        raise click.UsageError(f"an anchor weight > 0 (got {config.anchor_weight}) and --anchor-dataset go together")
-    if dataset in anchor_datasets:
-        raise click.UsageError(f"--anchor-dataset {dataset!r} is the expert's own dataset")
-    anchor_sets = [open_dataset(data_dir, other) for other in anchor_datasets]  # unknown names fail here
-    encoder = load_encoder(model)
-    store = ExpertStore(router, encoder.info, create=True)
-    if name in store.names() and not overwrite:
-        raise click.UsageError(f"expert {name!r} already exists in {router}; pass --overwrite to replace it")
-    from experts.pairs import anchor_texts
-
-    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents)  # reads corpora: after the cheap checks
-    index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=obj["progress"])
-    trained = train([(ds, index)], encoder, config, split, anchors=anchors, progress=obj["progress"])
-    path = store.save(name, trained.write, trained.meta(), overwrite=overwrite)
-    if (router / "routers").is_dir():  # fold the new expert into the routers already built
-        from experts.routing import refresh_routers
-
-        def open_source(dataset_name):
-            other = open_dataset(data_dir, dataset_name)
-            return other, ensure_index(other, encoder, cache_dir, IndexConfig(), progress=obj["progress"])
-
-        from retriever.experts import MultiExpertEncoder
-
-        routed = store.load_into(MultiExpertEncoder(encoder))
-        refitted = refresh_routers(store, routed, open_source, progress=obj["progress"])
+    path, trained, refitted = add_expert(router, data_dir, cache_dir, dataset, name, config, split, anchor_datasets,
+                                         model=model, index_type=index_type, overwrite=overwrite,
+                                         progress=obj["progress"])
+    if refitted:
         click.echo(f"refitted routers: {', '.join(refitted)}")
     click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "
                f"{trained.heldout_ndcg_at_10:.4f}\t{trained.seconds:.0f}s")
 
 
 def _train_config(config_json: str | None, options: dict):
-    from experts.train import TrainConfig
+    from experts.config import TrainConfig
 
     try:
         fields = json.loads(config_json) if config_json else {}
@@ -248,10 +202,10 @@ def experts():
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 def experts_list(router, model):
     """One line per expert: name, domain, held-out nDCG@10 (base -> expert), training time."""
-    from experts.store import ExpertStore
     from retriever.encoder import load_encoder
+    from retriever.router_dir import RouterDirectory
 
-    store = ExpertStore(router, load_encoder(model).info)
+    store = RouterDirectory(router, load_encoder(model).info)
     for name in store.names():
         info = store.info(name)
         metrics, training = info.get("metrics", {}), info.get("training", {})
@@ -271,10 +225,10 @@ def experts_list(router, model):
 def experts_remove(router, name, model):
     """Remove one expert; the others are untouched."""
     from experts.routing import refresh_routers
-    from experts.store import ExpertStore
     from retriever.encoder import load_encoder
+    from retriever.router_dir import RouterDirectory
 
-    store = ExpertStore(router, load_encoder(model).info)
+    store = RouterDirectory(router, load_encoder(model).info)
     store.remove(name)
     refitted = refresh_routers(store)
     click.echo(f"removed {name}" + (f"; refitted routers: {', '.join(refitted)}" if refitted else ""))
@@ -289,11 +243,11 @@ def experts_remove(router, name, model):
 def experts_export(router, name, output, overwrite, model):
     """Write the expert as a plain sentence-transformers model (LoRA merged) for query encoding."""
     from experts.export import export_expert
-    from experts.store import ExpertStore
     from retriever.encoder import load_encoder
+    from retriever.router_dir import RouterDirectory
 
     base = load_encoder(model)
-    export_expert(ExpertStore(router, base.info), name, base, output, overwrite=overwrite)
+    export_expert(RouterDirectory(router, base.info), name, base, output, overwrite=overwrite)
     click.echo(str(output))
 
 
@@ -314,11 +268,11 @@ def experts_export(router, name, output, overwrite, model):
 @click.pass_obj
 def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, index_type, output_json, run_dir):
     """Evaluate systems on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
-    from eval.benchmark import SplitRun, format_table, load_systems, parse_system, write_results_json
     from eval.data import open_dataset
     from eval.metrics import write_trec_run
+    from eval.runs import SplitRun, format_table, load_systems, parse_system, write_results_json
     from retriever.encoder import load_encoder
-    from retriever.experts import MultiExpertEncoder
+    from retriever.expert_encoder import MultiExpertEncoder
     from retriever.index import IndexConfig, ensure_index
 
     systems = list(dict.fromkeys(systems))
@@ -346,8 +300,6 @@ def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, 
 
 
 def _threshold_value(ctx, param, value):
-    from retriever.routers import FALLBACKS
-
     if value is None or value in FALLBACKS:
         return value
     try:
@@ -364,11 +316,11 @@ def _threshold_value(ctx, param, value):
 @router_option(required=True)
 @click.option("--dataset", "datasets", multiple=True, required=True,
               help="Training datasets whose train queries label the router (repeatable).")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(ROUTER_KINDS), default=("pilot",),
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(buildable_kinds()), default=("pilot",),
               show_default=True, help="Router(s) to build (repeatable).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1),
               help="Training queries sampled per dataset for expert scoring.")
-@click.option("--aggregate", type=click.Choice(("density", "weighted", "mean", "max")), default="density",
+@click.option("--aggregate", type=click.Choice(PilotRouter.AGGREGATES), default="density",
               show_default=True, help="pilot: kernel density of an expert's pilots (by group size), their mean "
                                       "similarity weighted by group size, the plain mean (the paper), or max.")
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
@@ -387,28 +339,13 @@ def _threshold_value(ctx, param, value):
 def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty, model,
                  cache_dir, index_type):
     """Score every expert on training queries, label each by its best expert, and fit routers."""
-    from eval.data import open_dataset
-    from experts.routing import build_router as build
-    from experts.routing import routing_data
-    from experts.store import ExpertStore
-    from retriever.index import IndexConfig, ensure_index
-    from retriever.routers import novelty_kinds
+    from experts.workflows import build_routers
 
-    opened = [open_dataset(data_dir, name) for name in datasets]
-    for ds in opened:
-        ds.qrels("train")
-    encoder = _load_experts(model, router)
-    store = ExpertStore(router, encoder.info)
-    config = IndexConfig(index_type=index_type)
-    sources = [(ds, ensure_index(ds, encoder.base, cache_dir, config, progress=obj["progress"])) for ds in opened]
-    data = routing_data(sources, encoder, store, max_queries=max_queries, progress=obj["progress"])
-    info = {"datasets": list(datasets), "max_queries": max_queries, "seed": 0}
-    for kind in kinds:
-        options = {"aggregate": aggregate, "clusters": clusters} if kind == "pilot" else {}
-        if novelty is not None and kind in novelty_kinds():  # else build_router's default
-            options["novelty"] = novelty
-        path = build(store, kind, data, info, fallback=fallback, **options)
-        click.echo(f"{path}\t{kind}\t{len(data.labels)} labelled queries\texperts: {', '.join(data.experts)}")
+    built = build_routers(router, data_dir, cache_dir, datasets, kinds, max_queries,
+                          pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
+                          novelty=novelty, model=model, index_type=index_type, progress=obj["progress"])
+    for path, kind, labelled, experts_ in built:
+        click.echo(f"{path}\t{kind}\t{labelled} labelled queries\texperts: {', '.join(experts_)}")
 
 
 @main.command()
@@ -431,19 +368,14 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
               output_json, markdown, plot, model, cache_dir, index_type):
     """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
-    from eval.benchmark import write_results_json
-    from eval.comparison import DEFAULT_OVERRIDES, load_overrides, run_comparison, write_report
-    from eval.data import resolve_data_dir
+    from eval.report import write_report
+    from eval.runs import write_results_json
+    from experts.workflows import DEFAULT_OVERRIDES, load_overrides, run_comparison
 
-    root = resolve_data_dir(data_dir)
-    if not expert_datasets:
-        expert_datasets = DEFAULT_EXPERT_DATASETS
-    if not eval_datasets:
-        eval_datasets = [*expert_datasets, *[d for d in ("aila2019-statutes",) if (root / d).is_dir()]]
-    overrides = load_overrides(train_overrides or DEFAULT_OVERRIDES)
-    comparison = run_comparison(root, router, cache_dir, list(expert_datasets), list(eval_datasets), model=model,
-                                overrides=overrides, max_queries=max_queries, multitask=not no_multitask,
-                                index_type=index_type, progress=obj["progress"])
+    comparison = run_comparison(data_dir, router, cache_dir, expert_datasets, eval_datasets, model=model,
+                                overrides=load_overrides(train_overrides or DEFAULT_OVERRIDES),
+                                max_queries=max_queries, multitask=not no_multitask, index_type=index_type,
+                                progress=obj["progress"])
     text = write_report(comparison, markdown, plot)
     write_results_json(comparison.results, output_json,
                        {"routing": comparison.routing(), "seconds": comparison.seconds})

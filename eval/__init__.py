@@ -1,36 +1,49 @@
-"""Evaluation: BEIR-layout data loading, metrics, evaluation runs and the paper-style comparison.
+"""Measuring: BEIR-layout data, metrics, evaluation runs and the comparison report. Imports only ``retriever``.
 
-- ``data``       — typed, validated loading of corpus (plain or gzipped), queries and qrels.
-- ``metrics``    — nDCG@10, Recall@100, MAP@100, MRR@10 via BEIR/pytrec_eval; per-query nDCG; TREC run files.
-- ``benchmark``  — ``SplitRun``: every system (base, experts, routers, oracles) on one split, sharing vectors.
-- ``comparison`` — train what is missing, build routers, evaluate everything, write tables, JSON and a PNG.
-- ``expected_scores.json`` — measured scores that the real-data tests guard; ``bench_*.py`` — timing scripts.
+Training selects on held-out nDCG and routing labels are per-query nDCG, so measuring sits below building
+(``experts`` imports ``eval``, never the reverse).
 
-Tested in ``tests/test_data.py``, ``tests/test_metrics.py``, ``tests/test_routing.py``, ``tests/test_realdata.py``.
+- ``data``    — typed, validated loading of corpus (plain or gzipped), queries and qrels.
+- ``metrics`` — nDCG@10, Recall@100, MAP@100, MRR@10 via BEIR/pytrec_eval; per-query nDCG; TREC run files.
+- ``runs``    — ``SplitRun``: every system (base, experts, routers, oracles) on one split, sharing vectors.
+- ``report``  — the comparison's markdown tables and confusion PNG.
+- ``expected_scores.json`` — measured scores that ``tests/test_realdata.py`` guards.
+
+Tested in ``tests/test_data.py``, ``test_metrics.py``, ``test_runs.py``, ``test_realdata.py``.
 """
 
-from eval.benchmark import SYSTEMS, EvalResult, SplitRun, format_table, parse_system, results_json, write_results_json
-from eval.data import DataError, Dataset, Document, Split, iter_corpus, load_qrels, load_queries, open_dataset
-from eval.metrics import Scores, evaluate, per_query_ndcg, write_trec_run
+import importlib
 
-__all__ = [
-    "SYSTEMS",
-    "DataError",
-    "Dataset",
-    "Document",
-    "EvalResult",
-    "Scores",
-    "Split",
-    "SplitRun",
-    "evaluate",
-    "format_table",
-    "iter_corpus",
-    "load_qrels",
-    "load_queries",
-    "open_dataset",
-    "parse_system",
-    "per_query_ndcg",
-    "results_json",
-    "write_results_json",
-    "write_trec_run",
-]
+_EXPORTS = {
+    "DataError": "eval.data",
+    "Dataset": "eval.data",
+    "Document": "eval.data",
+    "Split": "eval.data",
+    "iter_corpus": "eval.data",
+    "load_qrels": "eval.data",
+    "load_queries": "eval.data",
+    "load_query_file": "eval.data",
+    "open_dataset": "eval.data",
+    "Scores": "eval.metrics",
+    "evaluate": "eval.metrics",
+    "per_query_ndcg": "eval.metrics",
+    "write_trec_run": "eval.metrics",
+    "SYSTEMS": "eval.runs",
+    "EvalResult": "eval.runs",
+    "SplitRun": "eval.runs",
+    "format_table": "eval.runs",
+    "load_systems": "eval.runs",
+    "parse_system": "eval.runs",
+    "results_json": "eval.runs",
+    "write_results_json": "eval.runs",
+    "Comparison": "eval.report",
+    "write_report": "eval.report",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import on first use, so that importing one module of the package does not import them all."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -34,7 +34,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from eval.data import open_dataset
-    from experts.train import TrainConfig, _batch_loss, _epoch_batches, _Source
+    from experts.train import TrainConfig, TrainingSource, batch_loss, epoch_batches
     from retriever.encoder import load_encoder
     from retriever.index import ensure_index
 
@@ -42,8 +42,8 @@ def main() -> None:
     encoder = load_encoder(device="cpu")
     index = ensure_index(dataset, encoder, args.cache_dir)
     config = TrainConfig()
-    source = _Source(dataset, index, "train", config)
-    batches = [b for _, b in _epoch_batches([source], config, np.random.default_rng(0))]
+    source = TrainingSource(dataset, index, "train", config)
+    batches = [b for _, b in epoch_batches([source], config, np.random.default_rng(0))]
     batches = (batches * (args.steps // len(batches) + 1))[: args.steps]
     doc_text = {row: doc.content() for row, doc in enumerate(dataset.corpus())}
 
@@ -57,7 +57,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     for batch in batches:
-        loss = _batch_loss(model, source, batch, config, rng)
+        loss = batch_loss(model, source, batch, config, rng)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

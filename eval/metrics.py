@@ -43,7 +43,7 @@ def per_query_ndcg(qrels: Qrels, results: Results, k: int = 10) -> dict[str, flo
 def evaluate(qrels: Qrels, results: Results) -> Scores:
     """nDCG@10, Recall@100, MAP@100 and MRR@10 as BEIR reports them, plus per-query nDCG@10.
 
-    Self-hits must already be removed (``retriever.search`` does), so BEIR is told not to remove them again.
+    Self-hits must already be removed (``retriever.ranking`` does), so BEIR is told not to remove them again.
     """
     results = {qid: results.get(qid, {}) for qid in qrels}
     ndcg, map_, recall, _ = EvaluateRetrieval.evaluate(qrels, results, [10, 100], ignore_identical_ids=False)

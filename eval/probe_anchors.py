@@ -27,12 +27,12 @@ def main() -> None:
     from eval.metrics import per_query_ndcg
     from experts import TrainConfig, train_expert
     from experts.pairs import anchor_texts
-    from experts.store import ExpertStore
     from experts.train import heldout_split
     from retriever.encoder import load_encoder
-    from retriever.experts import MultiExpertEncoder
+    from retriever.expert_encoder import MultiExpertEncoder
     from retriever.index import ensure_index
-    from retriever.search import search
+    from retriever.ranking import search
+    from retriever.router_dir import RouterDirectory
 
     if len(sys.argv) < 4:
         sys.exit(__doc__)
@@ -79,7 +79,7 @@ def main() -> None:
                           "offdomain_gain_x100": change, "offdomain_mean": mean}), flush=True)
 
     if "--ref" in flags:
-        store = ExpertStore(flags["--ref"], encoder.info)
+        store = RouterDirectory(flags["--ref"], encoder.info)
         ref = store.load_into(MultiExpertEncoder(encoder), [target])
         report("saved", lambda texts: ref.encode(texts, target), {})
     for weight in weights:

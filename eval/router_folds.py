@@ -29,8 +29,8 @@ def routing_arguments(parser: argparse.ArgumentParser, default_kinds: list[str])
     """Add ROUTER_DIR and KIND... to ``parser``, parse, and load the routing data the router directory's saved
     pilot was built from: ``(args, kinds, data)``."""
     from experts.routing import cached_routing_data
-    from experts.store import ExpertStore
     from retriever.encoder import load_encoder
+    from retriever.router_dir import RouterDirectory
     from retriever.routers import ROUTERS
 
     parser.add_argument("router_dir", type=Path)
@@ -40,7 +40,7 @@ def routing_arguments(parser: argparse.ArgumentParser, default_kinds: list[str])
         if kind not in ROUTERS:
             parser.error(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
     info = json.loads((args.router_dir / "routers" / "pilot" / "routing.json").read_text())["info"]
-    data = cached_routing_data(ExpertStore(args.router_dir, load_encoder().info), info["datasets"])
+    data = cached_routing_data(RouterDirectory(args.router_dir, load_encoder().info), info["datasets"])
     return args, args.kinds or default_kinds, data
 
 

@@ -1,27 +1,42 @@
-"""Building domain experts: LoRA adapters on the *query* side of the frozen base encoder.
+"""Building: LoRA *query* experts on the frozen base encoder, routing labels, and the workflows that build
+and compare. Imports ``retriever`` and ``eval``.
 
-- ``pairs``  — training examples from a BEIR split's qrels (positives: score >= 1) and the held-out slice.
-- ``train``  — contrastive (InfoNCE) training against cached frozen-base document vectors, with peft.
-- ``store``  — the experts of a router directory: save (atomic), list, remove, load into the encoder.
-- ``export`` — an expert as a plain sentence-transformers model (LoRA merged).
+- ``pairs``     — training examples from a BEIR split's qrels (positives: score >= 1), held-out slices, anchors.
+- ``train``     — contrastive (InfoNCE) training against cached frozen-base document vectors, with peft.
+- ``routing``   — every expert scored on training queries, best-expert labels, routers fitted and refitted.
+- ``export``    — an expert as a plain sentence-transformers model (LoRA merged).
+- ``workflows`` — add an expert, build routers, the paper-style comparison (what the CLI commands run).
 
-The reserved expert ``base`` is the base model itself. Tested in ``tests/test_experts.py``.
+The reserved expert ``base`` is the base model itself. Tested in ``tests/test_experts.py``,
+``test_routing.py``, ``test_cli.py``.
 """
 
-from experts.export import export_expert
-from experts.pairs import Example, split_heldout, training_examples
-from experts.store import ExpertStore, validate_name
-from experts.train import Negatives, TrainConfig, TrainedExpert, train_expert
+import importlib
 
-__all__ = [
-    "Example",
-    "ExpertStore",
-    "Negatives",
-    "TrainConfig",
-    "TrainedExpert",
-    "export_expert",
-    "split_heldout",
-    "train_expert",
-    "training_examples",
-    "validate_name",
-]
+_EXPORTS = {
+    "Example": "experts.pairs",
+    "anchor_texts": "experts.pairs",
+    "split_heldout": "experts.pairs",
+    "training_examples": "experts.pairs",
+    "Negatives": "experts.config",
+    "TrainConfig": "experts.config",
+    "TrainedExpert": "experts.train",
+    "train_expert": "experts.train",
+    "build_router": "experts.routing",
+    "refresh_routers": "experts.routing",
+    "routing_data": "experts.routing",
+    "export_expert": "experts.export",
+    "add_expert": "experts.workflows",
+    "build_routers": "experts.workflows",
+    "load_overrides": "experts.workflows",
+    "run_comparison": "experts.workflows",
+    "train_and_save": "experts.workflows",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import on first use, so that importing one module of the package does not import them all."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experts.store import ExpertStore
 from retriever.artifacts import atomic_directory, library_version, write_json
 from retriever.encoder import Encoder
+from retriever.router_dir import RouterDirectory
 
 __all__ = ["export_expert"]
 
@@ -15,7 +15,8 @@ METADATA = "routerretriever-export.json"  # beside the model's own files: says w
                                           # replaces only an export
 
 
-def export_expert(store: ExpertStore, name: str, base: Encoder, output: str | Path, overwrite: bool = False) -> Path:
+def export_expert(store: RouterDirectory, name: str, base: Encoder, output: str | Path,
+                  overwrite: bool = False) -> Path:
     """Write ``SentenceTransformer``-loadable ``output`` whose vectors equal the expert's query vectors, with
     ``routerretriever-export.json`` naming the expert and base model. An existing ``output`` is an error unless
     ``overwrite`` is set and it is an earlier export (or empty)."""

@@ -18,11 +18,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.metrics import per_query_ndcg
-from experts.store import ExpertStore
-from retriever.artifacts import ArtifactError, check_fields, load_npy, read_json, save_npy, write_json
-from retriever.experts import BASE_EXPERT, MultiExpertEncoder
-from retriever.routers import RoutingData, best_expert, fit_router, load_router, novelty_kinds
-from retriever.search import search
+from retriever.artifacts import ArtifactError, check_fields, load_npy, read_json, save_npy
+from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.ranking import search
+from retriever.router_dir import RouterDirectory
+from retriever.routers import RoutingData, best_expert, fit_router, novelty_kinds
 
 __all__ = [
     "build_router", "cached_routing_data", "expert_key", "refresh_routers", "routing_data",
@@ -35,7 +35,7 @@ SPLIT = "train"
 NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
 
 
-def expert_key(store: ExpertStore, name: str) -> str:
+def expert_key(store: RouterDirectory, name: str) -> str:
     """Identifies an expert's weights (or the base model's) for the score cache."""
     if name == BASE_EXPERT:
         return store.base.fingerprint
@@ -51,7 +51,7 @@ def _sample(dataset, index, max_queries: int, seed: int) -> tuple[list[str], lis
     return qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids}
 
 
-def _folder(store: ExpertStore, dataset_name: str) -> Path:
+def _folder(store: RouterDirectory, dataset_name: str) -> Path:
     return store.routing_data_path(dataset_name)
 
 
@@ -70,7 +70,7 @@ def _read_cache(path: Path) -> dict:
 _CACHE_FILES = ("queries.json", "base_vectors.npy", "scores-*.json")  # all that score_experts writes there
 
 
-def score_experts(dataset, index, encoder: MultiExpertEncoder, store: ExpertStore, experts: list[str],
+def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDirectory, experts: list[str],
                   max_queries: int, seed: int = 0, progress: bool = False) -> None:
     """Cache base vectors of the sampled training queries and each expert's per-query nDCG@10 on them."""
     qids, texts, qrels = _sample(dataset, index, max_queries, seed)
@@ -83,21 +83,21 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: ExpertStor
             for stale in folder.glob(pattern):
                 stale.unlink()
         save_npy(folder / "base_vectors.npy", encoder.encode(texts, BASE_EXPERT))
-        write_json(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
+        store.write_record(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
     base_vectors = None
     for name in tqdm(experts, desc=f"scoring experts on {dataset.name}", disable=not progress):
         path, expected = folder / f"scores-{name}.json", expert_key(store, name)
         cached = _read_cache(path)
         if cached.get("expert_key") == expected and len(cached.get("ndcg@10") or []) == len(qids):
             if "trained_on" not in cached:  # caches written before the field existed: add it, nothing to encode
-                write_json(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
+                store.write_record(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
             continue
         if name == BASE_EXPERT:
             base_vectors = load_npy(folder / "base_vectors.npy")
         vectors = base_vectors if name == BASE_EXPERT else encoder.encode(texts, name)
         per_query = per_query_ndcg(qrels, search(index, vectors, qids, k=100))
-        write_json(path, {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids],
-                          "trained_on": _trained_on(store, name, dataset, index, qids)})
+        store.write_record(path, {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids],
+                                  "trained_on": _trained_on(store, name, dataset, index, qids)})
 
 
 def _readable(path: Path, rows: int) -> bool:
@@ -107,7 +107,7 @@ def _readable(path: Path, rows: int) -> bool:
         return False
 
 
-def _trained_on(store: ExpertStore, name: str, dataset, index, qids: list[str]) -> list[bool]:
+def _trained_on(store: RouterDirectory, name: str, dataset, index, qids: list[str]) -> list[bool]:
     """Per query: was it in the training slice of expert ``name`` (its score there is optimistic)?"""
     from experts.train import TrainConfig, heldout_split
 
@@ -119,7 +119,7 @@ def _trained_on(store: ExpertStore, name: str, dataset, index, qids: list[str]) 
     return [q in seen for q in qids]
 
 
-def cached_routing_data(store: ExpertStore, datasets: list[str]) -> RoutingData:
+def cached_routing_data(store: RouterDirectory, datasets: list[str]) -> RoutingData:
     """Label cached training queries with their best current expert (ties: own expert, base, list order)."""
     own = store.domain_experts()
     experts = store.candidates()
@@ -146,7 +146,7 @@ def cached_routing_data(store: ExpertStore, datasets: list[str]) -> RoutingData:
                        trained_on)
 
 
-def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_queries: int = 500, seed: int = 0,
+def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,
                  progress: bool = False) -> RoutingData:
     """Score what is not cached yet on ``sources`` (``(dataset, index)`` pairs), then label from the cache."""
     experts = store.candidates()
@@ -155,7 +155,7 @@ def routing_data(sources, encoder: MultiExpertEncoder, store: ExpertStore, max_q
     return cached_routing_data(store, [dataset.name for dataset, _ in sources])
 
 
-def build_router(store: ExpertStore, kind: str, data: RoutingData, info: dict, **options) -> Path:
+def build_router(store: RouterDirectory, kind: str, data: RoutingData, info: dict, **options) -> Path:
     """Fit router ``kind`` (options as ``retriever.routers.fit_router`` takes them) and save it in the store.
     Unless told otherwise, a router that keeps reference vectors gets ``novelty="auto"``: a query unlike every
     training domain goes to the base model, below a similarity calibrated on the training data's folds."""
@@ -165,10 +165,10 @@ def build_router(store: ExpertStore, kind: str, data: RoutingData, info: dict, *
         options.pop(calibrated, None)
     router = fit_router(kind, data, **options)
     counts = {e: data.labels.count(e) for e in data.experts}
-    return router.save(store.router_path(kind), {**info, "label_counts": counts})
+    return store.save_router(router, {**info, "label_counts": counts})
 
 
-def refresh_routers(store: ExpertStore, encoder: MultiExpertEncoder | None = None, open_source=None,
+def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None = None, open_source=None,
                     progress: bool = False) -> list[str]:
     """Refit every saved router for the current experts, without retraining any expert.
 
@@ -176,12 +176,10 @@ def refresh_routers(store: ExpertStore, encoder: MultiExpertEncoder | None = Non
     ``encoder`` (with the new expert loaded) and ``open_source(dataset_name) -> (dataset, index)`` so the new
     expert's scores can be computed. Returns the names of the routers refitted.
     """
-    folder = store.routers_dir
     refitted = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if not (path / "routing.json").is_file():
-            continue
-        router = load_router(path)
+    for kind in store.built_routers():
+        path = store.router_path(kind)
+        router = store.load_router(kind)
         info = router.info
         check_fields(info, {"datasets": list, "max_queries": int, "seed": int}, f"{path / 'routing.json'} info")
         if open_source is not None:

@@ -12,125 +12,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from dataclasses import fields as dataclass_fields
-from enum import StrEnum
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from eval.metrics import per_query_ndcg
+from experts.config import Negatives, TrainConfig
 from experts.pairs import data_fingerprint, split_heldout, training_examples
 from retriever.encoder import Encoder
 from retriever.index import CorpusIndex
-from retriever.search import search
+from retriever.ranking import search
 
-__all__ = ["Negatives", "TrainConfig", "TrainedExpert", "heldout_split", "train_expert"]
+__all__ = [
+    "TrainedExpert", "TrainingSource", "anchor_loss", "batch_loss", "epoch_batches", "heldout_split",
+    "lora_query_model", "train_expert",
+]
 
 logger = logging.getLogger(__name__)
-
-
-class Negatives(StrEnum):
-    CORPUS = "corpus"
-    HARD = "hard"
-    IN_BATCH = "in-batch"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    base_dropout: bool = True  # False: the frozen base's own dropout is off (it took 16% of a profiled step)
-    target_modules: tuple[str, ...] = ("query", "key", "value")
-    learning_rate: float = 2e-3
-    batch_size: int = 32
-    epochs: int = 12
-    max_steps: int = 200  # a step budget: large training splits stop here (about 4 minutes of short queries)
-    eval_steps: int = 40  # held-out evaluation every epoch, or every this many steps if an epoch is longer
-    temperature: float = 0.05
-    negatives: Negatives = Negatives.CORPUS
-    positives: str = "all"  # "all": the whole positive set is the target; "sampled": one positive per step
-    hard_negatives: int = 32
-    heldout_fraction: float = 0.1
-    heldout_max: int = 300  # per dataset
-    heldout_groups: str = "query"  # "title": hold out whole groups of queries whose first positive shares a title
-    queries_per_dataset: int = 500  # per epoch, when training on several datasets (balanced, with replacement)
-    patience: int = 3  # held-out evaluations without improvement before stopping
-    anchor_weight: float = 0.0  # > 0: also pull the expert's vectors of other domains' queries (anchors) to the base's
-    anchor_batch: int = 8  # anchor queries per step
-    anchor_words: int = 32  # anchors are cut to their first words: a long anchor would cost as much as a batch
-    anchor_documents: int = 0  # documents of each anchor dataset that join its queries as anchors (long texts)
-    select_on_heldout: bool = True  # False: keep the last epoch (held-out scores are still recorded)
-    seed: int = 0
-
-    def __post_init__(self):
-        self._check_types()
-        try:
-            object.__setattr__(self, "negatives", Negatives(self.negatives))
-        except ValueError:
-            valid = ", ".join(n.value for n in Negatives)
-            raise ValueError(f"unknown negatives {self.negatives!r}; valid: {valid}") from None
-        object.__setattr__(self, "target_modules", tuple(self.target_modules))
-        if self.positives not in ("sampled", "all"):
-            raise ValueError(f"unknown positives {self.positives!r}; valid: sampled, all")
-        if self.heldout_groups not in ("query", "title"):
-            raise ValueError(f"unknown heldout_groups {self.heldout_groups!r}; valid: query, title")
-        for name in ("r", "lora_alpha", "batch_size", "epochs", "max_steps", "eval_steps", "hard_negatives",
-                     "heldout_max", "queries_per_dataset", "anchor_batch",
-                     "anchor_words"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.anchor_documents, int) or self.anchor_documents < 0:
-            raise ValueError(f"anchor_documents must be an integer >= 0, got {self.anchor_documents!r}")
-        for name in ("patience", "anchor_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.anchor_documents and not self.anchor_weight:
-            raise ValueError(f"anchor_documents is {self.anchor_documents} but anchor_weight is 0: documents are "
-                             "anchors only with an anchor weight > 0")
-        for name, low, high in (("learning_rate", 0, 1), ("temperature", 0, 10), ("lora_dropout", -1e-12, 1),
-                                ("heldout_fraction", 0, 1)):
-            value = getattr(self, name)
-            if not low < value < high:
-                raise ValueError(f"{name} must be in ({max(low, 0)}, {high}), got {value!r}")
-
-    def _check_types(self) -> None:
-        """Each field has its default's type (JSON gives any type: ``"10"`` for a step count is an error here, not
-        a TypeError later); a float field also takes an integer, ``bool`` is never a number."""
-        for f in dataclass_fields(self):
-            value, expected = getattr(self, f.name), type(f.default)
-            if expected is tuple:
-                ok = isinstance(value, list | tuple) and bool(value) and all(isinstance(v, str) for v in value)
-                what = "a non-empty list of module names"
-            elif expected is bool:
-                ok, what = isinstance(value, bool), "true or false"
-            elif expected is int:
-                ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
-            elif expected is float:
-                ok, what = isinstance(value, int | float) and not isinstance(value, bool), "a number"
-            else:  # str and str enums
-                ok, what = isinstance(value, str), "a string"
-            if not ok:
-                raise ValueError(f"{f.name} must be {what}, got {value!r}")
-
-    @classmethod
-    def from_fields(cls, fields: dict) -> TrainConfig:
-        """From a JSON object of fields (a CLI option, an overrides file): an unknown field is a ValueError that
-        names it and the valid ones, like a bad value, instead of the constructor's TypeError."""
-        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {', '.join(map(repr, unknown))}; "
-                             f"valid: {', '.join(cls.__dataclass_fields__)}")
-        return cls(**fields)
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["negatives"] = self.negatives.value
-        data["target_modules"] = list(self.target_modules)
-        return data
 
 
 @dataclass
@@ -195,7 +95,7 @@ def heldout_split(dataset, doc_ids: list[str], split: str, config: TrainConfig):
     return examples, train, heldout
 
 
-class _Source:
+class TrainingSource:
     """One training dataset: its examples, held-out slice and cached frozen-base document vectors."""
 
     def __init__(self, dataset, index: CorpusIndex, split: str, config: TrainConfig):
@@ -226,8 +126,8 @@ class _Source:
         ]
 
 
-def _epoch_batches(
-    sources: list[_Source], config: TrainConfig, rng: np.random.Generator
+def epoch_batches(
+    sources: list[TrainingSource], config: TrainConfig, rng: np.random.Generator
 ) -> list[tuple[int, np.ndarray]]:
     """Batches of one source each. With several sources, each gives ``queries_per_dataset`` examples."""
     batches = []
@@ -242,7 +142,7 @@ def _epoch_batches(
     return [batches[i] for i in rng.permutation(len(batches))] if len(sources) > 1 else batches
 
 
-def _batch_loss(model, source: _Source, batch: np.ndarray, config: TrainConfig, rng: np.random.Generator):
+def batch_loss(model, source: TrainingSource, batch: np.ndarray, config: TrainConfig, rng: np.random.Generator):
     """InfoNCE over the candidates. ``positives="sampled"``: one positive per query is the target and the
     query's other positives are left out of the softmax; ``"all"``: the target is the query's whole positive
     set (log of its total probability), which is the same loss when a query has one positive."""
@@ -275,6 +175,34 @@ def _batch_loss(model, source: _Source, batch: np.ndarray, config: TrainConfig, 
     return (torch.logsumexp(logits, dim=1) - positive).mean()
 
 
+def lora_query_model(encoder: Encoder, config: TrainConfig):
+    """A fresh copy of the base model whose ``config.target_modules`` carry trainable LoRA factors (peft); with
+    ``base_dropout=False`` the frozen base's own dropout is off."""
+    from peft import LoraConfig, get_peft_model
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(encoder.path), device="cpu", local_files_only=True)
+    transformer = model[0]
+    transformer.model = get_peft_model(transformer.model, LoraConfig(
+        r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules), bias="none",
+    ))
+    if not config.base_dropout:
+        for name, module in transformer.model.named_modules():
+            if isinstance(module, torch.nn.Dropout) and "lora_dropout" not in name:
+                module.p = 0.0
+    return model
+
+
+def anchor_loss(model, anchors: Sequence[str], anchor_vectors: torch.Tensor, config: TrainConfig,
+                rng: np.random.Generator) -> torch.Tensor:
+    """Mean squared distance between the expert's and the base's vectors of ``anchor_batch`` anchors drawn with
+    ``rng``: what keeps a misrouted query's vector near the base's."""
+    picked = rng.choice(len(anchors), size=min(config.anchor_batch, len(anchors)), replace=False)
+    vectors = model(model.preprocess([anchors[i] for i in picked]))["sentence_embedding"]
+    return ((vectors - anchor_vectors[torch.from_numpy(picked)]) ** 2).sum(dim=1).mean()
+
+
 def train_expert(
     sources: Sequence[tuple[object, CorpusIndex]],
     encoder: Encoder,
@@ -290,8 +218,7 @@ def train_expert(
     ``anchors`` are texts from other domains (``experts.pairs.anchor_texts``): with ``config.anchor_weight > 0``
     each step adds the mean squared distance between the expert's and the base's vectors of ``anchor_batch`` of
     them, so that a query the router sends to the wrong expert is encoded much as the base would encode it."""
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-    from sentence_transformers import SentenceTransformer
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     config = config or TrainConfig()
     if split == "test":
@@ -306,22 +233,13 @@ def train_expert(
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    data = [_Source(dataset, index, split, config) for dataset, index in sources]
+    data = [TrainingSource(dataset, index, split, config) for dataset, index in sources]
     if config.negatives is Negatives.HARD:
         for source in data:
             source.mine_hard_negatives(encoder, config.hard_negatives)
 
-    model = SentenceTransformer(str(encoder.path), device="cpu", local_files_only=True)
-    transformer = model[0]
-    transformer.model = get_peft_model(transformer.model, LoraConfig(
-        r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules), bias="none",
-    ))
-    peft_model = transformer.model
-    if not config.base_dropout:
-        for name, module in peft_model.named_modules():
-            if isinstance(module, torch.nn.Dropout) and "lora_dropout" not in name:
-                module.p = 0.0
+    model = lora_query_model(encoder, config)
+    peft_model = model[0].model
     anchors = [" ".join(text.split()[: config.anchor_words]) for text in anchors] if config.anchor_weight > 0 else []
     anchor_vectors = torch.from_numpy(encoder.encode(anchors)) if anchors else None
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
@@ -339,20 +257,17 @@ def train_expert(
     history = [{"step": 0, "epoch": 0, "heldout_ndcg@10": round(base_score, 5)}]
     logger.info("%s: %d train / %d held-out queries; base held-out nDCG@10 %.4f", "+".join(names),
                 sum(len(s.train) for s in data), sum(len(s.heldout) for s in data), base_score)
-    steps_per_epoch = len(_epoch_batches(data, config, np.random.default_rng(0)))
+    steps_per_epoch = len(epoch_batches(data, config, np.random.default_rng(0)))
     total = min(config.epochs * steps_per_epoch, config.max_steps)
     eval_every = min(steps_per_epoch, config.eval_steps)
     bar = tqdm(total=total, desc=f"training {'+'.join(names)}"[:60], unit="step", disable=not progress)
     step, losses, stop = 0, [], False
     for epoch in range(1, config.epochs + 1):
-        for s, batch in _epoch_batches(data, config, rng):
+        for s, batch in epoch_batches(data, config, rng):
             model.train()
-            loss = _batch_loss(model, data[s], batch, config, rng)
+            loss = batch_loss(model, data[s], batch, config, rng)
             if anchors:
-                picked = rng.choice(len(anchors), size=min(config.anchor_batch, len(anchors)), replace=False)
-                vectors = model(model.preprocess([anchors[i] for i in picked]))["sentence_embedding"]
-                drift = ((vectors - anchor_vectors[torch.from_numpy(picked)]) ** 2).sum(dim=1).mean()
-                loss = loss + config.anchor_weight * drift
+                loss = loss + config.anchor_weight * anchor_loss(model, anchors, anchor_vectors, config, rng)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

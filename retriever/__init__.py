@@ -1,46 +1,55 @@
-"""The search path: base encoder, shared FAISS corpus index, expert encoder, routers, and the facade.
+"""The search path a deployed service needs: base encoder, shared corpus index, expert encoder, routers, the
+router directory and the ``RouterRetriever`` facade. Imports no other package of this project.
 
 - ``encoder``          — loads the frozen base sentence-transformers model (offline); normalised vectors.
 - ``index``            — the self-describing corpus index directory (FAISS: exact inner product, HNSW, IVF).
-- ``search``           — top-k search; ``rank`` is the single place where self-hits are removed.
-- ``lora``, ``experts`` — LoRA query experts on one base model, chosen per call (thread-safe).
-- ``routers``          — pilot / classifier / dataset / fixed routers behind one interface and a registry.
+- ``ranking``          — top-k search; ``rank`` is the single place where self-hits are removed.
+- ``lora``, ``expert_encoder`` — LoRA query experts on one base model, chosen per call (thread-safe).
+- ``routers/``         — the router interface and registry, one module per router, calibration on folds.
+- ``router_dir``       — ``RouterDirectory``: the one owner of a router directory's layout (experts, built
+                         routers, routing-data caches).
 - ``router_retriever`` — ``RouterRetriever``: route, encode, search.
-- ``artifacts``        — atomic writes, JSON metadata and checksums shared by every saved artifact.
+- ``artifacts``        — names, atomic writes, JSON metadata and checksums shared by every saved artifact.
 
-Tested in ``tests/test_index.py``, ``test_search.py``, ``test_experts.py``, ``test_routing.py``, ``test_cli.py``.
+Tested in ``tests/test_artifacts.py``, ``test_index.py``, ``test_ranking.py``, ``test_routers.py``,
+``test_experts.py`` (LoRA layers against peft) and ``test_bad_input.py``.
 """
 
-from retriever.artifacts import ArtifactError
-from retriever.encoder import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder
-from retriever.experts import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import CorpusIndex, IndexConfig, IndexType, Metric, build_index, ensure_index
-from retriever.router_retriever import RoutedResult, RouterRetriever
-from retriever.routers import ROUTERS, Router, Routing, RoutingData, load_router
-from retriever.search import Results, rank, search
+import importlib
 
-__all__ = [
-    "BASE_EXPERT",
-    "DEFAULT_MODEL",
-    "ROUTERS",
-    "ArtifactError",
-    "CorpusIndex",
-    "Encoder",
-    "IndexConfig",
-    "IndexType",
-    "Metric",
-    "ModelInfo",
-    "MultiExpertEncoder",
-    "Results",
-    "RoutedResult",
-    "Router",
-    "RouterRetriever",
-    "Routing",
-    "RoutingData",
-    "build_index",
-    "ensure_index",
-    "load_encoder",
-    "load_router",
-    "rank",
-    "search",
-]
+_EXPORTS = {
+    "ArtifactError": "retriever.artifacts",
+    "safe_name": "retriever.artifacts",
+    "DEFAULT_MODEL": "retriever.encoder",
+    "Encoder": "retriever.encoder",
+    "ModelInfo": "retriever.encoder",
+    "load_encoder": "retriever.encoder",
+    "BASE_EXPERT": "retriever.expert_encoder",
+    "MultiExpertEncoder": "retriever.expert_encoder",
+    "CorpusIndex": "retriever.index",
+    "IndexConfig": "retriever.index",
+    "IndexType": "retriever.index",
+    "Metric": "retriever.index",
+    "build_index": "retriever.index",
+    "ensure_index": "retriever.index",
+    "RouterDirectory": "retriever.router_dir",
+    "RoutedResult": "retriever.router_retriever",
+    "RouterRetriever": "retriever.router_retriever",
+    "ROUTERS": "retriever.routers",
+    "FixedRouter": "retriever.routers",
+    "Router": "retriever.routers",
+    "Routing": "retriever.routers",
+    "RoutingData": "retriever.routers",
+    "load_router": "retriever.routers",
+    "Results": "retriever.ranking",
+    "rank": "retriever.ranking",
+    "search": "retriever.ranking",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Import on first use, so that importing one module of the package does not import them all."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

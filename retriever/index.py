@@ -151,7 +151,7 @@ def _apply_search_params(index: faiss.Index, config: IndexConfig) -> None:
 
 
 class CorpusIndex:
-    """A loaded corpus index. ``search`` returns raw rows; ``retriever.search`` maps them to ids.
+    """A loaded corpus index. ``search`` returns raw rows; ``retriever.ranking`` maps them to ids.
 
     Search runs on FAISS, or with ``device`` set (``"cuda"``, ``"cuda:1"``, ``"cpu"``) as an exact torch matrix
     product on that device: the GPU path where no FAISS GPU build is installed (flat indexes only).

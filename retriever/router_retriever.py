@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retriever.experts import BASE_EXPERT, MultiExpertEncoder
+from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex
+from retriever.ranking import search
 from retriever.routers import Router, Routing, load_router
-from retriever.search import search
 
 __all__ = ["RoutedResult", "RouterRetriever"]
 
@@ -44,11 +44,11 @@ class RouterRetriever:
     def load(cls, router_dir: str | os.PathLike, router: str = "pilot", model: str | None = None,
              device: str | None = None) -> RouterRetriever:
         """Load the base model, the experts the router uses, and the router saved as ``routers/<router>``."""
-        from experts.store import ExpertStore
         from retriever.encoder import load_encoder
+        from retriever.router_dir import RouterDirectory
 
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
-        store = ExpertStore(router_dir, encoder.info)
+        store = RouterDirectory(router_dir, encoder.info)
         path = store.router_path(router)
         if not (path / "routing.json").is_file():
             built = ", ".join(store.built_routers()) or "none"
@@ -56,6 +56,15 @@ class RouterRetriever:
         routing_model = load_router(path)
         store.load_into(encoder, [e for e in routing_model.experts if e != BASE_EXPERT])
         return cls(encoder, routing_model)
+
+    @classmethod
+    def base_only(cls, model: str | None = None, device: str | None = None) -> RouterRetriever:
+        """The base model alone (every query routed to ``base``): plain dense search through the same facade."""
+        from retriever.encoder import load_encoder
+        from retriever.routers import FixedRouter
+
+        encoder = MultiExpertEncoder(load_encoder(model, device=device))
+        return cls(encoder, FixedRouter(encoder.names, {"expert": BASE_EXPERT}))
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, Routing]:
         """Routed query vectors and the routing decisions behind them."""

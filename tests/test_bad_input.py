@@ -22,10 +22,11 @@ from conftest import REPO, write_toy_dataset
 
 import cli
 from eval.data import DataError
-from experts import ExpertStore, TrainConfig, train_expert
+from experts import TrainConfig, train_expert
 from retriever.artifacts import ArtifactError, atomic_directory
 from retriever.index import KIND as INDEX_KIND
 from retriever.index import build_index
+from retriever.router_dir import RouterDirectory
 
 FAST = dict(epochs=1, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)
 
@@ -41,13 +42,13 @@ def world(toy_encoder, toy_model_dir, tmp_path_factory):
     """The toy dataset, its index and a router directory with one expert and a built pilot router."""
     from eval.data import open_dataset
     from experts.routing import build_router, routing_data
-    from retriever.experts import MultiExpertEncoder
+    from retriever.expert_encoder import MultiExpertEncoder
 
     root = tmp_path_factory.mktemp("bad-input")
     write_toy_dataset(root / "beir")
     dataset = open_dataset(root / "beir", "toy")
     index = build_index(dataset, toy_encoder, root / "index")
-    store = ExpertStore(root / "router", toy_encoder.info, create=True)
+    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
     trained = train_expert([(dataset, index)], toy_encoder, TrainConfig(**FAST))
     store.save("toy", trained.write, trained.meta())
     encoder = store.load_into(MultiExpertEncoder(toy_encoder))
@@ -420,7 +421,7 @@ def _load_everything(root: Path, toy_encoder):
     from retriever.routers import load_router
 
     for load in (lambda: CorpusIndex.load(root / "index", toy_encoder.info, verify=False),
-                 lambda: ExpertStore(root / "router", toy_encoder.info).load_factors("toy"),
+                 lambda: RouterDirectory(root / "router", toy_encoder.info).load_factors("toy"),
                  lambda: load_router(root / "router" / "routers" / "pilot")):
         try:
             load()

@@ -4,7 +4,6 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from retriever.index import IndexType
 
 
 @pytest.fixture
@@ -20,10 +19,6 @@ def run(data_dir, tmp_path, toy_model_dir, monkeypatch):
                                   else ["-q", *args], catch_exceptions=False)
 
     return invoke
-
-
-def test_index_types_match_enum():
-    assert cli.INDEX_TYPES == tuple(t.value for t in IndexType)
 
 
 def test_evaluate_writes_json_and_table(run, tmp_path):
@@ -112,8 +107,8 @@ def test_train_expert_anchors(run, data_dir, tmp_path, toy_model_dir):
     router = tmp_path / "router"
     common = ("train-expert", "--dataset", "toy", "--router", str(router), "--model", str(toy_model_dir),
               "--cache-dir", str(tmp_path / "cache"), "--config", '{"max_steps": 2}')
-    for args, message in ((("--anchor-weight", "1"), "an anchor weight > 0 (got 1.0) and --anchor-dataset go together"),
-                          (("--anchor-dataset", "other"), "an anchor weight > 0 (got 0.0) and --anchor-dataset go"),
+    for args, message in ((("--anchor-weight", "1"), "an anchor weight > 0 (got 1.0) and anchor datasets"),
+                          (("--anchor-dataset", "other"), "an anchor weight > 0 (got 0.0) and anchor datasets"),
                           (("--anchor-weight", "1", "--anchor-dataset", "toy"), "'toy' is the expert's own dataset"),
                           (("--anchor-weight", "1", "--anchor-dataset", "nope"), "nope"),
                           (("--config", '{"max_steps": 2, "anchor_documents": 3}'),

@@ -6,12 +6,13 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from eval.data import open_dataset
-from experts import ExpertStore, TrainConfig, export_expert, split_heldout, train_expert, validate_name
+from experts import TrainConfig, export_expert, split_heldout, train_expert
 from experts.pairs import Example, anchor_texts
 from retriever.artifacts import ArtifactError
 from retriever.encoder import load_encoder
-from retriever.experts import MultiExpertEncoder
+from retriever.expert_encoder import MultiExpertEncoder
 from retriever.index import build_index
+from retriever.router_dir import RouterDirectory, validate_name
 
 QUERIES = ["what is known about volcanoes", "jazz from new orleans", "blood sugar", "the moon and tides"]
 FAST = dict(epochs=2, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)
@@ -26,7 +27,7 @@ def trained(toy_encoder, tmp_path_factory):
     write_toy_dataset(root / "beir")
     dataset = open_dataset(root / "beir", "toy")
     index = build_index(dataset, toy_encoder, root / "index")
-    store = ExpertStore(root / "router", toy_encoder.info, create=True)
+    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
     results = {}
     for name, seed in (("alpha", 0), ("beta", 1)):
         results[name] = train_expert([(dataset, index)], toy_encoder, TrainConfig(seed=seed, **FAST))
@@ -63,7 +64,7 @@ def test_bad_train_config():
 
 
 def test_train_config_from_json_fields(tmp_path):
-    from eval.comparison import load_overrides
+    from experts.workflows import load_overrides
 
     assert TrainConfig.from_fields({"max_steps": 7}) == TrainConfig(max_steps=7)
     with pytest.raises(ValueError, match=r"unknown training setting\(s\) 'steps'; valid: r, lora_alpha"):
@@ -209,7 +210,7 @@ def test_duplicate_unknown_and_remove(trained, toy_encoder, tmp_path):
     # Removing one expert leaves the others byte-for-byte as they were.
     import shutil
 
-    copy = ExpertStore(shutil.copytree(store.root, tmp_path / "router"), store.base)
+    copy = RouterDirectory(shutil.copytree(store.root, tmp_path / "router"), store.base)
     before = {p.name: p.read_bytes() for p in copy.path("beta").iterdir()}
     copy.remove("alpha")
     assert copy.names() == ["beta"]
@@ -221,7 +222,7 @@ def test_other_base_model_is_refused(trained, other_model_dir):
     other = load_encoder(other_model_dir, device="cpu")
     refused = r"router .* was built on base model '.*toy32' \(dim 32.*loaded base model is '.*toy16'"
     with pytest.raises(ArtifactError, match=refused):
-        ExpertStore(trained["store"].root, other.info)
+        RouterDirectory(trained["store"].root, other.info)
     with pytest.raises(ValueError, match=r"adapter factors for .* have shapes"):
         MultiExpertEncoder(other).add("alpha", trained["store"].load_factors("alpha"))
 
@@ -248,9 +249,9 @@ def test_loss_settings_agree_when_a_query_has_one_positive(trained, toy_encoder)
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from experts.train import _batch_loss, _Source
+    from experts.train import TrainingSource, batch_loss
 
-    source = _Source(trained["dataset"], trained["index"], "train", TrainConfig(**FAST))
+    source = TrainingSource(trained["dataset"], trained["index"], "train", TrainConfig(**FAST))
     source.train = [dataclasses.replace(e, positives=e.positives[:1]) for e in source.train]
     model = SentenceTransformer(str(toy_encoder.path), device="cpu")
     batch = np.arange(len(source.train))
@@ -258,7 +259,7 @@ def test_loss_settings_agree_when_a_query_has_one_positive(trained, toy_encoder)
     for positives in ("all", "sampled"):
         config = TrainConfig(**{**FAST, "positives": positives})
         with torch.no_grad():
-            losses[positives] = float(_batch_loss(model, source, batch, config, np.random.default_rng(0)))
+            losses[positives] = float(batch_loss(model, source, batch, config, np.random.default_rng(0)))
     assert losses["all"] == pytest.approx(losses["sampled"], rel=1e-6)
 
 

@@ -9,7 +9,7 @@ from eval.data import open_dataset
 from retriever.artifacts import ArtifactError
 from retriever.encoder import load_encoder
 from retriever.index import CorpusIndex, IndexConfig, IndexType, build_index, ensure_index
-from retriever.search import search
+from retriever.ranking import search
 
 
 @pytest.fixture

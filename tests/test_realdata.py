@@ -72,8 +72,8 @@ def test_expected_base_scores(real_data_dir, minilm, name, tmp_path_factory):
     """All eight datasets (about 25 minutes on 2 cores when no index is cached): run with -m slow."""
     import os
 
-    from eval.benchmark import SplitRun
-    from retriever.experts import MultiExpertEncoder
+    from eval.runs import SplitRun
+    from retriever.expert_encoder import MultiExpertEncoder
     from retriever.index import ensure_index
 
     cache = os.environ.get("ROUTERRETRIEVER_CACHE_DIR") or tmp_path_factory.getbasetemp() / "cache"

@@ -6,12 +6,13 @@ from click.testing import CliRunner
 from conftest import write_toy_dataset
 
 import cli
-from eval.benchmark import SplitRun, parse_system
 from eval.data import open_dataset
-from experts import ExpertStore, TrainConfig, train_expert
+from eval.runs import SplitRun, parse_system
+from experts import TrainConfig, train_expert
 from experts.routing import build_router, cached_routing_data, refresh_routers, routing_data
-from retriever.experts import MultiExpertEncoder
+from retriever.expert_encoder import MultiExpertEncoder
 from retriever.index import build_index
+from retriever.router_dir import RouterDirectory
 from retriever.router_retriever import RouterRetriever
 from retriever.routers import ROUTERS, RoutingData, fit_router, load_router
 
@@ -205,7 +206,7 @@ def world(toy_encoder, tmp_path_factory):
         write_toy_dataset(root / "beir", name=name)
     datasets = {n: open_dataset(root / "beir", n) for n in ("toy", "other")}
     indexes = {n: build_index(d, toy_encoder, root / "idx" / n) for n, d in datasets.items()}
-    store = ExpertStore(root / "router", toy_encoder.info, create=True)
+    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
     for seed, name in enumerate(("toy", "other")):
         trained = train_expert([(datasets[name], indexes[name])], toy_encoder, TrainConfig(seed=seed, **FAST))
         store.save(f"{name}-expert", trained.write, trained.meta())
@@ -280,7 +281,7 @@ def test_router_retriever_search(world):
     for r, conf in zip(results, routing.confidence, strict=True):
         assert len(r.hits) == 3 and 0 < r.confidence <= 1 and r.confidence == pytest.approx(float(conf))
     vectors = rr.encoder.encode_routed(list(queries.values()), routing.choice)
-    from retriever.search import search
+    from retriever.ranking import search
 
     expected = search(index, vectors, list(queries), k=3)
     assert [dict(r.hits) for r in results] == [expected[q] for q in queries]
@@ -342,7 +343,7 @@ def test_adding_and_removing_experts_refits_routers(world, toy_encoder, tmp_path
     import shutil
 
     root = shutil.copytree(world["store"].root, tmp_path / "router")
-    store = ExpertStore(root, toy_encoder.info)
+    store = RouterDirectory(root, toy_encoder.info)
     scores_before = {p: p.read_bytes() for p in (root / "routing-data").rglob("scores-*.json")}
 
     store.remove("other-expert")
@@ -413,8 +414,9 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
     assert removed.exit_code == 0 and "refitted routers: classifier, dataset, pilot" in removed.output
 
 
-def test_router_kinds_match_registry():
-    assert set(cli.ROUTER_KINDS) == set(ROUTERS) - {"fixed"}
+def test_cli_choices_come_from_the_registry():
+    build = next(p for p in cli.build_router.params if p.name == "kinds")
+    assert list(build.type.choices) == [name for name in ROUTERS if name != "fixed"]
 
 
 def test_cli_benchmark_trains_builds_evaluates_and_reuses(world, tmp_path, toy_model_dir):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from retriever.search import rank, search
+from retriever.ranking import rank, search
 
 
 def test_rank_drops_self_hits_and_padding():

@@ -28,21 +28,21 @@ import numpy as np
 from eval.data import Dataset
 from eval.metrics import Scores, evaluate
 from retriever.artifacts import atomic_file, safe_name, save_npy
-from retriever.experts import BASE_EXPERT, MultiExpertEncoder
+from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex
-from retriever.routers import Router
-from retriever.search import Results, search
+from retriever.ranking import Results, search
+from retriever.router_dir import RouterDirectory
+from retriever.routers import Router, buildable_kinds, load_router
 
 __all__ = [
     "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "format_table", "load_systems",
-    "parse_system",
-    "results_json", "write_results_json",
+    "parse_system", "results_json", "write_results_json",
 ]
 
 logger = logging.getLogger(__name__)
 
 MULTITASK = "multitask"
-ROUTED = ("pilot", "classifier", "dataset")
+ROUTED = tuple(buildable_kinds())  # every router fitted from routing data, from the registry
 ORACLES = ("dataset-oracle", "instance-oracle")
 SYSTEMS = ("base", "expert:NAME", MULTITASK, *ROUTED, *ORACLES)
 RETRIEVE_K = 100  # deep enough for Recall@100 and MAP@100
@@ -78,16 +78,13 @@ def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: Multi
                  ) -> tuple[dict[str, Router], list[str] | None]:
     """Load into ``encoder`` the experts that ``systems`` need from the router directory, and the routers they
     name: ``(routers, candidates)`` for ``SplitRun`` (candidates: what oracles choose among)."""
-    from experts.store import ExpertStore
-    from retriever.routers import load_router
-
     parsed = [parse_system(system) for system in systems]
     if router_dir is None:
         for system, (kind, expert) in zip(systems, parsed, strict=True):
             if (kind, expert) != ("fixed", BASE_EXPERT):
                 raise ValueError(f"system {system!r} needs a router directory (--router DIR) holding the experts")
         return {}, None
-    store = ExpertStore(router_dir, encoder.info)
+    store = RouterDirectory(router_dir, encoder.info)
     candidates = store.candidates()
     routers, names = {}, []
     for kind, expert in parsed:

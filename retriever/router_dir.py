@@ -1,4 +1,4 @@
-"""The expert store inside a router directory.
+"""``RouterDirectory``: the one owner of a router directory's layout. Every path below it is built here.
 
 ::
 
@@ -7,9 +7,13 @@
     <router>/experts/<name>/adapter_config.json
     <router>/experts/<name>/expert.json  name, domain, base model, training-data fingerprint, hyper-parameters,
                                          training time, held-out scores, sha256 of each file
+    <router>/routers/<kind>/routing.json + *.npy      a built router (``retriever.routers``), with the base model
+    <router>/routing-data/<dataset>/     cached routing scores of training queries (``experts.routing``); each
+                                         JSON record carries format version, library version and base model
 
 The set of experts is the set of ``experts/<name>/expert.json`` files: nothing else lists them, so adding or
-removing one touches only its own directory. Each expert is written atomically.
+removing one touches only its own directory. Each expert and router is written atomically. Names (experts,
+router kinds, datasets) pass ``retriever.artifacts.safe_name`` before they become a path.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from retriever.artifacts import (
     write_json,
 )
 from retriever.encoder import ModelInfo
-from retriever.experts import BASE_EXPERT, MultiExpertEncoder
+from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.lora import lora_factors
+from retriever.routers import Router, load_router
 
-__all__ = ["EXPERT_FILES", "ExpertStore", "validate_name"]
+__all__ = ["EXPERT_FILES", "RouterDirectory", "validate_name"]
 
 FORMAT_VERSION = 1
 ROUTER_KIND = "routerretriever-router"
@@ -51,8 +56,8 @@ def validate_name(name: str) -> str:
     return name
 
 
-class ExpertStore:
-    """Experts of one router directory, all on the same base model."""
+class RouterDirectory:
+    """A router directory: its experts (all on one base model), its built routers and its routing-data caches."""
 
     def __init__(self, root: str | Path, base: ModelInfo, create: bool = False):
         self.root = Path(root)
@@ -93,6 +98,29 @@ class ExpertStore:
     def built_routers(self) -> list[str]:
         folder = self.routers_dir
         return sorted(p.name for p in folder.iterdir() if (p / "routing.json").is_file()) if folder.is_dir() else []
+
+    @property
+    def base_model(self) -> dict:
+        """The base model as every artifact of this directory records it."""
+        return {"id": self.base.id, "fingerprint": self.base.fingerprint, "dim": self.base.dim}
+
+    def save_router(self, router: Router, info: dict) -> Path:
+        """Save a fitted ``retriever.routers.Router`` as ``routers/<its name>/``."""
+        return router.save(self.router_path(router.name), info, self.base_model)
+
+    def load_router(self, kind: str) -> Router:
+        """The built router ``kind``; a clear error naming the built ones if there is none."""
+        path = self.router_path(kind)
+        if not (path / "routing.json").is_file():
+            raise ValueError(f"router {kind!r} is not built in {self.root} (built: "
+                             f"{', '.join(self.built_routers()) or 'none'}); run build-router first")
+        return load_router(path)
+
+    def write_record(self, path: Path, record: dict) -> None:
+        """Write a routing-data JSON record under this directory, stamped with format and library version and the
+        base model (so a cache read by another library or base model is recognisably foreign)."""
+        write_json(path, {"format_version": FORMAT_VERSION, "library_version": library_version(),
+                          "base_model": self.base_model, **record})
 
     def routing_data_path(self, dataset: str) -> Path:
         """Where the routing scores of ``dataset``'s training queries are cached (``routing-data/<dataset>/``)."""
@@ -142,8 +170,8 @@ class ExpertStore:
             if missing:
                 raise ArtifactError(f"expert {name!r}: adapter files missing after writing: {', '.join(missing)}")
             write_json(tmp / "expert.json", {
-                "kind": EXPERT_KIND, "format_version": FORMAT_VERSION, "name": name,
-                "base_model": {"id": self.base.id, "fingerprint": self.base.fingerprint, "dim": self.base.dim},
+                "kind": EXPERT_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
+                "name": name, "base_model": self.base_model,
                 **meta, "files": checksum_files(tmp, list(EXPERT_FILES)),
             })
         return target

@@ -1,36 +1,19 @@
-"""The paper-style comparison: train what is missing, build the routers, evaluate every system everywhere.
-
-``run_comparison`` reuses every saved artifact (indexes in the cache, experts and routing scores in the router
-directory), so a second run only evaluates. It returns the rows plus routing accuracy and confusion, which
-``write_report`` turns into markdown tables and a PNG.
-"""
+"""The comparison report: every system's rows on every dataset, routing accuracy and confusion, as markdown
+tables and a PNG (``experts.workflows.run_comparison`` produces the ``Comparison``)."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from eval.benchmark import MULTITASK, ORACLES, ROUTED, EvalResult, SplitRun
-from eval.data import open_dataset
-from experts.pairs import anchor_texts
-from experts.routing import build_router, expert_key, routing_data
-from experts.store import ExpertStore
-from experts.train import TrainConfig, train_expert
-from retriever.artifacts import atomic_file, check_fields, read_json
-from retriever.experts import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import IndexConfig, ensure_index
-from retriever.routers import load_router
+from eval.runs import MULTITASK, ORACLES, ROUTED, EvalResult
+from retriever.artifacts import atomic_file
+from retriever.expert_encoder import BASE_EXPERT
 
-__all__ = ["DEFAULT_OVERRIDES", "Comparison", "load_overrides", "run_comparison", "write_report"]
-
-logger = logging.getLogger(__name__)
-
+__all__ = ["Comparison", "plot_confusion", "write_report"]
 
 @dataclass
 class Comparison:
@@ -66,87 +49,6 @@ class Comparison:
             if confusion:
                 out[system] = {"accuracy": round(right / total, 4) if total else None, "confusion": confusion}
         return out
-
-
-DEFAULT_OVERRIDES = Path(__file__).resolve().parent.parent / "experts" / "training_overrides.json"
-
-
-def load_overrides(path: Path | None) -> dict[str, dict]:
-    """Per-dataset ``TrainConfig`` fields from a JSON file (``{"datasets": {name: {field: value}}}``)."""
-    if path is None:
-        return {}
-    data = read_json(Path(path), "training overrides file")
-    check_fields(data, {"datasets?": dict}, str(path))
-    overrides = data.get("datasets", {})
-    for name, fields in overrides.items():
-        if not isinstance(fields, dict):
-            raise ValueError(f"{path}: overrides for {name!r} must be an object, got {fields!r}")
-        try:
-            TrainConfig.from_fields(fields)  # an unknown field or a bad value fails here, naming it
-        except ValueError as err:
-            raise ValueError(f"{path}: overrides for {name!r}: {err}") from None
-    return overrides
-
-
-def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: list[str], eval_datasets: list[str],
-                   model: str | None = None, overrides: dict[str, dict] | None = None, max_queries: int = 500,
-                   multitask: bool = True, index_type: str = "flat", progress: bool = False) -> Comparison:
-    from retriever.encoder import load_encoder
-
-    started = time.perf_counter()
-    seconds: dict[str, float] = {}
-    opened = {name: open_dataset(data_dir, name) for name in dict.fromkeys([*expert_datasets, *eval_datasets])}
-    for name in eval_datasets:
-        opened[name].qrels("test")
-    encoder = MultiExpertEncoder(load_encoder(model))
-    store = ExpertStore(router_dir, encoder.info, create=True)
-    indexes = {}
-    for name, ds in opened.items():
-        t = time.perf_counter()
-        indexes[name] = ensure_index(ds, encoder.base, cache_dir, IndexConfig(index_type=index_type),
-                                     progress=progress)
-        seconds[f"index:{name}"] = round(time.perf_counter() - t, 1)
-
-    overrides = overrides or {}
-    for name in expert_datasets:
-        if name not in store.names():
-            config = TrainConfig(**overrides.get(name, {}))
-            others = [opened[other] for other in expert_datasets if other != name]
-            if not others:  # a single expert dataset: no other domain to anchor on
-                config = dataclasses.replace(config, anchor_weight=0.0, anchor_documents=0)
-            anchors = anchor_texts(others, documents=config.anchor_documents) if config.anchor_weight > 0 else []
-            trained = train_expert([(opened[name], indexes[name])], encoder.base, config, anchors=anchors,
-                                   progress=progress)
-            store.save(name, trained.write, trained.meta())
-            seconds[f"train:{name}"] = round(trained.seconds, 1)
-    if multitask and MULTITASK not in store.names():
-        sources = [(opened[name], indexes[name]) for name in expert_datasets]
-        trained = train_expert(sources, encoder.base, TrainConfig(**overrides.get(MULTITASK, {})), progress=progress)
-        store.save(MULTITASK, trained.write, trained.meta())
-        seconds[f"train:{MULTITASK}"] = round(trained.seconds, 1)
-    store.load_into(encoder)
-
-    t = time.perf_counter()
-    sources = [(opened[name], indexes[name]) for name in expert_datasets]
-    data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress)
-    info = {"datasets": list(expert_datasets), "max_queries": max_queries, "seed": 0}
-    routers = {kind: load_router(build_router(store, kind, data, info)) for kind in ROUTED}
-    seconds["build-routers"] = round(time.perf_counter() - t, 1)
-
-    own = store.domain_experts()
-    candidates = store.candidates()
-    systems = [BASE_EXPERT, *([MULTITASK] if MULTITASK in store.names() else []), *ROUTED, *ORACLES,
-               *[f"expert:{own[d]}" for d in expert_datasets if d in own]]
-    keys = {name: expert_key(store, name) for name in encoder.names}
-    results = []
-    t = time.perf_counter()
-    for name in eval_datasets:
-        run = SplitRun(opened[name], "test", encoder, indexes[name], routers, candidates,
-                       vector_cache=Path(cache_dir) / "query-vectors", expert_keys=keys)
-        results += [run.run(system) for system in systems]
-    seconds["evaluate"] = round(time.perf_counter() - t, 1)
-    seconds["total"] = round(time.perf_counter() - started, 1)
-    return Comparison(results, list(expert_datasets), list(eval_datasets), own, seconds)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

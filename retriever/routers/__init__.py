@@ -1,0 +1,73 @@
+"""Routers: base query vectors in, per-expert weights out. One interface, looked up by name in ``ROUTERS``.
+
+- ``pilot``      — the paper's pilot-embedding library: each pilot is the base-encoder centroid of a group of
+                   training queries that one expert answered best; a query goes to the expert with the largest
+                   kernel density of its pilots, weighted by group size (``aggregate="weighted"``: the mean
+                   similarity weighted by group size; ``"mean"``: the paper's unweighted mean; ``"max"``:
+                   nearest pilot; ``clusters > 1``: k-means centroids per group).
+- ``classifier`` — multinomial logistic regression on base query vectors, same best-expert labels.
+- ``dataset``    — the nearest of at most ``per_dataset`` training queries decides, by its dataset's expert.
+- ``fixed``      — always one expert (``base`` is the base model).
+
+A router is fitted from ``RoutingData`` (training queries' base vectors, their best expert, their dataset) and
+saved as JSON + ``.npy`` under ``<router dir>/routers/<name>/`` (no pickle; sklearn is used only to fit).
+
+Layout (peft's shape: one module per method, registered by name): ``base`` — the ``Router`` interface,
+``Routing``, ``RoutingData``, the registry and ``load_router``; one module per router, each registering itself
+(``@register_router``); ``calibration`` — the routing folds and the thresholds fitted on them. Adding a router
+is one new module here: every module of this package is imported below, so it registers itself. Tested in
+``tests/test_routers.py`` (one contract test every registered router passes).
+"""
+
+import importlib
+import pkgutil
+
+from retriever.routers.base import (
+    BASE,
+    ROUTERS,
+    Router,
+    Routing,
+    RoutingData,
+    best_expert,
+    buildable_kinds,
+    load_router,
+    novelty_kinds,
+    register_router,
+)
+from retriever.routers.calibration import (
+    FALLBACKS,
+    SIMILARITIES,
+    THRESHOLDS,
+    best_threshold,
+    fit_router,
+    fold_gains,
+    fold_score,
+    in_domain_folds,
+)
+
+for _module in pkgutil.iter_modules(__path__):  # each router module registers its router on import
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+from retriever.routers.fixed import FixedRouter  # noqa: E402  (the one router callers build by hand)
+
+__all__ = [
+    "BASE",
+    "FALLBACKS",
+    "ROUTERS",
+    "FixedRouter",
+    "Router",
+    "Routing",
+    "RoutingData",
+    "SIMILARITIES",
+    "THRESHOLDS",
+    "best_expert",
+    "best_threshold",
+    "buildable_kinds",
+    "fit_router",
+    "fold_gains",
+    "fold_score",
+    "in_domain_folds",
+    "load_router",
+    "novelty_kinds",
+    "register_router",
+]

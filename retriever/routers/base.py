@@ -1,0 +1,217 @@
+"""The router interface: base query vectors in, per-expert weights out; ``Routing``, ``RoutingData``, the registry.
+
+A router class registers itself with ``@register_router`` under its ``name``; ``ROUTERS`` maps names to
+classes, and everything that lists routers (the CLI's choices, the benchmark's systems) reads it. A built
+router is saved as ``routing.json`` + ``.npy`` arrays (no pickle; sklearn is used only to fit) and read back
+by ``load_router``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from retriever.artifacts import (
+    MODEL_SCHEMA,
+    ArtifactError,
+    atomic_directory,
+    checksum_files,
+    library_version,
+    load_npy,
+    read_metadata,
+    verify_checksums,
+    write_json,
+)
+
+__all__ = [
+    "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "buildable_kinds", "check_dim", "load_router",
+    "novelty_kinds", "register_router", "softmax",
+]
+
+FORMAT_VERSION = 1
+KIND = "routerretriever-routing-model"
+SCHEMA = {"files": dict, "router": str, "experts": list, "options": dict, "state?": dict, "info?": dict,
+          "base_model?": MODEL_SCHEMA}
+BASE = "base"  # the base model (retriever.expert_encoder.BASE_EXPERT)
+SOFTMAX_TEMPERATURE = 0.05  # turns cosine-similarity scores into weights, as the contrastive loss does
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``experts[j]``; queries marked in
+    ``fallback`` (the router's confidence was below its threshold) go to the base model."""
+
+    experts: list[str]
+    weights: np.ndarray
+    fallback: np.ndarray | None = None
+
+    @property
+    def choice(self) -> list[str]:
+        chosen = [self.experts[j] for j in self.weights.argmax(axis=1)]
+        if self.fallback is None:
+            return chosen
+        return [BASE if back else expert for expert, back in zip(chosen, self.fallback, strict=True)]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.weights.max(axis=1)
+
+
+@dataclass(frozen=True)
+class RoutingData:
+    """Training queries for fitting a router. ``labels``: best expert per query; ``datasets``: its source."""
+
+    vectors: np.ndarray
+    labels: list[str]
+    datasets: list[str]
+    dataset_experts: dict[str, str]  # dataset -> its own expert
+    experts: list[str]  # every expert the router may choose, "base" included
+    scores: np.ndarray | None = None  # per-query nDCG@10 of each expert (columns: experts), for calibration
+    trained_on: np.ndarray | None = None  # same shape, bool: the expert was trained on that query (optimistic)
+
+    def __post_init__(self):
+        if not (len(self.vectors) == len(self.labels) == len(self.datasets)):
+            raise ValueError("vectors, labels and datasets must have the same length")
+        if self.scores is not None and self.scores.shape != (len(self.vectors), len(self.experts)):
+            raise ValueError(f"scores must have shape {(len(self.vectors), len(self.experts))}, "
+                             f"got {self.scores.shape}")
+        if self.trained_on is not None and (self.scores is None or self.trained_on.shape != self.scores.shape):
+            raise ValueError("trained_on must come with scores and have their shape")
+        unknown = sorted(set(self.labels) - set(self.experts))
+        if unknown:
+            raise ValueError(f"labels name experts the router does not know: {', '.join(unknown)}")
+
+
+def softmax(scores: np.ndarray, temperature: float = SOFTMAX_TEMPERATURE) -> np.ndarray:
+    z = scores / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Router(ABC):
+    """Routes base query vectors to experts. Subclasses set ``name`` and implement fit/route/state."""
+
+    name: ClassVar[str]
+    fitted: ClassVar[bool] = True  # fitted from routing data (False: a fixed choice)
+    order: ClassVar[int] = 50  # where it is listed (CLI choices, benchmark tables): lower first
+
+    def __init__(self, experts: list[str], options: dict):
+        self.experts = list(experts)
+        self.options = dict(options)
+        self.info: dict = {}  # what it was built from (datasets, sample size), as saved with it
+
+    @classmethod
+    @abstractmethod
+    def fit(cls, data: RoutingData, **options) -> Router: ...
+
+    @abstractmethod
+    def _route(self, vectors: np.ndarray) -> Routing: ...
+
+    def similarity(self, vectors: np.ndarray) -> np.ndarray | None:
+        """Each query's highest cosine similarity to the router's reference vectors (its pilots, its stored
+        training queries), or None for a router that keeps none: how far a query is from every known domain."""
+        return None
+
+    def route(self, vectors: np.ndarray) -> Routing:
+        """Route base query vectors; a query below the fitted ``min_confidence``, or less similar than
+        ``min_similarity`` to everything the router was fitted on, falls back to the base model."""
+        routing = self._route(vectors)
+        confidence = self.options.get("min_confidence", 0.0)
+        similarity = self.options.get("min_similarity", 0.0)
+        if BASE not in self.experts or not (confidence > 0 or similarity > 0):
+            return routing
+        back = routing.confidence < confidence
+        if similarity > 0:
+            back |= self.similarity(vectors) < similarity
+        return Routing(routing.experts, routing.weights, back)
+
+    @abstractmethod
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The router's state as named arrays (saved as ``<name>.npy``)."""
+
+    @classmethod
+    @abstractmethod
+    def from_arrays(cls, experts: list[str], options: dict, arrays: dict[str, np.ndarray], extra: dict) -> Router: ...
+
+    def extra(self) -> dict:
+        """JSON-able state besides arrays."""
+        return {}
+
+    def save(self, path: str | Path, info: dict | None = None, base_model: dict | None = None) -> Path:
+        """Write ``routing.json`` and the arrays; ``info`` says what it was built from, ``base_model`` (id,
+        fingerprint, dim) which base model's query vectors it routes."""
+        path = Path(path)
+        with atomic_directory(path, ("routing.json", KIND)) as tmp:
+            files = []
+            for key, array in self.arrays().items():
+                np.save(tmp / f"{key}.npy", np.ascontiguousarray(array), allow_pickle=False)
+                files.append(f"{key}.npy")
+            write_json(tmp / "routing.json", {
+                "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
+                **({"base_model": base_model} if base_model else {}), "router": self.name, "experts": self.experts,
+                "options": self.options, "state": self.extra(), "info": info or {},
+                "files": checksum_files(tmp, files),
+            })
+        return path
+
+
+def check_dim(vectors: np.ndarray, dim: int) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise ValueError(f"router expects base query vectors of shape (n, {dim}), got {vectors.shape}")
+    return vectors
+
+
+
+ROUTERS: dict[str, type[Router]] = {}
+
+
+def register_router(cls: type[Router]) -> type[Router]:
+    """Class decorator: make router ``cls`` available under ``cls.name``."""
+    if cls.name in ROUTERS:
+        raise ValueError(f"router {cls.name!r} is registered twice")
+    listed = sorted([*ROUTERS.values(), cls], key=lambda router: router.order)  # whatever the import order
+    ROUTERS.clear()
+    ROUTERS.update((router.name, router) for router in listed)
+    return cls
+
+
+def buildable_kinds() -> list[str]:
+    """Routers fitted from routing data (``build-router --kind``): every registered one but ``fixed``."""
+    return [name for name, cls in ROUTERS.items() if cls.fitted]
+
+
+def novelty_kinds() -> list[str]:
+    """Routers that keep reference vectors, so ``novelty`` can send queries unlike all of them to the base."""
+    return [name for name, cls in ROUTERS.items() if cls.similarity is not Router.similarity]
+
+
+def best_expert(scores: np.ndarray, experts: list[str], own: str | None) -> str:
+    """The best-scoring expert of one query; ties go to its dataset's own expert, then ``base``, then list order."""
+    preference = [p for p in dict.fromkeys([own, BASE, *experts]) if p in experts]
+    return next(e for e in preference if scores[experts.index(e)] == scores.max())
+
+
+
+def load_router(path: str | Path) -> Router:
+    path = Path(path)
+    meta = read_metadata(path / "routing.json", KIND, FORMAT_VERSION, SCHEMA)
+    cls = ROUTERS.get(meta["router"])
+    if cls is None:
+        raise ArtifactError(f"unknown router {meta['router']!r} in {path}; available: {', '.join(ROUTERS)}")
+    if not meta["experts"] or not all(isinstance(e, str) for e in meta["experts"]):
+        raise ArtifactError(f"{path / 'routing.json'}: 'experts' must be a non-empty list of names")
+    verify_checksums(path, meta["files"])
+    arrays = {Path(name).stem: load_npy(path / name) for name in meta["files"]}
+    try:
+        router = cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise ArtifactError(f"router {path} is damaged: {type(err).__name__} {err}") from None
+    router.info = meta.get("info", {})
+    return router
+
