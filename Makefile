@@ -39,4 +39,4 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 benchmark-index: setup
-	$(PY) eval/bench_index.py --dataset pubmedqa-l --repeats 2
+	$(PY) benchmarks/indexing.py --dataset pubmedqa-l --repeats 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -13,12 +12,9 @@ import click
 
 from eval.data import DATA_DIR_ENV
 from experts.config import Negatives
-from retriever.index import IndexType
+from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
 from retriever.routers import FALLBACKS, buildable_kinds
 from retriever.routers.pilot import PilotRouter
-
-DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "routerretriever"
-CACHE_DIR_ENV = "ROUTERRETRIEVER_CACHE_DIR"
 
 
 class UserErrorGroup(click.Group):
@@ -44,7 +40,7 @@ def model_options(func):
     @click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
                   help="Base model: the packaged name or a local sentence-transformers directory.")
     @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
-                  default=DEFAULT_CACHE_DIR, show_default=True,
+                  default=default_cache_dir, show_default="~/.cache/routerretriever",
                   help=f"Where corpus indexes are cached [env: {CACHE_DIR_ENV}].")
     @click.option("--index-type", type=click.Choice([t.value for t in IndexType]), default="flat", show_default=True,
                   help="flat = exact inner product; hnsw and ivf are approximate.")

@@ -31,6 +31,12 @@ _EXPORTS = {
     "load_overrides": "experts.workflows",
     "run_comparison": "experts.workflows",
     "train_and_save": "experts.workflows",
+    "TrainingSource": "experts.train",
+    "batch_loss": "experts.train",
+    "epoch_batches": "experts.train",
+    "heldout_split": "experts.train",
+    "cached_routing_data": "experts.routing",
+    "DEFAULT_EXPERT_DATASETS": "experts.workflows",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -44,6 +44,15 @@ _EXPORTS = {
     "Results": "retriever.ranking",
     "rank": "retriever.ranking",
     "search": "retriever.ranking",
+    "default_cache_dir": "retriever.index",
+    "BASE": "retriever.routers",
+    "SIMILARITIES": "retriever.routers",
+    "best_threshold": "retriever.routers",
+    "fold_gains": "retriever.routers",
+    "fold_score": "retriever.routers",
+    "in_domain_folds": "retriever.routers",
+    "novelty_kinds": "retriever.routers",
+    "buildable_kinds": "retriever.routers",
 }
 __all__ = sorted(_EXPORTS)
 

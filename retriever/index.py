@@ -46,7 +46,10 @@ from retriever.artifacts import (
 )
 from retriever.encoder import Encoder, ModelInfo, check_device
 
-__all__ = ["CorpusIndex", "IndexConfig", "IndexType", "Metric", "build_index", "ensure_index"]
+__all__ = [
+    "CACHE_DIR_ENV", "CorpusIndex", "IndexConfig", "IndexType", "Metric", "build_index", "default_cache_dir",
+    "ensure_index",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -330,6 +333,17 @@ def build_index(
         })
     logger.info("indexed %d documents into %s", n, path)
     return CorpusIndex.load(path, encoder.info, verify=False)
+
+
+CACHE_DIR_ENV = "ROUTERRETRIEVER_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """Where corpus indexes are cached unless told otherwise: ``$ROUTERRETRIEVER_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/routerretriever`` (``~/.cache/routerretriever``). Read when called, never at import."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "routerretriever"
 
 
 def default_index_path(cache_dir: str | os.PathLike, name: str, model: ModelInfo, config: IndexConfig) -> Path:

@@ -4,36 +4,32 @@ Queries are test queries drawn round-robin from the given datasets (so they rout
 they search one corpus index. Batch of 1: median over ``--single`` queries; batch of 256: median of
 ``--repeats`` batches. Usage::
 
-    python eval/bench_latency.py --router DIR --index-dataset scifact --dataset scifact --dataset squad ...
+    python benchmarks/latency.py --router DIR --index-dataset scifact --dataset scifact --dataset squad ...
 
 Prints one JSON line per measurement.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import time
 
+import common
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir")
+    parser = common.parser(__doc__)
     parser.add_argument("--router", required=True)
     parser.add_argument("--routing", default="pilot")
     parser.add_argument("--index-dataset", default="scifact")
     parser.add_argument("--dataset", action="append", required=True)
     parser.add_argument("--single", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cache-dir", default=os.environ.get("ROUTERRETRIEVER_CACHE_DIR", ".cache"))
     args = parser.parse_args()
 
-    from eval.data import open_dataset
-    from retriever.index import ensure_index
-    from retriever.router_retriever import RouterRetriever
-    from retriever.routers import FixedRouter
+    from eval import open_dataset
+    from retriever import FixedRouter, RouterRetriever, ensure_index
 
     routed = RouterRetriever.load(args.router, args.routing)
     base_only = RouterRetriever(routed.encoder, FixedRouter(routed.encoder.names, {"expert": "base"}))

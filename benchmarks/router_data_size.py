@@ -3,7 +3,7 @@ the other fold's unseen queries (no expert trained on them), the same held-out q
 over datasets of the routed expert's nDCG@10 gain over the base model, x100 (``retriever.routers.fold_gains``'s
 in-domain setting, without any fallback). Training queries only, never test.
 
-Usage: ``python eval/router_data_size.py ROUTER_DIR [KIND ...] [--fractions 0.25 0.5 1] [--repeats 3]``
+Usage: ``python benchmarks/router_data_size.py ROUTER_DIR [KIND ...] [--fractions 0.25 0.5 1] [--repeats 3]``
 (default kinds: pilot classifier), for the datasets the router directory's saved pilot was built from.
 """
 
@@ -12,17 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 
+import common
 import numpy as np
 
 
 def main() -> None:
-    from eval.router_folds import routing_arguments
-    from retriever.routers import BASE, ROUTERS, RoutingData, in_domain_folds
+    from retriever import BASE, ROUTERS, RoutingData, in_domain_folds
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--repeats", type=int, default=3, help="random subsamples per fraction below 1")
-    args, kinds, data = routing_arguments(parser, ["pilot", "classifier"])
+    args, kinds, data = common.routing_arguments(parser, ["pilot", "classifier"])
     if data.trained_on is None:
         raise SystemExit("the routing data does not say which queries the experts were trained on; rebuild it")
     datasets, base, folds = np.array(data.datasets), data.experts.index(BASE), in_domain_folds(data)

@@ -1,7 +1,7 @@
 """Probe the anchor weight on one dataset: in-domain held-out nDCG@10 along the way, and how much the expert
 changes nDCG@10 on the *other* expert datasets' held-out train queries (its cost when the router misroutes).
 
-Usage: ``python eval/probe_anchors.py scifact '<TrainConfig JSON>' 3,1 [--ref ROUTER_DIR] [--documents N]
+Usage: ``python benchmarks/probe_anchors.py scifact '<TrainConfig JSON>' 3,1 [--ref ROUTER_DIR] [--documents N]
 [--check DATASET]`` (data from ``$ROUTERRETRIEVER_DATA_DIR``, indexes cached in ``$ROUTERRETRIEVER_CACHE_DIR``).
 Anchors are 200 queries of each other dataset's training slice, plus N documents of each other dataset's corpus
 with ``--documents``; the change is measured on those datasets' held-out slices (never test), the in-domain
@@ -13,49 +13,44 @@ saved.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 
+import common
 import numpy as np
-
-DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l", "squad"]
 
 
 def main() -> None:
-    from eval.data import open_dataset
-    from eval.metrics import per_query_ndcg
-    from experts import TrainConfig, train_expert
-    from experts.pairs import anchor_texts
-    from experts.train import heldout_split
-    from retriever.encoder import load_encoder
-    from retriever.expert_encoder import MultiExpertEncoder
-    from retriever.index import ensure_index
-    from retriever.ranking import search
-    from retriever.router_dir import RouterDirectory
+    from eval import per_query_ndcg
+    from experts import DEFAULT_EXPERT_DATASETS, TrainConfig, anchor_texts, heldout_split, train_expert
+    from retriever import MultiExpertEncoder, RouterDirectory, load_encoder, search
 
-    if len(sys.argv) < 4:
-        sys.exit(__doc__)
-    target, spec, weights = sys.argv[1], json.loads(sys.argv[2]), [float(w) for w in sys.argv[3].split(",")]
-    flags = dict(zip(sys.argv[4::2], sys.argv[5::2], strict=False))
+    parser = common.parser(__doc__)
+    parser.add_argument("target")
+    parser.add_argument("spec", type=json.loads, help="TrainConfig fields as JSON")
+    parser.add_argument("weights", type=lambda text: [float(w) for w in text.split(",")], help="e.g. 3,1")
+    parser.add_argument("--ref", metavar="ROUTER_DIR")
+    parser.add_argument("--documents", type=int, default=0)
+    parser.add_argument("--check", metavar="DATASET")
+    args = parser.parse_args()
+    target, spec, weights = args.target, args.spec, args.weights
+    DATASETS = list(DEFAULT_EXPERT_DATASETS)
     encoder = load_encoder()
-    opened = {name: open_dataset(None, name) for name in DATASETS}
-    cache = os.environ.get("ROUTERRETRIEVER_CACHE_DIR", ".cache")
-    indexes = {name: ensure_index(opened[name], encoder, cache) for name in DATASETS}
+    opened, indexes = common.open_indexed(args, DATASETS, encoder)
     anchors, heldout = [], {}
     rng = np.random.default_rng(0)
     for name in DATASETS:
         if name != target:
             _, train, heldout[name] = heldout_split(opened[name], indexes[name].doc_ids, "train", TrainConfig())
             anchors += [train[i].text for i in rng.permutation(len(train))[:200]]
-    documents = int(flags.get("--documents", 0))
+    documents = args.documents
     anchors += anchor_texts([opened[name] for name in DATASETS if name != target], queries=0, documents=documents)
     _, _, heldout[target] = heldout_split(opened[target], indexes[target].doc_ids, "train",
                                           TrainConfig.from_fields(spec))
-    check = flags.get("--check")
+    check = args.check
     if check:
-        opened[check] = open_dataset(None, check)
-        indexes[check] = ensure_index(opened[check], encoder, cache)
+        extra, extra_index = common.open_indexed(args, [check], encoder)
+        opened.update(extra)
+        indexes.update(extra_index)
 
     def ndcg(name, encode) -> float:
         split = opened[name].split("train")
@@ -78,8 +73,8 @@ def main() -> None:
                           "anchor_drift": round(drift, 4),
                           "offdomain_gain_x100": change, "offdomain_mean": mean}), flush=True)
 
-    if "--ref" in flags:
-        store = RouterDirectory(flags["--ref"], encoder.info)
+    if args.ref:
+        store = RouterDirectory(args.ref, encoder.info)
         ref = store.load_into(MultiExpertEncoder(encoder), [target])
         report("saved", lambda texts: ref.encode(texts, target), {})
     for weight in weights:

@@ -1,6 +1,6 @@
 """Exact top-10 search: FAISS IndexFlatIP on the CPU against CorpusIndex's torch path on a device.
 
-Usage: ``python eval/bench_gpu_search.py [--device cuda] [--docs 100000 1000000] [--queries 1000]``. Random unit
+Usage: ``python benchmarks/gpu_search.py [--device cuda] [--docs 100000 1000000] [--queries 1000]``. Random unit
 vectors (384-d, like MiniLM); each query is a perturbed document. Prints one JSON line per corpus size with
 both timings (the device side after one warm-up call, synchronised) and the share of identical result rows.
 """
@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 import torch
 
-from retriever.index import CorpusIndex, IndexConfig
+from retriever import CorpusIndex, IndexConfig
 
 
 def main() -> None:

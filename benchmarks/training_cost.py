@@ -7,40 +7,35 @@ Both run the same number of steps on the same batches of a dataset's training qu
 - ``two-tower``: the usual loop (MultipleNegativesRankingLoss's math): the full model encodes the queries *and*
   their positive documents every step, in-batch negatives, every weight trained.
 
-Usage: ``python eval/bench_train.py --dataset scifact --steps 30`` (data dir from ``--data-dir`` or
+Usage: ``python benchmarks/training_cost.py --dataset scifact --steps 30`` (data dir from ``--data-dir`` or
 ``$ROUTERRETRIEVER_DATA_DIR``, index cache from ``$ROUTERRETRIEVER_CACHE_DIR``). Prints JSON lines.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 
+import common
 import numpy as np
 import torch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir")
+    parser = common.parser(__doc__)
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--cache-dir", default=os.environ.get("ROUTERRETRIEVER_CACHE_DIR", ".cache"))
     args = parser.parse_args()
 
     from peft import LoraConfig, get_peft_model
     from sentence_transformers import SentenceTransformer
 
-    from eval.data import open_dataset
-    from experts.train import TrainConfig, TrainingSource, batch_loss, epoch_batches
-    from retriever.encoder import load_encoder
-    from retriever.index import ensure_index
+    from experts import TrainConfig, TrainingSource, batch_loss, epoch_batches
+    from retriever import load_encoder
 
-    dataset = open_dataset(args.data_dir, args.dataset)
     encoder = load_encoder(device="cpu")
-    index = ensure_index(dataset, encoder, args.cache_dir)
+    opened, indexes = common.open_indexed(args, [args.dataset], encoder)
+    dataset, index = opened[args.dataset], indexes[args.dataset]
     config = TrainConfig()
     source = TrainingSource(dataset, index, "train", config)
     batches = [b for _, b in epoch_batches([source], config, np.random.default_rng(0))]

@@ -1,6 +1,6 @@
 """Probe training settings on one dataset: held-out nDCG@10 along the way for each TrainConfig given as JSON.
 
-Usage: ``python eval/probe_training.py nfcorpus '{"learning_rate": 5e-4}' '{"positives": "sampled"}'``
+Usage: ``python benchmarks/probe_training.py nfcorpus '{"learning_rate": 5e-4}' '{"positives": "sampled"}'``
 (data from ``$ROUTERRETRIEVER_DATA_DIR``, indexes cached in ``$ROUTERRETRIEVER_CACHE_DIR``). Each probe runs at
 most 120 steps with a held-out check every 40 and patience 1 unless the JSON says otherwise. Nothing is saved.
 """
@@ -8,23 +8,23 @@ most 120 steps with a held-out check every 40 and patience 1 unless the JSON say
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
+
+import common
 
 
 def main() -> None:
-    from eval.data import open_dataset
     from experts import TrainConfig, train_expert
-    from retriever.encoder import load_encoder
-    from retriever.index import ensure_index
+    from retriever import load_encoder
 
-    if len(sys.argv) < 3:
-        sys.exit(__doc__)
+    parser = common.parser(__doc__)
+    parser.add_argument("dataset")
+    parser.add_argument("specs", nargs="+", metavar="JSON", help="TrainConfig fields, one probe each")
+    args = parser.parse_args()
     encoder = load_encoder()
-    dataset = open_dataset(None, sys.argv[1])
-    index = ensure_index(dataset, encoder, os.environ.get("ROUTERRETRIEVER_CACHE_DIR", ".cache"))
-    for spec in sys.argv[2:]:
+    opened, indexes = common.open_indexed(args, [args.dataset], encoder)
+    dataset, index = opened[args.dataset], indexes[args.dataset]
+    for spec in args.specs:
         config = TrainConfig.from_fields({"max_steps": 120, "eval_steps": 40, "patience": 1, **json.loads(spec)})
         start = time.perf_counter()
         result = train_expert([(dataset, index)], encoder, config)

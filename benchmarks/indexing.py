@@ -2,13 +2,12 @@
 
 Both run as fresh processes on the same corpus, one after the other (who goes first alternates between repeats;
 the best time of each counts), so each pays its own start-up, model load and corpus read. Usage:
-``python eval/bench_index.py --dataset scifact [--repeats 1]`` (data dir from ``--data-dir`` or
+``python benchmarks/indexing.py --dataset scifact [--repeats 1]`` (data dir from ``--data-dir`` or
 ``$ROUTERRETRIEVER_DATA_DIR``). Prints one JSON line per measurement and a summary line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -17,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import faiss
 
 PLAIN = """
@@ -35,13 +35,12 @@ index.add(np.asarray(vectors, dtype=np.float32))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-dir")
+    parser = common.parser(__doc__)
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
-    from eval.data import open_dataset
+    from eval import open_dataset
 
     dataset = open_dataset(args.data_dir, args.dataset)
     n = sum(1 for _ in dataset.corpus())
