@@ -63,6 +63,9 @@ def write_toy_dataset(root: Path, name: str = "toy", gz: bool = True, crlf: bool
     return ds
 
 
+FAST = dict(epochs=2, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)  # toy runs
+
+
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     root = tmp_path / "beir"
@@ -132,3 +135,34 @@ def assert_device_search_agrees(index, device, queries):
     agree = (rows == faiss_rows).mean()
     assert agree > 0.99, agree
     assert index.to(None).device is None
+
+
+@pytest.fixture(scope="module")
+def world(toy_encoder, tmp_path_factory):
+    """Two toy datasets with an expert each, routing data and the three built routers in one router directory
+    (module-scoped: ``tests/test_routing.py`` and ``tests/test_runs.py`` each build their own)."""
+    from eval.data import open_dataset
+    from experts import TrainConfig, build_router, routing_data, train_expert
+    from retriever.expert_encoder import MultiExpertEncoder
+    from retriever.index import build_index
+    from retriever.router_dir import RouterDirectory
+
+    root = tmp_path_factory.mktemp("routing")
+    for name in ("toy", "other"):
+        write_toy_dataset(root / "beir", name=name)
+    datasets = {n: open_dataset(root / "beir", n) for n in ("toy", "other")}
+    indexes = {n: build_index(d, toy_encoder, root / "idx" / n) for n, d in datasets.items()}
+    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
+    for seed, name in enumerate(("toy", "other")):
+        trained = train_expert([(datasets[name], indexes[name])], toy_encoder, TrainConfig(seed=seed, **FAST))
+        store.save(f"{name}-expert", trained.write, trained.meta())
+    encoder = store.load_into(MultiExpertEncoder(toy_encoder))
+    sources = [(datasets[n], indexes[n]) for n in ("toy", "other")]
+    data = routing_data(sources, encoder, store, max_queries=100)
+    info = {"datasets": ["toy", "other"], "max_queries": 100, "seed": 0}
+    for kind in ("pilot", "classifier", "dataset"):
+        build_router(store, kind, data, info)
+    yield {"root": root, "store": store, "encoder": encoder, "datasets": datasets, "indexes": indexes,
+           "sources": sources, "data": data}
+    for name in list(encoder.names[1:]):
+        encoder.remove(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, write_toy_dataset
+from conftest import FAST, REPO, write_toy_dataset
 
 import cli
 from eval.data import DataError
@@ -27,8 +27,6 @@ from retriever.artifacts import ArtifactError, atomic_directory
 from retriever.index import KIND as INDEX_KIND
 from retriever.index import build_index
 from retriever.router_dir import RouterDirectory
-
-FAST = dict(epochs=1, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)
 
 
 def sha256_tree(*roots: Path) -> dict[str, str]:
@@ -49,7 +47,7 @@ def world(toy_encoder, toy_model_dir, tmp_path_factory):
     dataset = open_dataset(root / "beir", "toy")
     index = build_index(dataset, toy_encoder, root / "index")
     store = RouterDirectory(root / "router", toy_encoder.info, create=True)
-    trained = train_expert([(dataset, index)], toy_encoder, TrainConfig(**FAST))
+    trained = train_expert([(dataset, index)], toy_encoder, TrainConfig(**{**FAST, "epochs": 1}))
     store.save("toy", trained.write, trained.meta())
     encoder = store.load_into(MultiExpertEncoder(toy_encoder))
     build_router(store, "pilot", routing_data([(dataset, index)], encoder, store, max_queries=10),

@@ -3,6 +3,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import FAST
 from sentence_transformers import SentenceTransformer
 
 from eval.data import open_dataset
@@ -15,13 +16,12 @@ from retriever.index import build_index
 from retriever.router_dir import RouterDirectory, validate_name
 
 QUERIES = ["what is known about volcanoes", "jazz from new orleans", "blood sugar", "the moon and tides"]
-FAST = dict(epochs=2, batch_size=2, learning_rate=5e-3, heldout_fraction=0.25, select_on_heldout=False)
 
 
 @pytest.fixture(scope="module")
 def trained(toy_encoder, tmp_path_factory):
     """Two experts trained on the toy dataset's train split with different seeds, saved in one router."""
-    from conftest import write_toy_dataset
+    from conftest import FAST, write_toy_dataset
 
     root = tmp_path_factory.mktemp("experts")
     write_toy_dataset(root / "beir")
