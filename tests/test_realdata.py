@@ -81,3 +81,25 @@ def test_expected_base_scores(real_data_dir, minilm, name, tmp_path_factory):
     result = SplitRun(dataset, "test", MultiExpertEncoder(minilm), ensure_index(dataset, minilm, cache)).run("base")
     expected, tolerance = _expected(name)
     assert result.scores.ndcg_at_10 == pytest.approx(expected, abs=tolerance)
+
+
+@pytest.mark.slow
+def test_expected_demo_scores(real_data_dir):
+    """The demo selection end to end (``make demo``'s pipeline): about 10 minutes on 2 cores from nothing, seconds
+    when ``make demo`` already ran with the same cache directory (its router directory is reused)."""
+    import os
+
+    from experts.workflows import DEFAULT_OVERRIDES, load_overrides, run_comparison
+    from retriever.index import default_cache_dir
+
+    demo = EXPECTED["demo"]
+    cache = Path(os.environ.get("ROUTERRETRIEVER_CACHE_DIR") or default_cache_dir())
+    comparison = run_comparison(real_data_dir, cache / "demo" / "router", cache, demo["expert_datasets"],
+                                demo["eval_datasets"], overrides=load_overrides(DEFAULT_OVERRIDES), multitask=False)
+    measured = {(r.system, r.dataset): r.scores.ndcg_at_10 for r in comparison.results}
+    expected = {(system, dataset): entry["ndcg@10"] for system, rows in demo["scores"].items()
+                for dataset, entry in rows.items()}
+    assert set(measured) == set(expected)
+    off = {key: (measured[key], value) for key, value in expected.items()
+           if abs(measured[key] - value) > demo["tolerance"]}
+    assert not off, off
