@@ -12,9 +12,9 @@ Training selects on held-out nDCG and routing labels are per-query nDCG, so meas
 Tested in ``tests/test_data.py``, ``test_metrics.py``, ``test_runs.py``, ``test_realdata.py``.
 """
 
-import importlib
+from retriever.lazy import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "DataError": "eval.data",
     "Dataset": "eval.data",
     "Document": "eval.data",
@@ -38,12 +38,4 @@ _EXPORTS = {
     "write_results_json": "eval.runs",
     "Comparison": "eval.report",
     "write_report": "eval.report",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    """Import on first use, so that importing one module of the package does not import them all."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+})

@@ -11,9 +11,9 @@ The reserved expert ``base`` is the base model itself. Tested in ``tests/test_ex
 ``test_routing.py``, ``test_cli.py``.
 """
 
-import importlib
+from retriever.lazy import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "Example": "experts.pairs",
     "anchor_texts": "experts.pairs",
     "split_heldout": "experts.pairs",
@@ -37,12 +37,4 @@ _EXPORTS = {
     "heldout_split": "experts.train",
     "cached_routing_data": "experts.routing",
     "DEFAULT_EXPERT_DATASETS": "experts.workflows",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    """Import on first use, so that importing one module of the package does not import them all."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+})

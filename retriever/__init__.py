@@ -10,14 +10,15 @@ router directory and the ``RouterRetriever`` facade. Imports no other package of
                          routers, routing-data caches).
 - ``router_retriever`` — ``RouterRetriever``: route, encode, search.
 - ``artifacts``        — names, atomic writes, JSON metadata and checksums shared by every saved artifact.
+- ``lazy``             — the first-use imports of the package ``__init__``s.
 
 Tested in ``tests/test_artifacts.py``, ``test_index.py``, ``test_ranking.py``, ``test_routers.py``,
 ``test_experts.py`` (LoRA layers against peft) and ``test_bad_input.py``.
 """
 
-import importlib
+from retriever.lazy import lazy_exports
 
-_EXPORTS = {
+__all__, __getattr__ = lazy_exports(__name__, {
     "ArtifactError": "retriever.artifacts",
     "safe_name": "retriever.artifacts",
     "DEFAULT_MODEL": "retriever.encoder",
@@ -53,12 +54,4 @@ _EXPORTS = {
     "in_domain_folds": "retriever.routers",
     "novelty_kinds": "retriever.routers",
     "buildable_kinds": "retriever.routers",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    """Import on first use, so that importing one module of the package does not import them all."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+})

@@ -28,7 +28,8 @@ from retriever.artifacts import (
 )
 
 __all__ = [
-    "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "buildable_kinds", "check_dim", "load_router",
+    "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "buildable_kinds", "check_dim", "cosines",
+    "load_router",
     "novelty_kinds", "register_router", "softmax",
 ]
 
@@ -158,6 +159,11 @@ class Router(ABC):
                 "files": checksum_files(tmp, files),
             })
         return path
+
+
+def cosines(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each (unit) base query vector to each (unit) reference vector: ``[queries, refs]``."""
+    return check_dim(vectors, reference.shape[1]) @ reference.T
 
 
 def check_dim(vectors: np.ndarray, dim: int) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retriever.routers.base import Router, Routing, RoutingData, check_dim, register_router, softmax
+from retriever.routers.base import Router, Routing, RoutingData, cosines, register_router, softmax
 
 __all__ = ["DatasetRouter"]
 
@@ -36,11 +36,10 @@ class DatasetRouter(Router):
         return cls(data.experts, options, data.vectors[keep].astype(np.float32), np.array(owners, dtype=np.int64))
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
-        return (check_dim(vectors, self.vectors.shape[1]) @ self.vectors.T).max(axis=1)
+        return cosines(vectors, self.vectors).max(axis=1)
 
     def _route(self, vectors: np.ndarray) -> Routing:
-        vectors = check_dim(vectors, self.vectors.shape[1])
-        sims = vectors @ self.vectors.T
+        sims = cosines(vectors, self.vectors)
         scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
         for j in np.unique(self.owners):
             scores[:, j] = sims[:, self.owners == j].max(axis=1)

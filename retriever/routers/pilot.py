@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retriever.routers.base import Router, Routing, RoutingData, check_dim, register_router, softmax
+from retriever.routers.base import Router, Routing, RoutingData, cosines, register_router, softmax
 
 __all__ = ["PilotRouter"]
 
@@ -62,11 +62,10 @@ class PilotRouter(Router):
                    np.array(sizes, dtype=np.float32))
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
-        return (check_dim(vectors, self.pilots.shape[1]) @ self.pilots.T).max(axis=1)
+        return cosines(vectors, self.pilots).max(axis=1)
 
     def _route(self, vectors: np.ndarray) -> Routing:
-        vectors = check_dim(vectors, self.pilots.shape[1])
-        sims = vectors @ self.pilots.T
+        sims = cosines(vectors, self.pilots)
         scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
         aggregate = self.options["aggregate"]
         for j in range(len(self.experts)):
