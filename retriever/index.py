@@ -328,7 +328,7 @@ def build_index(
             "index_type": config.index_type.value,
             "config": config.to_json(),
             "count": n,
-            "source": source or {},
+            "source": source if source is not None else corpus_source(docs),
             "files": checksum_files(tmp, files),
         })
     logger.info("indexed %d documents into %s", n, path)
@@ -344,6 +344,14 @@ def default_cache_dir() -> Path:
     if os.environ.get(CACHE_DIR_ENV):
         return Path(os.environ[CACHE_DIR_ENV]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "routerretriever"
+
+
+def corpus_source(docs) -> dict:
+    """What an index records of the corpus it was built from: a dataset's name, corpus file and its sha256 (``{}``
+    for a plain collection of documents)."""
+    if not hasattr(docs, "corpus_path"):
+        return {}
+    return {"dataset": docs.name, "corpus": str(docs.corpus_path), "corpus_sha256": sha256_file(docs.corpus_path)}
 
 
 def default_index_path(cache_dir: str | os.PathLike, name: str, model: ModelInfo, config: IndexConfig) -> Path:
@@ -362,16 +370,16 @@ def ensure_index(
     """Load the cached index of ``dataset`` for this model, or build it when absent or stale."""
     config = config or IndexConfig()
     path = default_index_path(cache_dir, dataset.name, encoder.info, config)
-    corpus_sha = sha256_file(dataset.corpus_path)
+    source = corpus_source(dataset)
     if (path / "index.json").exists():
         try:
             index = CorpusIndex.load(path, encoder.info)
-            if index.meta["source"].get("corpus_sha256") == corpus_sha and index.meta["config"] == config.to_json():
+            if index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
+                    index.meta["config"] == config.to_json():
                 logger.info("reusing index %s", path)
                 return index
             logger.info("index %s is stale (corpus or settings changed); rebuilding", path)
         except ArtifactError as err:  # a damaged cache entry: the cache is ours, so it is replaced whatever it holds
             logger.warning("rebuilding index %s: %s", path, err)
             shutil.rmtree(path)
-    source = {"dataset": dataset.name, "corpus": str(dataset.corpus_path), "corpus_sha256": corpus_sha}
     return build_index(dataset, encoder, path, config, progress=progress, source=source)

@@ -41,6 +41,8 @@ def test_index_then_search(run, tmp_path, toy_model_dir):
     result = run("index", "--dataset", "toy", "--output", str(out))
     assert result.exit_code == 0, result.output
     assert "20 documents" in result.output
+    source = json.loads((out / "index.json").read_text())["source"]
+    assert source["dataset"] == "toy" and len(source["corpus_sha256"]) == 64  # what the index was built from
     again = run("index", "--dataset", "toy", "--output", str(out))
     assert again.exit_code != 0 and "already exists; pass --overwrite" in again.output
     found = run("search", "--index", str(out), "--model", str(toy_model_dir), "--query", "blood sugar hormone",
