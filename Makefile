@@ -6,7 +6,7 @@ export ROUTERRETRIEVER_CACHE_DIR ?= $(abspath .cache)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint benchmark benchmark-index
+.PHONY: setup demo test test-slow lint benchmark benchmark-index
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ benchmark: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The long checks: every expected base score (encodes all 8 corpora unless cached) and the demo selection end to end
+# (reuses what `make demo` saved in $(ROUTERRETRIEVER_CACHE_DIR)).
+test-slow: setup
+	$(PY) -m pytest -m slow
 
 lint: setup
 	$(VENV)/bin/ruff check .

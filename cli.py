@@ -11,10 +11,12 @@ from pathlib import Path
 import click
 
 from eval.data import DATA_DIR_ENV
+from eval.runs import SYSTEMS
 from experts.config import Negatives
 from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
-from retriever.routers import FALLBACKS, buildable_kinds
+from retriever.routers import FALLBACKS, buildable_kinds, novelty_kinds
 from retriever.routers.pilot import PilotRouter
+from retriever.systems import FUSIONS
 
 
 class UserErrorGroup(click.Group):
@@ -70,65 +72,75 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.option("--dataset", required=True, help="Dataset name under the data directory.")
 @model_options
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the index here instead of the cache.")
+              help="Write the index here instead of the cache (the BM25 index goes to OUTPUT-bm25).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at --output.")
+@click.option("--no-lexical", is_flag=True, help="Skip the BM25 index (bm25 and hybrid systems need it).")
 @click.pass_obj
-def index(obj, data_dir, dataset, model, cache_dir, index_type, output, overwrite):
-    """Encode a dataset's corpus with the base model and save a FAISS index."""
+def index(obj, data_dir, dataset, model, cache_dir, index_type, output, overwrite, no_lexical):
+    """Encode a dataset's corpus with the base model and save a FAISS index, and a BM25 index beside it."""
     from eval.data import open_dataset
     from retriever.encoder import load_encoder
-    from retriever.index import IndexConfig, build_index, ensure_index
+    from retriever.index import IndexConfig, build_index, check_output, ensure_index
+    from retriever.lexical import build_lexical_index, check_lexical_output, ensure_lexical_index, lexical_path_for
 
     ds = open_dataset(data_dir, dataset)
     config = IndexConfig(index_type=index_type)
+    if output is not None:  # fail before the model loads; the writes themselves are exclusive as well
+        check_output(output, overwrite)
+        if not no_lexical:
+            check_lexical_output(lexical_path_for(output), overwrite)
     encoder = load_encoder(model)
     if output is None:
         built = ensure_index(ds, encoder, cache_dir, config, progress=obj["progress"])
+        lexical = None if no_lexical else ensure_lexical_index(ds, cache_dir)
     else:  # created exclusively: a second run on the same --output fails instead of replacing the first's index
         built = build_index(ds, encoder, output, config, progress=obj["progress"], overwrite=overwrite)
+        lexical = None if no_lexical else build_lexical_index(ds, lexical_path_for(output), overwrite=overwrite)
     click.echo(f"{built.path}\t{len(built)} documents\t{config.index_type.value}\t{encoder.info.id}")
+    if lexical is not None:
+        click.echo(f"{lexical.path}\t{len(lexical)} documents\tbm25 (k1 {lexical.config.k1}, b {lexical.config.b})")
 
 
 @main.command()
 @click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="An index directory written by `routerretriever index` (or from the cache).")
+@click.option("--lexical", "lexical_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The BM25 index for bm25/hybrid systems [default: the one `index` wrote beside --index].")
 @click.option("--query", "query_texts", multiple=True, help="A query (repeatable).")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Queries: BEIR queries.jsonl, or plain text with one query per line.")
 @click.option("--router", type=click.Path(file_okay=False, path_type=Path),
-              help="Route each query to an expert of this router directory (default: base model only).")
-@click.option("--routing", default="pilot", show_default=True, help="Which built router to use with --router.")
+              help="Route each query to a system of this router directory (default: base model only).")
+@click.option("--routing", default="default", show_default=True,
+              help=f"Which built router to use with --router: {', '.join(buildable_kinds())}, or default (the one "
+                   "the routing folds favoured).")
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True, help="Base model (must match the index).")
 @click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @click.option("--device", help="Encode and search on this torch device (e.g. cuda; exact search, flat indexes) "
                                "[default: encode on the best device, search with FAISS on the CPU].")
-def search(index_dir, query_texts, queries_file, router, routing, model, top_k, as_json, device):
-    """Search an index: with the base model, or routed over a router's experts."""
-    from eval.data import load_query_file
+def search(index_dir, lexical_dir, query_texts, queries_file, router, routing, model, top_k, as_json, device):
+    """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
+    from eval.data import merge_queries
     from retriever.index import CorpusIndex
     from retriever.router_retriever import RouterRetriever
 
-    queries = {f"q{i}": text for i, text in enumerate(query_texts, start=1)}
-    if queries_file is not None:  # plain-text lines are numbered on after the --query ones
-        for query_id, text in load_query_file(queries_file, first=len(queries) + 1).items():
-            if query_id in queries:
-                raise click.UsageError(f"query id {query_id!r} in {queries_file} is also the id of a --query")
-            queries[query_id] = text
-    if not queries:
-        raise click.UsageError("give at least one --query or a --queries file")
+    if router is None and routing != "default":
+        raise click.UsageError("--routing chooses a router of --router DIR; give --router too")
+    queries = merge_queries(query_texts, queries_file)
     if router is None:
         retriever = RouterRetriever.base_only(model, device=device)
     else:
         retriever = RouterRetriever.load(router, routing, model=model, device=device)
     corpus_index = CorpusIndex.load(index_dir, retriever.encoder.info, device=device)
-    for hit in retriever.search(queries, k=top_k, index=corpus_index):
+    for hit in retriever.search(queries, k=top_k, index=corpus_index, lexical=lexical_dir):
         if as_json:
-            click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "expert": hit.expert,
-                                   "confidence": round(hit.confidence, 4),
+            click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "system": hit.system,
+                                   "expert": hit.expert, "mode": hit.mode, "confidence": round(hit.confidence, 4),
                                    "hits": [{"doc_id": d, "score": s} for d, s in hit.hits]}))
             continue
-        click.echo(f"{hit.query_id} [{hit.expert}, confidence {hit.confidence:.2f}]: {queries[hit.query_id]}")
+        click.echo(f"{hit.query_id} [{hit.system} ({hit.mode}), confidence {hit.confidence:.2f}]: "
+                   f"{queries[hit.query_id]}")
         for rank, (doc_id, score) in enumerate(hit.hits, start=1):
             click.echo(f"  {rank:>3}  {score:.4f}  {doc_id}")
 
@@ -202,8 +214,8 @@ def experts_list(router, model):
     from retriever.router_dir import RouterDirectory
 
     store = RouterDirectory(router, load_encoder(model).info)
-    for name in store.names():
-        info = store.info(name)
+    for name in store.expert_names():
+        info = store.expert_info(name)
         metrics, training = info.get("metrics", {}), info.get("training", {})
         scores = [metrics.get(key) for key in ("heldout_base_ndcg@10", "heldout_ndcg@10")]
         held_out = " -> ".join(f"{v:.4f}" if isinstance(v, int | float) else "?" for v in scores)
@@ -225,7 +237,7 @@ def experts_remove(router, name, model):
     from retriever.router_dir import RouterDirectory
 
     store = RouterDirectory(router, load_encoder(model).info)
-    store.remove(name)
+    store.remove_expert(name)
     refitted = refresh_routers(store)
     click.echo(f"removed {name}" + (f"; refitted routers: {', '.join(refitted)}" if refitted else ""))
 
@@ -253,46 +265,24 @@ def experts_export(router, name, output, overwrite, model):
 @click.option("--dataset", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--system", "systems", multiple=True, default=("base",), show_default=True,
-              help="base, expert:NAME, multitask, pilot, classifier, dataset, dataset-oracle or instance-oracle "
-                   "(repeatable: every system given is evaluated, sharing query vectors; all but base need --router).")
+              help=f"{', '.join(SYSTEMS)} (repeatable: every system given is evaluated, sharing query vectors; "
+                   "all but base, bm25 and hybrid:base need --router).")
 @router_option(required=False)
 @model_options
 @click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path),
-              help='Write {"results": [...]} with one row per dataset and system.')
+              help='Write {"results": [...], "default_system": ...} with one row per dataset and system.')
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset and system here.")
 @click.pass_obj
 def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, index_type, output_json, run_dir):
     """Evaluate systems on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
-    from eval.data import open_dataset
-    from eval.metrics import write_trec_run
-    from eval.runs import SplitRun, format_table, load_systems, parse_system, write_results_json
-    from retriever.encoder import load_encoder
-    from retriever.expert_encoder import MultiExpertEncoder
-    from retriever.index import IndexConfig, ensure_index
+    from eval.runs import evaluate_systems, format_table, write_results_json
 
-    systems = list(dict.fromkeys(systems))
-    for system in systems:
-        parse_system(system)  # an unknown system fails before any data or model loads
-    opened = [open_dataset(data_dir, name) for name in datasets]
-    for ds in opened:
-        ds.qrels(split)
-    encoder = MultiExpertEncoder(load_encoder(model))
-    routers, candidates = load_systems(systems, router, encoder)
-    config = IndexConfig(index_type=index_type)
-    rows = []
-    for ds in opened:
-        index = ensure_index(ds, encoder.base, cache_dir, config, progress=obj["progress"])
-        run = SplitRun(ds, split, encoder, index, routers, candidates)
-        for system in systems:
-            result = run.run(system)
-            rows.append(result)
-            if run_dir is not None:
-                tag = system.replace(":", "-")
-                write_trec_run(result.results, run_dir / f"{ds.name}.{split}.{tag}.trec", tag=tag)
+    rows, default = evaluate_systems(data_dir, datasets, systems, split, router, model, cache_dir, index_type,
+                                     run_dir, progress=obj["progress"])
     click.echo(format_table(rows))
     if output_json is not None:
-        write_results_json(rows, output_json)
+        write_results_json(rows, output_json, {"default_system": default})
 
 
 def _threshold_value(ctx, param, value):
@@ -326,22 +316,28 @@ def _threshold_value(ctx, param, value):
                    "(always the top expert, as published), 'auto' (the threshold that helps most on held-out "
                    "training queries), or a number in [0, 1).")
 @click.option("--novelty", callback=_threshold_value,
-              help="pilot, dataset: send a query to the base model when its similarity to the nearest pilot "
-                   "(stored query) is below a threshold, i.e. it is unlike every training domain: 'auto' (the "
-                   "threshold that helps most on held-out training queries; the default), 'none', or a number "
-                   "in [0, 1).")
+              help=f"{', '.join(novelty_kinds())}: send a query to the default system when its similarity to the "
+                   "nearest pilot (stored query) is below a threshold, i.e. it is unlike every training domain: "
+                   "'auto' (the threshold and default system, base or hybrid:base, that help most on held-out "
+                   "training queries; the default), 'none', or a number in [0, 1).")
+@click.option("--no-lexical", is_flag=True, help="Route among dense experts only (no bm25 or hybrid systems).")
+@click.option("--fusion", type=click.Choice(FUSIONS), default="convex", show_default=True,
+              help="How hybrids fuse a dense and the BM25 ranking: convex (weight calibrated per expert on its "
+                   "training queries) or rrf (reciprocal rank).")
 @model_options
 @click.pass_obj
-def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty, model,
-                 cache_dir, index_type):
+def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
+                 no_lexical, fusion, model, cache_dir, index_type):
     """Score every expert on training queries, label each by its best expert, and fit routers."""
     from experts.workflows import build_routers
 
-    built = build_routers(router, data_dir, cache_dir, datasets, kinds, max_queries,
-                          pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
-                          novelty=novelty, model=model, index_type=index_type, progress=obj["progress"])
-    for path, kind, labelled, experts_ in built:
-        click.echo(f"{path}\t{kind}\t{labelled} labelled queries\texperts: {', '.join(experts_)}")
+    built, default = build_routers(router, data_dir, cache_dir, datasets, kinds, max_queries,
+                                   pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
+                                   novelty=novelty, model=model, index_type=index_type, lexical=not no_lexical,
+                                   fusion=fusion, progress=obj["progress"])
+    for path, kind, labelled, systems in built:
+        click.echo(f"{path}\t{kind}\t{labelled} labelled queries\tsystems: {', '.join(systems)}")
+    click.echo(f"default router (best on the routing folds): {default}")
 
 
 @main.command()
@@ -374,7 +370,8 @@ def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries
                                 progress=obj["progress"])
     text = write_report(comparison, markdown, plot)
     write_results_json(comparison.results, output_json,
-                       {"routing": comparison.routing(), "seconds": comparison.seconds})
+                       {"default_system": comparison.default, "fold_gains": comparison.fold_gains,
+                        "fusion": comparison.fusion, "routing": comparison.routing(), "seconds": comparison.seconds})
     click.echo(text)
 
 

@@ -27,10 +27,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
 
-    from peft import LoraConfig, get_peft_model
     from sentence_transformers import SentenceTransformer
 
-    from experts import TrainConfig, TrainingSource, batch_loss, epoch_batches
+    from experts import TrainConfig, TrainingSource, batch_loss, epoch_batches, lora_query_model
     from retriever import load_encoder
 
     encoder = load_encoder(device="cpu")
@@ -44,9 +43,7 @@ def main() -> None:
 
     timings = {}
     torch.manual_seed(0)
-    model = SentenceTransformer(str(encoder.path), device="cpu")
-    model[0].model = get_peft_model(model[0].model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1,
-                                                               target_modules=["query", "key", "value"]))
+    model = lora_query_model(encoder, config)  # the trainer's own LoRA model (r 8, alpha 32, q/k/v)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     model.train()
     rng = np.random.default_rng(0)

@@ -38,4 +38,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "write_results_json": "eval.runs",
     "Comparison": "eval.report",
     "write_report": "eval.report",
+    "merge_queries": "eval.data",
+    "evaluate_systems": "eval.runs",
+    "paired_bootstrap": "eval.metrics",
 })

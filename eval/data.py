@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,7 @@ __all__ = [
     "load_qrels",
     "load_queries",
     "load_query_file",
+    "merge_queries",
     "open_dataset",
     "resolve_data_dir",
 ]
@@ -139,6 +140,20 @@ def load_query_file(path: str | os.PathLike, first: int = 1) -> dict[str, str]:
     if not texts:
         raise DataError(f"{path}: no queries (every line is empty)")
     return {f"q{i}": text for i, text in enumerate(texts, start=first)}
+
+
+def merge_queries(texts: Sequence[str], path: str | os.PathLike | None = None) -> dict[str, str]:
+    """Queries given one by one (``q1``, ``q2``, ...) and from a query file (``load_query_file``: its plain-text
+    lines numbered on after them), refusing a ``.jsonl`` id that one of the first already has, or no query."""
+    queries = {f"q{i}": text for i, text in enumerate(texts, start=1)}
+    if path is not None:
+        for query_id, text in load_query_file(path, first=len(queries) + 1).items():
+            if query_id in queries:
+                raise DataError(f"query id {query_id!r} in {path} is also the id of a --query")
+            queries[query_id] = text
+    if not queries:
+        raise DataError("no queries: give at least one --query or a --queries file")
+    return queries
 
 
 def load_qrels(path: str | os.PathLike) -> Qrels:

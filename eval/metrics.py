@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pytrec_eval
 from beir.retrieval.evaluation import EvaluateRetrieval
 
 from retriever.artifacts import atomic_file
 
-__all__ = ["Scores", "evaluate", "per_query_ndcg", "write_trec_run"]
+__all__ = ["Scores", "evaluate", "paired_bootstrap", "per_query_ndcg", "write_trec_run"]
 
 Qrels = dict[str, dict[str, int]]
 Results = dict[str, dict[str, float]]
@@ -63,3 +64,24 @@ def write_trec_run(results: Results, path: str | os.PathLike, tag: str) -> None:
             ordered = sorted(hits.items(), key=lambda item: item[1], reverse=True)
             for rank_, (doc_id, score) in enumerate(ordered, start=1):
                 handle.write(f"{qid} Q0 {doc_id} {rank_} {score:.6f} {tag}\n")
+
+
+def paired_bootstrap(pairs: list[tuple[dict[str, float], dict[str, float]]], resamples: int = 2000, seed: int = 0
+                     ) -> tuple[float, float, float]:
+    """``(difference, low, high)``: system A minus system B in the mean over datasets of mean per-query nDCG@10,
+    with a 95% percentile interval from resampling each dataset's queries (with replacement, the same queries
+    for both systems). ``pairs``: per dataset, both systems' per-query scores over the same query ids.
+    (scipy's ``bootstrap(paired=True)`` resamples one sample; this stratifies by dataset.)"""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for a, b in pairs:
+        if set(a) != set(b) or not a:
+            raise ValueError("paired bootstrap needs both systems' scores on the same, non-empty set of queries")
+        diffs.append(np.array([a[q] - b[q] for q in sorted(a)]))
+    observed = float(np.mean([d.mean() for d in diffs]))
+    samples = np.zeros(resamples)
+    for d in diffs:
+        samples += d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    samples /= len(diffs)
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return observed, float(low), float(high)

@@ -4,14 +4,18 @@ tables and a PNG (``experts.workflows.run_comparison`` produces the ``Comparison
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from eval.runs import MULTITASK, ORACLES, ROUTED, EvalResult
+from eval.metrics import paired_bootstrap
+from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, EvalResult
 from retriever.artifacts import atomic_file
 from retriever.expert_encoder import BASE_EXPERT
+from retriever.systems import BM25, HYBRID, dense_part, hybrid
+
+SINGLE = (BASE_EXPERT, BM25, hybrid(BASE_EXPERT))  # the untrained single systems every router is held against
 
 __all__ = ["Comparison", "plot_confusion", "write_report"]
 
@@ -22,20 +26,39 @@ class Comparison:
     eval_datasets: list[str]
     experts: dict[str, str]  # dataset -> expert
     seconds: dict[str, float]
+    default: str | None = None  # the router the routing folds favoured (the "default" rows)
+    fold_gains: dict[str, dict | None] = field(default_factory=dict)  # router -> its gain on the routing folds
+    fusion: dict = field(default_factory=dict)  # how the hybrids were fused (method, calibrated weights)
+
+    def result(self, system: str, dataset: str) -> EvalResult | None:
+        return next((r for r in self.results if r.system == system and r.dataset == dataset), None)
+
+    def bootstrap(self, a: str, b: str | dict[str, str], datasets: list[str]) -> tuple[float, float, float]:
+        """Paired bootstrap of system ``a`` minus ``b`` (a system, or one per dataset) over ``datasets``."""
+        pairs = []
+        for d in datasets:
+            other = b if isinstance(b, str) else b[d]
+            pairs.append((self.result(a, d).scores.per_query_ndcg_at_10,
+                          self.result(other, d).scores.per_query_ndcg_at_10))
+        return paired_bootstrap(pairs)
+
+    def best_single(self, dataset: str) -> str:
+        """The best of base, bm25 and hybrid:base on ``dataset`` (test): what a router must not fall below."""
+        present = [s for s in SINGLE if self.result(s, dataset) is not None]
+        return max(present, key=lambda s: self.result(s, dataset).scores.ndcg_at_10)
 
     def score(self, system: str, dataset: str) -> float | None:
-        for r in self.results:
-            if r.system == system and r.dataset == dataset:
-                return r.scores.ndcg_at_10
-        return None
+        found = self.result(system, dataset)
+        return None if found is None else found.scores.ndcg_at_10
 
     def systems(self) -> list[str]:
         return list(dict.fromkeys(r.system for r in self.results))
 
     def routing(self) -> dict:
-        """Per routed system: accuracy (share routed to the query's own dataset expert) and confusion counts."""
+        """Per routed system: accuracy (share of queries answered by a system built on their own dataset's
+        expert: the expert or its hybrid) and confusion counts (dataset -> chosen system)."""
         out = {}
-        for system in [*ROUTED, *ORACLES]:
+        for system in [*ROUTED, DEFAULT, *ORACLES]:
             confusion, right, total = {}, 0, 0
             for r in self.results:
                 if r.system != system or r.chosen is None:
@@ -44,7 +67,7 @@ class Comparison:
                 confusion[r.dataset] = dict(sorted(counts.items()))
                 own = self.experts.get(r.dataset)
                 if own is not None:
-                    right += counts.get(own, 0)
+                    right += sum(n for chosen, n in counts.items() if dense_part(chosen) == own)
                     total += sum(counts.values())
             if confusion:
                 out[system] = {"accuracy": round(right / total, 4) if total else None, "confusion": confusion}
@@ -65,7 +88,8 @@ def write_report(comparison: Comparison, markdown_path: Path | None = None, plot
     """Markdown: the paper-style table (nDCG@10 x100), no-expert datasets, expert matrix, routing. Optional PNG."""
     c = comparison
     systems = c.systems()
-    main_systems = [s for s in systems if not s.startswith("expert:")]
+    per_expert = [s for s in systems if s.startswith("expert:") or (s.startswith(HYBRID) and s not in SINGLE)]
+    main_systems = [s for s in systems if s not in per_expert]
     in_domain = [d for d in c.eval_datasets if d in c.expert_datasets]
     other = [d for d in c.eval_datasets if d not in c.expert_datasets]
     parts = []
@@ -79,20 +103,22 @@ def write_report(comparison: Comparison, markdown_path: Path | None = None, plot
     if other:
         rows = [[s, *[_fmt(c.score(s, d)) for d in other]] for s in main_systems]
         parts.append("### Test nDCG@10 (x100) on datasets with no expert\n\n" + _table(["system", *other], rows))
-    experts = [s for s in systems if s.startswith("expert:") or s in (BASE_EXPERT, MULTITASK)]
+    experts = [s for s in systems if s in per_expert or s in (BASE_EXPERT, MULTITASK, *SINGLE)]
     rows = [[s, *[_fmt(c.score(s, d)) for d in c.eval_datasets]] for s in experts]
-    parts.append("### Every expert on every dataset: test nDCG@10 (x100)\n\n"
+    parts.append("### Every expert and hybrid on every dataset: test nDCG@10 (x100)\n\n"
                  + _table(["system", *c.eval_datasets], rows))
+    if c.default is not None and c.result(DEFAULT, c.eval_datasets[0]) is not None:
+        parts.append(_default_section(c, in_domain, other))
     routing = c.routing()
     if routing:
         columns = sorted({e for r in routing.values() for counts in r["confusion"].values() for e in counts})
         acc_rows = [[s, "—" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"] for s, r in routing.items()]
-        parts.append("### Routing accuracy (test queries sent to their own dataset's expert)\n\n"
+        parts.append("### Routing accuracy (test queries answered by their own dataset's expert or its hybrid)\n\n"
                      + _table(["system", "accuracy"], acc_rows))
         for system in ("pilot",) if "pilot" in routing else ():
             confusion = routing[system]["confusion"]
             rows = [[d, *[str(counts.get(e, 0)) for e in columns]] for d, counts in confusion.items()]
-            parts.append(f"### {system}: dataset -> chosen expert (test queries)\n\n"
+            parts.append(f"### {system}: dataset -> chosen system (test queries)\n\n"
                          + _table(["dataset", *columns], rows))
     parts.append("Wall time (s): " + ", ".join(f"{k} {v}" for k, v in c.seconds.items()))
     text = "\n\n".join(parts) + "\n"
@@ -100,8 +126,41 @@ def write_report(comparison: Comparison, markdown_path: Path | None = None, plot
         with atomic_file(markdown_path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     if plot_path is not None and "pilot" in routing:
-        plot_confusion(routing["pilot"]["confusion"], plot_path, "pilot router: dataset -> chosen expert")
+        plot_confusion(routing["pilot"]["confusion"], plot_path, "pilot router: dataset -> chosen system")
     return text
+
+
+def _interval(diff: tuple[float, float, float]) -> str:
+    observed, low, high = (100 * v for v in diff)
+    return f"{observed:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _default_section(c: Comparison, in_domain: list[str], other: list[str]) -> str:
+    """The default router (chosen on the routing folds), against every other router and the best untrained
+    single system per dataset: paired-bootstrap 95% intervals on test, nDCG@10 x100."""
+    lines = [f"### The default router: {c.default} (chosen on the routing folds)\n"]
+    folds = [[kind, *[f"{100 * gain[k]:+.2f}" if gain else "—" for k in ("in-domain", "left out", "mean")]]
+             for kind, gain in c.fold_gains.items() for gain in [gain or {}]]
+    lines.append("Mean nDCG@10 gain over the base on the routing folds (training queries), x100:\n\n"
+                 + _table(["router", "in-domain", "left out", "mean"], folds))
+    rows = []
+    for d in [*in_domain, *other]:
+        best = c.best_single(d)
+        rows.append([d, f"{best} {_fmt(c.score(best, d))}", _fmt(c.score(DEFAULT, d)),
+                     _interval(c.bootstrap(DEFAULT, best, [d]))])
+    if in_domain:
+        per_dataset = {d: c.best_single(d) for d in in_domain}
+        average = float(np.mean([c.score(DEFAULT, d) for d in in_domain]))
+        rows.append(["expert domains (avg)", "best per dataset", _fmt(average),
+                     _interval(c.bootstrap(DEFAULT, per_dataset, in_domain))])
+    lines.append("Default against the best of base, bm25 and hybrid:base on each dataset (paired bootstrap, 95%):\n\n"
+                 + _table(["dataset", "best single system", "default", "default - best [95% CI]"], rows))
+    if in_domain:
+        rows = [[kind, _interval(c.bootstrap(DEFAULT, kind, in_domain))] for kind in ROUTED if kind != c.default]
+        rows += [[s, _interval(c.bootstrap(DEFAULT, s, in_domain))] for s in SINGLE]
+        lines.append("Default against every other router and single system, expert-domain average "
+                     "(paired bootstrap, 95%):\n\n" + _table(["other", "default - other [95% CI]"], rows))
+    return "\n\n".join(lines)
 
 
 def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str) -> None:

@@ -25,18 +25,32 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.data import Dataset
-from eval.metrics import Scores, evaluate
+from eval.data import Dataset, open_dataset
+from eval.metrics import Scores, evaluate, write_trec_run
 from retriever.artifacts import atomic_file, safe_name, save_npy
+from retriever.encoder import load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import CorpusIndex
-from retriever.ranking import Results, search
+from retriever.index import CorpusIndex, IndexConfig, default_cache_dir, ensure_index
+from retriever.lexical import LexicalIndex, ensure_lexical_index
+from retriever.ranking import Results, search, search_lexical
 from retriever.router_dir import RouterDirectory
-from retriever.routers import Router, buildable_kinds, load_router
+from retriever.routers import Router, buildable_kinds
+from retriever.systems import (
+    BM25,
+    FUSION_DEPTH,
+    HYBRID,
+    SystemSet,
+    dense_part,
+    hybrid,
+    is_lexical,
+    run_system,
+    system_names,
+)
 
 __all__ = [
-    "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "format_table", "load_systems",
-    "parse_system", "results_json", "write_results_json",
+    "DEFAULT", "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "check_systems",
+    "display_name", "evaluate_systems", "format_table", "load_systems", "parse_system", "results_json",
+    "write_results_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,8 +58,9 @@ logger = logging.getLogger(__name__)
 MULTITASK = "multitask"
 ROUTED = tuple(buildable_kinds())  # every router fitted from routing data, from the registry
 ORACLES = ("dataset-oracle", "instance-oracle")
-SYSTEMS = ("base", "expert:NAME", MULTITASK, *ROUTED, *ORACLES)
-RETRIEVE_K = 100  # deep enough for Recall@100 and MAP@100
+DEFAULT = "default"  # the router the routing folds favour (recorded in the router directory)
+SYSTEMS = (BASE_EXPERT, "expert:NAME", MULTITASK, BM25, "hybrid:NAME", *ROUTED, DEFAULT, *ORACLES)
+RETRIEVE_K = FUSION_DEPTH  # deep enough for Recall@100 and MAP@100, and what a hybrid fuses
 
 
 @dataclass(frozen=True)
@@ -55,58 +70,109 @@ class EvalResult:
     system: str
     scores: Scores
     results: Results
-    chosen: dict[str, str] | None = field(default=None, repr=False)  # query id -> expert (routed, oracles)
+    chosen: dict[str, str] | None = field(default=None, repr=False)  # query id -> system (routed, oracles)
 
     def row(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "system": self.system, **self.scores.summary()}
 
 
 def parse_system(system: str) -> tuple[str, str | None]:
-    """``(kind, expert)``: kind is ``fixed`` (expert set), a router name, or an oracle; a clear error otherwise."""
-    if system == BASE_EXPERT:
-        return "fixed", BASE_EXPERT
-    if system == MULTITASK:
-        return "fixed", MULTITASK
+    """``(kind, system)``: kind ``fixed`` with the routing-space system name (``base``, an expert's name,
+    ``bm25``, ``hybrid:<expert>``), a router name, ``default`` or an oracle; a clear error otherwise."""
+    if system in (BASE_EXPERT, MULTITASK, BM25):
+        return "fixed", system
     if system.startswith("expert:") and len(system) > len("expert:"):
         return "fixed", safe_name(system.split(":", 1)[1], "expert")
-    if system in ROUTED or system in ORACLES:
+    if system.startswith(HYBRID) and len(system) > len(HYBRID):
+        return "fixed", hybrid(safe_name(system[len(HYBRID):], "expert"))
+    if system in ROUTED or system in ORACLES or system == DEFAULT:
         return system, None
     raise ValueError(f"unknown system {system!r}; available: {', '.join(SYSTEMS)}")
 
 
+def display_name(system: str) -> str:
+    """A routing-space system name as evaluation rows show it (an expert ``x`` is ``expert:x``)."""
+    if system in (BASE_EXPERT, MULTITASK, BM25) or system.startswith(HYBRID):
+        return system
+    return f"expert:{system}"
+
+
+def check_systems(systems: Sequence[str], router_dir: Path | None) -> None:
+    """Fail before any model loads: an unknown system, or one that needs a router directory without one."""
+    for system in systems:
+        kind, name = parse_system(system)
+        if router_dir is None and not (kind == "fixed" and dense_part(name) in (BASE_EXPERT, None)):
+            raise ValueError(f"system {system!r} needs a router directory (--router DIR) holding the experts")
+
+
 def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: MultiExpertEncoder
-                 ) -> tuple[dict[str, Router], list[str] | None]:
+                 ) -> tuple[dict[str, Router], list[str] | None, SystemSet, dict[str, str]]:
     """Load into ``encoder`` the experts that ``systems`` need from the router directory, and the routers they
-    name: ``(routers, candidates)`` for ``SplitRun`` (candidates: what oracles choose among)."""
-    parsed = [parse_system(system) for system in systems]
+    name: ``(routers, candidates, hybrid fusion, {"default": router kind})`` for ``SplitRun`` (candidates:
+    what oracles choose among)."""
+    check_systems(systems, router_dir)
     if router_dir is None:
-        for system, (kind, expert) in zip(systems, parsed, strict=True):
-            if (kind, expert) != ("fixed", BASE_EXPERT):
-                raise ValueError(f"system {system!r} needs a router directory (--router DIR) holding the experts")
-        return {}, None
+        return {}, None, SystemSet(), {}
     store = RouterDirectory(router_dir, encoder.info)
-    candidates = store.candidates()
-    routers, names = {}, []
-    for kind, expert in parsed:
+    candidates = system_names(store.candidates())
+    routers, names, aliases = {}, [], {}
+    for system in systems:
+        kind, name = parse_system(system)
         if kind == "fixed":
-            names += [] if expert == BASE_EXPERT else [store.path(expert).name]
-        elif kind in ROUTED:
-            path = store.router_path(kind)
-            if not (path / "routing.json").is_file():
-                raise ValueError(f"router {kind!r} is not built in {router_dir}; run build-router first")
-            routers[kind] = load_router(path)
-            names += [e for e in routers[kind].experts if e != BASE_EXPERT]
-        else:  # an oracle: every domain expert
-            names += candidates[1:]
-    store.load_into(encoder, [n for n in dict.fromkeys(names) if n not in encoder.names])
-    return routers, candidates
+            expert = dense_part(name)
+            names += [] if expert in (BASE_EXPERT, None) else [store.expert_path(expert).name]
+        elif kind in ROUTED or kind == DEFAULT:
+            if kind == DEFAULT:
+                kind = aliases[DEFAULT] = store.default_router()
+            routers[kind] = store.load_router(kind)
+            names += [dense_part(s) for s in routers[kind].experts]
+        else:  # an oracle: every system
+            names += [dense_part(s) for s in candidates]
+    store.load_into(encoder, [n for n in dict.fromkeys(names) if n not in (None, *encoder.names)])
+    if DEFAULT not in aliases and store.built_routers():
+        aliases[DEFAULT] = store.default_router()
+    return routers, candidates, store.load_systems(), aliases
+
+
+def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], split: str = "test",
+                     router_dir: Path | None = None, model: str | None = None, cache_dir=None,
+                     index_type: str = "flat", run_dir: Path | None = None, progress: bool = False
+                     ) -> tuple[list[EvalResult], str | None]:
+    """``evaluate``: every system on every dataset's ``split``, sharing query vectors per split; TREC runs in
+    ``run_dir``. Returns the rows and the router directory's default router (None without one)."""
+    systems = list(dict.fromkeys(systems))
+    check_systems(systems, router_dir)  # before any data or model loads
+    opened = [open_dataset(data_dir, name) for name in datasets]
+    for ds in opened:
+        ds.qrels(split)
+    encoder = MultiExpertEncoder(load_encoder(model))
+    routers, candidates, fusion, aliases = load_systems(systems, router_dir, encoder)
+    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    needs_lexical = any(is_lexical(parse_system(s)[1] or "") for s in systems) or any(
+        is_lexical(e) for router in routers.values() for e in router.experts) or any(s in ORACLES for s in systems)
+    rows = []
+    for ds in opened:
+        index = ensure_index(ds, encoder.base, cache_dir, IndexConfig(index_type=index_type), progress=progress)
+        lexical = ensure_lexical_index(ds, cache_dir) if needs_lexical else None
+        run = SplitRun(ds, split, encoder, index, routers, candidates, lexical=lexical, systems=fusion,
+                       aliases=aliases)
+        for system in systems:
+            result = run.run(system)
+            rows.append(result)
+            if run_dir is not None:
+                tag = system.replace(":", "-")
+                write_trec_run(result.results, Path(run_dir) / f"{ds.name}.{split}.{tag}.trec", tag=tag)
+    return rows, aliases.get(DEFAULT)
 
 
 def _load_vectors(path: Path) -> np.ndarray | None:
     """A cached ``.npy``, or None if it is missing or unreadable (then it is encoded and written again)."""
+    if not path.exists():
+        return None
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError) as err:
+        logger.warning("re-encoding %s: %s", path, err)
         return None
 
 
@@ -120,20 +186,30 @@ def _remove_stale(path: Path, expert: str) -> None:
 
 
 class SplitRun:
-    """One dataset split over its corpus index, with per-expert query vectors computed once and shared."""
+    """One dataset split over its corpus index (and its lexical index, for BM25 and hybrid systems), with each
+    dense expert's query vectors and rankings computed once and shared by every system evaluated on it."""
 
     def __init__(self, dataset: Dataset, split: str, encoder: MultiExpertEncoder, index: CorpusIndex,
                  routers: dict[str, Router] | None = None, candidates: Sequence[str] | None = None,
-                 vector_cache: Path | None = None, expert_keys: dict[str, str] | None = None):
+                 vector_cache: Path | None = None, expert_keys: dict[str, str] | None = None,
+                 lexical: LexicalIndex | None = None, systems: SystemSet | None = None,
+                 aliases: dict[str, str] | None = None):
         index.check_model(encoder.info)
-        self.dataset, self.split, self.encoder, self.index = dataset, split, encoder, index
+        if lexical is not None:
+            lexical.check_corpus(index.doc_ids)
+        self.dataset, self.split, self.encoder, self.index, self.lexical = dataset, split, encoder, index, lexical
         self.data = dataset.split(split)
         self.query_ids = list(self.data.queries)
         self.texts = [self.data.queries[q] for q in self.query_ids]
         self.routers = routers or {}
+        self.aliases = aliases or {}  # "default" -> the router it stands for
+        self.systems = systems or SystemSet()
         self.candidates = list(candidates) if candidates is not None else encoder.names  # for oracles
+        if lexical is None:
+            self.candidates = [c for c in self.candidates if not is_lexical(c)]
         self._vectors: dict[str, np.ndarray] = {}
         self._done: dict[str, np.ndarray] = {}
+        self._rankings: dict[str, Results] = {}  # dense expert or "bm25" -> per-query top RETRIEVE_K
         self._fixed: dict[str, EvalResult] = {}
         self.vector_cache, self.expert_keys = vector_cache, expert_keys or {}
 
@@ -167,32 +243,50 @@ class SplitRun:
             self._done[expert][todo] = True
         return self._vectors[expert][rows]
 
-    def _result(self, system: str, vectors: np.ndarray, chosen: dict[str, str] | None = None) -> EvalResult:
-        results = search(self.index, vectors, self.query_ids, k=RETRIEVE_K)
-        return self._scored(system, results, chosen)
+    def _ranking(self, source: str, rows: list[int]) -> Results:
+        """The top ``RETRIEVE_K`` of dense expert ``source`` (or of ``bm25``) for ``rows``, computed once per query."""
+        done = self._rankings.setdefault(source, {})
+        todo = [i for i in rows if self.query_ids[i] not in done]
+        if todo:
+            ids = [self.query_ids[i] for i in todo]
+            if source == BM25:
+                done.update(search_lexical(self.lexical, [self.texts[i] for i in todo], ids, RETRIEVE_K))
+            else:
+                done.update(search(self.index, self.vectors(source, todo), ids, RETRIEVE_K))
+        return {self.query_ids[i]: done[self.query_ids[i]] for i in rows}
+
+    def system_results(self, system: str, rows: list[int] | None = None) -> Results:
+        """``system``'s ranking (routing-space name) of ``rows`` (all by default)."""
+        rows = list(range(len(self.query_ids))) if rows is None else list(rows)
+        expert = dense_part(system)
+        if expert is not None and expert not in self.encoder.names:
+            raise ValueError(f"unknown expert {expert!r}; available: {', '.join(self.encoder.names)}")
+        if is_lexical(system) and self.lexical is None:
+            raise ValueError(f"system {system!r} needs the corpus's lexical (BM25) index")
+        dense = None if expert is None else self._ranking(expert, rows)
+        lexical = self._ranking(BM25, rows) if is_lexical(system) else None
+        return run_system(system, [self.query_ids[i] for i in rows], dense, lexical, self.systems, RETRIEVE_K)
 
     def _scored(self, system: str, results: Results, chosen: dict[str, str] | None) -> EvalResult:
         scores = evaluate(self.data.qrels, results)
         logger.info("%s/%s %s: nDCG@10 %.4f", self.dataset.name, self.split, system, scores.ndcg_at_10)
         return EvalResult(self.dataset.name, self.split, system, scores, results, chosen)
 
-    def fixed(self, expert: str) -> EvalResult:
-        if expert not in self.encoder.names:
-            raise ValueError(f"unknown expert {expert!r}; available: {', '.join(self.encoder.names)}")
-        if expert not in self._fixed:
-            system = BASE_EXPERT if expert == BASE_EXPERT else MULTITASK if expert == MULTITASK else f"expert:{expert}"
-            self._fixed[expert] = self._result(system, self.vectors(expert))
-        return self._fixed[expert]
+    def fixed(self, system: str) -> EvalResult:
+        """One system for every query (routing-space name: ``base``, an expert, ``bm25``, ``hybrid:<expert>``)."""
+        if system not in self._fixed:
+            self._fixed[system] = self._scored(display_name(system), self.system_results(system), None)
+        return self._fixed[system]
 
-    def routed(self, name: str) -> EvalResult:
+    def routed(self, name: str, label: str | None = None) -> EvalResult:
         if name not in self.routers:
             raise ValueError(f"router {name!r} is not built; built: {', '.join(self.routers) or 'none'}")
         choice = self.routers[name].route(self.vectors(BASE_EXPERT)).choice
-        vectors = np.zeros((len(self.query_ids), self.encoder.dim), dtype=np.float32)
-        for expert in set(choice):
-            rows = np.array([i for i, e in enumerate(choice) if e == expert])
-            vectors[rows] = self.vectors(expert, rows)
-        return self._result(name, vectors, dict(zip(self.query_ids, choice, strict=True)))
+        results: Results = {}
+        for system in sorted(set(choice)):
+            results.update(self.system_results(system, [i for i, s in enumerate(choice) if s == system]))
+        results = {q: results[q] for q in self.query_ids}
+        return self._scored(label or name, results, dict(zip(self.query_ids, choice, strict=True)))
 
     def dataset_oracle(self) -> EvalResult:
         best = max(self.candidates, key=lambda e: (self.fixed(e).scores.ndcg_at_10, e == BASE_EXPERT))
@@ -209,13 +303,15 @@ class SplitRun:
         return self._scored("instance-oracle", results, chosen)
 
     def run(self, system: str) -> EvalResult:
-        kind, expert = parse_system(system)
+        kind, name = parse_system(system)
         if kind == "fixed":
-            return self.fixed(expert)
+            return self.fixed(name)
         if kind == "dataset-oracle":
             return self.dataset_oracle()
         if kind == "instance-oracle":
             return self.instance_oracle()
+        if kind == DEFAULT:
+            return self.routed(self.aliases[DEFAULT], DEFAULT)
         return self.routed(kind)
 
 

@@ -37,4 +37,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "heldout_split": "experts.train",
     "cached_routing_data": "experts.routing",
     "DEFAULT_EXPERT_DATASETS": "experts.workflows",
+    "choose_default_router": "experts.routing",
+    "lora_query_model": "experts.train",
+    "anchor_loss": "experts.train",
 })

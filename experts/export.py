@@ -28,12 +28,12 @@ def export_expert(store: RouterDirectory, name: str, base: Encoder, output: str 
     store.load_factors(name)  # checks base model and checksums before any work
     model = SentenceTransformer(str(base.path), device="cpu", local_files_only=True)
     transformer = model[0]
-    transformer.model = PeftModel.from_pretrained(transformer.model, str(store.path(name))).merge_and_unload()
+    transformer.model = PeftModel.from_pretrained(transformer.model, str(store.expert_path(name))).merge_and_unload()
     with atomic_directory(output, (METADATA, KIND), overwrite=overwrite) as tmp:
         model.save(str(tmp))
         write_json(tmp / METADATA, {
             "kind": KIND, "format_version": 1, "library_version": library_version(), "expert": name,
             "base_model": {"id": base.info.id, "fingerprint": base.info.fingerprint, "dim": base.info.dim},
-            "adapter_sha256": store.info(name)["files"]["adapter_model.safetensors"],
+            "adapter_sha256": store.expert_info(name)["files"]["adapter_model.safetensors"],
         })
     return Path(output)

@@ -20,18 +20,23 @@ from tqdm.auto import tqdm
 from eval.metrics import per_query_ndcg
 from retriever.artifacts import ArtifactError, check_fields, load_npy, read_json, save_npy
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.ranking import search
+from retriever.ranking import search, search_lexical
 from retriever.router_dir import RouterDirectory
-from retriever.routers import RoutingData, best_expert, fit_router, novelty_kinds
+from retriever.routers import ROUTERS, RoutingData, best_expert, fit_router, novelty_kinds
+from retriever.systems import BM25, FUSION_DEPTH, HYBRID, SystemSet, dense_part, fuse, system_names
+from retriever.systems import hybrid as hybrid_name
 
 __all__ = [
-    "build_router", "cached_routing_data", "expert_key", "refresh_routers", "routing_data",
-    "score_experts",
+    "HYBRID_WEIGHTS", "build_router", "cached_routing_data", "calibrate_hybrids", "choose_default_router",
+    "expert_key", "lexical_key",
+    "refresh_routers", "routing_data", "routing_info", "score_experts",
 ]
 
 logger = logging.getLogger(__name__)
 
 SPLIT = "train"
+HYBRID_WEIGHTS = tuple(round(w, 1) for w in np.arange(0.0, 1.0001, 0.1))  # dense weights a hybrid is calibrated over
+MIN_UNSEEN = 20  # calibrate on queries no expert trained on, where there are at least this many
 NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
 
 
@@ -39,7 +44,7 @@ def expert_key(store: RouterDirectory, name: str) -> str:
     """Identifies an expert's weights (or the base model's) for the score cache."""
     if name == BASE_EXPERT:
         return store.base.fingerprint
-    return store.info(name)["files"]["adapter_model.safetensors"]
+    return store.expert_info(name)["files"]["adapter_model.safetensors"]
 
 
 def _sample(dataset, index, max_queries: int, seed: int) -> tuple[list[str], list[str], dict]:
@@ -49,10 +54,6 @@ def _sample(dataset, index, max_queries: int, seed: int) -> tuple[list[str], lis
     if len(qids) > max_queries:
         qids = sorted(np.random.default_rng(seed).choice(qids, size=max_queries, replace=False).tolist())
     return qids, [data.queries[q] for q in qids], {q: data.qrels[q] for q in qids}
-
-
-def _folder(store: RouterDirectory, dataset_name: str) -> Path:
-    return store.routing_data_path(dataset_name)
 
 
 def _read_cache(path: Path) -> dict:
@@ -70,13 +71,23 @@ def _read_cache(path: Path) -> dict:
 _CACHE_FILES = ("queries.json", "base_vectors.npy", "scores-*.json")  # all that score_experts writes there
 
 
+def _key(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def lexical_key(lexical) -> str:
+    """Identifies a lexical index's content (its files' checksums) for the score cache."""
+    return _key(lexical.meta["files"])
+
+
 def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDirectory, experts: list[str],
-                  max_queries: int, seed: int = 0, progress: bool = False) -> None:
-    """Cache base vectors of the sampled training queries and each expert's per-query nDCG@10 on them."""
+                  max_queries: int, seed: int = 0, progress: bool = False, lexical=None) -> None:
+    """Cache base vectors of the sampled training queries and each expert's per-query nDCG@10 on them; with a
+    lexical index, also BM25's and each expert's hybrid at every weight of ``HYBRID_WEIGHTS`` (and RRF)."""
     qids, texts, qrels = _sample(dataset, index, max_queries, seed)
-    folder = _folder(store, dataset.name)
+    folder = store.routing_data_path(dataset.name)
     folder.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(json.dumps([qids, texts, qrels, index.meta["files"]], sort_keys=True).encode()).hexdigest()
+    key = _key([qids, texts, qrels, index.meta["files"]])
     meta_path = folder / "queries.json"
     if _read_cache(meta_path).get("key") != key or not _readable(folder / "base_vectors.npy", len(qids)):
         for pattern in _CACHE_FILES:  # only the cache's own files: nothing else there is ever deleted
@@ -84,20 +95,51 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
                 stale.unlink()
         save_npy(folder / "base_vectors.npy", encoder.encode(texts, BASE_EXPERT))
         store.write_record(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
+    lex_key, lexical_results = None, None
+    if lexical is not None:
+        lexical.check_corpus(index.doc_ids)
+        lex_key = lexical_key(lexical)
+        lexical_results = search_lexical(lexical, texts, qids, FUSION_DEPTH)
+        path = folder / f"scores-{BM25}.json"
+        if not _current(_read_cache(path), "lexical_key", lex_key, len(qids)):
+            per_query = per_query_ndcg(qrels, lexical_results)
+            store.write_record(path, {"lexical_key": lex_key, "ndcg@10": [per_query[q] for q in qids]})
     base_vectors = None
     for name in tqdm(experts, desc=f"scoring experts on {dataset.name}", disable=not progress):
         path, expected = folder / f"scores-{name}.json", expert_key(store, name)
         cached = _read_cache(path)
-        if cached.get("expert_key") == expected and len(cached.get("ndcg@10") or []) == len(qids):
+        if _current(cached, "expert_key", expected, len(qids)) and (
+                lexical is None or (cached.get("lexical_key") == lex_key and isinstance(cached.get("hybrid"), dict))):
             if "trained_on" not in cached:  # caches written before the field existed: add it, nothing to encode
                 store.write_record(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
             continue
         if name == BASE_EXPERT:
             base_vectors = load_npy(folder / "base_vectors.npy")
         vectors = base_vectors if name == BASE_EXPERT else encoder.encode(texts, name)
-        per_query = per_query_ndcg(qrels, search(index, vectors, qids, k=100))
-        store.write_record(path, {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids],
-                                  "trained_on": _trained_on(store, name, dataset, index, qids)})
+        results = search(index, vectors, qids, k=FUSION_DEPTH)
+        per_query = per_query_ndcg(qrels, results)
+        record = {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids],
+                  "trained_on": _trained_on(store, name, dataset, index, qids)}
+        if lexical_results is not None:
+            record["lexical_key"] = lex_key
+            record["hybrid"] = {label: [fused[q] for q in qids] for label, fused in
+                                _hybrid_scores(qrels, qids, results, lexical_results).items()}
+        store.write_record(path, record)
+
+
+def _hybrid_scores(qrels, qids, dense, lexical) -> dict[str, dict[str, float]]:
+    """Per-query nDCG@10 of ``dense`` fused with ``lexical``: ``{weight label: scores}`` and ``{"rrf": scores}``."""
+    out = {}
+    for weight in HYBRID_WEIGHTS:
+        fused = {q: fuse(dense[q], lexical[q], weight, "convex") for q in qids}
+        out[f"{weight:.1f}"] = per_query_ndcg(qrels, fused)
+    out["rrf"] = per_query_ndcg(qrels, {q: fuse(dense[q], lexical[q], 0.0, "rrf") for q in qids})
+    return out
+
+
+def _current(cached: dict, key_field: str, key: str, rows: int) -> bool:
+    scores = cached.get("ndcg@10")
+    return cached.get(key_field) == key and isinstance(scores, list) and len(scores) == rows
 
 
 def _readable(path: Path, rows: int) -> bool:
@@ -109,50 +151,141 @@ def _readable(path: Path, rows: int) -> bool:
 
 def _trained_on(store: RouterDirectory, name: str, dataset, index, qids: list[str]) -> list[bool]:
     """Per query: was it in the training slice of expert ``name`` (its score there is optimistic)?"""
-    from experts.train import TrainConfig, heldout_split
+    from experts.config import TrainConfig
+    from experts.train import heldout_split
 
-    training = {} if name == BASE_EXPERT else store.info(name).get("training", {})
-    if dataset.name not in training.get("datasets", []) or training.get("split") != SPLIT:
+    training = {} if name == BASE_EXPERT else store.expert_info(name).get("training", {})
+    datasets = training.get("datasets")
+    if not isinstance(datasets, list) or dataset.name not in datasets or training.get("split") != SPLIT:
         return [False] * len(qids)
-    _, train, _ = heldout_split(dataset, index.doc_ids, SPLIT, TrainConfig(**training["hyperparameters"]))
+    try:
+        config = TrainConfig.from_fields(training.get("hyperparameters"))
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(f"expert {name!r}: expert.json 'training.hyperparameters' is not a TrainConfig: "
+                            f"{err}") from None
+    _, train, _ = heldout_split(dataset, index.doc_ids, SPLIT, config)
     seen = {e.query_id for e in train}
     return [q in seen for q in qids]
 
 
-def cached_routing_data(store: RouterDirectory, datasets: list[str]) -> RoutingData:
-    """Label cached training queries with their best current expert (ties: own expert, base, list order)."""
+def _column(store: RouterDirectory, dataset: str, name: str, key_field: str, key: str) -> dict:
+    cached = _read_cache(store.routing_data_path(dataset) / f"scores-{name}.json")
+    if cached.get(key_field) != key or not isinstance(cached.get("ndcg@10"), list):
+        raise ValueError(f"no current scores of {name!r} on {dataset!r}; run build-router")
+    return cached
+
+
+def _unseen(mask: np.ndarray | None, rows: int) -> np.ndarray:
+    """Rows no expert was trained on, where at least ``MIN_UNSEEN`` are; else every row."""
+    unseen = np.ones(rows, bool) if mask is None else ~mask
+    return unseen if unseen.sum() >= MIN_UNSEEN else np.ones(rows, bool)
+
+
+def calibrate_hybrids(store: RouterDirectory, datasets: list[str], hybrid: dict[str, dict[str, dict]],
+                      trained: dict[str, dict[str, np.ndarray | None]], fusion: str = "convex") -> SystemSet:
+    """Each hybrid's dense weight from ``HYBRID_WEIGHTS``: the one with the best mean nDCG@10 on training queries
+    the expert did not train on — an expert's own dataset's, the base model's over every dataset (mean of the
+    datasets' means). Ties go to the lower weight. Training queries only: the routing data has no test split."""
+    if fusion == "rrf":
+        return SystemSet("rrf")
+    home = {expert: dataset for dataset, expert in store.domain_experts().items() if dataset in datasets}
+    weights = {}
+    for expert, by_dataset in hybrid.items():
+        sets = [home[expert]] if expert in home else datasets
+
+        def mean_at(label, sets=sets, by_dataset=by_dataset, expert=expert):
+            means = []
+            for d in sets:
+                column = np.asarray(by_dataset[d][label], dtype=np.float64)
+                means.append(column[_unseen(trained[expert][d], len(column))].mean())
+            return float(np.mean(means))
+
+        values = [mean_at(f"{w:.1f}") for w in HYBRID_WEIGHTS]
+        weights[hybrid_name(expert)] = float(HYBRID_WEIGHTS[int(np.argmax(values))])
+    return SystemSet("convex", weights)
+
+
+def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: dict[str, str] | None = None,
+                        fusion: str = "convex") -> RoutingData:
+    """Label cached training queries with their best current system (ties: own expert, base, list order).
+    Without ``lexical`` the systems are the dense experts; with it (``{dataset: lexical_key}``) also ``bm25`` and
+    each expert's hybrid at its calibrated weight (``calibrate_hybrids``)."""
     own = store.domain_experts()
     experts = store.candidates()
+    records = {d: {name: _column(store, d, name, "expert_key", expert_key(store, name)) for name in experts}
+               for d in datasets}
+    trained = {name: {d: (None if records[d][name].get("trained_on") is None else
+                          np.asarray(records[d][name]["trained_on"], dtype=bool)) for d in datasets}
+               for name in experts}
+    systems_set = None
+    if lexical is not None:
+        for d in datasets:
+            for name in experts:
+                if records[d][name].get("lexical_key") != lexical[d] or not isinstance(records[d][name].get("hybrid"),
+                                                                                      dict):
+                    raise ValueError(f"no current hybrid scores of {name!r} on {d!r}; run build-router")
+        hybrid = {name: {d: records[d][name]["hybrid"] for d in datasets} for name in experts}
+        systems_set = calibrate_hybrids(store, datasets, hybrid, trained, fusion)
+    systems = system_names(experts, lexical is not None)
     vectors, labels, names, all_scores, all_trained = [], [], [], [], []
-    for dataset in datasets:
-        folder = _folder(store, dataset)
-        columns, trained = [], []
-        for name in experts:
-            path = folder / f"scores-{name}.json"
-            cached = _read_cache(path)
-            if cached.get("expert_key") != expert_key(store, name) or not isinstance(cached.get("ndcg@10"), list):
-                raise ValueError(f"no current scores of expert {name!r} on {dataset!r}; run build-router")
-            columns.append(cached["ndcg@10"])
-            trained.append(cached.get("trained_on"))
+    for d in datasets:
+        columns, masks = [], []
+        for system in systems:
+            expert = dense_part(system)
+            if system == BM25:
+                columns.append(_column(store, d, BM25, "lexical_key", lexical[d])["ndcg@10"])
+                masks.append(np.zeros(len(columns[-1]), bool))
+                continue
+            record = records[d][expert]
+            if system.startswith(HYBRID):
+                label = "rrf" if systems_set.fusion == "rrf" else f"{systems_set.weight(system):.1f}"
+                columns.append(record["hybrid"][label])
+            else:
+                columns.append(record["ndcg@10"])
+            masks.append(trained[expert][d])
         scores = np.array(columns, dtype=np.float64).T
-        labels += [best_expert(row, experts, own.get(dataset)) for row in scores]
-        vectors.append(load_npy(folder / "base_vectors.npy"))
-        names += [dataset] * len(scores)
+        vectors.append(load_npy(store.routing_data_path(d) / "base_vectors.npy"))
+        names += [d] * len(scores)
         all_scores.append(scores)
-        all_trained.append(None if None in trained else np.array(trained, dtype=bool).T)
+        all_trained.append(None if any(m is None for m in masks) else np.array(masks, dtype=bool).T)
     dataset_experts = {d: e for d, e in own.items() if d in set(names)}
     trained_on = None if any(t is None for t in all_trained) else np.concatenate(all_trained)
-    return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, experts, np.concatenate(all_scores),
-                       trained_on)
+    scores = np.concatenate(all_scores)
+    # Over systems, a query's best is often a tie (nDCG@10 1.0 for several): ties go to the system that does
+    # best on its dataset as a whole, so a label says "not the usual" only when another system really wins.
+    dataset_systems = _dataset_systems(names, systems, scores, trained_on, own) if lexical is not None else None
+    labels = [best_expert(row, systems, [(dataset_systems or {}).get(d), own.get(d)])
+              for row, d in zip(scores, names, strict=True)]
+    return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, systems, scores, trained_on,
+                       dataset_systems, systems_set)
+
+
+def _dataset_systems(names: list[str], systems: list[str], scores: np.ndarray, trained_on: np.ndarray | None,
+                     own: dict[str, str]) -> dict[str, str]:
+    """Each dataset's best system by mean nDCG@10 on its queries no expert trained on (the dataset router's
+    choice and the tie-break of labels)."""
+    best = {}
+    datasets = np.array(names)
+    for d in dict.fromkeys(names):
+        rows = np.flatnonzero(datasets == d)
+        if not len(rows):
+            continue
+        unseen = _unseen(None if trained_on is None else trained_on[rows].any(axis=1), len(rows))
+        means = scores[rows][unseen].mean(axis=0)
+        best[d] = best_expert(means, systems, own.get(d))
+    return best
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,
-                 progress: bool = False) -> RoutingData:
-    """Score what is not cached yet on ``sources`` (``(dataset, index)`` pairs), then label from the cache."""
+                 progress: bool = False, lexical: dict | None = None, fusion: str = "convex") -> RoutingData:
+    """Score what is not cached yet on ``sources`` (``(dataset, index)`` pairs; ``lexical``: ``{dataset name:
+    LexicalIndex}`` to route among BM25 and hybrid systems too), then label from the cache."""
     experts = store.candidates()
     for dataset, index in sources:
-        score_experts(dataset, index, encoder, store, experts, max_queries, seed, progress)
-    return cached_routing_data(store, [dataset.name for dataset, _ in sources])
+        score_experts(dataset, index, encoder, store, experts, max_queries, seed, progress,
+                      None if lexical is None else lexical[dataset.name])
+    keys = None if lexical is None else {d.name: lexical_key(lexical[d.name]) for d, _ in sources}
+    return cached_routing_data(store, [dataset.name for dataset, _ in sources], keys, fusion)
 
 
 def build_router(store: RouterDirectory, kind: str, data: RoutingData, info: dict, **options) -> Path:
@@ -161,11 +294,26 @@ def build_router(store: RouterDirectory, kind: str, data: RoutingData, info: dic
     training domain goes to the base model, below a similarity calibrated on the training data's folds."""
     if kind in novelty_kinds():
         options.setdefault("novelty", NOVELTY)
-    for calibrated in ("min_confidence", "min_similarity"):  # refitting: "auto" is calibrated again, a number kept
+    for calibrated in ("min_confidence", "min_similarity", "default"):  # refitting: "auto" is calibrated again
         options.pop(calibrated, None)
     router = fit_router(kind, data, **options)
     counts = {e: data.labels.count(e) for e in data.experts}
-    return store.save_router(router, {**info, "label_counts": counts})
+    if data.systems is not None:  # the hybrids' calibrated fusion, beside the routers that choose them
+        store.save_systems(data.systems)
+    fold = {} if router.fold_gain is None else {"fold_gain": router.fold_gain}
+    return store.save_router(router, {**info, "label_counts": counts, **fold})
+
+
+def choose_default_router(store: RouterDirectory) -> str | None:
+    """Record as the directory's default the built router with the best mean gain on the routing folds (training
+    queries only; ties: registry order, the pilot first). Returns it, or None if no router has fold gains."""
+    gains = {kind: store.load_router(kind).info.get("fold_gain", {}).get("mean") for kind in store.built_routers()}
+    ranked = [kind for kind in ROUTERS if isinstance(gains.get(kind), int | float)]
+    if not ranked:
+        return None
+    best = max(ranked, key=lambda kind: (gains[kind], -ranked.index(kind)))
+    store.set_default_router(best)
+    return best
 
 
 def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None = None, open_source=None,
@@ -173,21 +321,38 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
     """Refit every saved router for the current experts, without retraining any expert.
 
     After a removal nothing is encoded (the remaining experts' scores are cached). After an addition, pass
-    ``encoder`` (with the new expert loaded) and ``open_source(dataset_name) -> (dataset, index)`` so the new
-    expert's scores can be computed. Returns the names of the routers refitted.
+    ``encoder`` (with the new expert loaded) and ``open_source(dataset_name) -> (dataset, index, lexical index)``
+    so the new expert's scores can be computed. Returns the names of the routers refitted.
     """
     refitted = []
     for kind in store.built_routers():
         path = store.router_path(kind)
         router = store.load_router(kind)
         info = router.info
-        check_fields(info, {"datasets": list, "max_queries": int, "seed": int}, f"{path / 'routing.json'} info")
+        check_fields(info, {"datasets": list, "max_queries": int, "seed": int, "lexical_keys?": dict,
+                            "fusion?": str}, f"{path / 'routing.json'} info")
+        fusion = info.get("fusion", "convex")
+        keys = info.get("lexical_keys")
         if open_source is not None:
-            sources = [open_source(name) for name in info["datasets"]]
-            data = routing_data(sources, encoder, store, info["max_queries"], info["seed"], progress)
+            opened = [open_source(name) for name in info["datasets"]]
+            lexical = {ds.name: lex for ds, _, lex in opened} if keys is not None else None
+            data = routing_data([(ds, index) for ds, index, _ in opened], encoder, store, info["max_queries"],
+                                info["seed"], progress, lexical, fusion)
+            keys = None if lexical is None else {name: lexical_key(lex) for name, lex in lexical.items()}
         else:
-            data = cached_routing_data(store, info["datasets"])
-        build_router(store, router.name, data, {k: info[k] for k in ("datasets", "max_queries", "seed")},
-                     **router.options)
+            data = cached_routing_data(store, info["datasets"], keys, fusion)
+        build_router(store, router.name, data,
+                     routing_info(info["datasets"], info["max_queries"], info["seed"], keys, fusion), **router.options)
         refitted.append(router.name)
+    if refitted:
+        choose_default_router(store)
     return refitted
+
+
+def routing_info(datasets: list[str], max_queries: int, seed: int, lexical_keys: dict[str, str] | None = None,
+                 fusion: str = "convex") -> dict:
+    """What a built router records of the data it was fitted on, so that it can be refitted the same way."""
+    info = {"datasets": list(datasets), "max_queries": max_queries, "seed": seed}
+    if lexical_keys is not None:
+        info.update(lexical_keys=dict(lexical_keys), fusion=fusion)
+    return info

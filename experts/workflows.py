@@ -15,16 +15,26 @@ from pathlib import Path
 
 from eval.data import Dataset, open_dataset
 from eval.report import Comparison
-from eval.runs import MULTITASK, ORACLES, ROUTED, SplitRun
+from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, SplitRun
 from experts.pairs import anchor_texts
-from experts.routing import build_router, expert_key, refresh_routers, routing_data
+from experts.routing import (
+    build_router,
+    choose_default_router,
+    expert_key,
+    lexical_key,
+    refresh_routers,
+    routing_data,
+    routing_info,
+)
 from experts.train import TrainConfig, TrainedExpert, train_expert
 from retriever.artifacts import check_fields, read_json
 from retriever.encoder import Encoder, load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex, IndexConfig, ensure_index
+from retriever.lexical import ensure_lexical_index
 from retriever.router_dir import RouterDirectory, validate_name
-from retriever.routers import load_router, novelty_kinds
+from retriever.routers import novelty_kinds
+from retriever.systems import BM25, hybrid, system_names
 
 __all__ = [
     "DEFAULT_EXPERT_DATASETS", "DEFAULT_OVERRIDES", "add_expert", "build_routers", "load_overrides",
@@ -56,8 +66,8 @@ def load_overrides(path: str | os.PathLike | None) -> dict[str, dict]:
     return overrides
 
 
-def _check_training_request(store: RouterDirectory | None, name: str, dataset: Dataset, split: str,
-                            config: TrainConfig, anchor_sets: Sequence[Dataset], overwrite: bool) -> None:
+def _check_training_request(name: str, dataset: Dataset, split: str, config: TrainConfig,
+                            anchor_sets: Sequence[Dataset]) -> None:
     validate_name(name)
     if split == "test":
         raise ValueError("experts are never trained on the test split")
@@ -67,7 +77,10 @@ def _check_training_request(store: RouterDirectory | None, name: str, dataset: D
                          "go together")
     if dataset.name in {other.name for other in anchor_sets}:
         raise ValueError(f"anchor dataset {dataset.name!r} is the expert's own dataset")
-    if store is not None and name in store.names() and not overwrite:
+
+
+def _check_new(store: RouterDirectory, name: str, overwrite: bool) -> None:
+    if name in store.expert_names() and not overwrite:
         raise FileExistsError(f"expert {name!r} already exists in {store.root}; pass --overwrite to replace it")
 
 
@@ -76,11 +89,23 @@ def train_and_save(store: RouterDirectory, name: str, dataset: Dataset, index: C
                    overwrite: bool = False, progress: bool = False) -> TrainedExpert:
     """Train expert ``name`` on ``dataset``'s ``split`` against ``index`` (anchored on ``anchor_sets``' texts when
     ``config.anchor_weight > 0``) and save it into the router directory."""
-    _check_training_request(store, name, dataset, split, config, anchor_sets, overwrite)
+    _check_training_request(name, dataset, split, config, anchor_sets)
+    _check_new(store, name, overwrite)
     anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
     trained = train_expert([(dataset, index)], encoder, config, split, anchors=anchors, progress=progress)
-    store.save(name, trained.write, trained.meta(), overwrite=overwrite)
+    store.save_expert(name, trained.write, trained.meta(), overwrite=overwrite)
     return trained
+
+
+def _opener(data_dir, cache_dir, encoder: Encoder, index_type: str = "flat", progress: bool = False):
+    """``open(name) -> (dataset, dense index, lexical index)``, from the cache (built when missing)."""
+
+    def open_source(name: str):
+        ds = open_dataset(data_dir, name)
+        index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=progress)
+        return ds, index, ensure_lexical_index(ds, cache_dir)
+
+    return open_source
 
 
 def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str, name: str, config: TrainConfig,
@@ -91,48 +116,61 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     so they can choose it (nothing else is retrained). Returns ``(expert path, trained, refitted routers)``."""
     ds = open_dataset(data_dir, dataset)
     anchor_sets = [open_dataset(data_dir, other) for other in anchor_datasets]  # unknown names fail here
-    _check_training_request(None, name, ds, split, config, anchor_sets, overwrite)  # before any model loads
+    _check_training_request(name, ds, split, config, anchor_sets)  # before any model loads
     encoder = load_encoder(model)
     store = RouterDirectory(router_dir, encoder.info, create=True)
-    _check_training_request(store, name, ds, split, config, anchor_sets, overwrite)  # before any corpus is encoded
+    _check_new(store, name, overwrite)  # before any corpus is encoded
     index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=progress)
     trained = train_and_save(store, name, ds, index, encoder, config, split, anchor_sets, overwrite, progress)
     refitted = []
     if store.built_routers():  # fold the new expert into the routers already built
-
-        def open_source(dataset_name):
-            other = open_dataset(data_dir, dataset_name)
-            return other, ensure_index(other, encoder, cache_dir, IndexConfig(), progress=progress)
-
         routed = store.load_into(MultiExpertEncoder(encoder))
-        refitted = refresh_routers(store, routed, open_source, progress=progress)
-    return store.path(name), trained, refitted
+        refitted = refresh_routers(store, routed, _opener(data_dir, cache_dir, encoder, progress=progress),
+                                   progress=progress)
+    return store.expert_path(name), trained, refitted
+
+
+def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
+                 max_queries: int, fusion: str, progress: bool, options_for) -> tuple[list, object]:
+    """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``."""
+    data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress, lexical=lexical,
+                        fusion=fusion)
+    keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
+    info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion)
+    paths = [build_router(store, kind, data, info, **options_for(kind)) for kind in kinds]
+    choose_default_router(store)
+    return paths, data
 
 
 def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: Sequence[str], kinds: Sequence[str],
                   max_queries: int = 500, pilot_options: dict | None = None, fallback: str | float = "none",
                   novelty: str | float | None = None, model: str | None = None, index_type: str = "flat",
-                  progress: bool = False) -> list[tuple[Path, str, int, list[str]]]:
-    """``build-router``: score every expert on ``datasets``' training queries, label each query by its best expert
-    and fit routers of ``kinds``. Returns ``(path, kind, labelled queries, experts)`` per router."""
+                  lexical: bool = True, fusion: str = "convex", progress: bool = False
+                  ) -> tuple[list[tuple[Path, str, int, list[str]]], str]:
+    """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
+    BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
+    the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems)``
+    per router, and the default router."""
     opened = [open_dataset(data_dir, name) for name in datasets]
     for ds in opened:
         ds.qrels("train")
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
-    config = IndexConfig(index_type=index_type)
-    sources = [(ds, ensure_index(ds, encoder.base, cache_dir, config, progress=progress)) for ds in opened]
-    data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress)
-    info = {"datasets": list(datasets), "max_queries": max_queries, "seed": 0}
-    built = []
-    for kind in kinds:
+    open_source = _opener(data_dir, cache_dir, encoder.base, index_type, progress)
+    triples = [open_source(ds.name) for ds in opened]
+    lexical_indexes = {ds.name: lex for ds, _, lex in triples} if lexical else None
+
+    def options_for(kind):
         options = dict(pilot_options or {}) if kind == "pilot" else {}
         if novelty is not None and kind in novelty_kinds():  # else build_router's default
             options["novelty"] = novelty
-        path = build_router(store, kind, data, info, fallback=fallback, **options)
-        built.append((path, kind, len(data.labels), data.experts))
-    return built
+        return {"fallback": fallback, **options}
+
+    paths, data = _fit_routers(store, kinds, [(ds, index) for ds, index, _ in triples], lexical_indexes, encoder,
+                               max_queries, fusion, progress, options_for)
+    return [(path, kind, len(data.labels), data.experts) for path, kind in zip(paths, kinds, strict=True)], \
+        store.default_router()
 
 
 def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[str] = (),
@@ -155,17 +193,20 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
         opened[name].qrels("test")
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info, create=True)
-    indexes = {}
+    indexes, lexical = {}, {}
     for name, ds in opened.items():
         t = time.perf_counter()
         indexes[name] = ensure_index(ds, encoder.base, cache_dir, IndexConfig(index_type=index_type),
                                      progress=progress)
         seconds[f"index:{name}"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        lexical[name] = ensure_lexical_index(ds, cache_dir)
+        seconds[f"bm25:{name}"] = round(time.perf_counter() - t, 1)
 
     overrides = overrides or {}
     for name in expert_datasets:
-        if name not in store.names():
-            config = TrainConfig(**overrides.get(name, {}))
+        if name not in store.expert_names():
+            config = TrainConfig.from_fields(overrides.get(name, {}))
             others = [opened[other] for other in expert_datasets if other != name]
             if not others:  # a single expert dataset: no other domain to anchor on
                 config = dataclasses.replace(config, anchor_weight=0.0, anchor_documents=0)
@@ -173,31 +214,37 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
             trained = train_and_save(store, name, opened[name], indexes[name], encoder.base, config,
                                      anchor_sets=anchor_sets, progress=progress)
             seconds[f"train:{name}"] = round(trained.seconds, 1)
-    if multitask and MULTITASK not in store.names():
+    if multitask and MULTITASK not in store.expert_names():
         sources = [(opened[name], indexes[name]) for name in expert_datasets]
-        trained = train_expert(sources, encoder.base, TrainConfig(**overrides.get(MULTITASK, {})), progress=progress)
-        store.save(MULTITASK, trained.write, trained.meta())
+        trained = train_expert(sources, encoder.base, TrainConfig.from_fields(overrides.get(MULTITASK, {})),
+                               progress=progress)
+        store.save_expert(MULTITASK, trained.write, trained.meta())
         seconds[f"train:{MULTITASK}"] = round(trained.seconds, 1)
     store.load_into(encoder)
 
     t = time.perf_counter()
     sources = [(opened[name], indexes[name]) for name in expert_datasets]
-    data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress)
-    info = {"datasets": list(expert_datasets), "max_queries": max_queries, "seed": 0}
-    routers = {kind: load_router(build_router(store, kind, data, info)) for kind in ROUTED}
+    _fit_routers(store, ROUTED, sources, {name: lexical[name] for name in expert_datasets}, encoder, max_queries,
+                 "convex", progress, lambda kind: {})
+    routers = {kind: store.load_router(kind) for kind in ROUTED}
+    default = store.default_router()
     seconds["build-routers"] = round(time.perf_counter() - t, 1)
 
     own = store.domain_experts()
-    candidates = store.candidates()
-    systems = [BASE_EXPERT, *([MULTITASK] if MULTITASK in store.names() else []), *ROUTED, *ORACLES,
-               *[f"expert:{own[d]}" for d in expert_datasets if d in own]]
+    candidates = system_names(store.candidates())
+    experts = [own[d] for d in expert_datasets if d in own]
+    systems = [BASE_EXPERT, *([MULTITASK] if MULTITASK in store.expert_names() else []), BM25, hybrid(BASE_EXPERT),
+               *ROUTED, DEFAULT, *ORACLES, *[f"expert:{e}" for e in experts], *[hybrid(e) for e in experts]]
     keys = {name: expert_key(store, name) for name in encoder.names}
+    fusion = store.load_systems()
     results = []
     t = time.perf_counter()
     for name in eval_datasets:
         run = SplitRun(opened[name], "test", encoder, indexes[name], routers, candidates,
-                       vector_cache=Path(cache_dir) / "query-vectors", expert_keys=keys)
+                       vector_cache=Path(cache_dir) / "query-vectors", expert_keys=keys, lexical=lexical[name],
+                       systems=fusion, aliases={DEFAULT: default})
         results += [run.run(system) for system in systems]
     seconds["evaluate"] = round(time.perf_counter() - t, 1)
     seconds["total"] = round(time.perf_counter() - started, 1)
-    return Comparison(results, list(expert_datasets), list(eval_datasets), own, seconds)
+    return Comparison(results, list(expert_datasets), list(eval_datasets), own, seconds, default,
+                      {kind: routers[kind].info.get("fold_gain") for kind in ROUTED}, fusion.to_json())

@@ -3,7 +3,9 @@ router directory and the ``RouterRetriever`` facade. Imports no other package of
 
 - ``encoder``          — loads the frozen base sentence-transformers model (offline); normalised vectors.
 - ``index``            — the self-describing corpus index directory (FAISS: exact inner product, HNSW, IVF).
-- ``ranking``          — top-k search; ``rank`` is the single place where self-hits are removed.
+- ``ranking``          — top-k search (dense and BM25); ``rank`` is the single place where self-hits are removed.
+- ``lexical``          — the BM25 index (bm25s) over the same corpus, cached beside the dense one.
+- ``systems``          — what answers a query: dense expert, ``bm25`` or ``hybrid:<expert>`` (fusion, weights).
 - ``lora``, ``expert_encoder`` — LoRA query experts on one base model, chosen per call (thread-safe).
 - ``routers/``         — the router interface and registry, one module per router, calibration on folds.
 - ``router_dir``       — ``RouterDirectory``: the one owner of a router directory's layout (experts, built
@@ -12,7 +14,7 @@ router directory and the ``RouterRetriever`` facade. Imports no other package of
 - ``artifacts``        — names, atomic writes, JSON metadata and checksums shared by every saved artifact.
 - ``lazy``             — the first-use imports of the package ``__init__``s.
 
-Tested in ``tests/test_artifacts.py``, ``test_index.py``, ``test_ranking.py``, ``test_routers.py``,
+Tested in ``tests/test_index.py``, ``test_lexical.py``, ``test_ranking.py``, ``test_routers.py``,
 ``test_experts.py`` (LoRA layers against peft) and ``test_bad_input.py``.
 """
 
@@ -54,4 +56,10 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "in_domain_folds": "retriever.routers",
     "novelty_kinds": "retriever.routers",
     "buildable_kinds": "retriever.routers",
+    "LexicalConfig": "retriever.lexical",
+    "LexicalIndex": "retriever.lexical",
+    "build_lexical_index": "retriever.lexical",
+    "ensure_lexical_index": "retriever.lexical",
+    "SystemSet": "retriever.systems",
+    "search_lexical": "retriever.ranking",
 })

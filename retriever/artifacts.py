@@ -26,6 +26,7 @@ __all__ = [
     "atomic_directory",
     "atomic_file",
     "check_fields",
+    "check_target",
     "checksum_files",
     "library_version",
     "load_npy",
@@ -120,7 +121,9 @@ def load_npy(path: Path, mmap: bool = False):
 
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing") from None
+    except (ValueError, EOFError) as err:  # content: not .npy, truncated, pickled (other OSErrors pass through)
         raise ArtifactError(f"{path} is not a readable .npy array: {err}") from None
 
 
@@ -129,6 +132,10 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for other in path.parent.glob(f".{glob.escape(path.stem)}.tmp-*{glob.escape(path.suffix)}"):  # a killed writer's
+        match = re.fullmatch(rf"\.{re.escape(path.stem)}\.tmp-(\d+){re.escape(path.suffix)}", other.name)
+        if match and not _alive(int(match.group(1))):
+            other.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
@@ -200,12 +207,9 @@ def read_metadata(path: Path, kind: str, format_version: int, schema: Schema | N
     return data
 
 
-def _owner_pid(path: Path) -> int | None:
-    match = re.search(r"\.(?:tmp|old)-(\d+)-", path.name)
-    return int(match.group(1)) if match else None
-
-
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (writers are told apart by process id: a writer in another
+    PID namespace or on another host sharing the directory would look dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -215,15 +219,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _dead_writer(other: Path, target: Path, kind: str) -> int | None:
+    """The process id in ``.<target name>.<kind>-PID-*`` if ``other`` is such a sibling and that process is gone."""
+    match = re.fullmatch(rf"\.{re.escape(target.name)}\.{kind}-(\d+)-[^/]+", other.name)
+    return int(match.group(1)) if match and not _alive(int(match.group(1))) else None
+
+
 def remove_stale_temporaries(target: Path) -> None:
-    """Delete temporary siblings of ``target`` (``.NAME.tmp-PID-*``, ``.NAME.old-PID-*``) left by a killed writer;
-    those of a process still running are kept."""
+    """Clean up after a killed writer of ``target``: its temporary directory (``.NAME.tmp-PID-*``) is deleted; its
+    swap directory (``.NAME.old-PID-*``) is put back as ``target`` when the kill came between the two renames
+    (no ``target``), and deleted only once ``target`` exists again. Siblings of running processes are kept."""
     if not target.parent.is_dir():
         return
-    for other in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
-        pid = _owner_pid(other)
-        if other.name.startswith(f".{target.name}.") and pid is not None and not _alive(pid):
+    for other in sorted(target.parent.glob(f".{glob.escape(target.name)}.*-*")):
+        if (pid := _dead_writer(other, target, "tmp")) is not None:
             logger.warning("removing %s, left by an interrupted write (process %d)", other, pid)
+            shutil.rmtree(other, ignore_errors=True)
+        elif (pid := _dead_writer(other, target, "old")) is not None:
+            if not target.exists() and (other / "artifact").is_dir():
+                logger.warning("restoring %s from %s (process %d was killed while replacing it)", target, other, pid)
+                os.rename(other / "artifact", target)
             shutil.rmtree(other, ignore_errors=True)
 
 
@@ -239,16 +254,31 @@ def _reservation(target: Path) -> Path:
     return target / ".incomplete"
 
 
+def _reserved_by(target: Path) -> int | None:
+    """The process that reserved ``target`` (it holds only ``.incomplete``), or None."""
+    marker = _reservation(target)
+    if target.is_dir() and [p.name for p in target.iterdir()] == [marker.name]:
+        with contextlib.suppress(OSError, ValueError):
+            return int(marker.read_text())
+    return None
+
+
+def _replaceable(target: Path, describes: tuple[str, str]) -> bool:
+    """An existing directory ``--overwrite`` may replace: empty, that kind of artifact, or left reserved by a
+    writer that died."""
+    if not any(target.iterdir()) or _describes(target, describes):
+        return True
+    pid = _reserved_by(target)
+    return pid is not None and not _alive(pid)
+
+
 def _reserve(target: Path) -> None:
     """Create ``target`` exclusively, marked as being written by this process; a directory left marked by a
     writer that died is taken over."""
     try:
         os.mkdir(target)
     except FileExistsError:
-        marker, pid = _reservation(target), None
-        if target.is_dir() and [p.name for p in target.iterdir()] == [marker.name]:
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(marker.read_text())
+        pid = _reserved_by(target)
         if pid is None or _alive(pid):
             busy = f" (being written by process {pid})" if pid else ""
             raise FileExistsError(f"{target} already exists{busy}; pass --overwrite to replace it") from None
@@ -256,28 +286,46 @@ def _reserve(target: Path) -> None:
     _reservation(target).write_text(str(os.getpid()))
 
 
+def check_target(target: str | os.PathLike, describes: tuple[str, str], overwrite: bool) -> None:
+    """The refusals of ``atomic_directory``, without writing anything (so a command can fail before long work):
+    ``target`` is a file; with ``overwrite``, a directory that is not that kind of artifact; without it, any
+    existing ``target`` but a dead writer's reservation."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} exists and is not a directory; refusing to replace it")
+    if not target.is_dir():
+        return
+    if overwrite and not _replaceable(target, describes):
+        raise FileExistsError(
+            f"{target} exists and is not a {describes[1]} (no {describes[0]} saying so); refusing to replace it"
+        )
+    pid = _reserved_by(target)
+    if not overwrite and (pid is None or _alive(pid)):
+        busy = f" (being written by process {pid})" if pid else ""
+        raise FileExistsError(f"{target} already exists{busy}; pass --overwrite to replace it")
+
+
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, describes: tuple[str, str], overwrite: bool = True
-                     ) -> Iterator[Path]:
+def atomic_directory(target: str | os.PathLike, describes: tuple[str, str], overwrite: bool = True,
+                     owned: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces ``target`` only if the block succeeds.
 
     ``describes`` is ``(metadata file, kind)`` of the artifact written: an existing ``target`` is replaced only
     if it is empty or that file says it is that kind of artifact, so a user's other directory is never deleted.
+    ``owned``: the path is the library's own (a cache entry), replaced whatever it holds, a damaged entry too.
     Without ``overwrite`` the target is created exclusively at the start (a second writer fails at once, and
     an existing target is never touched). An exception (or a kill) inside the block leaves ``target`` exactly
-    as it was; temporary siblings that a killed writer left are removed by the next write. The swap keeps the
-    old directory until the new one is in place, so the old one is recoverable from ``.NAME.old-*`` if a kill
-    lands between the two renames.
+    as it was; what a killed writer left is cleaned up by the next write (``remove_stale_temporaries``). The
+    swap keeps the old directory until the new one is in place, so a kill between the two renames loses
+    nothing: the next write puts the old one back first.
     """
     target = Path(target)
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory; refusing to replace it")
-    if overwrite and target.is_dir() and any(target.iterdir()) and not _describes(target, describes):
-        raise FileExistsError(
-            f"{target} exists and is not a {describes[1]} (no {describes[0]} saying so); refusing to replace it"
-        )
+    if not owned:
+        check_target(target, describes, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
+    if overwrite and _reserved_by(target) is not None and not _alive(_reserved_by(target)):
+        _reservation(target).unlink()  # a dead exclusive writer's empty reservation: nothing to keep
     reserved = not overwrite
     if reserved:
         _reserve(target)

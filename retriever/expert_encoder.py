@@ -13,10 +13,11 @@ import numpy as np
 
 from retriever.encoder import Encoder
 from retriever.lora import active_expert, attach_adapter, detach_adapter
+from retriever.systems import BASE
 
 __all__ = ["BASE_EXPERT", "MultiExpertEncoder"]
 
-BASE_EXPERT = "base"
+BASE_EXPERT = BASE  # the reserved expert: the plain base model
 
 
 class MultiExpertEncoder:

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -34,6 +33,7 @@ from retriever.artifacts import (
     MODEL_SCHEMA,
     ArtifactError,
     atomic_directory,
+    check_target,
     checksum_files,
     library_version,
     load_npy,
@@ -239,6 +239,11 @@ class CorpusIndex:
             config = IndexConfig(**meta["config"])
         except (TypeError, ValueError) as err:
             raise ArtifactError(f"{path / 'index.json'}: bad index config {meta['config']!r}: {err}") from None
+        needed = {"embeddings.npy", "doc_ids.json", *(["index.faiss"] if config.index_type is not IndexType.FLAT
+                                                      else [])}
+        missing = ", ".join(sorted(needed - set(meta["files"])))
+        if missing:
+            raise ArtifactError(f"{path / 'index.json'} lists no checksum for {missing}")
         if verify:
             verify_checksums(path, meta["files"])
         doc_ids = read_json(path / "doc_ids.json")
@@ -285,13 +290,15 @@ def build_index(
     progress: bool = False,
     source: dict | None = None,
     overwrite: bool = True,
+    owned: bool = False,
 ) -> CorpusIndex:
     """Encode a corpus with the (frozen) base encoder and write an index directory at ``path``.
 
     ``docs`` is a dataset (anything with ``corpus()``) or a re-iterable collection of documents: a first pass
     validates and counts, a second streams chunks through the encoder into a memory-mapped matrix, so
     memory holds one chunk of texts at a time. An existing index at ``path`` is replaced only on success, and
-    only if it is an index; with ``overwrite=False`` an existing ``path`` is an error (checked before encoding).
+    only if it is an index (``owned``: a cache entry of the library's, replaced whatever it holds); with
+    ``overwrite=False`` an existing ``path`` is an error (checked before encoding).
     """
     config = config or IndexConfig()
     stream = docs.corpus if hasattr(docs, "corpus") else (lambda: iter(docs))
@@ -301,7 +308,7 @@ def build_index(
     if len(set(doc_ids)) != len(doc_ids):
         raise ValueError("document ids must be unique")
     n, dim = len(doc_ids), encoder.dim
-    with atomic_directory(path, ("index.json", KIND), overwrite=overwrite) as tmp:
+    with atomic_directory(path, ("index.json", KIND), overwrite=overwrite, owned=owned) as tmp:
         vectors = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
         with tqdm(total=n, desc="encoding corpus", unit="doc", disable=not progress) as bar:
             row = 0
@@ -346,6 +353,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "routerretriever"
 
 
+def check_output(path: str | os.PathLike, overwrite: bool) -> None:
+    """Whether ``build_index`` may write ``path`` (``retriever.artifacts.check_target``), before any encoding."""
+    check_target(path, ("index.json", KIND), overwrite)
+
+
 def corpus_source(docs) -> dict:
     """What an index records of the corpus it was built from: a dataset's name, corpus file and its sha256 (``{}``
     for a plain collection of documents)."""
@@ -379,7 +391,9 @@ def ensure_index(
                 logger.info("reusing index %s", path)
                 return index
             logger.info("index %s is stale (corpus or settings changed); rebuilding", path)
-        except ArtifactError as err:  # a damaged cache entry: the cache is ours, so it is replaced whatever it holds
+        except ArtifactError as err:
             logger.warning("rebuilding index %s: %s", path, err)
-            shutil.rmtree(path)
-    return build_index(dataset, encoder, path, config, progress=progress, source=source)
+    elif path.exists():
+        logger.warning("rebuilding index %s: it has no index.json", path)
+    # the cache is ours: a damaged entry is replaced, once the new one is complete
+    return build_index(dataset, encoder, path, config, progress=progress, source=source, owned=True)

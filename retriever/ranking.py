@@ -8,7 +8,7 @@ import numpy as np
 
 from retriever.index import CorpusIndex
 
-__all__ = ["Results", "rank", "search"]
+__all__ = ["Results", "rank", "search", "search_lexical"]
 
 Results = dict[str, dict[str, float]]  # query id -> {doc id: score}, best first (BEIR's result format)
 
@@ -45,4 +45,17 @@ def search(index: CorpusIndex, query_vectors: np.ndarray, query_ids: Sequence[st
     if len(query_ids) == 0:
         return {}
     scores, rows = index.search(query_vectors, k + 1)
+    return rank(query_ids, scores, rows, index.doc_ids, k)
+
+
+def search_lexical(index, texts: Sequence[str], query_ids: Sequence[str], k: int = 10) -> Results:
+    """Top-``k`` BM25 documents (``retriever.lexical.LexicalIndex``) for each query text; self-hits dropped and
+    documents sharing no term with the query left out, by the same ``rank``."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if len(query_ids) != len(texts):
+        raise ValueError(f"{len(query_ids)} query ids for {len(texts)} query texts")
+    if len(query_ids) == 0:
+        return {}
+    scores, rows = index.search(list(texts), k + 1)
     return rank(query_ids, scores, rows, index.doc_ids, k)

@@ -8,6 +8,7 @@
     <router>/experts/<name>/expert.json  name, domain, base model, training-data fingerprint, hyper-parameters,
                                          training time, held-out scores, sha256 of each file
     <router>/routers/<kind>/routing.json + *.npy      a built router (``retriever.routers``), with the base model
+    <router>/systems.json                how hybrid systems are fused: method and calibrated weights
     <router>/routing-data/<dataset>/     cached routing scores of training queries (``experts.routing``); each
                                          JSON record carries format version, library version and base model
 
@@ -19,6 +20,7 @@ router kinds, datasets) pass ``retriever.artifacts.safe_name`` before they becom
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,12 +40,14 @@ from retriever.encoder import ModelInfo
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.lora import lora_factors
 from retriever.routers import Router, load_router
+from retriever.systems import BM25, SystemSet
 
 __all__ = ["EXPERT_FILES", "RouterDirectory", "validate_name"]
 
 FORMAT_VERSION = 1
 ROUTER_KIND = "routerretriever-router"
 EXPERT_KIND = "routerretriever-expert"
+SYSTEMS_KIND = "routerretriever-systems"
 EXPERT_FILES = ("adapter_model.safetensors", "adapter_config.json")
 EXPERT_SCHEMA = {"files": dict, "base_model": MODEL_SCHEMA, "domain?": str, "training?": dict, "metrics?": dict}
 
@@ -51,9 +55,21 @@ EXPERT_SCHEMA = {"files": dict, "base_model": MODEL_SCHEMA, "domain?": str, "tra
 def validate_name(name: str) -> str:
     """An expert name (``retriever.artifacts.safe_name``), never the reserved ``base``."""
     safe_name(name, "expert")
-    if name == BASE_EXPERT:
-        raise ValueError(f"invalid expert name {name!r}: reserved for the base model")
+    if name in (BASE_EXPERT, BM25):
+        what = "the base model" if name == BASE_EXPERT else "the BM25 system"
+        raise ValueError(f"invalid expert name {name!r}: reserved for {what}")
     return name
+
+
+def _model_record(model: ModelInfo) -> dict:
+    return {"id": model.id, "fingerprint": model.fingerprint, "dim": model.dim}
+
+
+def _listing(folder: Path, metadata: str) -> list[str]:
+    """Names of ``folder``'s artifact directories (those holding ``metadata``), never hidden ones."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / metadata).is_file())
 
 
 class RouterDirectory:
@@ -69,7 +85,7 @@ class RouterDirectory:
             self.root.mkdir(parents=True, exist_ok=True)
             write_json(meta_path, {
                 "kind": ROUTER_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
-                "base_model": {"id": base.id, "fingerprint": base.fingerprint, "dim": base.dim},
+                "base_model": _model_record(base),
             })
         meta = read_metadata(meta_path, ROUTER_KIND, FORMAT_VERSION, {"base_model": MODEL_SCHEMA})
         self._check_base(meta["base_model"], f"router {self.root}")
@@ -96,13 +112,13 @@ class RouterDirectory:
         return self.routers_dir / safe_name(kind, "router")
 
     def built_routers(self) -> list[str]:
-        folder = self.routers_dir
-        return sorted(p.name for p in folder.iterdir() if (p / "routing.json").is_file()) if folder.is_dir() else []
+        """Router kinds built here (hidden temporaries of a write in progress or killed are not routers)."""
+        return _listing(self.routers_dir, "routing.json")
 
     @property
     def base_model(self) -> dict:
         """The base model as every artifact of this directory records it."""
-        return {"id": self.base.id, "fingerprint": self.base.fingerprint, "dim": self.base.dim}
+        return _model_record(self.base)
 
     def save_router(self, router: Router, info: dict) -> Path:
         """Save a fitted ``retriever.routers.Router`` as ``routers/<its name>/``."""
@@ -114,7 +130,47 @@ class RouterDirectory:
         if not (path / "routing.json").is_file():
             raise ValueError(f"router {kind!r} is not built in {self.root} (built: "
                              f"{', '.join(self.built_routers()) or 'none'}); run build-router first")
-        return load_router(path)
+        router = load_router(path)
+        if router.base_model is not None:
+            self._check_base(router.base_model, f"router {path}")
+        return router
+
+    def default_router(self) -> str:
+        """The router the routing folds favoured when the routers were last built (``pilot`` where none was
+        recorded, as before routers over systems existed)."""
+        kind = self.meta.get("default_router", "pilot")
+        if not isinstance(kind, str) or kind not in self.built_routers():
+            raise ValueError(f"the default router {kind!r} of {self.root} is not built (built: "
+                             f"{', '.join(self.built_routers()) or 'none'}); run build-router")
+        return kind
+
+    def set_default_router(self, kind: str) -> None:
+        """Record ``kind`` (a built router) as the one ``--system default`` / ``--routing default`` means."""
+        self.router_path(kind)
+        self.meta = {**self.meta, "default_router": kind}
+        write_json(self.root / "router.json", self.meta)
+
+    @property
+    def systems_path(self) -> Path:
+        return self.root / "systems.json"
+
+    def save_systems(self, systems: SystemSet) -> None:
+        """Record how this directory's hybrid systems are fused (method, calibrated weights)."""
+        write_json(self.systems_path, {"kind": SYSTEMS_KIND, "format_version": FORMAT_VERSION,
+                                       "library_version": library_version(), "base_model": self.base_model,
+                                       **systems.to_json()})
+
+    def load_systems(self) -> SystemSet:
+        """The hybrids' fusion as calibrated by the last build-router; uncalibrated (weight 0.5) if none was."""
+        if not self.systems_path.is_file():
+            return SystemSet()
+        meta = read_metadata(self.systems_path, SYSTEMS_KIND, FORMAT_VERSION,
+                             {"base_model": MODEL_SCHEMA, "fusion": str, "weights": dict})
+        self._check_base(meta["base_model"], f"systems {self.systems_path}")
+        try:
+            return SystemSet(meta["fusion"], meta["weights"])
+        except ValueError as err:
+            raise ArtifactError(f"{self.systems_path}: {err}") from None
 
     def write_record(self, path: Path, record: dict) -> None:
         """Write a routing-data JSON record under this directory, stamped with format and library version and the
@@ -126,22 +182,21 @@ class RouterDirectory:
         """Where the routing scores of ``dataset``'s training queries are cached (``routing-data/<dataset>/``)."""
         return self.root / "routing-data" / safe_name(dataset, "dataset")
 
-    def names(self) -> list[str]:
-        if not self.experts_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.experts_dir.iterdir() if (p / "expert.json").is_file())
+    def expert_names(self) -> list[str]:
+        """The experts: ``experts/<name>/expert.json`` (hidden temporaries and trash are not experts)."""
+        return _listing(self.experts_dir, "expert.json")
 
-    def path(self, name: str) -> Path:
+    def expert_path(self, name: str) -> Path:
         path = self.experts_dir / validate_name(name)
         if not (path / "expert.json").is_file():
-            raise ValueError(f"unknown expert {name!r}; available: {', '.join(self.names()) or 'none'}")
+            raise ValueError(f"unknown expert {name!r}; available: {', '.join(self.expert_names()) or 'none'}")
         return path
 
     def domain_experts(self) -> dict[str, str]:
         """``{dataset: expert}`` for experts trained on exactly one dataset (multi-task experts are not routed)."""
         mapping = {}
-        for name in self.names():
-            datasets = self.info(name).get("training", {}).get("datasets", [])
+        for name in self.expert_names():
+            datasets = self.expert_info(name).get("training", {}).get("datasets", [])
             if isinstance(datasets, list) and len(datasets) == 1 and isinstance(datasets[0], str):
                 mapping.setdefault(datasets[0], name)
         return mapping
@@ -150,20 +205,22 @@ class RouterDirectory:
         """What routers and oracles choose among: ``base`` and every domain expert."""
         return [BASE_EXPERT, *sorted(set(self.domain_experts().values()))]
 
-    def info(self, name: str) -> dict:
-        return read_metadata(self.path(name) / "expert.json", EXPERT_KIND, FORMAT_VERSION, EXPERT_SCHEMA)
+    def expert_info(self, name: str) -> dict:
+        path = self.expert_path(name) / "expert.json"
+        meta = read_metadata(path, EXPERT_KIND, FORMAT_VERSION, EXPERT_SCHEMA)
+        if set(meta["files"]) != set(EXPERT_FILES):
+            raise ArtifactError(f"{path}: 'files' must list the checksums of {', '.join(EXPERT_FILES)}")
+        return meta
 
     def matches_base(self, name: str) -> bool:
         """Whether expert ``name`` was trained on this store's base model (``experts list`` flags those not)."""
-        built = self.info(name)["base_model"]
+        built = self.expert_info(name)["base_model"]
         return built["fingerprint"] == self.base.fingerprint and built["dim"] == self.base.dim
 
-    def save(self, name: str, write: Callable[[Path], None], meta: dict, overwrite: bool = False) -> Path:
+    def save_expert(self, name: str, write: Callable[[Path], None], meta: dict, overwrite: bool = False) -> Path:
         """Write an expert: ``write(tmpdir)`` puts the adapter files there; ``meta`` goes into expert.json."""
         validate_name(name)
         target = self.experts_dir / name
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"expert {name!r} already exists in {self.root}; pass --overwrite to replace it")
         with atomic_directory(target, ("expert.json", EXPERT_KIND), overwrite=overwrite) as tmp:
             write(tmp)
             missing = [f for f in EXPERT_FILES if not (tmp / f).is_file()]
@@ -176,17 +233,19 @@ class RouterDirectory:
             })
         return target
 
-    def remove(self, name: str) -> None:
-        path = self.path(name)
-        trash = path.with_name(f".{name}.removing")
-        path.rename(trash)  # atomic: the expert disappears at once, never half-deleted
+    def remove_expert(self, name: str) -> None:
+        path = self.expert_path(name)
+        for old in self.experts_dir.glob(".*.removing-*"):  # what an interrupted removal left
+            shutil.rmtree(old, ignore_errors=True)
+        trash = Path(tempfile.mkdtemp(prefix=f".{name}.removing-", dir=self.experts_dir))
+        path.rename(trash / name)  # atomic: the expert disappears at once, never half-deleted
         shutil.rmtree(trash)
 
     def load_factors(self, name: str) -> dict:
         from safetensors.torch import load_file
 
-        path = self.path(name)
-        info = self.info(name)
+        path = self.expert_path(name)
+        info = self.expert_info(name)
         self._check_base(info["base_model"], f"expert {name!r}")
         verify_checksums(path, info["files"])
         config = read_json(path / "adapter_config.json")
@@ -201,6 +260,6 @@ class RouterDirectory:
             raise ArtifactError(f"expert {name!r} in {path}: {err}") from None
 
     def load_into(self, encoder: MultiExpertEncoder, names: list[str] | None = None) -> MultiExpertEncoder:
-        for name in self.names() if names is None else names:
+        for name in self.expert_names() if names is None else names:
             encoder.add(name, self.load_factors(name))
         return encoder

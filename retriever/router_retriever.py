@@ -1,11 +1,12 @@
-"""``RouterRetriever``: the facade users import. Route each query to an expert, encode, search one index.
+"""``RouterRetriever``: the facade users import. Route each query to a system, encode, search one index.
 
-    rr = RouterRetriever.load("my-router")                 # base model + every expert + the pilot router
+    rr = RouterRetriever.load("my-router")                 # base model, the experts the router uses, its router
     hits = rr.search(["does vitamin D prevent fractures?"], k=10, index="path/to/index")
-    hits[0].expert, hits[0].confidence, hits[0].hits        # chosen expert, router confidence, [(doc_id, score)]
+    hits[0].system, hits[0].confidence, hits[0].hits        # chosen system, router confidence, [(doc_id, score)]
 
-Batched: one base pass for all queries (its vectors route, and serve the queries routed to ``base``), then
-one pass per chosen expert over its group.
+Batched: one base pass for all queries (its vectors route, and serve the queries routed to ``base``), then one
+pass per chosen expert over its group; queries routed to ``bm25`` or a hybrid also search the lexical index,
+and every ranking is made by ``retriever.systems.run_system``, as in evaluation.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex
-from retriever.ranking import search
-from retriever.routers import Router, Routing, load_router
+from retriever.lexical import LexicalIndex, lexical_beside
+from retriever.ranking import search, search_lexical
+from retriever.routers import Router, Routing
+from retriever.systems import FUSION_DEPTH, SystemSet, dense_part, is_lexical, run_system
 
 __all__ = ["RoutedResult", "RouterRetriever"]
 
@@ -27,35 +31,48 @@ __all__ = ["RoutedResult", "RouterRetriever"]
 @dataclass(frozen=True)
 class RoutedResult:
     query_id: str
-    expert: str
+    system: str  # what answered: "base", an expert's name, "bm25" or "hybrid:<expert>"
     confidence: float
     hits: list[tuple[str, float]]  # (doc id, score), best first
 
+    @property
+    def expert(self) -> str | None:
+        """The dense expert behind the answer (``base`` for the base model), None for ``bm25`` alone."""
+        return dense_part(self.system)
+
+    @property
+    def mode(self) -> str:
+        """``dense``, ``lexical`` or ``hybrid``."""
+        return "lexical" if self.expert is None else "hybrid" if is_lexical(self.system) else "dense"
+
 
 class RouterRetriever:
-    def __init__(self, encoder: MultiExpertEncoder, router: Router):
-        missing = [e for e in router.experts if e not in encoder.names]
+    def __init__(self, encoder: MultiExpertEncoder, router: Router, systems: SystemSet | None = None):
+        missing = sorted({dense_part(s) for s in router.experts} - {None, *encoder.names})
         if missing:
             raise ValueError(f"router uses experts that are not loaded: {', '.join(missing)}")
         self.encoder = encoder
         self.router = router
+        self.systems = systems or SystemSet()
+
+    @property
+    def lexical(self) -> bool:
+        """Whether the router may choose a system that needs the lexical (BM25) index."""
+        return any(is_lexical(s) for s in self.router.experts)
 
     @classmethod
-    def load(cls, router_dir: str | os.PathLike, router: str = "pilot", model: str | None = None,
+    def load(cls, router_dir: str | os.PathLike, router: str = "default", model: str | None = None,
              device: str | None = None) -> RouterRetriever:
-        """Load the base model, the experts the router uses, and the router saved as ``routers/<router>``."""
+        """Load the base model, the experts the router uses, the router saved as ``routers/<router>``
+        (``default``: the one the routing folds favoured) and the hybrids' calibrated fusion."""
         from retriever.encoder import load_encoder
         from retriever.router_dir import RouterDirectory
 
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
         store = RouterDirectory(router_dir, encoder.info)
-        path = store.router_path(router)
-        if not (path / "routing.json").is_file():
-            built = ", ".join(store.built_routers()) or "none"
-            raise ValueError(f"no router {router!r} in {router_dir}; built: {built}")
-        routing_model = load_router(path)
-        store.load_into(encoder, [e for e in routing_model.experts if e != BASE_EXPERT])
-        return cls(encoder, routing_model)
+        routing_model = store.load_router(store.default_router() if router == "default" else router)
+        store.load_into(encoder, sorted({dense_part(e) for e in routing_model.experts} - {None, BASE_EXPERT}))
+        return cls(encoder, routing_model, store.load_systems())
 
     @classmethod
     def base_only(cls, model: str | None = None, device: str | None = None) -> RouterRetriever:
@@ -66,25 +83,24 @@ class RouterRetriever:
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
         return cls(encoder, FixedRouter(encoder.names, {"expert": BASE_EXPERT}))
 
-    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, Routing]:
-        """Routed query vectors and the routing decisions behind them."""
+    def route(self, texts: Sequence[str]) -> tuple[np.ndarray, Routing]:
+        """The base query vectors and the routing decisions made on them."""
         base = self.encoder.encode(texts, BASE_EXPERT)
-        routing = self.router.route(base)
-        vectors = base.copy()
-        choice = routing.choice
-        for expert in sorted(set(choice) - {BASE_EXPERT}):
-            rows = [i for i, e in enumerate(choice) if e == expert]
-            vectors[rows] = self.encoder.encode([texts[i] for i in rows], expert)
-        return vectors, routing
+        return base, self.router.route(base)
 
     def search(self, queries: Sequence[str] | Mapping[str, str], k: int = 10,
-               index: CorpusIndex | str | os.PathLike | None = None) -> list[RoutedResult]:
+               index: CorpusIndex | str | os.PathLike | None = None,
+               lexical: LexicalIndex | str | os.PathLike | None = None) -> list[RoutedResult]:
+        """Route and search. ``lexical`` (a ``LexicalIndex`` or its directory) is needed when the router may
+        choose BM25 or a hybrid; by default the one ``routerretriever index`` wrote beside ``index`` is used."""
         if index is None:
             raise ValueError("search needs an index: a CorpusIndex or the path of an index directory")
         if not isinstance(index, CorpusIndex):
             index = CorpusIndex.load(index, self.encoder.info)
         else:
             index.check_model(self.encoder.info)
+        if self.lexical:
+            lexical = self._lexical_index(index, lexical)
         if isinstance(queries, Mapping):
             ids, texts = list(queries), list(queries.values())
         else:
@@ -93,9 +109,32 @@ class RouterRetriever:
         if empty:
             raise ValueError(f"empty query {empty[0]!r}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
                              + ": every query needs text to search for")
-        vectors, routing = self.encode(texts)
-        results = search(index, vectors, ids, k=k)
-        return [
-            RoutedResult(qid, expert, float(conf), list(results[qid].items()))
-            for qid, expert, conf in zip(ids, routing.choice, routing.confidence, strict=True)
-        ]
+        base, routing = self.route(texts)
+        choice = routing.choice
+        depth = max(k, FUSION_DEPTH) if any(is_lexical(s) for s in choice) else k
+        dense = {}
+        for expert in sorted({dense_part(s) for s in choice} - {None}):
+            rows = [i for i, s in enumerate(choice) if dense_part(s) == expert]
+            vectors = base[rows] if expert == BASE_EXPERT else self.encoder.encode([texts[i] for i in rows], expert)
+            dense.update(search(index, vectors, [ids[i] for i in rows], k=depth))
+        rows = [i for i, s in enumerate(choice) if is_lexical(s)]
+        lexical_hits = search_lexical(lexical, [texts[i] for i in rows], [ids[i] for i in rows], depth) if rows else {}
+        results = {}
+        for system in set(choice):
+            members = [ids[i] for i, s in enumerate(choice) if s == system]
+            results.update(run_system(system, members, dense, lexical_hits, self.systems, k))
+        return [RoutedResult(qid, system, float(conf), list(results[qid].items()))
+                for qid, system, conf in zip(ids, choice, routing.confidence, strict=True)]
+
+    @staticmethod
+    def _lexical_index(index: CorpusIndex, lexical) -> LexicalIndex:
+        if lexical is None:
+            path = lexical_beside(index)
+            if path is None:
+                raise ValueError(f"this router may choose BM25 or hybrid systems, and no lexical index was found "
+                                 f"beside {index.path}; build it with `routerretriever index` (without --no-lexical)")
+            lexical = path
+        if not isinstance(lexical, LexicalIndex):
+            lexical = LexicalIndex.load(Path(lexical))
+        lexical.check_corpus(index.doc_ids)
+        return lexical

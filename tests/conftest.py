@@ -155,7 +155,7 @@ def world(toy_encoder, tmp_path_factory):
     store = RouterDirectory(root / "router", toy_encoder.info, create=True)
     for seed, name in enumerate(("toy", "other")):
         trained = train_expert([(datasets[name], indexes[name])], toy_encoder, TrainConfig(seed=seed, **FAST))
-        store.save(f"{name}-expert", trained.write, trained.meta())
+        store.save_expert(f"{name}-expert", trained.write, trained.meta())
     encoder = store.load_into(MultiExpertEncoder(toy_encoder))
     sources = [(datasets[n], indexes[n]) for n in ("toy", "other")]
     data = routing_data(sources, encoder, store, max_queries=100)

@@ -31,7 +31,7 @@ def trained(toy_encoder, tmp_path_factory):
     results = {}
     for name, seed in (("alpha", 0), ("beta", 1)):
         results[name] = train_expert([(dataset, index)], toy_encoder, TrainConfig(seed=seed, **FAST))
-        store.save(name, results[name].write, results[name].meta())
+        store.save_expert(name, results[name].write, results[name].meta())
     return {"store": store, "trained": results, "dataset": dataset, "index": index, "root": root}
 
 
@@ -93,11 +93,11 @@ def test_heldout_by_group_keeps_groups_whole():
 
 def test_expert_directory(trained):
     store = trained["store"]
-    assert store.names() == ["alpha", "beta"]
-    path = store.path("alpha")
+    assert store.expert_names() == ["alpha", "beta"]
+    path = store.expert_path("alpha")
     assert sorted(p.name for p in path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "expert.json"]
     assert sum(p.stat().st_size for p in path.iterdir()) < 2 * 1024 * 1024
-    info = store.info("alpha")
+    info = store.expert_info("alpha")
     assert info["name"] == "alpha" and info["domain"] == "toy" and info["training"]["datasets"] == ["toy"]
     assert info["base_model"]["fingerprint"] == store.base.fingerprint
     training = info["training"]
@@ -200,10 +200,10 @@ def test_export_is_a_plain_sentence_transformer(trained, toy_encoder, tmp_path):
 
 def test_duplicate_unknown_and_remove(trained, toy_encoder, tmp_path):
     store = trained["store"]
-    with pytest.raises(FileExistsError, match="expert 'alpha' already exists in .*; pass --overwrite"):
-        store.save("alpha", trained["trained"]["alpha"].write, {})
+    with pytest.raises(FileExistsError, match="experts/alpha already exists; pass --overwrite"):
+        store.save_expert("alpha", trained["trained"]["alpha"].write, {})
     with pytest.raises(ValueError, match="unknown expert 'gamma'; available: alpha, beta"):
-        store.path("gamma")
+        store.expert_path("gamma")
     encoder = MultiExpertEncoder(toy_encoder)
     with pytest.raises(ValueError, match="unknown expert 'gamma'; available: base"):
         encoder.encode(["x"], "gamma")
@@ -211,10 +211,10 @@ def test_duplicate_unknown_and_remove(trained, toy_encoder, tmp_path):
     import shutil
 
     copy = RouterDirectory(shutil.copytree(store.root, tmp_path / "router"), store.base)
-    before = {p.name: p.read_bytes() for p in copy.path("beta").iterdir()}
-    copy.remove("alpha")
-    assert copy.names() == ["beta"]
-    assert {p.name: p.read_bytes() for p in copy.path("beta").iterdir()} == before
+    before = {p.name: p.read_bytes() for p in copy.expert_path("beta").iterdir()}
+    copy.remove_expert("alpha")
+    assert copy.expert_names() == ["beta"]
+    assert {p.name: p.read_bytes() for p in copy.expert_path("beta").iterdir()} == before
     assert sorted(p.name for p in (copy.root / "experts").iterdir()) == ["beta"]
 
 

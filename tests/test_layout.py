@@ -23,7 +23,7 @@ def imported_packages(path: Path) -> set[str]:
 
 
 def module_imports(path: Path) -> set[str]:
-    """String targets of the lazy ``_EXPORTS`` table of a package ``__init__`` (imports in all but syntax)."""
+    """Module names in a package ``__init__``'s ``lazy_exports`` table (imports in all but syntax)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return {node.value.split(".")[0] for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.split(".")[0] in PACKAGES

@@ -30,7 +30,7 @@ def test_routing_labels_come_from_train_queries_only(world, monkeypatch):
     assert data.trained_on.shape == data.scores.shape and not data.trained_on[:, 0].any()  # base: none
     for dataset, expert in data.dataset_experts.items():
         rows = [i for i, d in enumerate(data.datasets) if d == dataset]
-        config = TrainConfig(**world["store"].info(expert)["training"]["hyperparameters"])
+        config = TrainConfig(**world["store"].expert_info(expert)["training"]["hyperparameters"])
         _, train, heldout = heldout_split(world["datasets"][dataset], world["indexes"][dataset].doc_ids, "train",
                                           config)
         assert data.trained_on[rows, data.experts.index(expert)].sum() == len(train) and heldout
@@ -80,7 +80,7 @@ def test_router_retriever_search(world):
 
     expected = search(index, vectors, list(queries), k=3)
     assert [dict(r.hits) for r in results] == [expected[q] for q in queries]
-    with pytest.raises(ValueError, match="no router 'nope' in .*; built: classifier, dataset, pilot"):
+    with pytest.raises(ValueError, match=r"router 'nope' is not built in .* \(built: classifier, dataset, pilot\)"):
         RouterRetriever.load(world["store"].root, "nope", model=str(world["store"].base.id))
 
 
@@ -91,17 +91,17 @@ def test_adding_and_removing_experts_refits_routers(world, toy_encoder, tmp_path
     store = RouterDirectory(root, toy_encoder.info)
     scores_before = {p: p.read_bytes() for p in (root / "routing-data").rglob("scores-*.json")}
 
-    store.remove("other-expert")
+    store.remove_expert("other-expert")
     assert refresh_routers(store) == ["classifier", "dataset", "pilot"]  # no encoder: nothing is encoded
     for kind in ("pilot", "classifier", "dataset"):
         assert load_router(root / "routers" / kind).experts == ["base", "toy-expert"]
 
     trained = train_expert([(world["datasets"]["other"], world["indexes"]["other"])], toy_encoder,
                            TrainConfig(seed=5, **FAST))
-    store.save("other-new", trained.write, trained.meta())
+    store.save_expert("other-new", trained.write, trained.meta())
     encoder = store.load_into(MultiExpertEncoder(toy_encoder))
     try:
-        sources = dict(zip(("toy", "other"), world["sources"], strict=True))
+        sources = {ds.name: (ds, index, None) for ds, index in world["sources"]}  # dense-only routers: no BM25
         refresh_routers(store, encoder, sources.__getitem__)
     finally:
         for name in encoder.names[1:]:
@@ -173,16 +173,27 @@ def test_cli_benchmark_trains_builds_evaluates_and_reuses(world, tmp_path, toy_m
             "--plot", str(tmp_path / "b.png"), "--index-type", "hnsw"]
     first = CliRunner().invoke(cli.main, args)
     assert first.exit_code == 0, first.output
-    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "cache" / "indexes").iterdir()) == ["hnsw", "hnsw"]
+    cached = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "cache" / "indexes").iterdir())
+    assert len(cached) == 4 and cached[0] == cached[1] and cached[0].endswith("-hnsw")  # dense: hnsw
+    assert cached[2] == cached[3] and cached[2].startswith("bm25-")  # and a BM25 index for each corpus
     report = json.loads((tmp_path / "b.json").read_text())
     systems = {r["system"] for r in report["results"]}
-    assert systems == {"base", "multitask", "pilot", "classifier", "dataset", "dataset-oracle", "instance-oracle",
-                       "expert:toy", "expert:other"}
+    assert systems == {"base", "multitask", "bm25", "hybrid:base", "pilot", "classifier", "dataset", "default",
+                       "dataset-oracle", "instance-oracle", "expert:toy", "expert:other", "hybrid:toy",
+                       "hybrid:other"}
+    assert report["default_system"] in ("pilot", "classifier", "dataset")
+    assert set(report["fold_gains"]) == {"pilot", "classifier", "dataset"}
+    assert set(report["fusion"]["weights"]) == {"hybrid:base", "hybrid:toy", "hybrid:other"}
+    rows = {(r["dataset"], r["system"]): r["ndcg@10"] for r in report["results"]}
+    for d in ("toy", "other"):  # "default" is the default router's rows; the oracle ranges over every system
+        assert rows[d, "default"] == rows[d, report["default_system"]]
+        assert rows[d, "instance-oracle"] >= max(v for (dd, s), v in rows.items() if dd == d and "oracle" not in s)
     assert {r["dataset"] for r in report["results"]} == {"toy", "other"}
     assert set(report["routing"]["pilot"]["confusion"]) == {"toy", "other"}
     assert 0 <= report["routing"]["pilot"]["accuracy"] <= 1
     markdown = (tmp_path / "b.md").read_text()
     assert "| system | toy | other | avg |" in markdown and "Routing accuracy" in markdown
+    assert "The default router: " in markdown and "default - best [95% CI]" in markdown
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     trained = {p: p.stat().st_mtime_ns for p in router.glob("experts/*/adapter_model.safetensors")}
     assert len(trained) == 3

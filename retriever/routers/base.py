@@ -26,6 +26,7 @@ from retriever.artifacts import (
     verify_checksums,
     write_json,
 )
+from retriever.systems import BASE, SystemSet
 
 __all__ = [
     "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "buildable_kinds", "check_dim", "cosines",
@@ -37,25 +38,26 @@ FORMAT_VERSION = 1
 KIND = "routerretriever-routing-model"
 SCHEMA = {"files": dict, "router": str, "experts": list, "options": dict, "state?": dict, "info?": dict,
           "base_model?": MODEL_SCHEMA}
-BASE = "base"  # the base model (retriever.expert_encoder.BASE_EXPERT)
 SOFTMAX_TEMPERATURE = 0.05  # turns cosine-similarity scores into weights, as the contrastive loss does
 
 
 @dataclass(frozen=True)
 class Routing:
-    """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``experts[j]``; queries marked in
-    ``fallback`` (the router's confidence was below its threshold) go to the base model."""
+    """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``experts[j]`` (an expert or any
+    other system, ``retriever.systems``); queries marked in ``fallback`` (below the router's confidence or
+    novelty threshold) go to the ``default`` system (the base model unless calibrated otherwise)."""
 
     experts: list[str]
     weights: np.ndarray
     fallback: np.ndarray | None = None
+    default: str = BASE
 
     @property
     def choice(self) -> list[str]:
         chosen = [self.experts[j] for j in self.weights.argmax(axis=1)]
         if self.fallback is None:
             return chosen
-        return [BASE if back else expert for expert, back in zip(chosen, self.fallback, strict=True)]
+        return [self.default if back else expert for expert, back in zip(chosen, self.fallback, strict=True)]
 
     @property
     def confidence(self) -> np.ndarray:
@@ -64,15 +66,19 @@ class Routing:
 
 @dataclass(frozen=True)
 class RoutingData:
-    """Training queries for fitting a router. ``labels``: best expert per query; ``datasets``: its source."""
+    """Training queries for fitting a router. ``labels``: best system per query; ``datasets``: its source.
+    "Experts" here are the systems a router chooses among: dense experts, and with a lexical index ``bm25`` and
+    ``hybrid:<expert>`` (``retriever.systems``)."""
 
     vectors: np.ndarray
     labels: list[str]
     datasets: list[str]
     dataset_experts: dict[str, str]  # dataset -> its own expert
-    experts: list[str]  # every expert the router may choose, "base" included
-    scores: np.ndarray | None = None  # per-query nDCG@10 of each expert (columns: experts), for calibration
-    trained_on: np.ndarray | None = None  # same shape, bool: the expert was trained on that query (optimistic)
+    experts: list[str]  # every system the router may choose, "base" included
+    scores: np.ndarray | None = None  # per-query nDCG@10 of each system (columns: experts), for calibration
+    trained_on: np.ndarray | None = None  # same shape, bool: the system's expert was trained on that query
+    dataset_systems: dict[str, str] | None = None  # dataset -> its best system on unseen queries (dataset router)
+    systems: SystemSet | None = None  # how the hybrid columns were fused (saved beside the routers)
 
     def __post_init__(self):
         if not (len(self.vectors) == len(self.labels) == len(self.datasets)):
@@ -105,6 +111,8 @@ class Router(ABC):
         self.experts = list(experts)
         self.options = dict(options)
         self.info: dict = {}  # what it was built from (datasets, sample size), as saved with it
+        self.base_model: dict | None = None  # the base model whose query vectors it routes, as saved with it
+        self.fold_gain: dict | None = None  # its gain over the base on the routing folds, when fitted with scores
 
     @classmethod
     @abstractmethod
@@ -124,12 +132,17 @@ class Router(ABC):
         routing = self._route(vectors)
         confidence = self.options.get("min_confidence", 0.0)
         similarity = self.options.get("min_similarity", 0.0)
-        if BASE not in self.experts or not (confidence > 0 or similarity > 0):
+        if self.default not in self.experts or not (confidence > 0 or similarity > 0):
             return routing
         back = routing.confidence < confidence
         if similarity > 0:
             back |= self.similarity(vectors) < similarity
-        return Routing(routing.experts, routing.weights, back)
+        return Routing(routing.experts, routing.weights, back, self.default)
+
+    @property
+    def default(self) -> str:
+        """The system a query falls back to (``options["default"]``, calibrated on folds; else the base)."""
+        return self.options.get("default", BASE)
 
     @abstractmethod
     def arrays(self) -> dict[str, np.ndarray]:
@@ -197,9 +210,11 @@ def novelty_kinds() -> list[str]:
     return [name for name, cls in ROUTERS.items() if cls.similarity is not Router.similarity]
 
 
-def best_expert(scores: np.ndarray, experts: list[str], own: str | None) -> str:
-    """The best-scoring expert of one query; ties go to its dataset's own expert, then ``base``, then list order."""
-    preference = [p for p in dict.fromkeys([own, BASE, *experts]) if p in experts]
+def best_expert(scores: np.ndarray, experts: list[str], own: str | list[str | None] | None) -> str:
+    """The best-scoring expert (system) of one query; ties go to ``own`` (its dataset's own expert, or a list of
+    preferred ones in order: the dataset's best system, then its own expert), then ``base``, then list order."""
+    preferred = own if isinstance(own, list) else [own]
+    preference = [p for p in dict.fromkeys([*preferred, BASE, *experts]) if p in experts]
     return next(e for e in preference if scores[experts.index(e)] == scores.max())
 
 
@@ -216,8 +231,11 @@ def load_router(path: str | Path) -> Router:
     arrays = {Path(name).stem: load_npy(path / name) for name in meta["files"]}
     try:
         router = cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
-    except (KeyError, IndexError, TypeError, ValueError) as err:
+        dims = [a.shape[1] for a in arrays.values() if a.ndim == 2]
+        router.route(np.zeros((1, dims[0] if dims else 1), dtype=np.float32))  # options and arrays fit together
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         raise ArtifactError(f"router {path} is damaged: {type(err).__name__} {err}") from None
     router.info = meta.get("info", {})
+    router.base_model = meta.get("base_model")
     return router
 

@@ -13,10 +13,11 @@ from functools import cache
 import numpy as np
 
 from retriever.routers.base import BASE, ROUTERS, Router, RoutingData, best_expert, novelty_kinds
+from retriever.systems import dense_part, hybrid
 
 __all__ = [
     "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "best_threshold", "fit_router", "fold_gains", "fold_score",
-    "in_domain_folds",
+    "in_domain_folds", "routed_fold_gain",
 ]
 
 FALLBACKS = ("none", "auto")
@@ -48,28 +49,60 @@ def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", nov
     if novelty != "none" and kind not in novelty_kinds():
         raise ValueError(f"the {kind} router keeps no reference vectors to measure novelty; use novelty='none'")
     parts = cache(lambda: fold_gains(cls, data, options))  # measured once, and only for an "auto" threshold
-    min_confidence = _threshold("fallback", fallback, lambda: _calibrate(parts, data, "confidence", THRESHOLDS))
-    min_similarity = _threshold("novelty", novelty, lambda: _calibrate(parts, data, "similarity", SIMILARITIES))
+    defaults = {}
+    min_confidence = _threshold("fallback", fallback,
+                                lambda: _calibrate(parts, data, "confidence", THRESHOLDS, defaults))
+    min_similarity = _threshold("novelty", novelty,
+                                lambda: _calibrate(parts, data, "similarity", SIMILARITIES, defaults))
     router = cls.fit(data, **options)
     router.options.update(fallback=fallback, min_confidence=min_confidence)
     if kind in novelty_kinds():
         router.options.update(novelty=novelty, min_similarity=min_similarity)
+    # the default system a fallback goes to: novelty's choice, else the confidence fallback's, else the base
+    router.options["default"] = defaults.get("similarity", defaults.get("confidence", BASE))
+    if data.scores is not None:  # how it does on the folds, as fitted: what choosing the default router compares
+        router.fold_gain = routed_fold_gain(parts(), data, min_confidence,
+                                            router.options.get("min_similarity", 0.0), router.options["default"])
     return router
 
 
+def routed_fold_gain(parts: dict[str, tuple[np.ndarray, ...]], data: RoutingData, min_confidence: float,
+                     min_similarity: float, default: str) -> dict[str, float]:
+    """Mean nDCG@10 gain over the base (x1) of a router with these fallbacks on ``fold_gains``' settings (mean
+    over datasets), and ``mean`` of the settings."""
+    base = data.experts.index(BASE)
+    fallen = data.scores[:, data.experts.index(default)] - data.scores[:, base]
+    out = {}
+    for setting, (confidence, similarity, gain, names, rows) in parts.items():
+        back = (confidence < min_confidence) | (similarity < min_similarity)
+        kept = np.where(back, fallen[rows], gain)
+        out[setting] = float(np.mean([kept[names == d].mean() for d in np.unique(names)])) if len(kept) else 0.0
+    out["mean"] = float(np.mean(list(out.values()))) if out else 0.0
+    return {key: round(value, 6) for key, value in out.items()}
+
+
 def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> RoutingData:
-    """Rows of ``data``; with ``drop``, that expert is removed and its queries relabelled among the rest."""
-    experts = [e for e in data.experts if e != drop]
+    """Rows of ``data``; with ``drop``, that expert (and every system that uses it, its hybrid) is removed and
+    its queries relabelled among the rest."""
+    experts = [e for e in data.experts if drop is None or dense_part(e) != drop]
     columns = [data.experts.index(e) for e in experts]
     scores = data.scores[rows][:, columns]
     trained_on = None if data.trained_on is None else data.trained_on[rows][:, columns]
     datasets = [data.datasets[i] for i in np.flatnonzero(rows)]
     labels = [data.labels[i] for i in np.flatnonzero(rows)]
     if drop is not None:
-        labels = [best_expert(row, experts, data.dataset_experts.get(d)) if label == drop else label
+        labels = [best_expert(row, experts, _preferred(data, d)) if label not in experts else label
                   for row, d, label in zip(scores, datasets, labels, strict=True)]
     dataset_experts = {d: e for d, e in data.dataset_experts.items() if e != drop}
-    return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on)
+    dataset_systems = None if data.dataset_systems is None else \
+        {d: e for d, e in data.dataset_systems.items() if e in experts}
+    return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on,
+                       dataset_systems, data.systems)
+
+
+def _preferred(data: RoutingData, dataset: str) -> list[str | None]:
+    """Who wins a tie among a query's best systems: its dataset's best system, then its own expert."""
+    return [(data.dataset_systems or {}).get(dataset), data.dataset_experts.get(dataset)]
 
 
 def in_domain_folds(data: RoutingData) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -82,12 +115,13 @@ def in_domain_folds(data: RoutingData) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str, tuple[np.ndarray, ...]]:
     """How router ``cls`` does on training queries it did not see: ``{setting: (confidence, similarity, gain,
-    dataset)}``, one entry per held-out query (similarity: ``Router.similarity``, zeros for routers without), in
-    two settings — in-domain (two folds of the routing data) and left out (each dataset left out in turn, with
-    its own expert removed: queries from a domain that has no expert; only while another dataset has one).
-    The gain of a routed query is its chosen expert's nDCG@10 minus the base model's. Where
-    ``data.trained_on`` says an expert was trained on a query, that query is left out of the in-domain folds:
-    an expert's score on its own training queries overstates what it does on new ones.
+    dataset, row)}``, one entry per held-out query (``row``: its row in ``data``; similarity:
+    ``Router.similarity``, zeros for routers without), in two settings — in-domain (two folds of the routing
+    data) and left out (each dataset left out in turn, with its own expert and the systems using it removed:
+    queries from a domain that has no expert; only while another dataset has one). The gain of a routed query
+    is its chosen system's nDCG@10 minus the base model's. Where ``data.trained_on`` says an expert was trained
+    on a query, that query is left out of the in-domain folds: an expert's score on its own training queries
+    overstates what it does on new ones.
     """
     if data.scores is None:
         raise ValueError("measuring a router on folds needs the routing data's per-query scores (RoutingData.scores)")
@@ -105,31 +139,51 @@ def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str,
         chosen = [data.experts.index(e) for e in routing.choice]
         gain = data.scores[held, chosen] - data.scores[held, base]
         parts.setdefault(setting, []).append((routing.confidence, np.zeros(len(gain)) if similarity is None else
-                                              similarity, gain, datasets[held]))
+                                              similarity, gain, datasets[held], np.flatnonzero(held)))
     return {setting: tuple(np.concatenate(p) for p in zip(*pieces, strict=True)) for setting, pieces in parts.items()}
 
 
 def fold_score(parts: dict[str, tuple[np.ndarray, ...]], setting: str, threshold: float = 0.0,
-               signal: str = "confidence") -> float:
+               signal: str = "confidence", fallback_gain: np.ndarray | None = None) -> float:
     """Mean over datasets of the mean gain in ``setting``; queries whose ``signal`` (``confidence`` or
-    ``similarity``) is below ``threshold`` go to the base (gain 0)."""
-    confidence, similarity, gain, names = parts[setting]
-    kept = np.where((confidence if signal == "confidence" else similarity) >= threshold, gain, 0.0)
+    ``similarity``) is below ``threshold`` go to the default system: the base (gain 0), or the system whose gain
+    over the base per routing-data row is ``fallback_gain``."""
+    confidence, similarity, gain, names, rows = parts[setting]
+    fallen = 0.0 if fallback_gain is None else fallback_gain[rows]
+    kept = np.where((confidence if signal == "confidence" else similarity) >= threshold, gain, fallen)
     return float(np.mean([kept[names == d].mean() for d in np.unique(names)])) if len(kept) else 0.0
 
 
-def _calibrate(parts: Callable[[], dict], data: RoutingData, signal: str, thresholds: np.ndarray) -> float:
+def default_candidates(data: RoutingData) -> list[str]:
+    """Systems a fallback may send a query to: the base model, and the base hybrid where it is a system."""
+    return [system for system in (BASE, hybrid(BASE)) if system in data.experts]
+
+
+def _calibrate(parts: Callable[[], dict], data: RoutingData, signal: str, thresholds: np.ndarray,
+               defaults: dict[str, str]) -> float:
     """``best_threshold`` on the fold gains that ``parts()`` measures (``fit_router`` shares them between its two
-    thresholds)."""
+    thresholds), over each default system; the default chosen is recorded in ``defaults[signal]``."""
     if data.scores is None:
         option = "fallback" if signal == "confidence" else "novelty"
         raise ValueError(f"{option}='auto' needs the routing data's per-query scores (RoutingData.scores)")
-    return best_threshold(parts(), signal, thresholds)
+    base = data.experts.index(BASE)
+    best = None
+    for default in default_candidates(data):  # ties: the base, then the lower threshold
+        gain = data.scores[:, data.experts.index(default)] - data.scores[:, base]
+        threshold, value = best_threshold(parts(), signal, thresholds, gain, with_value=True)
+        if best is None or value > best[2]:
+            best = (default, threshold, value)
+    defaults[signal] = best[0]
+    return best[1]
 
 
-def best_threshold(parts: dict[str, tuple[np.ndarray, ...]], signal: str, thresholds: np.ndarray) -> float:
-    """The threshold on ``signal`` with the best ``fold_score``, the settings weighing equally (ties: lowest)."""
-    values = [np.mean([fold_score(parts, setting, t, signal) for setting in parts]) for t in thresholds]
-    return float(thresholds[int(np.argmax(values))])
+def best_threshold(parts: dict[str, tuple[np.ndarray, ...]], signal: str, thresholds: np.ndarray,
+                   fallback_gain: np.ndarray | None = None, with_value: bool = False):
+    """The threshold on ``signal`` with the best ``fold_score``, the settings weighing equally (ties: lowest);
+    with ``with_value``, ``(threshold, its score)``."""
+    values = [np.mean([fold_score(parts, setting, t, signal, fallback_gain) for setting in parts])
+              for t in thresholds]
+    best = int(np.argmax(values))
+    return (float(thresholds[best]), float(values[best])) if with_value else float(thresholds[best])
 
 

@@ -22,8 +22,9 @@ class DatasetRouter(Router):
     def fit(cls, data: RoutingData, per_dataset: int = 100, seed: int = 0) -> DatasetRouter:
         rng = np.random.default_rng(seed)
         keep, owners = [], []
+        own = data.dataset_systems or data.dataset_experts  # a dataset's best system, else its own expert
         for dataset in sorted(set(data.datasets)):
-            expert = data.dataset_experts.get(dataset)
+            expert = own.get(dataset)
             if expert is None:
                 continue
             rows = np.flatnonzero(np.array(data.datasets) == dataset)

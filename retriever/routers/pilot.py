@@ -91,4 +91,6 @@ class PilotRouter(Router):
 
     @classmethod
     def from_arrays(cls, experts, options, arrays, extra):
+        if options.get("aggregate") not in cls.AGGREGATES:
+            raise ValueError(f"unknown aggregate {options.get('aggregate')!r}; valid: {', '.join(cls.AGGREGATES)}")
         return cls(experts, options, arrays["pilots"], arrays["pilot_experts"], arrays["pilot_sizes"])

@@ -1,0 +1,220 @@
+"""The lexical side of the shared corpus: a BM25 index (bm25s) over the same documents as the dense index.
+
+A lexical index directory describes itself like the dense one::
+
+    lexical.json    format version, library version, BM25 settings, document count, corpus source + sha256,
+                    sha256 of every file below
+    doc_ids.json    row -> document id (the corpus order, as in the dense index)
+    *.index.json, *.index.npy   bm25s's own files: params and vocabulary (JSON), the score matrix (no pickle)
+
+It is cached beside the dense index (``<cache>/indexes/<dataset>-bm25-<settings key>``) and rebuilt when the
+corpus or the settings change. ``search`` returns raw rows like ``CorpusIndex.search``, so every ranking ends
+in ``retriever.ranking.rank`` (self-hits dropped in one place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retriever.artifacts import (
+    ArtifactError,
+    atomic_directory,
+    check_target,
+    checksum_files,
+    library_version,
+    read_json,
+    read_metadata,
+    safe_name,
+    verify_checksums,
+    write_json,
+)
+from retriever.index import corpus_source
+
+__all__ = [
+    "LexicalConfig", "LexicalIndex", "build_lexical_index", "ensure_lexical_index", "lexical_beside",
+    "lexical_index_path", "lexical_path_for",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+KIND = "routerretriever-lexical-index"
+SCHEMA = {"files": dict, "config": dict, "count": int, "source": dict}
+_BM25_FILES = ("params.index.json", "vocab.index.json", "data.csc.index.npy", "indices.csc.index.npy",
+               "indptr.csc.index.npy")
+
+
+@dataclass(frozen=True)
+class LexicalConfig:
+    """BM25 as Lucene scores it (bm25s ``method="lucene"``), English stemmer and stopwords, k1 0.9, b 0.4."""
+
+    k1: float = 0.9
+    b: float = 0.4
+    method: str = "lucene"
+    stemmer: str | None = "english"  # a PyStemmer language, or None
+    stopwords: str | None = "en"
+
+    def __post_init__(self):
+        if not isinstance(self.k1, int | float) or isinstance(self.k1, bool) or self.k1 < 0:
+            raise ValueError(f"k1 must be a number >= 0, got {self.k1!r}")
+        if not isinstance(self.b, int | float) or isinstance(self.b, bool) or not 0 <= self.b <= 1:
+            raise ValueError(f"b must be a number in [0, 1], got {self.b!r}")
+        methods = ("lucene", "robertson", "atire", "bm25l", "bm25+")
+        if self.method not in methods:
+            raise ValueError(f"unknown BM25 method {self.method!r}; valid: {', '.join(methods)}")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def key(self) -> str:
+        """Identifies the settings in the cache path."""
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _tokenize(texts: list[str], config: LexicalConfig) -> list[list[str]]:
+    import bm25s
+
+    stemmer = None
+    if config.stemmer:
+        import Stemmer
+
+        stemmer = Stemmer.Stemmer(config.stemmer)
+    return bm25s.tokenize(texts, stopwords=config.stopwords, stemmer=stemmer, return_ids=False,
+                          show_progress=False)
+
+
+class LexicalIndex:
+    """A loaded BM25 index. ``search(texts, k)`` gives ``(scores, rows)``; rows of documents sharing no term with
+    the query are -1 (``rank`` skips them), so a query without known terms ranks nothing."""
+
+    def __init__(self, path: Path | None, meta: dict, doc_ids: list[str], bm25):
+        self.path, self.meta, self.doc_ids, self.bm25 = path, meta, doc_ids, bm25
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    @property
+    def config(self) -> LexicalConfig:
+        return LexicalConfig(**self.meta["config"])
+
+    def search(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(self))
+        if not texts:
+            return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
+        tokens = _tokenize(list(texts), self.config)
+        rows, scores = self.bm25.retrieve(tokens, k=k, show_progress=False, n_threads=0, return_as="tuple")
+        rows, scores = np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+        rows[scores <= 0] = -1  # no shared term: not a match
+        return scores, rows
+
+    def check_corpus(self, doc_ids: list[str]) -> None:
+        """Refuse a dense index over other documents (the two sides must rank the same rows)."""
+        if doc_ids != self.doc_ids:
+            raise ArtifactError(f"lexical index {self.path} holds other documents than the dense index "
+                                f"({len(self.doc_ids)} vs {len(doc_ids)}, or another order); rebuild it")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> LexicalIndex:
+        import bm25s
+
+        path = Path(path)
+        meta = read_metadata(path / "lexical.json", KIND, FORMAT_VERSION, SCHEMA)
+        missing = {"doc_ids.json", *_BM25_FILES} - set(meta["files"])
+        if missing:
+            raise ArtifactError(f"{path / 'lexical.json'} lists no checksum for {', '.join(sorted(missing))}")
+        if verify:
+            verify_checksums(path, meta["files"])
+        try:
+            LexicalConfig(**meta["config"])
+        except (TypeError, ValueError) as err:
+            raise ArtifactError(f"{path / 'lexical.json'}: bad BM25 settings {meta['config']!r}: {err}") from None
+        doc_ids = read_json(path / "doc_ids.json")
+        if not isinstance(doc_ids, list) or not all(isinstance(d, str) for d in doc_ids) or \
+                len(doc_ids) != meta["count"]:
+            raise ArtifactError(f"{path / 'doc_ids.json'} must list the {meta['count']} document ids")
+        try:
+            bm25 = bm25s.BM25.load(str(path), mmap=False, allow_pickle=False, load_corpus=False)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ArtifactError(f"{path} is not a readable bm25s index: {err}") from None
+        if bm25.scores.get("num_docs") != meta["count"]:
+            raise ArtifactError(f"{path} indexes {bm25.scores.get('num_docs')} documents, lexical.json "
+                                f"says {meta['count']}")
+        return cls(path, meta, doc_ids, bm25)
+
+
+def build_lexical_index(dataset, path: str | os.PathLike, config: LexicalConfig | None = None, *,
+                        source: dict | None = None, overwrite: bool = True, owned: bool = False) -> LexicalIndex:
+    """Tokenise and index ``dataset``'s corpus (``title + " " + text``, as the dense side embeds it) at ``path``."""
+    import bm25s
+
+    config = config or LexicalConfig()
+    docs = list(dataset.corpus())
+    doc_ids = [doc.id for doc in docs]
+    if len(set(doc_ids)) != len(doc_ids):
+        raise ValueError("document ids must be unique")
+    bm25 = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
+    bm25.index(_tokenize([doc.content() for doc in docs], config), show_progress=False)
+    with atomic_directory(path, ("lexical.json", KIND), overwrite=overwrite, owned=owned) as tmp:
+        bm25.save(str(tmp), show_progress=False)
+        (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
+        files = ["doc_ids.json", *_BM25_FILES]
+        write_json(tmp / "lexical.json", {
+            "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
+            "config": config.to_json(), "count": len(doc_ids), "source": source or corpus_source(dataset),
+            "files": checksum_files(tmp, files),
+        })
+    logger.info("BM25-indexed %d documents into %s", len(doc_ids), path)
+    return LexicalIndex.load(path, verify=False)
+
+
+def lexical_index_path(cache_dir: str | os.PathLike, name: str, config: LexicalConfig) -> Path:
+    return Path(cache_dir) / "indexes" / f"{safe_name(name, 'dataset')}-bm25-{config.key}"
+
+
+def ensure_lexical_index(dataset, cache_dir: str | os.PathLike, config: LexicalConfig | None = None
+                         ) -> LexicalIndex:
+    """Load the cached BM25 index of ``dataset``, or build it when absent, stale or damaged."""
+    config = config or LexicalConfig()
+    path = lexical_index_path(cache_dir, dataset.name, config)
+    source = corpus_source(dataset)
+    if (path / "lexical.json").exists():
+        try:
+            index = LexicalIndex.load(path)
+            if index.meta["source"].get("corpus_sha256") == source["corpus_sha256"]:
+                return index
+            logger.info("lexical index %s is stale (corpus changed); rebuilding", path)
+        except ArtifactError as err:
+            logger.warning("rebuilding lexical index %s: %s", path, err)
+    elif path.exists():
+        logger.warning("rebuilding lexical index %s: it has no lexical.json", path)
+    # the cache is ours: a damaged entry is replaced, once the new one is complete
+    return build_lexical_index(dataset, path, config, source=source, owned=True)
+
+
+def check_lexical_output(path: str | os.PathLike, overwrite: bool) -> None:
+    """Whether ``build_lexical_index`` may write ``path`` (``retriever.artifacts.check_target``)."""
+    check_target(path, ("lexical.json", KIND), overwrite)
+
+
+def lexical_path_for(index_path: str | os.PathLike) -> Path:
+    """Where ``routerretriever index --output DIR`` puts the lexical index: ``DIR-bm25`` beside it."""
+    index_path = Path(index_path)
+    return index_path.with_name(f"{index_path.name}-bm25")
+
+
+def lexical_beside(index) -> Path | None:
+    """The lexical index that belongs to a dense ``CorpusIndex``: ``DIR-bm25`` beside an ``--output`` index, or
+    the cache entry of the same dataset (default settings) beside a cached one; None if there is none."""
+    candidates = [lexical_path_for(index.path)]
+    dataset = index.meta["source"].get("dataset")
+    if isinstance(dataset, str) and index.path.parent.name == "indexes":
+        candidates.append(lexical_index_path(index.path.parent.parent, dataset, LexicalConfig()))
+    return next((path for path in candidates if (path / "lexical.json").is_file()), None)

@@ -1,0 +1,111 @@
+"""Systems: what answers a query over the shared corpus. A dense expert (``base`` or an expert's name), ``bm25``
+(the lexical index), or ``hybrid:<expert>`` (that expert's ranking fused with BM25's).
+
+Routers choose among systems by these names; ``run_system`` is the one place a system's ranking is made from
+the dense and lexical rankings it needs (``RouterRetriever`` and evaluation both call it), and ``SystemSet``
+holds each hybrid's fusion weight, calibrated on training queries and saved with the router directory.
+
+Fusion (``fuse``): ``convex`` — each list's scores min-max normalised over its top-k, then
+``w * dense + (1 - w) * bm25`` (a document missing from one list scores 0 there); ``rrf`` — reciprocal-rank
+fusion, ``sum 1 / (60 + rank)``, which needs no weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "BASE", "BM25", "FUSIONS", "HYBRID", "SystemSet", "dense_part", "fuse", "hybrid", "is_lexical", "run_system",
+    "system_names",
+]
+
+BASE = "base"  # the base model itself, a system and the reserved expert name
+BM25 = "bm25"
+HYBRID = "hybrid:"
+FUSIONS = ("convex", "rrf")
+RRF_K = 60
+DEFAULT_WEIGHT = 0.5  # an uncalibrated hybrid: equal weight
+FUSION_DEPTH = 100  # each list's top-k that a hybrid fuses
+
+Results = dict[str, dict[str, float]]
+
+
+def hybrid(expert: str) -> str:
+    return f"{HYBRID}{expert}"
+
+
+def dense_part(system: str) -> str | None:
+    """The dense expert a system needs (``base`` for the base model), or None for ``bm25``."""
+    if system == BM25:
+        return None
+    return system[len(HYBRID):] if system.startswith(HYBRID) else system
+
+
+def is_lexical(system: str) -> bool:
+    """Whether the system needs the BM25 ranking."""
+    return system == BM25 or system.startswith(HYBRID)
+
+
+def system_names(experts: list[str], lexical: bool = True) -> list[str]:
+    """Every system over ``experts`` (``base`` first): the dense ones, then ``bm25`` and each expert's hybrid."""
+    return [*experts, *([BM25, *[hybrid(e) for e in experts]] if lexical else [])]
+
+
+def _normalised(hits: Mapping[str, float]) -> dict[str, float]:
+    if not hits:
+        return {}
+    low, high = min(hits.values()), max(hits.values())
+    span = high - low
+    return {doc: (score - low) / span if span > 0 else 1.0 for doc, score in hits.items()}
+
+
+def fuse(dense: Mapping[str, float], lexical: Mapping[str, float], weight: float, method: str = "convex",
+         k: int = FUSION_DEPTH) -> dict[str, float]:
+    """One query's fused ranking of two ``{doc id: score}`` lists, best first, at most ``k`` documents."""
+    if method == "convex":
+        d, s = _normalised(dense), _normalised(lexical)
+        scores = {doc: weight * d.get(doc, 0.0) + (1 - weight) * s.get(doc, 0.0) for doc in {**d, **s}}
+    elif method == "rrf":
+        scores = {}
+        for hits in (dense, lexical):
+            for rank, doc in enumerate(sorted(hits, key=hits.__getitem__, reverse=True), start=1):
+                scores[doc] = scores.get(doc, 0.0) + 1.0 / (RRF_K + rank)
+    else:
+        raise ValueError(f"unknown fusion {method!r}; valid: {', '.join(FUSIONS)}")
+    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return dict(best)
+
+
+@dataclass(frozen=True)
+class SystemSet:
+    """How hybrids are fused: the method and each hybrid's dense weight (uncalibrated ones weigh 0.5)."""
+
+    fusion: str = "convex"
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
+        for name, weight in self.weights.items():
+            if not name.startswith(HYBRID) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
+                raise ValueError(f"hybrid weight {name!r}: {weight!r} (expected hybrid:<expert> and a weight in "
+                                 "[0, 1])")
+
+    def weight(self, system: str) -> float:
+        return float(self.weights.get(system, DEFAULT_WEIGHT))
+
+    def to_json(self) -> dict:
+        return {"fusion": self.fusion, "weights": dict(sorted(self.weights.items()))}
+
+
+def run_system(system: str, query_ids, dense: Results | None, lexical: Results | None, systems: SystemSet,
+               k: int) -> Results:
+    """``system``'s top-``k`` for ``query_ids`` from the rankings it needs: ``dense`` (its dense expert's, at least
+    ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's)."""
+    if system == BM25:
+        return {q: dict(list(lexical[q].items())[:k]) for q in query_ids}
+    if not system.startswith(HYBRID):
+        return {q: dict(list(dense[q].items())[:k]) for q in query_ids}
+    weight = systems.weight(system)
+    return {q: fuse(dense[q], lexical[q], weight, systems.fusion, k) for q in query_ids}

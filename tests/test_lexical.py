@@ -1,0 +1,212 @@
+"""The lexical side (``retriever.lexical``), fusion and systems (``retriever.systems``), and routing among systems:
+BM25 as bm25s ranks it, a self-describing cached index, hybrids fused one way everywhere, routers over systems."""
+
+import json
+
+import bm25s
+import numpy as np
+import pytest
+from conftest import write_toy_dataset
+
+from eval.data import open_dataset
+from retriever.artifacts import ArtifactError
+from retriever.lexical import LexicalConfig, LexicalIndex, build_lexical_index, ensure_lexical_index
+from retriever.ranking import search_lexical
+from retriever.systems import SystemSet, dense_part, fuse, is_lexical, run_system, system_names
+
+
+@pytest.fixture
+def toy(data_dir):
+    return open_dataset(data_dir, "toy")
+
+
+def test_bm25_ranks_as_bm25s_does(toy, tmp_path):
+    index = build_lexical_index(toy, tmp_path / "bm25")
+    docs = list(toy.corpus())
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    plain = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
+    plain.index(bm25s.tokenize([d.content() for d in docs], stopwords="en", stemmer=stemmer, show_progress=False),
+                show_progress=False)
+    query = "blue whale largest animal"
+    rows, scores = plain.retrieve(bm25s.tokenize([query], stopwords="en", stemmer=stemmer, show_progress=False),
+                                  k=5, show_progress=False)
+    expected = {docs[r].id: float(s) for r, s in zip(rows[0], scores[0], strict=True) if s > 0}
+    got = search_lexical(index, [query], ["q"], k=5)["q"]
+    assert list(got) == list(expected) and got == pytest.approx(expected)
+    assert list(got)[0].startswith("whale")
+
+
+def test_lexical_index_describes_itself_and_is_verified(toy, tmp_path):
+    index = build_lexical_index(toy, tmp_path / "bm25")
+    meta = json.loads((tmp_path / "bm25" / "lexical.json").read_text())
+    assert meta["kind"] == "routerretriever-lexical-index" and meta["count"] == 20
+    assert meta["config"] == LexicalConfig().to_json() and len(meta["source"]["corpus_sha256"]) == 64
+    assert set(meta["files"]) >= {"doc_ids.json", "params.index.json", "data.csc.index.npy"}
+    assert LexicalIndex.load(tmp_path / "bm25").doc_ids == index.doc_ids
+    with open(tmp_path / "bm25" / "vocab.index.json", "a") as handle:
+        handle.write(" ")
+    with pytest.raises(ArtifactError, match="checksum mismatch for .*vocab.index.json"):
+        LexicalIndex.load(tmp_path / "bm25")
+
+
+def test_self_hits_and_no_shared_term(toy, tmp_path):
+    index = build_lexical_index(toy, tmp_path / "bm25")
+    hits = search_lexical(index, ["sourdough bread yeast", "zzzz qqqq"], ["bread-1", "nothing"], k=5)
+    assert "bread-1" not in hits["bread-1"] and "bread-2" in hits["bread-1"]  # the query's own id never returned
+    assert hits["nothing"] == {}  # no term in common: no match, not 5 arbitrary documents
+
+
+def test_cache_reuses_and_rebuilds(toy, tmp_path, data_dir, caplog):
+    first = ensure_lexical_index(toy, tmp_path / "cache")
+    assert first.path.name.startswith("toy-bm25-") and first.path.parent.name == "indexes"
+    assert ensure_lexical_index(toy, tmp_path / "cache").path == first.path
+    (first.path / "lexical.json").write_text("[]")  # damaged: rebuilt with a warning
+    again = ensure_lexical_index(toy, tmp_path / "cache")
+    assert json.loads((again.path / "lexical.json").read_text())["count"] == 20
+    assert any("rebuilding lexical index" in r.message for r in caplog.records)
+    write_toy_dataset(tmp_path / "other-data", "toy")
+    assert LexicalConfig(k1=1.2).key != LexicalConfig().key  # settings are part of the cache key
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="b must be a number in \\[0, 1\\], got 2"):
+        LexicalConfig(b=2)
+    with pytest.raises(ValueError, match="unknown BM25 method 'okapi'"):
+        LexicalConfig(method="okapi")
+
+
+def test_convex_fusion_and_rrf():
+    dense = {"a": 0.9, "b": 0.5, "c": 0.1}
+    lexical = {"c": 12.0, "d": 4.0}
+    assert fuse(dense, lexical, 1.0) == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.0, "d": 0.0})
+    mixed = fuse(dense, lexical, 0.5)
+    assert mixed == pytest.approx({"a": 0.5, "c": 0.5, "b": 0.25, "d": 0.0})
+    assert list(mixed)[:2] == ["a", "c"]  # ties broken by doc id, best first
+    rrf = fuse(dense, lexical, 0.0, "rrf")
+    assert list(rrf)[0] == "c" and rrf["c"] == pytest.approx(1 / 63 + 1 / 61)
+    with pytest.raises(ValueError, match="unknown fusion 'max'"):
+        fuse(dense, lexical, 0.5, "max")
+
+
+def test_system_names_and_run_system():
+    assert system_names(["base", "x"]) == ["base", "x", "bm25", "hybrid:base", "hybrid:x"]
+    assert [dense_part(s) for s in ("base", "x", "bm25", "hybrid:x")] == ["base", "x", None, "x"]
+    assert [is_lexical(s) for s in ("base", "bm25", "hybrid:base")] == [False, True, True]
+    dense = {"q": {"a": 2.0, "b": 1.0}}
+    lexical = {"q": {"b": 3.0, "c": 1.0}}
+    systems = SystemSet("convex", {"hybrid:base": 0.2})
+    assert run_system("base", ["q"], dense, None, systems, 1) == {"q": {"a": 2.0}}
+    assert run_system("bm25", ["q"], None, lexical, systems, 5) == {"q": {"b": 3.0, "c": 1.0}}
+    assert list(run_system("hybrid:base", ["q"], dense, lexical, systems, 3)["q"]) == ["b", "a", "c"]  # w 0.2
+    with pytest.raises(ValueError, match="hybrid weight 'hybrid:x': 1.5"):
+        SystemSet("convex", {"hybrid:x": 1.5})
+
+
+@pytest.fixture(scope="module")
+def lexical_world(toy_encoder, tmp_path_factory):
+    """Two toy datasets with an expert each, routers built over every system (BM25 and hybrids included)."""
+    from conftest import FAST
+
+    from experts import TrainConfig, build_router, routing_data, train_expert
+    from experts.routing import choose_default_router, lexical_key, routing_info
+    from retriever.expert_encoder import MultiExpertEncoder
+    from retriever.index import build_index
+    from retriever.router_dir import RouterDirectory
+
+    root = tmp_path_factory.mktemp("lexical-routing")
+    for name in ("toy", "other"):
+        write_toy_dataset(root / "beir", name=name)
+    datasets = {n: open_dataset(root / "beir", n) for n in ("toy", "other")}
+    indexes = {n: build_index(d, toy_encoder, root / "idx" / n) for n, d in datasets.items()}
+    lexical = {n: build_lexical_index(d, root / "idx" / f"{n}-bm25") for n, d in datasets.items()}
+    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
+    for seed, name in enumerate(("toy", "other")):
+        trained = train_expert([(datasets[name], indexes[name])], toy_encoder, TrainConfig(seed=seed, **FAST))
+        store.save_expert(f"{name}-expert", trained.write, trained.meta())
+    encoder = store.load_into(MultiExpertEncoder(toy_encoder))
+    sources = [(datasets[n], indexes[n]) for n in ("toy", "other")]
+    data = routing_data(sources, encoder, store, max_queries=100, lexical=lexical)
+    info = routing_info(["toy", "other"], 100, 0, {n: lexical_key(x) for n, x in lexical.items()})
+    for kind in ("pilot", "classifier", "dataset"):
+        build_router(store, kind, data, info)
+    choose_default_router(store)
+    yield {"root": root, "store": store, "encoder": encoder, "datasets": datasets, "indexes": indexes,
+           "lexical": lexical, "data": data}
+    for name in list(encoder.names[1:]):
+        encoder.remove(name)
+
+
+def test_routing_data_over_systems(lexical_world):
+    data, store = lexical_world["data"], lexical_world["store"]
+    assert data.experts == ["base", "other-expert", "toy-expert", "bm25", "hybrid:base", "hybrid:other-expert",
+                            "hybrid:toy-expert"]
+    assert data.scores.shape == (8, 7) and set(data.labels) <= set(data.experts)
+    weights = store.load_systems().weights
+    assert set(weights) == {"hybrid:base", "hybrid:other-expert", "hybrid:toy-expert"}
+    assert all(0 <= w <= 1 for w in weights.values())
+    bm25 = json.loads((store.routing_data_path("toy") / "scores-bm25.json").read_text())
+    assert len(bm25["ndcg@10"]) == 4 and bm25["base_model"]["fingerprint"] == store.base.fingerprint
+    for kind in ("pilot", "classifier", "dataset"):  # every router knows its folds' gain; one is the default
+        assert set(store.load_router(kind).info["fold_gain"]) == {"in-domain", "left out", "mean"}
+    assert store.default_router() in ("pilot", "classifier", "dataset")
+
+
+def test_routed_search_equals_evaluation(lexical_world, tmp_path):
+    """The facade and evaluation rank every system the same way (one run_system)."""
+    from eval.runs import SplitRun
+    from retriever.router_retriever import RouterRetriever
+
+    store = lexical_world["store"]
+    rr = RouterRetriever.load(store.root, "default", model=str(store.base.id))
+    assert rr.lexical
+    dataset, index, lexical = (lexical_world[k]["toy"] for k in ("datasets", "indexes", "lexical"))
+    split = dataset.split("test")
+    hits = rr.search(split.queries, k=100, index=index, lexical=lexical)
+    run = SplitRun(dataset, "test", rr.encoder, index, {"r": rr.router}, lexical=lexical, systems=rr.systems)
+    routed = run.routed("r")
+    assert {h.query_id: h.system for h in hits} == routed.chosen
+    for h in hits:
+        assert dict(h.hits) == pytest.approx(routed.results[h.query_id])
+        assert h.mode in ("dense", "lexical", "hybrid")
+    assert [h.hits for h in rr.search(split.queries, k=5, index=index)] == [h.hits[:5] for h in hits]  # idx-bm25
+    import shutil
+
+    from retriever.index import CorpusIndex
+
+    lonely = CorpusIndex.load(shutil.copytree(index.path, lexical_world["root"] / "lonely"))
+    with pytest.raises(ValueError, match="no lexical index was found beside .*lonely"):
+        rr.search(split.queries, k=5, index=lonely)
+
+
+def test_cli_evaluates_lexical_systems_and_the_default(lexical_world, tmp_path):
+    from click.testing import CliRunner
+
+    import cli
+
+    store = lexical_world["store"]
+    out = tmp_path / "r.json"
+    args = ["-q", "evaluate", "--data-dir", str(lexical_world["root"] / "beir"), "--model", str(store.base.id),
+            "--cache-dir", str(tmp_path / "cache"), "--dataset", "toy", "--output-json", str(out)]
+    result = CliRunner().invoke(cli.main, [*args, "--system", "bm25", "--system", "hybrid:base"])
+    assert result.exit_code == 0, result.output  # no router directory needed for these two
+    result = CliRunner().invoke(cli.main, [*args, "--router", str(store.root), "--system", "default",
+                                           "--system", "hybrid:toy-expert", "--system", "instance-oracle"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["default_system"] == store.default_router()
+    rows = {r["system"]: r["ndcg@10"] for r in report["results"]}
+    assert set(rows) == {"default", "hybrid:toy-expert", "instance-oracle"}
+    assert rows["instance-oracle"] >= max(rows["default"], rows["hybrid:toy-expert"])
+    result = CliRunner().invoke(cli.main, [*args, "--system", "hybrid:toy-expert"])
+    assert result.exit_code == 1 and "needs a router directory" in result.output
+
+
+def test_default_fallback_system_is_calibrated(lexical_world):
+    from retriever.routers import fit_router
+
+    data = lexical_world["data"]
+    router = fit_router("pilot", data, novelty="auto")
+    assert router.options["default"] in ("base", "hybrid:base") and router.fold_gain["mean"] == pytest.approx(
+        np.mean([router.fold_gain["in-domain"], router.fold_gain["left out"]]), abs=1e-5)
