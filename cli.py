@@ -328,7 +328,7 @@ def _threshold_value(ctx, param, value):
 @click.pass_obj
 def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
                  no_lexical, fusion, model, cache_dir, index_type):
-    """Score every expert on training queries, label each by its best expert, and fit routers."""
+    """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
     built, default = build_routers(router, data_dir, cache_dir, datasets, kinds, max_queries,

@@ -139,8 +139,8 @@ def _default_section(c: Comparison, in_domain: list[str], other: list[str]) -> s
     """The default router (chosen on the routing folds), against every other router and the best untrained
     single system per dataset: paired-bootstrap 95% intervals on test, nDCG@10 x100."""
     lines = [f"### The default router: {c.default} (chosen on the routing folds)\n"]
-    folds = [[kind, *[f"{100 * gain[k]:+.2f}" if gain else "—" for k in ("in-domain", "left out", "mean")]]
-             for kind, gain in c.fold_gains.items() for gain in [gain or {}]]
+    folds = [[kind, *[f"{100 * value:+.2f}" if isinstance(value := (gain or {}).get(k), int | float) else "—"
+                      for k in ("in-domain", "left out", "mean")]] for kind, gain in c.fold_gains.items()]
     lines.append("Mean nDCG@10 gain over the base on the routing folds (training queries), x100:\n\n"
                  + _table(["router", "in-domain", "left out", "mean"], folds))
     rows = []

@@ -3,7 +3,8 @@
 Systems (``SYSTEMS``): ``base``; ``expert:NAME``; ``multitask`` (the expert of that name, trained on every
 train split); the routers ``pilot``, ``classifier``, ``dataset``; and, for evaluation only,
 ``dataset-oracle`` (the best single system per dataset, chosen on test) and ``instance-oracle`` (the best
-system per query). Oracles and routers choose among ``base`` and the domain experts.
+system per query). Oracles and routers choose among systems: ``base``, the domain experts, ``bm25`` and each
+one's hybrid (``retriever.systems``).
 
 ``SplitRun`` encodes each query once per expert and shares those vectors between every system evaluated on
 the split, so a routed system or an oracle costs no extra encoding. Given a ``vector_cache`` folder and each
@@ -14,6 +15,7 @@ new vectors replacing its old ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -129,8 +131,9 @@ def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: Multi
         else:  # an oracle: every system
             names += [dense_part(s) for s in candidates]
     store.load_into(encoder, [n for n in dict.fromkeys(names) if n not in (None, *encoder.names)])
-    if DEFAULT not in aliases and store.built_routers():
-        aliases[DEFAULT] = store.default_router()
+    if DEFAULT not in aliases:  # for the results JSON only: a directory without one is not an error here
+        with contextlib.suppress(ValueError):
+            aliases[DEFAULT] = store.default_router()
     return routers, candidates, store.load_systems(), aliases
 
 
@@ -196,7 +199,7 @@ class SplitRun:
                  aliases: dict[str, str] | None = None):
         index.check_model(encoder.info)
         if lexical is not None:
-            lexical.check_corpus(index.doc_ids)
+            lexical.check_corpus(index)
         self.dataset, self.split, self.encoder, self.index, self.lexical = dataset, split, encoder, index, lexical
         self.data = dataset.split(split)
         self.query_ids = list(self.data.queries)
@@ -255,8 +258,10 @@ class SplitRun:
                 done.update(search(self.index, self.vectors(source, todo), ids, RETRIEVE_K))
         return {self.query_ids[i]: done[self.query_ids[i]] for i in rows}
 
-    def system_results(self, system: str, rows: list[int] | None = None) -> Results:
-        """``system``'s ranking (routing-space name) of ``rows`` (all by default)."""
+    def system_results(self, system: str, rows: list[int] | None = None, systems: SystemSet | None = None
+                       ) -> Results:
+        """``system``'s ranking (routing-space name) of ``rows`` (all by default); hybrids fused as ``systems``
+        says (default: the run's)."""
         rows = list(range(len(self.query_ids))) if rows is None else list(rows)
         expert = dense_part(system)
         if expert is not None and expert not in self.encoder.names:
@@ -265,7 +270,8 @@ class SplitRun:
             raise ValueError(f"system {system!r} needs the corpus's lexical (BM25) index")
         dense = None if expert is None else self._ranking(expert, rows)
         lexical = self._ranking(BM25, rows) if is_lexical(system) else None
-        return run_system(system, [self.query_ids[i] for i in rows], dense, lexical, self.systems, RETRIEVE_K)
+        return run_system(system, [self.query_ids[i] for i in rows], dense, lexical, systems or self.systems,
+                          RETRIEVE_K)
 
     def _scored(self, system: str, results: Results, chosen: dict[str, str] | None) -> EvalResult:
         scores = evaluate(self.data.qrels, results)
@@ -281,10 +287,12 @@ class SplitRun:
     def routed(self, name: str, label: str | None = None) -> EvalResult:
         if name not in self.routers:
             raise ValueError(f"router {name!r} is not built; built: {', '.join(self.routers) or 'none'}")
-        choice = self.routers[name].route(self.vectors(BASE_EXPERT)).choice
+        router = self.routers[name]
+        choice = router.route(self.vectors(BASE_EXPERT)).choice
         results: Results = {}
-        for system in sorted(set(choice)):
-            results.update(self.system_results(system, [i for i, s in enumerate(choice) if s == system]))
+        for system in sorted(set(choice)):  # hybrids fused as the router's labels were
+            results.update(self.system_results(system, [i for i, s in enumerate(choice) if s == system],
+                                               router.systems))
         results = {q: results[q] for q in self.query_ids}
         return self._scored(label or name, results, dict(zip(self.query_ids, choice, strict=True)))
 

@@ -1,4 +1,4 @@
-"""Building routers from training data: per-query scores of every expert, best-expert labels, fitting.
+"""Building routers from training data: per-query scores of every system, best-system labels, fitting.
 
 For each training dataset (train split only), a seeded sample of at most ``max_queries`` queries is encoded by
 the base model and by every expert; each is scored by nDCG@10 over that dataset's corpus index. A query's
@@ -23,7 +23,8 @@ from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.ranking import search, search_lexical
 from retriever.router_dir import RouterDirectory
 from retriever.routers import ROUTERS, RoutingData, best_expert, fit_router, novelty_kinds
-from retriever.systems import BM25, FUSION_DEPTH, HYBRID, SystemSet, dense_part, fuse, system_names
+from retriever.routers.base import best_systems, unseen_rows
+from retriever.systems import BM25, FUSION_DEPTH, FUSION_VERSION, HYBRID, SystemSet, dense_part, fuse, system_names
 from retriever.systems import hybrid as hybrid_name
 
 __all__ = [
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 SPLIT = "train"
 HYBRID_WEIGHTS = tuple(round(w, 1) for w in np.arange(0.0, 1.0001, 0.1))  # dense weights a hybrid is calibrated over
-MIN_UNSEEN = 20  # calibrate on queries no expert trained on, where there are at least this many
 NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
 
 
@@ -97,7 +97,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
         store.write_record(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
     lex_key, lexical_results = None, None
     if lexical is not None:
-        lexical.check_corpus(index.doc_ids)
+        lexical.check_corpus(index)
         lex_key = lexical_key(lexical)
         lexical_results = search_lexical(lexical, texts, qids, FUSION_DEPTH)
         path = folder / f"scores-{BM25}.json"
@@ -109,7 +109,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
         path, expected = folder / f"scores-{name}.json", expert_key(store, name)
         cached = _read_cache(path)
         if _current(cached, "expert_key", expected, len(qids)) and (
-                lexical is None or (cached.get("lexical_key") == lex_key and isinstance(cached.get("hybrid"), dict))):
+                lexical is None or (cached.get("lexical_key") == lex_key and _hybrid_complete(cached, len(qids)))):
             if "trained_on" not in cached:  # caches written before the field existed: add it, nothing to encode
                 store.write_record(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
             continue
@@ -121,7 +121,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
         record = {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids],
                   "trained_on": _trained_on(store, name, dataset, index, qids)}
         if lexical_results is not None:
-            record["lexical_key"] = lex_key
+            record.update(lexical_key=lex_key, fusion_version=FUSION_VERSION)
             record["hybrid"] = {label: [fused[q] for q in qids] for label, fused in
                                 _hybrid_scores(qrels, qids, results, lexical_results).items()}
         store.write_record(path, record)
@@ -135,6 +135,14 @@ def _hybrid_scores(qrels, qids, dense, lexical) -> dict[str, dict[str, float]]:
         out[f"{weight:.1f}"] = per_query_ndcg(qrels, fused)
     out["rrf"] = per_query_ndcg(qrels, {q: fuse(dense[q], lexical[q], 0.0, "rrf") for q in qids})
     return out
+
+
+def _hybrid_complete(cached: dict, rows: int) -> bool:
+    """Cached hybrid scores at every weight (and RRF), one per query, from the current fusion."""
+    hybrid = cached.get("hybrid")
+    labels = [*(f"{w:.1f}" for w in HYBRID_WEIGHTS), "rrf"]
+    return cached.get("fusion_version") == FUSION_VERSION and isinstance(hybrid, dict) and all(
+        isinstance(hybrid.get(label), list) and len(hybrid[label]) == rows for label in labels)
 
 
 def _current(cached: dict, key_field: str, key: str, rows: int) -> bool:
@@ -175,12 +183,6 @@ def _column(store: RouterDirectory, dataset: str, name: str, key_field: str, key
     return cached
 
 
-def _unseen(mask: np.ndarray | None, rows: int) -> np.ndarray:
-    """Rows no expert was trained on, where at least ``MIN_UNSEEN`` are; else every row."""
-    unseen = np.ones(rows, bool) if mask is None else ~mask
-    return unseen if unseen.sum() >= MIN_UNSEEN else np.ones(rows, bool)
-
-
 def calibrate_hybrids(store: RouterDirectory, datasets: list[str], hybrid: dict[str, dict[str, dict]],
                       trained: dict[str, dict[str, np.ndarray | None]], fusion: str = "convex") -> SystemSet:
     """Each hybrid's dense weight from ``HYBRID_WEIGHTS``: the one with the best mean nDCG@10 on training queries
@@ -197,7 +199,7 @@ def calibrate_hybrids(store: RouterDirectory, datasets: list[str], hybrid: dict[
             means = []
             for d in sets:
                 column = np.asarray(by_dataset[d][label], dtype=np.float64)
-                means.append(column[_unseen(trained[expert][d], len(column))].mean())
+                means.append(column[unseen_rows(trained[expert][d], len(column))].mean())
             return float(np.mean(means))
 
         values = [mean_at(f"{w:.1f}") for w in HYBRID_WEIGHTS]
@@ -221,8 +223,8 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     if lexical is not None:
         for d in datasets:
             for name in experts:
-                if records[d][name].get("lexical_key") != lexical[d] or not isinstance(records[d][name].get("hybrid"),
-                                                                                      dict):
+                record = records[d][name]
+                if record.get("lexical_key") != lexical[d] or not _hybrid_complete(record, len(record["ndcg@10"])):
                     raise ValueError(f"no current hybrid scores of {name!r} on {d!r}; run build-router")
         hybrid = {name: {d: records[d][name]["hybrid"] for d in datasets} for name in experts}
         systems_set = calibrate_hybrids(store, datasets, hybrid, trained, fusion)
@@ -253,27 +255,11 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     scores = np.concatenate(all_scores)
     # Over systems, a query's best is often a tie (nDCG@10 1.0 for several): ties go to the system that does
     # best on its dataset as a whole, so a label says "not the usual" only when another system really wins.
-    dataset_systems = _dataset_systems(names, systems, scores, trained_on, own) if lexical is not None else None
+    dataset_systems = best_systems(names, systems, scores, trained_on, own) if lexical is not None else None
     labels = [best_expert(row, systems, [(dataset_systems or {}).get(d), own.get(d)])
               for row, d in zip(scores, names, strict=True)]
     return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, systems, scores, trained_on,
                        dataset_systems, systems_set)
-
-
-def _dataset_systems(names: list[str], systems: list[str], scores: np.ndarray, trained_on: np.ndarray | None,
-                     own: dict[str, str]) -> dict[str, str]:
-    """Each dataset's best system by mean nDCG@10 on its queries no expert trained on (the dataset router's
-    choice and the tie-break of labels)."""
-    best = {}
-    datasets = np.array(names)
-    for d in dict.fromkeys(names):
-        rows = np.flatnonzero(datasets == d)
-        if not len(rows):
-            continue
-        unseen = _unseen(None if trained_on is None else trained_on[rows].any(axis=1), len(rows))
-        means = scores[rows][unseen].mean(axis=0)
-        best[d] = best_expert(means, systems, own.get(d))
-    return best
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,
@@ -298,16 +284,19 @@ def build_router(store: RouterDirectory, kind: str, data: RoutingData, info: dic
         options.pop(calibrated, None)
     router = fit_router(kind, data, **options)
     counts = {e: data.labels.count(e) for e in data.experts}
-    if data.systems is not None:  # the hybrids' calibrated fusion, beside the routers that choose them
-        store.save_systems(data.systems)
-    fold = {} if router.fold_gain is None else {"fold_gain": router.fold_gain}
-    return store.save_router(router, {**info, "label_counts": counts, **fold})
+    extra = {} if router.fold_gain is None else {"fold_gain": router.fold_gain}
+    if data.systems is not None:  # the hybrids' fusion its labels were made with: saved with it, and as the
+        store.save_systems(data.systems)  # directory's latest for evaluating hybrids without a router
+        extra["systems"] = data.systems.to_json()
+    return store.save_router(router, {**info, "label_counts": counts, **extra})
 
 
-def choose_default_router(store: RouterDirectory) -> str | None:
-    """Record as the directory's default the built router with the best mean gain on the routing folds (training
-    queries only; ties: registry order, the pilot first). Returns it, or None if no router has fold gains."""
-    gains = {kind: store.load_router(kind).info.get("fold_gain", {}).get("mean") for kind in store.built_routers()}
+def choose_default_router(store: RouterDirectory, kinds: list[str] | None = None) -> str | None:
+    """Record as the directory's default the router of ``kinds`` (those just built together on the same routing
+    data; default: every built one) with the best mean gain on the routing folds (training queries only; ties:
+    registry order, the pilot first). Returns it, or None if none has fold gains."""
+    kinds = store.built_routers() if kinds is None else kinds
+    gains = {kind: store.load_router(kind).info.get("fold_gain", {}).get("mean") for kind in kinds}
     ranked = [kind for kind in ROUTERS if isinstance(gains.get(kind), int | float)]
     if not ranked:
         return None

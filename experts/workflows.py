@@ -97,13 +97,14 @@ def train_and_save(store: RouterDirectory, name: str, dataset: Dataset, index: C
     return trained
 
 
-def _opener(data_dir, cache_dir, encoder: Encoder, index_type: str = "flat", progress: bool = False):
-    """``open(name) -> (dataset, dense index, lexical index)``, from the cache (built when missing)."""
+def _opener(data_dir, cache_dir, encoder: Encoder, index_type: str = "flat", progress: bool = False,
+            lexical: bool = True):
+    """``open(name) -> (dataset, dense index, lexical index or None)``, from the cache (built when missing)."""
 
     def open_source(name: str):
         ds = open_dataset(data_dir, name)
         index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=progress)
-        return ds, index, ensure_lexical_index(ds, cache_dir)
+        return ds, index, ensure_lexical_index(ds, cache_dir) if lexical else None
 
     return open_source
 
@@ -138,7 +139,7 @@ def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical:
     keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
     info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion)
     paths = [build_router(store, kind, data, info, **options_for(kind)) for kind in kinds]
-    choose_default_router(store)
+    choose_default_router(store, list(kinds))
     return paths, data
 
 
@@ -157,7 +158,7 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
-    open_source = _opener(data_dir, cache_dir, encoder.base, index_type, progress)
+    open_source = _opener(data_dir, cache_dir, encoder.base, index_type, progress, lexical)
     triples = [open_source(ds.name) for ds in opened]
     lexical_indexes = {ds.name: lex for ds, _, lex in triples} if lexical else None
 

@@ -79,6 +79,13 @@ class LexicalConfig:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _tokenizer_versions() -> dict:
+    """What else decides the tokens: bm25s's and PyStemmer's versions (an index is rebuilt when they change)."""
+    from importlib.metadata import version
+
+    return {"bm25s": version("bm25s"), "PyStemmer": version("PyStemmer")}
+
+
 def _tokenize(texts: list[str], config: LexicalConfig) -> list[list[str]]:
     import bm25s
 
@@ -115,11 +122,14 @@ class LexicalIndex:
         rows[scores <= 0] = -1  # no shared term: not a match
         return scores, rows
 
-    def check_corpus(self, doc_ids: list[str]) -> None:
-        """Refuse a dense index over other documents (the two sides must rank the same rows)."""
-        if doc_ids != self.doc_ids:
-            raise ArtifactError(f"lexical index {self.path} holds other documents than the dense index "
-                                f"({len(self.doc_ids)} vs {len(doc_ids)}, or another order); rebuild it")
+    def check_corpus(self, index) -> None:
+        """Refuse a dense ``CorpusIndex`` over other documents: other ids, another order, or (where both record
+        it) another corpus file content."""
+        dense_sha = index.meta.get("source", {}).get("corpus_sha256")
+        mine = self.meta["source"].get("corpus_sha256")
+        if index.doc_ids != self.doc_ids or (dense_sha and mine and dense_sha != mine):
+            raise ArtifactError(f"lexical index {self.path} was built from another corpus than the dense index "
+                                f"{index.path}; rebuild it (routerretriever index)")
 
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True) -> LexicalIndex:
@@ -168,7 +178,8 @@ def build_lexical_index(dataset, path: str | os.PathLike, config: LexicalConfig 
         files = ["doc_ids.json", *_BM25_FILES]
         write_json(tmp / "lexical.json", {
             "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
-            "config": config.to_json(), "count": len(doc_ids), "source": source or corpus_source(dataset),
+            "config": config.to_json(), "tokenizer": _tokenizer_versions(), "count": len(doc_ids),
+            "source": source or corpus_source(dataset),
             "files": checksum_files(tmp, files),
         })
     logger.info("BM25-indexed %d documents into %s", len(doc_ids), path)
@@ -188,9 +199,10 @@ def ensure_lexical_index(dataset, cache_dir: str | os.PathLike, config: LexicalC
     if (path / "lexical.json").exists():
         try:
             index = LexicalIndex.load(path)
-            if index.meta["source"].get("corpus_sha256") == source["corpus_sha256"]:
+            if index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
+                    index.meta["config"] == config.to_json() and index.meta.get("tokenizer") == _tokenizer_versions():
                 return index
-            logger.info("lexical index %s is stale (corpus changed); rebuilding", path)
+            logger.info("lexical index %s is stale (corpus, settings or tokenizer changed); rebuilding", path)
         except ArtifactError as err:
             logger.warning("rebuilding lexical index %s: %s", path, err)
     elif path.exists():

@@ -19,6 +19,7 @@ router kinds, datasets) pass ``retriever.artifacts.safe_name`` before they becom
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -43,6 +44,8 @@ from retriever.routers import Router, load_router
 from retriever.systems import BM25, SystemSet
 
 __all__ = ["EXPERT_FILES", "RouterDirectory", "validate_name"]
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 ROUTER_KIND = "routerretriever-router"
@@ -202,8 +205,12 @@ class RouterDirectory:
         return mapping
 
     def candidates(self) -> list[str]:
-        """What routers and oracles choose among: ``base`` and every domain expert."""
-        return [BASE_EXPERT, *sorted(set(self.domain_experts().values()))]
+        """The dense systems routers and oracles choose among: ``base`` and every domain expert (one named like
+        the BM25 system, allowed before it existed, is left out with a warning)."""
+        experts = sorted(set(self.domain_experts().values()))
+        if BM25 in experts:
+            logger.warning("expert %r in %s has the BM25 system's name and is not routed; rename it", BM25, self.root)
+        return [BASE_EXPERT, *[e for e in experts if e != BM25]]
 
     def expert_info(self, name: str) -> dict:
         path = self.expert_path(name) / "expert.json"

@@ -54,6 +54,7 @@ class RouterRetriever:
         self.encoder = encoder
         self.router = router
         self.systems = systems or SystemSet()
+        self._beside: dict = {}  # dense index path -> its lexical index, found and checked once
 
     @property
     def lexical(self) -> bool:
@@ -72,7 +73,7 @@ class RouterRetriever:
         store = RouterDirectory(router_dir, encoder.info)
         routing_model = store.load_router(store.default_router() if router == "default" else router)
         store.load_into(encoder, sorted({dense_part(e) for e in routing_model.experts} - {None, BASE_EXPERT}))
-        return cls(encoder, routing_model, store.load_systems())
+        return cls(encoder, routing_model, routing_model.systems or store.load_systems())
 
     @classmethod
     def base_only(cls, model: str | None = None, device: str | None = None) -> RouterRetriever:
@@ -126,8 +127,12 @@ class RouterRetriever:
         return [RoutedResult(qid, system, float(conf), list(results[qid].items()))
                 for qid, system, conf in zip(ids, choice, routing.confidence, strict=True)]
 
-    @staticmethod
-    def _lexical_index(index: CorpusIndex, lexical) -> LexicalIndex:
+    def _lexical_index(self, index: CorpusIndex, lexical) -> LexicalIndex:
+        """The lexical index to search with ``index``: the one given, or the one beside it (loaded and checked
+        once per index path, not on every search)."""
+        if lexical is None and index.path in self._beside:
+            return self._beside[index.path]
+        given = lexical is not None
         if lexical is None:
             path = lexical_beside(index)
             if path is None:
@@ -136,5 +141,7 @@ class RouterRetriever:
             lexical = path
         if not isinstance(lexical, LexicalIndex):
             lexical = LexicalIndex.load(Path(lexical))
-        lexical.check_corpus(index.doc_ids)
+        lexical.check_corpus(index)
+        if not given:
+            self._beside[index.path] = lexical
         return lexical

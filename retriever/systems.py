@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 
 __all__ = [
-    "BASE", "BM25", "FUSIONS", "HYBRID", "SystemSet", "dense_part", "fuse", "hybrid", "is_lexical", "run_system",
-    "system_names",
+    "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "SystemSet", "dense_part", "fuse", "hybrid", "is_lexical",
+    "run_system", "system_names",
 ]
 
 BASE = "base"  # the base model itself, a system and the reserved expert name
@@ -26,7 +27,9 @@ HYBRID = "hybrid:"
 FUSIONS = ("convex", "rrf")
 RRF_K = 60
 DEFAULT_WEIGHT = 0.5  # an uncalibrated hybrid: equal weight
-FUSION_DEPTH = 100  # each list's top-k that a hybrid fuses
+FUSION_DEPTH = 100  # each list's top-k that a hybrid fuses, whatever k the caller asks for
+FUSION_VERSION = 1  # bumped when fusion changes, so cached hybrid scores are recomputed
+TIE_STEP = 1e-6  # resolvable in float32, which pytrec_eval compares scores in
 
 Results = dict[str, dict[str, float]]
 
@@ -74,7 +77,9 @@ def fuse(dense: Mapping[str, float], lexical: Mapping[str, float], weight: float
     else:
         raise ValueError(f"unknown fusion {method!r}; valid: {', '.join(FUSIONS)}")
     best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-    return dict(best)
+    # strictly decreasing, so that whoever re-sorts by score (pytrec_eval breaks ties the other way) keeps this
+    # order: a tie loses TIE_STEP per place, far below any real difference of fused scores
+    return {doc: score - place * TIE_STEP for place, (doc, score) in enumerate(best)}
 
 
 @dataclass(frozen=True)
@@ -108,4 +113,8 @@ def run_system(system: str, query_ids, dense: Results | None, lexical: Results |
     if not system.startswith(HYBRID):
         return {q: dict(list(dense[q].items())[:k]) for q in query_ids}
     weight = systems.weight(system)
-    return {q: fuse(dense[q], lexical[q], weight, systems.fusion, k) for q in query_ids}
+    return {q: fuse(_top(dense[q]), _top(lexical[q]), weight, systems.fusion, k) for q in query_ids}
+
+
+def _top(hits: Mapping[str, float]) -> dict[str, float]:
+    return dict(islice(hits.items(), FUSION_DEPTH))

@@ -80,10 +80,14 @@ def test_bad_settings():
 def test_convex_fusion_and_rrf():
     dense = {"a": 0.9, "b": 0.5, "c": 0.1}
     lexical = {"c": 12.0, "d": 4.0}
-    assert fuse(dense, lexical, 1.0) == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.0, "d": 0.0})
+    assert fuse(dense, lexical, 1.0) == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.0, "d": 0.0}, abs=1e-5)
     mixed = fuse(dense, lexical, 0.5)
-    assert mixed == pytest.approx({"a": 0.5, "c": 0.5, "b": 0.25, "d": 0.0})
-    assert list(mixed)[:2] == ["a", "c"]  # ties broken by doc id, best first
+    assert mixed == pytest.approx({"a": 0.5, "c": 0.5, "b": 0.25, "d": 0.0}, abs=1e-5)
+    assert list(mixed)[:2] == ["a", "c"]  # ties broken by doc id, best first,
+    assert list(mixed.values()) == sorted(mixed.values(), reverse=True) and len(set(mixed.values())) == 4  # strictly
+    from eval.metrics import per_query_ndcg
+
+    assert per_query_ndcg({"q": {"a": 1}}, {"q": fuse({"a": 0.9, "c": 0.5}, {"b": 7, "d": 3}, 0.5, "rrf")})["q"] == 1.0
     rrf = fuse(dense, lexical, 0.0, "rrf")
     assert list(rrf)[0] == "c" and rrf["c"] == pytest.approx(1 / 63 + 1 / 61)
     with pytest.raises(ValueError, match="unknown fusion 'max'"):
@@ -210,3 +214,30 @@ def test_default_fallback_system_is_calibrated(lexical_world):
     router = fit_router("pilot", data, novelty="auto")
     assert router.options["default"] in ("base", "hybrid:base") and router.fold_gain["mean"] == pytest.approx(
         np.mean([router.fold_gain["in-domain"], router.fold_gain["left out"]]), abs=1e-5)
+
+
+def test_directory_without_its_default_router_still_evaluates(lexical_world, tmp_path):
+    """A router directory from before default routers (none recorded, no pilot built) evaluates what it has."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    import cli
+
+    root = shutil.copytree(lexical_world["store"].root, tmp_path / "router")
+    shutil.rmtree(root / "routers" / "pilot")
+    meta = json.loads((root / "router.json").read_text())
+    meta.pop("default_router", None)
+    (root / "router.json").write_text(json.dumps(meta))
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli.main, [
+        "-q", "evaluate", "--data-dir", str(lexical_world["root"] / "beir"), "--model",
+        str(lexical_world["store"].base.id), "--cache-dir", str(tmp_path / "cache"), "--dataset", "toy",
+        "--router", str(root), "--system", "classifier", "--output-json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["default_system"] is None
+    result = CliRunner().invoke(cli.main, [
+        "-q", "evaluate", "--data-dir", str(lexical_world["root"] / "beir"), "--model",
+        str(lexical_world["store"].base.id), "--cache-dir", str(tmp_path / "cache"), "--dataset", "toy",
+        "--router", str(root), "--system", "default"])
+    assert result.exit_code == 1 and "the default router 'pilot'" in result.output and "not built" in result.output

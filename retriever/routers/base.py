@@ -29,7 +29,8 @@ from retriever.artifacts import (
 from retriever.systems import BASE, SystemSet
 
 __all__ = [
-    "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "buildable_kinds", "check_dim", "cosines",
+    "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "best_systems", "buildable_kinds",
+    "check_dim", "cosines", "unseen_rows",
     "load_router",
     "novelty_kinds", "register_router", "softmax",
 ]
@@ -113,6 +114,7 @@ class Router(ABC):
         self.info: dict = {}  # what it was built from (datasets, sample size), as saved with it
         self.base_model: dict | None = None  # the base model whose query vectors it routes, as saved with it
         self.fold_gain: dict | None = None  # its gain over the base on the routing folds, when fitted with scores
+        self.systems: SystemSet | None = None  # how the hybrids it may choose are fused, as saved with it
 
     @classmethod
     @abstractmethod
@@ -210,6 +212,27 @@ def novelty_kinds() -> list[str]:
     return [name for name, cls in ROUTERS.items() if cls.similarity is not Router.similarity]
 
 
+MIN_UNSEEN = 20  # judge a dataset's systems on queries no expert trained on, where there are at least this many
+
+
+def unseen_rows(trained: np.ndarray | None, rows: int) -> np.ndarray:
+    """Rows no expert was trained on (``trained``: one flag per row), where at least ``MIN_UNSEEN`` are; else all."""
+    unseen = np.ones(rows, bool) if trained is None else ~trained
+    return unseen if unseen.sum() >= MIN_UNSEEN else np.ones(rows, bool)
+
+
+def best_systems(datasets: list[str], systems: list[str], scores: np.ndarray, trained_on: np.ndarray | None,
+                 own: dict[str, str]) -> dict[str, str]:
+    """Each dataset's best system by mean nDCG@10 on its queries no expert trained on (the dataset router's choice
+    and the tie-break of labels); ties: its own expert, the base, list order."""
+    best, names = {}, np.array(datasets)
+    for d in dict.fromkeys(datasets):
+        rows = np.flatnonzero(names == d)
+        unseen = unseen_rows(None if trained_on is None else trained_on[rows].any(axis=1), len(rows))
+        best[d] = best_expert(scores[rows][unseen].mean(axis=0), systems, own.get(d))
+    return best
+
+
 def best_expert(scores: np.ndarray, experts: list[str], own: str | list[str | None] | None) -> str:
     """The best-scoring expert (system) of one query; ties go to ``own`` (its dataset's own expert, or a list of
     preferred ones in order: the dataset's best system, then its own expert), then ``base``, then list order."""
@@ -237,5 +260,9 @@ def load_router(path: str | Path) -> Router:
         raise ArtifactError(f"router {path} is damaged: {type(err).__name__} {err}") from None
     router.info = meta.get("info", {})
     router.base_model = meta.get("base_model")
+    try:  # the hybrids' fusion its labels were made with (routers over systems)
+        router.systems = SystemSet(**router.info["systems"]) if isinstance(router.info.get("systems"), dict) else None
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(f"{path / 'routing.json'}: bad 'systems' record: {err}") from None
     return router
 

@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from retriever.routers.base import BASE, ROUTERS, Router, RoutingData, best_expert, novelty_kinds
+from retriever.routers.base import BASE, ROUTERS, Router, RoutingData, best_expert, best_systems, novelty_kinds
 from retriever.systems import dense_part, hybrid
 
 __all__ = [
@@ -38,7 +38,8 @@ def _threshold(name: str, value: str | float, calibrate) -> float:
 
 def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", novelty: str | float = "none",
                **options) -> Router:
-    """Fit router ``kind``. Two ways to send a query to the base model instead, each ``"none"``, a threshold in
+    """Fit router ``kind``. Two ways to send a query to the default system instead (the base model, or
+    ``hybrid:base`` where the folds favour it for an ``"auto"`` threshold), each ``"none"``, a threshold in
     [0, 1), or ``"auto"`` (chosen on the training data's folds, ``fold_gains``): ``fallback``, the router's
     confidence below which; ``novelty``, the similarity to the router's nearest reference vector (pilot,
     stored query) below which — a query unlike every training domain (routers without reference vectors:
@@ -58,8 +59,12 @@ def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", nov
     router.options.update(fallback=fallback, min_confidence=min_confidence)
     if kind in novelty_kinds():
         router.options.update(novelty=novelty, min_similarity=min_similarity)
-    # the default system a fallback goes to: novelty's choice, else the confidence fallback's, else the base
-    router.options["default"] = defaults.get("similarity", defaults.get("confidence", BASE))
+    # the default system a fallback goes to: the one calibrated with the threshold that sends queries there
+    # (novelty's first); the base for thresholds given as numbers or none at all
+    min_similarity_set = router.options.get("min_similarity", 0.0)
+    signal = "similarity" if min_similarity_set > 0 and "similarity" in defaults else \
+        "confidence" if min_confidence > 0 and "confidence" in defaults else None
+    router.options["default"] = defaults.get(signal, BASE)
     if data.scores is not None:  # how it does on the folds, as fitted: what choosing the default router compares
         router.fold_gain = routed_fold_gain(parts(), data, min_confidence,
                                             router.options.get("min_similarity", 0.0), router.options["default"])
@@ -90,19 +95,17 @@ def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> Rou
     trained_on = None if data.trained_on is None else data.trained_on[rows][:, columns]
     datasets = [data.datasets[i] for i in np.flatnonzero(rows)]
     labels = [data.labels[i] for i in np.flatnonzero(rows)]
-    if drop is not None:
-        labels = [best_expert(row, experts, _preferred(data, d)) if label not in experts else label
-                  for row, d, label in zip(scores, datasets, labels, strict=True)]
     dataset_experts = {d: e for d, e in data.dataset_experts.items() if e != drop}
-    dataset_systems = None if data.dataset_systems is None else \
-        {d: e for d, e in data.dataset_systems.items() if e in experts}
+    dataset_systems = None
+    if data.dataset_systems is not None:  # judged again on these rows alone: held-out rows never choose it
+        dataset_systems = best_systems(datasets, experts, scores, trained_on, dataset_experts)
+        labels = [best_expert(row, experts, [dataset_systems.get(d), dataset_experts.get(d)])
+                  for row, d in zip(scores, datasets, strict=True)]
+    elif drop is not None:
+        labels = [best_expert(row, experts, dataset_experts.get(d)) if label not in experts else label
+                  for row, d, label in zip(scores, datasets, labels, strict=True)]
     return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on,
                        dataset_systems, data.systems)
-
-
-def _preferred(data: RoutingData, dataset: str) -> list[str | None]:
-    """Who wins a tie among a query's best systems: its dataset's best system, then its own expert."""
-    return [(data.dataset_systems or {}).get(dataset), data.dataset_experts.get(dataset)]
 
 
 def in_domain_folds(data: RoutingData) -> list[tuple[np.ndarray, np.ndarray]]:

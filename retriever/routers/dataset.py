@@ -1,4 +1,4 @@
-"""The nearest stored training query decides, by its dataset's own expert."""
+"""The nearest stored training query decides, by its dataset's best system (its own expert without systems)."""
 
 from __future__ import annotations
 
