@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "ArtifactError",
     "atomic_directory",
     "atomic_file",
+    "cached_artifact",
     "check_fields",
     "check_target",
     "checksum_files",
@@ -284,6 +285,25 @@ def _reserve(target: Path) -> None:
             raise FileExistsError(f"{target} already exists{busy}; pass --overwrite to replace it") from None
         logger.warning("taking over %s, left incomplete by process %d", target, pid)
     _reservation(target).write_text(str(os.getpid()))
+
+
+def cached_artifact(path: Path, metadata: str, what: str, load: Callable[[Path], Any],
+                    current: Callable[[Any], bool], build: Callable[[], Any]) -> Any:
+    """A cache entry of the library's: ``load(path)`` when its ``metadata`` file is there and ``current`` says the
+    entry still fits (same source, same settings), else ``build()``. A stale, damaged or incomplete entry is
+    rebuilt with a log line; ``build`` replaces it only once the new one is complete."""
+    if (path / metadata).exists():
+        try:
+            loaded = load(path)
+            if current(loaded):
+                logger.info("reusing %s %s", what, path)
+                return loaded
+            logger.info("%s %s is stale (corpus, settings or tokenizer changed); rebuilding", what, path)
+        except ArtifactError as err:
+            logger.warning("rebuilding %s %s: %s", what, path, err)
+    elif path.exists():
+        logger.warning("rebuilding %s %s: it has no %s", what, path, metadata)
+    return build()
 
 
 def check_target(target: str | os.PathLike, describes: tuple[str, str], overwrite: bool) -> None:

@@ -33,6 +33,7 @@ from retriever.artifacts import (
     MODEL_SCHEMA,
     ArtifactError,
     atomic_directory,
+    cached_artifact,
     check_target,
     checksum_files,
     library_version,
@@ -383,17 +384,11 @@ def ensure_index(
     config = config or IndexConfig()
     path = default_index_path(cache_dir, dataset.name, encoder.info, config)
     source = corpus_source(dataset)
-    if (path / "index.json").exists():
-        try:
-            index = CorpusIndex.load(path, encoder.info)
-            if index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
-                    index.meta["config"] == config.to_json():
-                logger.info("reusing index %s", path)
-                return index
-            logger.info("index %s is stale (corpus or settings changed); rebuilding", path)
-        except ArtifactError as err:
-            logger.warning("rebuilding index %s: %s", path, err)
-    elif path.exists():
-        logger.warning("rebuilding index %s: it has no index.json", path)
-    # the cache is ours: a damaged entry is replaced, once the new one is complete
-    return build_index(dataset, encoder, path, config, progress=progress, source=source, owned=True)
+
+    def current(index: CorpusIndex) -> bool:
+        return index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
+            index.meta["config"] == config.to_json()
+
+    return cached_artifact(path, "index.json", "index", lambda p: CorpusIndex.load(p, encoder.info), current,
+                           lambda: build_index(dataset, encoder, path, config, progress=progress, source=source,
+                                               owned=True))

@@ -26,6 +26,7 @@ import numpy as np
 from retriever.artifacts import (
     ArtifactError,
     atomic_directory,
+    cached_artifact,
     check_target,
     checksum_files,
     library_version,
@@ -196,19 +197,13 @@ def ensure_lexical_index(dataset, cache_dir: str | os.PathLike, config: LexicalC
     config = config or LexicalConfig()
     path = lexical_index_path(cache_dir, dataset.name, config)
     source = corpus_source(dataset)
-    if (path / "lexical.json").exists():
-        try:
-            index = LexicalIndex.load(path)
-            if index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
-                    index.meta["config"] == config.to_json() and index.meta.get("tokenizer") == _tokenizer_versions():
-                return index
-            logger.info("lexical index %s is stale (corpus, settings or tokenizer changed); rebuilding", path)
-        except ArtifactError as err:
-            logger.warning("rebuilding lexical index %s: %s", path, err)
-    elif path.exists():
-        logger.warning("rebuilding lexical index %s: it has no lexical.json", path)
-    # the cache is ours: a damaged entry is replaced, once the new one is complete
-    return build_lexical_index(dataset, path, config, source=source, owned=True)
+
+    def current(index: LexicalIndex) -> bool:
+        return index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
+            index.meta["config"] == config.to_json() and index.meta.get("tokenizer") == _tokenizer_versions()
+
+    return cached_artifact(path, "lexical.json", "lexical index", LexicalIndex.load, current,
+                           lambda: build_lexical_index(dataset, path, config, source=source, owned=True))
 
 
 def check_lexical_output(path: str | os.PathLike, overwrite: bool) -> None:

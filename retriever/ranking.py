@@ -38,24 +38,23 @@ def rank(
 
 def search(index: CorpusIndex, query_vectors: np.ndarray, query_ids: Sequence[str], k: int = 10) -> Results:
     """Top-``k`` documents for each query vector; a document whose id equals the query id is never returned."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if len(query_ids) != len(query_vectors):
-        raise ValueError(f"{len(query_ids)} query ids for {len(query_vectors)} query vectors")
-    if len(query_ids) == 0:
-        return {}
-    scores, rows = index.search(query_vectors, k + 1)
-    return rank(query_ids, scores, rows, index.doc_ids, k)
+    return _ranked(index, query_vectors, query_ids, k, "query vectors")
 
 
 def search_lexical(index, texts: Sequence[str], query_ids: Sequence[str], k: int = 10) -> Results:
     """Top-``k`` BM25 documents (``retriever.lexical.LexicalIndex``) for each query text; self-hits dropped and
     documents sharing no term with the query left out, by the same ``rank``."""
+    return _ranked(index, list(texts), query_ids, k, "query texts")
+
+
+def _ranked(index, queries, query_ids: Sequence[str], k: int, what: str) -> Results:
+    """Ask ``index`` (dense or lexical: ``search(queries, k) -> (scores, rows)``) for one more than ``k`` rows per
+    query, so that ``rank`` can drop a self-hit and still keep ``k``."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    if len(query_ids) != len(texts):
-        raise ValueError(f"{len(query_ids)} query ids for {len(texts)} query texts")
+    if len(query_ids) != len(queries):
+        raise ValueError(f"{len(query_ids)} query ids for {len(queries)} {what}")
     if len(query_ids) == 0:
         return {}
-    scores, rows = index.search(list(texts), k + 1)
+    scores, rows = index.search(queries, k + 1)
     return rank(query_ids, scores, rows, index.doc_ids, k)

@@ -137,32 +137,43 @@ def assert_device_search_agrees(index, device, queries):
     assert index.to(None).device is None
 
 
-@pytest.fixture(scope="module")
-def world(toy_encoder, tmp_path_factory):
-    """Two toy datasets with an expert each, routing data and the three built routers in one router directory
-    (module-scoped: ``tests/test_routing.py`` and ``tests/test_runs.py`` each build their own)."""
+def build_toy_world(toy_encoder, root: Path, lexical: bool = False) -> dict:
+    """Two toy datasets with an expert each, routing data and the three built routers in one router directory;
+    with ``lexical``, BM25 indexes too and routers over every system."""
     from eval.data import open_dataset
     from experts import TrainConfig, build_router, routing_data, train_expert
+    from experts.routing import choose_default_router, lexical_key, routing_info
     from retriever.expert_encoder import MultiExpertEncoder
     from retriever.index import build_index
+    from retriever.lexical import build_lexical_index
     from retriever.router_dir import RouterDirectory
 
-    root = tmp_path_factory.mktemp("routing")
     for name in ("toy", "other"):
         write_toy_dataset(root / "beir", name=name)
     datasets = {n: open_dataset(root / "beir", n) for n in ("toy", "other")}
     indexes = {n: build_index(d, toy_encoder, root / "idx" / n) for n, d in datasets.items()}
+    bm25 = {n: build_lexical_index(d, root / "idx" / f"{n}-bm25") for n, d in datasets.items()} if lexical else None
     store = RouterDirectory(root / "router", toy_encoder.info, create=True)
     for seed, name in enumerate(("toy", "other")):
         trained = train_expert([(datasets[name], indexes[name])], toy_encoder, TrainConfig(seed=seed, **FAST))
         store.save_expert(f"{name}-expert", trained.write, trained.meta())
     encoder = store.load_into(MultiExpertEncoder(toy_encoder))
     sources = [(datasets[n], indexes[n]) for n in ("toy", "other")]
-    data = routing_data(sources, encoder, store, max_queries=100)
-    info = {"datasets": ["toy", "other"], "max_queries": 100, "seed": 0}
+    data = routing_data(sources, encoder, store, max_queries=100, lexical=bm25)
+    keys = None if bm25 is None else {n: lexical_key(x) for n, x in bm25.items()}
+    info = routing_info(["toy", "other"], 100, 0, keys)
     for kind in ("pilot", "classifier", "dataset"):
         build_router(store, kind, data, info)
-    yield {"root": root, "store": store, "encoder": encoder, "datasets": datasets, "indexes": indexes,
-           "sources": sources, "data": data}
-    for name in list(encoder.names[1:]):
-        encoder.remove(name)
+    if lexical:
+        choose_default_router(store)
+    return {"root": root, "store": store, "encoder": encoder, "datasets": datasets, "indexes": indexes,
+            "sources": sources, "data": data, "lexical": bm25}
+
+
+@pytest.fixture(scope="module")
+def world(toy_encoder, tmp_path_factory):
+    """The toy world with dense-only routers (module-scoped: each test module builds its own)."""
+    built = build_toy_world(toy_encoder, tmp_path_factory.mktemp("routing"))
+    yield built
+    for name in list(built["encoder"].names[1:]):
+        built["encoder"].remove(name)

@@ -6,7 +6,7 @@ import json
 import bm25s
 import numpy as np
 import pytest
-from conftest import write_toy_dataset
+from conftest import build_toy_world, write_toy_dataset
 
 from eval.data import open_dataset
 from retriever.artifacts import ArtifactError
@@ -111,35 +111,10 @@ def test_system_names_and_run_system():
 @pytest.fixture(scope="module")
 def lexical_world(toy_encoder, tmp_path_factory):
     """Two toy datasets with an expert each, routers built over every system (BM25 and hybrids included)."""
-    from conftest import FAST
-
-    from experts import TrainConfig, build_router, routing_data, train_expert
-    from experts.routing import choose_default_router, lexical_key, routing_info
-    from retriever.expert_encoder import MultiExpertEncoder
-    from retriever.index import build_index
-    from retriever.router_dir import RouterDirectory
-
-    root = tmp_path_factory.mktemp("lexical-routing")
-    for name in ("toy", "other"):
-        write_toy_dataset(root / "beir", name=name)
-    datasets = {n: open_dataset(root / "beir", n) for n in ("toy", "other")}
-    indexes = {n: build_index(d, toy_encoder, root / "idx" / n) for n, d in datasets.items()}
-    lexical = {n: build_lexical_index(d, root / "idx" / f"{n}-bm25") for n, d in datasets.items()}
-    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
-    for seed, name in enumerate(("toy", "other")):
-        trained = train_expert([(datasets[name], indexes[name])], toy_encoder, TrainConfig(seed=seed, **FAST))
-        store.save_expert(f"{name}-expert", trained.write, trained.meta())
-    encoder = store.load_into(MultiExpertEncoder(toy_encoder))
-    sources = [(datasets[n], indexes[n]) for n in ("toy", "other")]
-    data = routing_data(sources, encoder, store, max_queries=100, lexical=lexical)
-    info = routing_info(["toy", "other"], 100, 0, {n: lexical_key(x) for n, x in lexical.items()})
-    for kind in ("pilot", "classifier", "dataset"):
-        build_router(store, kind, data, info)
-    choose_default_router(store)
-    yield {"root": root, "store": store, "encoder": encoder, "datasets": datasets, "indexes": indexes,
-           "lexical": lexical, "data": data}
-    for name in list(encoder.names[1:]):
-        encoder.remove(name)
+    built = build_toy_world(toy_encoder, tmp_path_factory.mktemp("lexical-routing"), lexical=True)
+    yield built
+    for name in list(built["encoder"].names[1:]):
+        built["encoder"].remove(name)
 
 
 def test_routing_data_over_systems(lexical_world):
