@@ -101,7 +101,7 @@ def test_expected_demo_scores(real_data_dir):
     measured = {(r.system, r.dataset): r.scores.ndcg_at_10 for r in comparison.results}
     expected = {(system, dataset): entry["ndcg@10"] for system, rows in demo["scores"].items()
                 for dataset, entry in rows.items()}
-    assert set(measured) == set(expected)
+    assert set(measured) == set(expected) and comparison.default == demo["default_system"]
     off = {key: (measured[key], value) for key, value in expected.items()
            if abs(measured[key] - value) > demo["tolerance"]}
     assert not off, off
