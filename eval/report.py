@@ -181,7 +181,7 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str)
         for j in range(len(cols)):
             ax.text(j, i, f"{100 * share[i, j]:.0f}", ha="center", va="center",
                     color="white" if share[i, j] > 0.6 else "black", fontsize=8)
-    ax.set_xlabel("chosen expert")
+    ax.set_xlabel("chosen system")
     ax.set_ylabel("test queries of dataset")
     ax.set_title(title + " (% of queries)")
     fig.tight_layout()
