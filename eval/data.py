@@ -251,7 +251,10 @@ class Dataset:
 def open_dataset(data_dir: str | os.PathLike | None, name: str) -> Dataset:
     """Locate dataset ``name`` under the data directory and check that its files exist."""
     data_dir = resolve_data_dir(data_dir)
-    root = data_dir / safe_name(name, "dataset")
+    try:
+        root = data_dir / safe_name(name, "dataset")
+    except ValueError as err:  # a path given as a name: say how to reach a dataset elsewhere
+        raise DataError(f"{err}; for a dataset in another folder, pass that folder as --data-dir") from None
     if not root.is_dir():
         available = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and (p / "queries.jsonl").exists())
         raise DataError(
