@@ -144,7 +144,7 @@ def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], 
     """``evaluate``: every system on every dataset's ``split``, sharing query vectors per split; TREC runs in
     ``run_dir``. Returns the rows and the router directory's default router (None without one)."""
     systems = list(dict.fromkeys(systems))
-    check_systems(systems, router_dir)  # before any data or model loads
+    check_systems(systems, router_dir)  # before any data or model loads (load_systems checks again, cheaply)
     opened = [open_dataset(data_dir, name) for name in datasets]
     for ds in opened:
         ds.qrels(split)

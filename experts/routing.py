@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -95,14 +96,14 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
                 stale.unlink()
         save_npy(folder / "base_vectors.npy", encoder.encode(texts, BASE_EXPERT))
         store.write_record(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
-    lex_key, lexical_results = None, None
+    lex_key = None
+    lexical_results = cache(lambda: search_lexical(lexical, texts, qids, FUSION_DEPTH))  # only if a score is missing
     if lexical is not None:
         lexical.check_corpus(index)
         lex_key = lexical_key(lexical)
-        lexical_results = search_lexical(lexical, texts, qids, FUSION_DEPTH)
         path = folder / f"scores-{BM25}.json"
         if not _current(_read_cache(path), "lexical_key", lex_key, len(qids)):
-            per_query = per_query_ndcg(qrels, lexical_results)
+            per_query = per_query_ndcg(qrels, lexical_results())
             store.write_record(path, {"lexical_key": lex_key, "ndcg@10": [per_query[q] for q in qids]})
     base_vectors = None
     for name in tqdm(experts, desc=f"scoring experts on {dataset.name}", disable=not progress):
@@ -120,10 +121,10 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
         per_query = per_query_ndcg(qrels, results)
         record = {"expert_key": expected, "ndcg@10": [per_query[q] for q in qids],
                   "trained_on": _trained_on(store, name, dataset, index, qids)}
-        if lexical_results is not None:
+        if lexical is not None:
             record.update(lexical_key=lex_key, fusion_version=FUSION_VERSION)
             record["hybrid"] = {label: [fused[q] for q in qids] for label, fused in
-                                _hybrid_scores(qrels, qids, results, lexical_results).items()}
+                                _hybrid_scores(qrels, qids, results, lexical_results()).items()}
         store.write_record(path, record)
 
 
@@ -310,8 +311,8 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
     """Refit every saved router for the current experts, without retraining any expert.
 
     After a removal nothing is encoded (the remaining experts' scores are cached). After an addition, pass
-    ``encoder`` (with the new expert loaded) and ``open_source(dataset_name) -> (dataset, index, lexical index)``
-    so the new expert's scores can be computed. Returns the names of the routers refitted.
+    ``encoder`` (with the new expert loaded) and ``open_source(dataset_name, lexical) -> (dataset, index, lexical
+    index or None)`` so the new expert's scores can be computed. Returns the names of the routers refitted.
     """
     refitted = []
     for kind in store.built_routers():
@@ -323,7 +324,7 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
         fusion = info.get("fusion", "convex")
         keys = info.get("lexical_keys")
         if open_source is not None:
-            opened = [open_source(name) for name in info["datasets"]]
+            opened = [open_source(name, keys is not None) for name in info["datasets"]]
             lexical = {ds.name: lex for ds, _, lex in opened} if keys is not None else None
             data = routing_data([(ds, index) for ds, index, _ in opened], encoder, store, info["max_queries"],
                                 info["seed"], progress, lexical, fusion)

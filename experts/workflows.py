@@ -91,17 +91,22 @@ def train_and_save(store: RouterDirectory, name: str, dataset: Dataset, index: C
     ``config.anchor_weight > 0``) and save it into the router directory."""
     _check_training_request(name, dataset, split, config, anchor_sets)
     _check_new(store, name, overwrite)
+    return _train_and_save(store, name, dataset, index, encoder, config, split, anchor_sets, overwrite, progress)
+
+
+def _train_and_save(store, name, dataset, index, encoder, config, split, anchor_sets, overwrite, progress):
+    """``train_and_save`` once its request is checked."""
     anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
     trained = train_expert([(dataset, index)], encoder, config, split, anchors=anchors, progress=progress)
     store.save_expert(name, trained.write, trained.meta(), overwrite=overwrite)
     return trained
 
 
-def _opener(data_dir, cache_dir, encoder: Encoder, index_type: str = "flat", progress: bool = False,
-            lexical: bool = True):
-    """``open(name) -> (dataset, dense index, lexical index or None)``, from the cache (built when missing)."""
+def _opener(data_dir, cache_dir, encoder: Encoder, index_type: str = "flat", progress: bool = False):
+    """``open(name, lexical) -> (dataset, dense index, lexical index or None)``, from the cache (built when
+    missing; the lexical one only when asked for)."""
 
-    def open_source(name: str):
+    def open_source(name: str, lexical: bool = True):
         ds = open_dataset(data_dir, name)
         index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=progress)
         return ds, index, ensure_lexical_index(ds, cache_dir) if lexical else None
@@ -122,7 +127,7 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     store = RouterDirectory(router_dir, encoder.info, create=True)
     _check_new(store, name, overwrite)  # before any corpus is encoded
     index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=progress)
-    trained = train_and_save(store, name, ds, index, encoder, config, split, anchor_sets, overwrite, progress)
+    trained = _train_and_save(store, name, ds, index, encoder, config, split, anchor_sets, overwrite, progress)
     refitted = []
     if store.built_routers():  # fold the new expert into the routers already built
         routed = store.load_into(MultiExpertEncoder(encoder))
@@ -158,8 +163,8 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
-    open_source = _opener(data_dir, cache_dir, encoder.base, index_type, progress, lexical)
-    triples = [open_source(ds.name) for ds in opened]
+    open_source = _opener(data_dir, cache_dir, encoder.base, index_type, progress)
+    triples = [open_source(ds.name, lexical) for ds in opened]
     lexical_indexes = {ds.name: lex for ds, _, lex in triples} if lexical else None
 
     def options_for(kind):

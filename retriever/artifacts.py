@@ -344,7 +344,7 @@ def atomic_directory(target: str | os.PathLike, describes: tuple[str, str], over
         check_target(target, describes, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    if overwrite and _reserved_by(target) is not None and not _alive(_reserved_by(target)):
+    if overwrite and (pid := _reserved_by(target)) is not None and not _alive(pid):
         _reservation(target).unlink()  # a dead exclusive writer's empty reservation: nothing to keep
     reserved = not overwrite
     if reserved:

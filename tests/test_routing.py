@@ -102,7 +102,7 @@ def test_adding_and_removing_experts_refits_routers(world, toy_encoder, tmp_path
     encoder = store.load_into(MultiExpertEncoder(toy_encoder))
     try:
         sources = {ds.name: (ds, index, None) for ds, index in world["sources"]}  # dense-only routers: no BM25
-        refresh_routers(store, encoder, sources.__getitem__)
+        refresh_routers(store, encoder, lambda name, lexical: sources[name])
     finally:
         for name in encoder.names[1:]:
             encoder.remove(name)
