@@ -13,6 +13,7 @@ import click
 from eval.data import DATA_DIR_ENV
 from eval.runs import SYSTEMS
 from experts.config import Negatives
+from retriever.backends import BACKENDS
 from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
 from retriever.routers import FALLBACKS, buildable_kinds, novelty_kinds
 from retriever.routers.pilot import PilotRouter
@@ -53,6 +54,24 @@ def model_options(func):
     return wrapper
 
 
+def backend_options(func):
+    """``--backend``/``--uri``, handed to the command as ``backend`` (an ``IndexBackend``; FAISS caches under
+    ``--cache-dir``)."""
+
+    @click.option("--backend", "backend_name", type=click.Choice(BACKENDS), default="faiss", show_default=True,
+                  help="Where corpus indexes live: FAISS directories, or a Milvus collection per corpus.")
+    @click.option("--uri", help="Milvus: a .db file (Milvus Lite, in-process) or a server, e.g. "
+                                "http://localhost:19530.")
+    @functools.wraps(func)
+    def wrapper(*args, backend_name, uri, **kwargs):
+        from retriever.backends import make_backend
+
+        kwargs["backend"] = make_backend(backend_name, uri, kwargs.get("cache_dir"))
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
 @click.group(cls=UserErrorGroup)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -71,39 +90,57 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @data_dir_option
 @click.option("--dataset", required=True, help="Dataset name under the data directory.")
 @model_options
-@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the index here instead of the cache (the BM25 index goes to OUTPUT-bm25).")
+@backend_options
+@click.option("--output", help="FAISS: write the index to this directory instead of the cache (the BM25 index goes "
+                               "to OUTPUT-bm25). Milvus: the collection name [default: one per dataset and model].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at --output.")
 @click.option("--no-lexical", is_flag=True, help="Skip the BM25 index (bm25 and hybrid systems need it).")
+@click.option("--encoder", "encoder_kind", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Encode the corpus in this process, or on Ray actors (one model per worker).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray: encoder actors.")
+@click.option("--ray-address", help="Ray: the cluster to join (e.g. ray://head:10001 or auto) [default: start a "
+                                    "local cluster with --workers CPUs].")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Ray: GPUs per encoder actor (0: CPU).")
 @click.pass_obj
-def index(obj, data_dir, dataset, model, cache_dir, index_type, output, overwrite, no_lexical):
-    """Encode a dataset's corpus with the base model and save a FAISS index, and a BM25 index beside it."""
+def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output, overwrite, no_lexical, encoder_kind,
+          workers, ray_address, gpus_per_worker):
+    """Encode a dataset's corpus with the base model and save a dense index and a BM25 index (FAISS or Milvus)."""
     from eval.data import open_dataset
     from retriever.encoder import load_encoder
-    from retriever.index import IndexConfig, build_index, check_output, ensure_index
-    from retriever.lexical import build_lexical_index, check_lexical_output, ensure_lexical_index, lexical_path_for
+    from retriever.index import IndexConfig
 
+    if encoder_kind == "local" and (ray_address or gpus_per_worker):
+        raise click.UsageError("--ray-address and --gpus-per-worker are for --encoder ray")
     ds = open_dataset(data_dir, dataset)
     config = IndexConfig(index_type=index_type)
     if output is not None:  # fail before the model loads; the writes themselves are exclusive as well
-        check_output(output, overwrite)
-        if not no_lexical:
-            check_lexical_output(lexical_path_for(output), overwrite)
-    encoder = load_encoder(model)
-    if output is None:
-        built = ensure_index(ds, encoder, cache_dir, config, progress=obj["progress"])
-        lexical = None if no_lexical else ensure_lexical_index(ds, cache_dir)
-    else:  # created exclusively: a second run on the same --output fails instead of replacing the first's index
-        built = build_index(ds, encoder, output, config, progress=obj["progress"], overwrite=overwrite)
-        lexical = None if no_lexical else build_lexical_index(ds, lexical_path_for(output), overwrite=overwrite)
+        backend.check_target(output, overwrite, lexical=not no_lexical)
+    if encoder_kind == "ray":
+        from retriever.ray_encoder import RayEncoder
+
+        encoder = RayEncoder(model, workers, ray_address, gpus=gpus_per_worker)
+    else:
+        encoder = load_encoder(model)
+    try:
+        if output is None:
+            built, lexical = backend.ensure(ds, encoder, config, lexical=not no_lexical, progress=obj["progress"])
+        else:  # created exclusively: a second run on the same --output fails instead of replacing the first's
+            built, lexical = backend.build(ds, encoder, output, config, lexical=not no_lexical, overwrite=overwrite,
+                                           progress=obj["progress"])
+    finally:
+        if encoder_kind == "ray":
+            encoder.close()
     click.echo(f"{built.path}\t{len(built)} documents\t{config.index_type.value}\t{encoder.info.id}")
     if lexical is not None:
         click.echo(f"{lexical.path}\t{len(lexical)} documents\tbm25 (k1 {lexical.config.k1}, b {lexical.config.b})")
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="An index directory written by `routerretriever index` (or from the cache).")
+@click.option("--index", "index_dir", required=True,
+              help="FAISS: an index directory written by `routerretriever index` (or from the cache). Milvus: the "
+                   "collection name `index` printed.")
+@backend_options
 @click.option("--lexical", "lexical_dir", type=click.Path(file_okay=False, path_type=Path),
               help="The BM25 index for bm25/hybrid systems [default: the one `index` wrote beside --index].")
 @click.option("--query", "query_texts", multiple=True, help="A query (repeatable).")
@@ -119,7 +156,8 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, output, overwrit
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @click.option("--device", help="Encode and search on this torch device (e.g. cuda; exact search, flat indexes) "
                                "[default: encode on the best device, search with FAISS on the CPU].")
-def search(index_dir, lexical_dir, query_texts, queries_file, router, routing, model, top_k, as_json, device):
+def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, routing, model, top_k, as_json,
+           device):
     """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
     from eval.data import merge_queries
     from retriever.index import CorpusIndex
@@ -132,7 +170,13 @@ def search(index_dir, lexical_dir, query_texts, queries_file, router, routing, m
         retriever = RouterRetriever.base_only(model, device=device)
     else:
         retriever = RouterRetriever.load(router, routing, model=model, device=device)
-    corpus_index = CorpusIndex.load(index_dir, retriever.encoder.info, device=device)
+    if backend.name == "faiss":
+        corpus_index = CorpusIndex.load(index_dir, retriever.encoder.info, device=device)
+    elif device is not None or lexical_dir is not None:
+        raise click.UsageError("--device and --lexical are for FAISS indexes; a Milvus collection searches on its "
+                               "server and holds its own BM25 side")
+    else:
+        corpus_index = backend.open(index_dir, retriever.encoder.info)
     for hit in retriever.search(queries, k=top_k, index=corpus_index, lexical=lexical_dir):
         if as_json:
             click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "system": hit.system,
@@ -172,16 +216,17 @@ def router_option(required: bool):
 @click.option("--config", "config_json", metavar="JSON",
               help='Any other TrainConfig fields as a JSON object, e.g. \'{"max_steps": 300, "base_dropout": false}\' '
                    "(see experts/training_overrides.json); the options above take precedence.")
+@backend_options
 @click.pass_obj
 def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, cache_dir, index_type, anchor_datasets,
-                 config_json, **hyper):
+                 config_json, backend, **hyper):
     """Train a LoRA query expert on one dataset and save it into a router directory."""
     from experts.workflows import add_expert
 
     config = _train_config(config_json, {key: value for key, value in hyper.items() if value is not None})
     path, trained, refitted = add_expert(router, data_dir, cache_dir, dataset, name, config, split, anchor_datasets,
                                          model=model, index_type=index_type, overwrite=overwrite,
-                                         progress=obj["progress"])
+                                         progress=obj["progress"], backend=backend)
     if refitted:
         click.echo(f"refitted routers: {', '.join(refitted)}")
     click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "
@@ -269,17 +314,19 @@ def experts_export(router, name, output, overwrite, model):
                    "all but base, bm25 and hybrid:base need --router).")
 @router_option(required=False)
 @model_options
+@backend_options
 @click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path),
               help='Write {"results": [...], "default_system": ...} with one row per dataset and system.')
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset and system here.")
 @click.pass_obj
-def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, index_type, output_json, run_dir):
+def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, index_type, backend, output_json,
+             run_dir):
     """Evaluate systems on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
     from eval.runs import evaluate_systems, format_table, write_results_json
 
     rows, default = evaluate_systems(data_dir, datasets, systems, split, router, model, cache_dir, index_type,
-                                     run_dir, progress=obj["progress"])
+                                     run_dir, progress=obj["progress"], backend=backend)
     click.echo(format_table(rows))
     if output_json is not None:
         write_results_json(rows, output_json, {"default_system": default})
@@ -325,16 +372,17 @@ def _threshold_value(ctx, param, value):
               help="How hybrids fuse a dense and the BM25 ranking: convex (weight calibrated per expert on its "
                    "training queries) or rrf (reciprocal rank).")
 @model_options
+@backend_options
 @click.pass_obj
 def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
-                 no_lexical, fusion, model, cache_dir, index_type):
+                 no_lexical, fusion, model, cache_dir, index_type, backend):
     """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
     built, default = build_routers(router, data_dir, cache_dir, datasets, kinds, max_queries,
                                    pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
                                    novelty=novelty, model=model, index_type=index_type, lexical=not no_lexical,
-                                   fusion=fusion, progress=obj["progress"])
+                                   fusion=fusion, progress=obj["progress"], backend=backend)
     for path, kind, labelled, systems in built:
         click.echo(f"{path}\t{kind}\t{labelled} labelled queries\tsystems: {', '.join(systems)}")
     click.echo(f"default router (best on the routing folds): {default}")
@@ -356,9 +404,10 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG of the pilot router's dataset -> expert confusion.")
 @model_options
+@backend_options
 @click.pass_obj
 def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
-              output_json, markdown, plot, model, cache_dir, index_type):
+              output_json, markdown, plot, model, cache_dir, index_type, backend):
     """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
     from eval.report import write_report
     from eval.runs import write_results_json
@@ -367,7 +416,7 @@ def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries
     comparison = run_comparison(data_dir, router, cache_dir, expert_datasets, eval_datasets, model=model,
                                 overrides=load_overrides(train_overrides or DEFAULT_OVERRIDES),
                                 max_queries=max_queries, multitask=not no_multitask, index_type=index_type,
-                                progress=obj["progress"])
+                                progress=obj["progress"], backend=backend)
     text = write_report(comparison, markdown, plot)
     write_results_json(comparison.results, output_json,
                        {"default_system": comparison.default, "fold_gains": comparison.fold_gains,

@@ -30,10 +30,11 @@ import numpy as np
 from eval.data import Dataset, open_dataset
 from eval.metrics import Scores, evaluate, write_trec_run
 from retriever.artifacts import atomic_file, safe_name, save_npy
+from retriever.backends import FaissBackend, IndexBackend
 from retriever.encoder import load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import CorpusIndex, IndexConfig, default_cache_dir, ensure_index
-from retriever.lexical import LexicalIndex, ensure_lexical_index
+from retriever.index import CorpusIndex, IndexConfig
+from retriever.lexical import LexicalIndex
 from retriever.ranking import Results, search, search_lexical
 from retriever.router_dir import RouterDirectory
 from retriever.routers import Router, buildable_kinds
@@ -139,8 +140,8 @@ def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: Multi
 
 def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], split: str = "test",
                      router_dir: Path | None = None, model: str | None = None, cache_dir=None,
-                     index_type: str = "flat", run_dir: Path | None = None, progress: bool = False
-                     ) -> tuple[list[EvalResult], str | None]:
+                     index_type: str = "flat", run_dir: Path | None = None, progress: bool = False,
+                     backend: IndexBackend | None = None) -> tuple[list[EvalResult], str | None]:
     """``evaluate``: every system on every dataset's ``split``, sharing query vectors per split; TREC runs in
     ``run_dir``. Returns the rows and the router directory's default router (None without one)."""
     systems = list(dict.fromkeys(systems))
@@ -150,13 +151,13 @@ def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], 
         ds.qrels(split)
     encoder = MultiExpertEncoder(load_encoder(model))
     routers, candidates, fusion, aliases = load_systems(systems, router_dir, encoder)
-    cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    backend = backend or FaissBackend(cache_dir)
     needs_lexical = any(is_lexical(parse_system(s)[1] or "") for s in systems) or any(
         is_lexical(e) for router in routers.values() for e in router.experts) or any(s in ORACLES for s in systems)
     rows = []
     for ds in opened:
-        index = ensure_index(ds, encoder.base, cache_dir, IndexConfig(index_type=index_type), progress=progress)
-        lexical = ensure_lexical_index(ds, cache_dir) if needs_lexical else None
+        index, lexical = backend.ensure(ds, encoder.base, IndexConfig(index_type=index_type), lexical=needs_lexical,
+                                        progress=progress)
         run = SplitRun(ds, split, encoder, index, routers, candidates, lexical=lexical, systems=fusion,
                        aliases=aliases)
         for system in systems:

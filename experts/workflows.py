@@ -28,10 +28,10 @@ from experts.routing import (
 )
 from experts.train import TrainConfig, TrainedExpert, train_expert
 from retriever.artifacts import check_fields, read_json
+from retriever.backends import FaissBackend, IndexBackend
 from retriever.encoder import Encoder, load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import CorpusIndex, IndexConfig, ensure_index
-from retriever.lexical import ensure_lexical_index
+from retriever.index import CorpusIndex, IndexConfig
 from retriever.router_dir import RouterDirectory, validate_name
 from retriever.routers import novelty_kinds
 from retriever.systems import BM25, hybrid, system_names
@@ -102,22 +102,22 @@ def _train_and_save(store, name, dataset, index, encoder, config, split, anchor_
     return trained
 
 
-def _opener(data_dir, cache_dir, encoder: Encoder, index_type: str = "flat", progress: bool = False):
-    """``open(name, lexical) -> (dataset, dense index, lexical index or None)``, from the cache (built when
+def _opener(data_dir, backend: IndexBackend, encoder: Encoder, index_type: str = "flat", progress: bool = False):
+    """``open(name, lexical) -> (dataset, dense index, lexical index or None)``, from the backend (built when
     missing; the lexical one only when asked for)."""
 
     def open_source(name: str, lexical: bool = True):
         ds = open_dataset(data_dir, name)
-        index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=progress)
-        return ds, index, ensure_lexical_index(ds, cache_dir) if lexical else None
+        return ds, *backend.ensure(ds, encoder, IndexConfig(index_type=index_type), lexical=lexical,
+                                   progress=progress)
 
     return open_source
 
 
 def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str, name: str, config: TrainConfig,
                split: str = "train", anchor_datasets: Sequence[str] = (), model: str | None = None,
-               index_type: str = "flat", overwrite: bool = False, progress: bool = False
-               ) -> tuple[Path, TrainedExpert, list[str]]:
+               index_type: str = "flat", overwrite: bool = False, progress: bool = False,
+               backend: IndexBackend | None = None) -> tuple[Path, TrainedExpert, list[str]]:
     """``train-expert``: train and save one expert, then refit the routers already built in the router directory
     so they can choose it (nothing else is retrained). Returns ``(expert path, trained, refitted routers)``."""
     ds = open_dataset(data_dir, dataset)
@@ -126,12 +126,13 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     encoder = load_encoder(model)
     store = RouterDirectory(router_dir, encoder.info, create=True)
     _check_new(store, name, overwrite)  # before any corpus is encoded
-    index = ensure_index(ds, encoder, cache_dir, IndexConfig(index_type=index_type), progress=progress)
+    backend = backend or FaissBackend(cache_dir)
+    index, _ = backend.ensure(ds, encoder, IndexConfig(index_type=index_type), progress=progress)
     trained = _train_and_save(store, name, ds, index, encoder, config, split, anchor_sets, overwrite, progress)
     refitted = []
     if store.built_routers():  # fold the new expert into the routers already built
         routed = store.load_into(MultiExpertEncoder(encoder))
-        refitted = refresh_routers(store, routed, _opener(data_dir, cache_dir, encoder, progress=progress),
+        refitted = refresh_routers(store, routed, _opener(data_dir, backend, encoder, progress=progress),
                                    progress=progress)
     return store.expert_path(name), trained, refitted
 
@@ -151,8 +152,8 @@ def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical:
 def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: Sequence[str], kinds: Sequence[str],
                   max_queries: int = 500, pilot_options: dict | None = None, fallback: str | float = "none",
                   novelty: str | float | None = None, model: str | None = None, index_type: str = "flat",
-                  lexical: bool = True, fusion: str = "convex", progress: bool = False
-                  ) -> tuple[list[tuple[Path, str, int, list[str]]], str]:
+                  lexical: bool = True, fusion: str = "convex", progress: bool = False,
+                  backend: IndexBackend | None = None) -> tuple[list[tuple[Path, str, int, list[str]]], str]:
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
     BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
     the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems)``
@@ -163,7 +164,7 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
-    open_source = _opener(data_dir, cache_dir, encoder.base, index_type, progress)
+    open_source = _opener(data_dir, backend or FaissBackend(cache_dir), encoder.base, index_type, progress)
     triples = [open_source(ds.name, lexical) for ds in opened]
     lexical_indexes = {ds.name: lex for ds, _, lex in triples} if lexical else None
 
@@ -182,7 +183,8 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
 def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[str] = (),
                    eval_datasets: Sequence[str] = (), model: str | None = None,
                    overrides: dict[str, dict] | None = None, max_queries: int = 500, multitask: bool = True,
-                   index_type: str = "flat", progress: bool = False) -> Comparison:
+                   index_type: str = "flat", progress: bool = False, backend: IndexBackend | None = None
+                   ) -> Comparison:
     """``benchmark``: train the experts that are missing (one per expert dataset, anchored on the others, plus the
     multi-task baseline), build every router, and evaluate every system on every eval dataset's test split.
     Defaults: the shared data's expert datasets, evaluated together with the no-expert ones present."""
@@ -199,15 +201,13 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
         opened[name].qrels("test")
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info, create=True)
+    backend = backend or FaissBackend(cache_dir)
     indexes, lexical = {}, {}
     for name, ds in opened.items():
         t = time.perf_counter()
-        indexes[name] = ensure_index(ds, encoder.base, cache_dir, IndexConfig(index_type=index_type),
-                                     progress=progress)
+        indexes[name], lexical[name] = backend.ensure(ds, encoder.base, IndexConfig(index_type=index_type),
+                                                      lexical=True, progress=progress)
         seconds[f"index:{name}"] = round(time.perf_counter() - t, 1)
-        t = time.perf_counter()
-        lexical[name] = ensure_lexical_index(ds, cache_dir)
-        seconds[f"bm25:{name}"] = round(time.perf_counter() - t, 1)
 
     overrides = overrides or {}
     for name in expert_datasets:

@@ -27,6 +27,7 @@ __all__ = [
     "atomic_file",
     "cached_artifact",
     "check_fields",
+    "check_metadata",
     "check_target",
     "checksum_files",
     "library_version",
@@ -189,7 +190,12 @@ def read_metadata(path: Path, kind: str, format_version: int, schema: Schema | N
     ``files`` (plain file names with a sha256 each): any malformed content is an ArtifactError naming the file."""
     if not path.is_file():
         raise ArtifactError(f"not a {kind}: {path} does not exist")
-    data = read_json(path)
+    return check_metadata(read_json(path), str(path), kind, format_version, schema)
+
+
+def check_metadata(data: Any, path: str, kind: str, format_version: int, schema: Schema | None = None
+                   ) -> dict[str, Any]:
+    """``read_metadata``'s checks of metadata already parsed (``path`` names where it came from in errors)."""
     if not isinstance(data, dict) or data.get("kind") != kind:
         found = data.get("kind") if isinstance(data, dict) else type(data).__name__
         raise ArtifactError(f"{path} does not describe a {kind} (kind={found!r})")
@@ -201,7 +207,7 @@ def read_metadata(path: Path, kind: str, format_version: int, schema: Schema | N
             "%s was written in %s format version %d, newer than this library's %d; loading may fail",
             path, kind, version, format_version,
         )
-    check_fields(data, {"files?": dict, **(schema or {})}, str(path))
+    check_fields(data, {"files?": dict, **(schema or {})}, path)
     for name, digest in data.get("files", {}).items():
         if not _NAME.fullmatch(name) or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise ArtifactError(f"{path}: bad file entry {name!r}: {digest!r} (expected a file name and a sha256)")

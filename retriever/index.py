@@ -126,6 +126,11 @@ class CorpusSource(Protocol):
     def corpus(self) -> Iterator[Doc]: ...
 
 
+def ivf_nlist(config: IndexConfig, n: int) -> int:
+    """IVF lists for ``n`` vectors: the configured number, else about 4 * sqrt(n) (at least 39 vectors per list)."""
+    return config.ivf_nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
+
+
 def _faiss_index(config: IndexConfig, vectors: np.ndarray) -> faiss.Index:
     """Build the FAISS index over ``vectors`` (possibly a memory map), adding in chunks."""
     n, dim = vectors.shape
@@ -136,7 +141,7 @@ def _faiss_index(config: IndexConfig, vectors: np.ndarray) -> faiss.Index:
         index = faiss.IndexHNSWFlat(dim, config.hnsw_m, metric)
         index.hnsw.efConstruction = config.hnsw_ef_construction
     else:
-        nlist = config.ivf_nlist or max(1, min(n // 39, int(4 * math.sqrt(n))))
+        nlist = ivf_nlist(config, n)
         index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, metric), dim, nlist, metric)
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(n, size=min(n, 256 * nlist), replace=False))
@@ -276,7 +281,7 @@ class CorpusIndex:
         return loaded
 
 
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
+def chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
@@ -313,7 +318,7 @@ def build_index(
         vectors = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
         with tqdm(total=n, desc="encoding corpus", unit="doc", disable=not progress) as bar:
             row = 0
-            for chunk in _chunks(stream(), CHUNK_SIZE):
+            for chunk in chunks(stream(), CHUNK_SIZE):
                 vectors[row : row + len(chunk)] = encoder.encode([doc.content() for doc in chunk], progress=bar.update)
                 row += len(chunk)
         if row != n:

@@ -39,8 +39,8 @@ from retriever.artifacts import (
 from retriever.index import corpus_source
 
 __all__ = [
-    "LexicalConfig", "LexicalIndex", "build_lexical_index", "ensure_lexical_index", "lexical_beside",
-    "lexical_index_path", "lexical_path_for",
+    "LexicalConfig", "LexicalIndex", "build_lexical_index", "ensure_lexical_index", "fit_bm25", "lexical_beside",
+    "lexical_index_path", "lexical_path_for", "tokenize", "tokenizer_versions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,14 +80,14 @@ class LexicalConfig:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _tokenizer_versions() -> dict:
+def tokenizer_versions() -> dict:
     """What else decides the tokens: bm25s's and PyStemmer's versions (an index is rebuilt when they change)."""
     from importlib.metadata import version
 
     return {"bm25s": version("bm25s"), "PyStemmer": version("PyStemmer")}
 
 
-def _tokenize(texts: list[str], config: LexicalConfig) -> list[list[str]]:
+def tokenize(texts: list[str], config: LexicalConfig) -> list[list[str]]:
     import bm25s
 
     stemmer = None
@@ -97,6 +97,15 @@ def _tokenize(texts: list[str], config: LexicalConfig) -> list[list[str]]:
         stemmer = Stemmer.Stemmer(config.stemmer)
     return bm25s.tokenize(texts, stopwords=config.stopwords, stemmer=stemmer, return_ids=False,
                           show_progress=False)
+
+
+def fit_bm25(texts: list[str], config: LexicalConfig):
+    """bm25s's index of ``texts`` (tokenised as every query is): the one BM25 fit of every lexical backend."""
+    import bm25s
+
+    bm25 = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
+    bm25.index(tokenize(texts, config), show_progress=False)
+    return bm25
 
 
 class LexicalIndex:
@@ -117,7 +126,7 @@ class LexicalIndex:
         k = min(k, len(self))
         if not texts:
             return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
-        tokens = _tokenize(list(texts), self.config)
+        tokens = tokenize(list(texts), self.config)
         rows, scores = self.bm25.retrieve(tokens, k=k, show_progress=False, n_threads=0, return_as="tuple")
         rows, scores = np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float32)
         rows[scores <= 0] = -1  # no shared term: not a match
@@ -164,22 +173,19 @@ class LexicalIndex:
 def build_lexical_index(dataset, path: str | os.PathLike, config: LexicalConfig | None = None, *,
                         source: dict | None = None, overwrite: bool = True, owned: bool = False) -> LexicalIndex:
     """Tokenise and index ``dataset``'s corpus (``title + " " + text``, as the dense side embeds it) at ``path``."""
-    import bm25s
-
     config = config or LexicalConfig()
     docs = list(dataset.corpus())
     doc_ids = [doc.id for doc in docs]
     if len(set(doc_ids)) != len(doc_ids):
         raise ValueError("document ids must be unique")
-    bm25 = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
-    bm25.index(_tokenize([doc.content() for doc in docs], config), show_progress=False)
+    bm25 = fit_bm25([doc.content() for doc in docs], config)
     with atomic_directory(path, ("lexical.json", KIND), overwrite=overwrite, owned=owned) as tmp:
         bm25.save(str(tmp), show_progress=False)
         (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
         files = ["doc_ids.json", *_BM25_FILES]
         write_json(tmp / "lexical.json", {
             "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
-            "config": config.to_json(), "tokenizer": _tokenizer_versions(), "count": len(doc_ids),
+            "config": config.to_json(), "tokenizer": tokenizer_versions(), "count": len(doc_ids),
             "source": source or corpus_source(dataset),
             "files": checksum_files(tmp, files),
         })
@@ -200,7 +206,7 @@ def ensure_lexical_index(dataset, cache_dir: str | os.PathLike, config: LexicalC
 
     def current(index: LexicalIndex) -> bool:
         return index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
-            index.meta["config"] == config.to_json() and index.meta.get("tokenizer") == _tokenizer_versions()
+            index.meta["config"] == config.to_json() and index.meta.get("tokenizer") == tokenizer_versions()
 
     return cached_artifact(path, "lexical.json", "lexical index", LexicalIndex.load, current,
                            lambda: build_lexical_index(dataset, path, config, source=source, owned=True))

@@ -92,11 +92,12 @@ class RouterRetriever:
     def search(self, queries: Sequence[str] | Mapping[str, str], k: int = 10,
                index: CorpusIndex | str | os.PathLike | None = None,
                lexical: LexicalIndex | str | os.PathLike | None = None) -> list[RoutedResult]:
-        """Route and search. ``lexical`` (a ``LexicalIndex`` or its directory) is needed when the router may
-        choose BM25 or a hybrid; by default the one ``routerretriever index`` wrote beside ``index`` is used."""
+        """Route and search ``index`` (a ``CorpusIndex``, its directory, or a ``retriever.milvus.MilvusIndex``).
+        ``lexical`` (a ``LexicalIndex`` or its directory) is needed when the router may choose BM25 or a hybrid; by
+        default the one ``routerretriever index`` wrote beside ``index`` is used (a Milvus index holds its own)."""
         if index is None:
-            raise ValueError("search needs an index: a CorpusIndex or the path of an index directory")
-        if not isinstance(index, CorpusIndex):
+            raise ValueError("search needs an index: a CorpusIndex, the path of an index directory or a MilvusIndex")
+        if isinstance(index, str | os.PathLike):
             index = CorpusIndex.load(index, self.encoder.info)
         else:
             index.check_model(self.encoder.info)
@@ -133,13 +134,18 @@ class RouterRetriever:
         if lexical is None and index.path in self._beside:
             return self._beside[index.path]
         given = lexical is not None
-        if lexical is None:
+        if lexical is None and hasattr(index, "lexical"):  # a Milvus collection with its BM25 side
+            lexical = index.lexical()
+            if lexical is None:
+                raise ValueError(f"this router may choose BM25 or hybrid systems, and {index.path} was built "
+                                 "without BM25; rebuild it with `routerretriever index` (without --no-lexical)")
+        elif lexical is None:
             path = lexical_beside(index)
             if path is None:
                 raise ValueError(f"this router may choose BM25 or hybrid systems, and no lexical index was found "
                                  f"beside {index.path}; build it with `routerretriever index` (without --no-lexical)")
             lexical = path
-        if not isinstance(lexical, LexicalIndex):
+        if isinstance(lexical, str | os.PathLike):
             lexical = LexicalIndex.load(Path(lexical))
         lexical.check_corpus(index)
         if not given:

@@ -1,0 +1,140 @@
+"""Where corpus indexes live: the one interface every command and workflow opens indexes through.
+
+- ``FaissBackend`` (the default): index directories, cached under ``<cache>/indexes`` (dense FAISS index and the
+  bm25s BM25 index beside it), or written where ``--output`` says.
+- ``MilvusBackend``: one Milvus collection per corpus (dense vectors and BM25 weights), on Milvus Lite (a ``.db``
+  file) or a Milvus server (``http://host:19530``); see ``retriever.milvus``.
+
+Both give indexes with the same ``search`` / ``doc_ids`` / ``meta`` interface, so every ranking still ends in
+``retriever.ranking.rank``. ``make_backend`` builds one from the CLI's ``--backend`` and ``--uri``.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from retriever.encoder import Encoder, ModelInfo
+from retriever.index import IndexConfig
+
+__all__ = ["BACKENDS", "FaissBackend", "IndexBackend", "MilvusBackend", "make_backend"]
+
+BACKENDS = ("faiss", "milvus")
+
+
+class IndexBackend(ABC):
+    """Builds, caches and opens the dense and lexical indexes of a corpus. ``target``: where one named index lives
+    (a directory for FAISS, a collection name for Milvus)."""
+
+    name: str
+
+    @abstractmethod
+    def ensure(self, dataset, encoder: Encoder, config: IndexConfig | None = None, *, lexical: bool = False,
+               progress: bool = False):
+        """``(dense index, lexical index or None)`` of ``dataset``, reused when current, else built."""
+
+    @abstractmethod
+    def check_target(self, target: str, overwrite: bool, lexical: bool = True) -> None:
+        """Refuse, before any encoding, a ``build`` to ``target`` that would fail or replace something else."""
+
+    @abstractmethod
+    def build(self, dataset, encoder: Encoder, target: str, config: IndexConfig | None = None, *,
+              lexical: bool = True, overwrite: bool = False, progress: bool = False):
+        """Build ``dataset``'s indexes at ``target``; ``(dense index, lexical index or None)``."""
+
+    @abstractmethod
+    def open(self, target: str, model: ModelInfo | None = None):
+        """The dense index at ``target`` (checked against ``model``)."""
+
+    def lexical_of(self, index):
+        """The lexical index that belongs to ``index``, or None."""
+        return None
+
+
+class FaissBackend(IndexBackend):
+    name = "faiss"
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None):
+        from retriever.index import default_cache_dir
+
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    def ensure(self, dataset, encoder, config=None, *, lexical=False, progress=False):
+        from retriever.index import ensure_index
+        from retriever.lexical import ensure_lexical_index
+
+        index = ensure_index(dataset, encoder, self.cache_dir, config, progress=progress)
+        return index, ensure_lexical_index(dataset, self.cache_dir) if lexical else None
+
+    def check_target(self, target, overwrite, lexical=True):
+        from retriever.index import check_output
+        from retriever.lexical import check_lexical_output, lexical_path_for
+
+        check_output(target, overwrite)
+        if lexical:
+            check_lexical_output(lexical_path_for(target), overwrite)
+
+    def build(self, dataset, encoder, target, config=None, *, lexical=True, overwrite=False, progress=False):
+        from retriever.index import build_index
+        from retriever.lexical import build_lexical_index, lexical_path_for
+
+        index = build_index(dataset, encoder, target, config, progress=progress, overwrite=overwrite)
+        return index, build_lexical_index(dataset, lexical_path_for(target), overwrite=overwrite) if lexical else None
+
+    def open(self, target, model=None):
+        from retriever.index import CorpusIndex
+
+        return CorpusIndex.load(target, model)
+
+
+class MilvusBackend(IndexBackend):
+    name = "milvus"
+
+    def __init__(self, uri: str):
+        if not uri:
+            raise ValueError("the milvus backend needs --uri: a .db file (Milvus Lite) or a server such as "
+                             "http://localhost:19530")
+        self.uri = str(uri)
+
+    def ensure(self, dataset, encoder, config=None, *, lexical=False, progress=False):
+        from retriever.lexical import LexicalConfig
+        from retriever.milvus import ensure_milvus_index
+
+        index = ensure_milvus_index(dataset, encoder, self.uri, config, LexicalConfig() if lexical else None,
+                                    progress=progress)
+        return index, index.lexical() if lexical else None
+
+    def check_target(self, target, overwrite, lexical=True):
+        from retriever.milvus import check_milvus_target
+
+        check_milvus_target(self.uri, target, overwrite)
+
+    def build(self, dataset, encoder, target, config=None, *, lexical=True, overwrite=False, progress=False):
+        from retriever.lexical import LexicalConfig
+        from retriever.milvus import build_milvus_index
+
+        index = build_milvus_index(dataset, encoder, self.uri, target, config, LexicalConfig() if lexical else None,
+                                   progress=progress, overwrite=overwrite)
+        return index, index.lexical()
+
+    def open(self, target, model=None):
+        from retriever.milvus import MilvusIndex
+
+        return MilvusIndex.load(self.uri, str(target), model)
+
+    def lexical_of(self, index):
+        return index.lexical()
+
+
+def make_backend(name: str = "faiss", uri: str | None = None, cache_dir: str | os.PathLike | None = None
+                 ) -> IndexBackend:
+    """The backend ``--backend NAME [--uri URI]`` asks for (FAISS indexes are cached under ``cache_dir``)."""
+    if name == "faiss":
+        if uri:
+            raise ValueError(f"--uri {uri!r} is for --backend milvus; the faiss backend keeps indexes in the cache "
+                             "directory (--cache-dir) or at --output")
+        return FaissBackend(cache_dir)
+    if name == "milvus":
+        return MilvusBackend(uri)
+    raise ValueError(f"unknown index backend {name!r}; valid: {', '.join(BACKENDS)}")

@@ -1,0 +1,111 @@
+"""Corpus encoding on Ray: one copy of the base model per actor, on a local Ray cluster (``ray.init()``) or a
+real one (``address="ray://head:10001"`` or ``"auto"``).
+
+``RayEncoder`` has the ``Encoder`` interface that ``build_index`` and ``build_milvus_index`` use (``info``,
+``dim``, ``encode(texts, progress=...)``): each chunk of the corpus is cut into blocks, the blocks go to the
+actors (``ray.util.ActorPool``, results in corpus order), and the driver writes the vectors where the backend
+keeps them (FAISS: the memory-mapped matrix in corpus order; Milvus: inserts). Every actor loads the model the
+same way the local path does (the packaged base model, or a directory every worker can read), so the vectors
+equal the local encoder's up to float rounding (tests/test_ray.py checks 1e-5).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from retriever.encoder import ModelInfo
+
+__all__ = ["RayEncoder"]
+
+logger = logging.getLogger(__name__)
+
+BLOCK_SIZE = 256  # texts per task: small enough to keep every actor busy, large enough to batch well
+
+
+class _Worker:
+    """One actor: a base encoder on the worker's CPUs (or its GPU)."""
+
+    def __init__(self, model: str | None, threads: int, device: str | None):
+        import torch
+
+        from retriever.encoder import load_encoder
+
+        torch.set_num_threads(threads)
+        self.encoder = load_encoder(model, device=device)
+
+    def info(self) -> ModelInfo:
+        return self.encoder.info
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode(texts)
+
+
+class RayEncoder:
+    """Encodes texts with ``workers`` Ray actors, each holding the base model (``cpus`` threads, ``gpus`` GPUs each).
+
+    Starts a local Ray cluster when ``address`` is None and none is running (stopped by ``close``); joins the
+    cluster at ``address`` otherwise. Use as a context manager, or call ``close``.
+    """
+
+    def __init__(self, model: str | None = None, workers: int = 2, address: str | None = None, cpus: int = 1,
+                 gpus: float = 0, block_size: int = BLOCK_SIZE):
+        import ray
+        from ray.util import ActorPool
+
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        self._started = not ray.is_initialized()
+        if self._started:
+            if address is None:  # a local cluster with exactly the CPUs the workers ask for
+                ray.init(num_cpus=workers * cpus, num_gpus=int(np.ceil(workers * gpus)) or None,
+                         include_dashboard=False, log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        device = "cuda" if gpus > 0 else "cpu"
+        actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
+        self._actors = [actor.remote(model, cpus, device) for _ in range(workers)]
+        infos = ray.get([a.info.remote() for a in self._actors])  # fails here if a worker cannot load the model
+        if len(set(infos)) != 1:
+            raise RuntimeError(f"Ray workers loaded different models: {sorted({i.fingerprint for i in infos})}")
+        self.info: ModelInfo = infos[0]
+        self.workers, self.block_size = workers, block_size
+        self._pool = ActorPool(self._actors)
+        logger.info("encoding on Ray with %d workers (%s)", workers, address or "local cluster")
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    def encode(self, texts: Sequence[str], batch_size: int | None = None,
+               progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Vectors of ``texts`` in their order; ``progress`` is called with each finished block's size."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        size = min(self.block_size, -(-len(texts) // self.workers))  # every worker gets a block of a short chunk
+        blocks = [list(texts[start : start + size]) for start in range(0, len(texts), size)]
+        out = []
+        for vectors in self._pool.map(lambda actor, block: actor.encode.remote(block), blocks):
+            out.append(vectors)
+            if progress is not None:
+                progress(len(vectors))
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+        if self._started:
+            ray.shutdown()
+
+    def __enter__(self) -> RayEncoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,79 @@
+"""Corpus encoding on Ray (``retriever.ray_encoder``) on a real local Ray cluster with 2 CPUs: the vectors equal
+the local encoder's (1e-5), in corpus order, into either backend, and through ``routerretriever index``."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from eval.data import open_dataset
+from retriever.index import build_index
+from retriever.milvus import build_milvus_index
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for the module (2 CPUs, as CI has); every RayEncoder below joins it."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_encoder(cluster, toy_model_dir):
+    """Two actors holding the cluster's 2 CPUs until the test ends (so a test that needs them waits for none)."""
+    from retriever.ray_encoder import RayEncoder
+
+    encoder = RayEncoder(str(toy_model_dir), workers=2, block_size=3)
+    yield encoder
+    encoder.close()
+    assert ray.is_initialized()  # joined, not started: the module's cluster stays up
+
+
+def test_vectors_equal_the_local_encoder_in_order(ray_encoder, toy_encoder, data_dir):
+    texts = [d.content() for d in open_dataset(data_dir, "toy").corpus()]
+    done = []
+    vectors = ray_encoder.encode(texts, progress=done.append)
+    assert ray_encoder.info == toy_encoder.info and vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, toy_encoder.encode(texts), atol=1e-5)
+    assert sum(done) == len(texts) and len(done) == 7  # blocks of 3, reported as they finish
+    assert ray_encoder.encode([]).shape == (0, toy_encoder.dim)
+
+
+def test_both_backends_take_ray_vectors(ray_encoder, toy_encoder, data_dir, tmp_path):
+    toy = open_dataset(data_dir, "toy")
+    local = build_index(toy, toy_encoder, tmp_path / "local")
+    on_ray = build_index(toy, ray_encoder, tmp_path / "ray")
+    np.testing.assert_allclose(on_ray.embeddings, local.embeddings, atol=1e-5)
+    milvus = build_milvus_index(toy, ray_encoder, str(tmp_path / "m.db"), "toy_ray")
+    np.testing.assert_allclose(milvus.embeddings, local.embeddings, atol=1e-5)
+    assert milvus.doc_ids == local.doc_ids
+
+
+def test_bad_worker_count(cluster):
+    from retriever.ray_encoder import RayEncoder
+
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        RayEncoder(workers=0)
+
+
+@pytest.mark.realdata
+def test_cli_index_on_ray_equals_local(cluster, real_data_dir, tmp_path):
+    """The acceptance check on a small real corpus: ``index --encoder ray --workers 2`` writes the local path's
+    vectors (1e-5) and ids."""
+    runner = CliRunner()
+    common = ["-q", "index", "--data-dir", str(real_data_dir), "--dataset", "aila2019-statutes", "--no-lexical"]
+    for name, extra in (("local", []), ("ray", ["--encoder", "ray", "--workers", "2"])):
+        result = runner.invoke(cli.main, [*common, *extra, "--output", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    vectors = [np.load(tmp_path / n / "embeddings.npy") for n in ("local", "ray")]
+    assert vectors[0].shape == (197, 384)
+    np.testing.assert_allclose(vectors[1], vectors[0], atol=1e-5)
+    ids = [json.loads((tmp_path / n / "doc_ids.json").read_text()) for n in ("local", "ray")]
+    assert ids[0] == ids[1]
+    wrong = runner.invoke(cli.main, [*common, "--ray-address", "auto", "--output", str(tmp_path / "x")])
+    assert wrong.exit_code == 2 and "are for --encoder ray" in wrong.output
