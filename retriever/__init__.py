@@ -5,6 +5,9 @@ router directory and the ``RouterRetriever`` facade. Imports no other package of
 - ``index``            — the self-describing corpus index directory (FAISS: exact inner product, HNSW, IVF).
 - ``ranking``          — top-k search (dense and BM25); ``rank`` is the single place where self-hits are removed.
 - ``lexical``          — the BM25 index (bm25s) over the same corpus, cached beside the dense one.
+- ``backends``         — ``IndexBackend``: where indexes live (``FaissBackend`` directories, ``MilvusBackend``).
+- ``milvus``           — the corpus index as a Milvus collection (Milvus Lite file or server): dense + BM25.
+- ``ray_encoder``      — ``RayEncoder``: corpus encoding on Ray actors, for either backend.
 - ``systems``          — what answers a query: dense expert, ``bm25`` or ``hybrid:<expert>`` (fusion, weights).
 - ``lora``, ``expert_encoder`` — LoRA query experts on one base model, chosen per call (thread-safe).
 - ``routers/``         — the router interface and registry, one module per router, calibration on folds.
@@ -14,8 +17,8 @@ router directory and the ``RouterRetriever`` facade. Imports no other package of
 - ``artifacts``        — names, atomic writes, JSON metadata and checksums shared by every saved artifact.
 - ``lazy``             — the first-use imports of the package ``__init__``s.
 
-Tested in ``tests/test_index.py``, ``test_lexical.py``, ``test_ranking.py``, ``test_routers.py``,
-``test_experts.py`` (LoRA layers against peft) and ``test_bad_input.py``.
+Tested in ``tests/test_index.py``, ``test_lexical.py``, ``test_milvus.py``, ``test_ray.py``, ``test_ranking.py``,
+``test_routers.py``, ``test_experts.py`` (LoRA layers against peft) and ``test_bad_input.py``.
 """
 
 from retriever.lazy import lazy_exports
@@ -62,4 +65,12 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "ensure_lexical_index": "retriever.lexical",
     "SystemSet": "retriever.systems",
     "search_lexical": "retriever.ranking",
+    "IndexBackend": "retriever.backends",
+    "FaissBackend": "retriever.backends",
+    "MilvusBackend": "retriever.backends",
+    "make_backend": "retriever.backends",
+    "MilvusIndex": "retriever.milvus",
+    "build_milvus_index": "retriever.milvus",
+    "ensure_milvus_index": "retriever.milvus",
+    "RayEncoder": "retriever.ray_encoder",
 })

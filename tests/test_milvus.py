@@ -207,3 +207,27 @@ def test_cli_evaluate_on_milvus_equals_faiss(real_data_dir, tmp_path):
     top10 = [[line.split()[2] for line in run if int(line.split()[3]) <= 10] for run in runs]
     assert top10[0] == top10[1]
     assert os.path.getsize(tmp_path / "m.db") > 0 or (tmp_path / "m.db").is_dir()
+
+
+def test_cli_evaluate_and_train_on_milvus_equal_faiss(lexical_world, toy_model_dir, tmp_path):
+    """Routers over every system evaluate alike on both backends, and an expert trains from Milvus's vectors."""
+    root, runner = lexical_world["root"], CliRunner()
+    common = ["-q", "evaluate", "--data-dir", str(root / "beir"), "--dataset", "toy", "--dataset", "other",
+              "--router", str(root / "router"), "--model", str(toy_model_dir), "--system", "default",
+              "--system", "bm25", "--system", "hybrid:toy-expert", "--system", "instance-oracle"]
+    rows = {}
+    for name, extra in (("faiss", ["--cache-dir", str(tmp_path / "c")]),
+                        ("milvus", ["--backend", "milvus", "--uri", str(tmp_path / "m.db")])):
+        out = tmp_path / f"{name}.json"
+        result = runner.invoke(cli.main, [*common, *extra, "--output-json", str(out)])
+        assert result.exit_code == 0, result.output
+        rows[name] = [(r["dataset"], r["system"], r["ndcg@10"]) for r in json.loads(out.read_text())["results"]]
+    assert len(rows["milvus"]) == 8
+    for (d, s, want), (d2, s2, got) in zip(rows["faiss"], rows["milvus"], strict=True):
+        assert (d, s) == (d2, s2) and got == pytest.approx(want, abs=1e-6)
+    trained = runner.invoke(cli.main, [
+        "-q", "train-expert", "--data-dir", str(root / "beir"), "--dataset", "toy", "--router", str(tmp_path / "r"),
+        "--name", "on-milvus", "--model", str(toy_model_dir), "--config", '{"max_steps": 2}', "--backend", "milvus",
+        "--uri", str(tmp_path / "m.db")])
+    assert trained.exit_code == 0, trained.output
+    assert (tmp_path / "r" / "experts" / "on-milvus" / "expert.json").is_file()
