@@ -26,6 +26,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     base_dropout: bool = True  # False: the frozen base's own dropout is off (it took 16% of a profiled step)
     target_modules: tuple[str, ...] = ("query", "key", "value")
+    lora_layers: int = 0  # > 0: LoRA on the top this many transformer layers only (a shared-prefix expert); 0: all
     learning_rate: float = 2e-3
     batch_size: int = 32
     epochs: int = 12
@@ -65,6 +66,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.lora_layers < 0:
+            raise ValueError(f"lora_layers must be an integer >= 0 (0: every layer), got {self.lora_layers!r}")
         if not isinstance(self.anchor_documents, int) or self.anchor_documents < 0:
             raise ValueError(f"anchor_documents must be an integer >= 0, got {self.anchor_documents!r}")
         for name in ("patience", "anchor_weight"):

@@ -183,9 +183,13 @@ def lora_query_model(encoder: Encoder, config: TrainConfig):
 
     model = SentenceTransformer(str(encoder.path), device="cpu", local_files_only=True)
     transformer = model[0]
+    layers = transformer.model.config.num_hidden_layers
+    if config.lora_layers > layers:
+        raise ValueError(f"lora_layers is {config.lora_layers}, but the base model has {layers} layers")
+    top = {"layers_to_transform": list(range(layers - config.lora_layers, layers))} if config.lora_layers else {}
     transformer.model = get_peft_model(transformer.model, LoraConfig(
         r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules), bias="none",
+        target_modules=list(config.target_modules), bias="none", **top,
     ))
     if not config.base_dropout:
         for name, module in transformer.model.named_modules():

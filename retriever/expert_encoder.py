@@ -3,16 +3,24 @@
 ``encode(texts, expert)`` runs one expert; ``encode_routed(texts, experts)`` takes one expert name per text and
 runs each expert once over its group. The reserved expert ``base`` is the plain base model (which also encodes
 every document). Expert choice is per call and per thread (``retriever.lora.active_expert``), never global.
+
+Routed search reuses the base pass (``encode_keeping`` then ``resume``): an expert whose LoRA starts at layer L
+(a shared-prefix expert, ``TrainConfig.lora_layers``) leaves layers below L as the base's, so the base pass keeps
+the hidden states entering layer L and the expert runs only layers L.. and the pooling. Every routed row of a
+batch goes through those layers in one mixed pass, each row with its own expert's factors
+(``retriever.lora.active_rows``). The vectors equal a full pass of each expert to float rounding
+(``tests/test_prefix.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from retriever.encoder import Encoder
-from retriever.lora import active_expert, attach_adapter, detach_adapter
+from retriever.lora import active_expert, active_rows, adapted_layers, attach_adapter, detach_adapter
 from retriever.systems import BASE
 
 __all__ = ["BASE_EXPERT", "MultiExpertEncoder"]
@@ -20,10 +28,22 @@ __all__ = ["BASE_EXPERT", "MultiExpertEncoder"]
 BASE_EXPERT = BASE  # the reserved expert: the plain base model
 
 
+@dataclass
+class KeptStates:
+    """What ``encode_keeping`` keeps of a base pass: per batch, its rows (indexes into the texts), attention
+    mask, and hidden states entering each kept layer."""
+
+    batches: list[tuple[np.ndarray, object, dict[int, object]]]
+    count: int
+
+
 class MultiExpertEncoder:
+    BATCH = 32
+
     def __init__(self, base: Encoder):
         self.base = base
         self._experts: set[str] = set()
+        self._start: dict[str, int] = {}  # expert -> first layer its LoRA changes
 
     @property
     def info(self):
@@ -41,8 +61,83 @@ class MultiExpertEncoder:
     def add(self, name: str, factors: dict) -> None:
         if name == BASE_EXPERT:
             raise ValueError(f"{BASE_EXPERT!r} is reserved for the base model")
+        start = min(adapted_layers(factors))
         attach_adapter(self.base.model[0].auto_model, name, factors)
         self._experts.add(name)
+        self._start[name] = start
+
+    def start_layer(self, name: str) -> int:
+        """The first transformer layer expert ``name`` changes (0 for an all-layer expert)."""
+        self._check(name)
+        return self._start.get(name, self._layers())
+
+    def _layers(self) -> int:
+        return len(self.base.model[0].auto_model.encoder.layer)
+
+    def encode_keeping(self, texts: Sequence[str], layers: set[int]) -> tuple[np.ndarray, KeptStates]:
+        """The base vectors of ``texts`` and, for ``resume``, the hidden states entering each of ``layers``."""
+        import torch
+        from transformers.masking_utils import create_bidirectional_mask
+
+        st = self.base.model
+        auto = st[0].auto_model
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        kept = []
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # batches of similar length, as encode does
+        with torch.no_grad(), active_expert(None):
+            for start in range(0, len(texts), self.BATCH):
+                rows = order[start : start + self.BATCH]
+                features = st.preprocess([texts[i] for i in rows])
+                features = {k: v.to(st.device) if hasattr(v, "to") else v for k, v in features.items()}
+                hidden = auto.embeddings(input_ids=features["input_ids"],
+                                         token_type_ids=features.get("token_type_ids"))
+                mask = create_bidirectional_mask(config=auto.config, inputs_embeds=hidden,
+                                                 attention_mask=features["attention_mask"])
+                states = {}
+                for i, layer in enumerate(auto.encoder.layer):
+                    if i in layers:
+                        states[i] = hidden
+                    hidden = layer(hidden, mask)
+                out[rows] = self._pooled(features, hidden)
+                kept.append((rows, features, states))
+        return out, KeptStates(kept, len(texts))
+
+    def resume(self, kept: KeptStates, experts: Sequence[str | None]) -> np.ndarray:
+        """``experts[i]``'s vector of text ``i`` from the kept base pass (rows whose expert is None or ``base``
+        stay zero): per batch and start layer, one mixed pass of every routed row through the remaining layers."""
+        import torch
+        from transformers.masking_utils import create_bidirectional_mask
+
+        if len(experts) != kept.count:
+            raise ValueError(f"{len(experts)} expert names for {kept.count} kept texts")
+        auto = self.base.model[0].auto_model
+        out = np.zeros((kept.count, self.dim), dtype=np.float32)
+        with torch.no_grad():
+            for rows, features, states in kept.batches:
+                names = [None if experts[i] in (None, BASE_EXPERT) else experts[i] for i in rows]
+                for start in sorted({self.start_layer(n) for n in names if n is not None}):
+                    if start not in states:
+                        raise ValueError(f"the base pass kept no hidden states entering layer {start}")
+                    picked = [j for j, n in enumerate(names) if n is not None and self.start_layer(n) == start]
+                    index = torch.tensor(picked)
+                    sub = {k: v[index] if hasattr(v, "to") else v for k, v in features.items()}
+                    hidden = states[start][index]
+                    mask = create_bidirectional_mask(config=auto.config, inputs_embeds=hidden,
+                                                     attention_mask=sub["attention_mask"])
+                    with active_rows([names[j] for j in picked]):
+                        for layer in auto.encoder.layer[start:]:
+                            hidden = layer(hidden, mask)
+                    out[rows[picked]] = self._pooled(sub, hidden)
+        return out
+
+    def _pooled(self, features: dict, hidden) -> np.ndarray:
+        """The sentence-transformers modules after the transformer (pooling, normalisation) on ``hidden``."""
+        import torch
+
+        features = {**features, "token_embeddings": hidden}
+        for module in list(self.base.model)[1:]:
+            features = module(features)
+        return torch.nn.functional.normalize(features["sentence_embedding"], dim=-1).float().cpu().numpy()
 
     def remove(self, name: str) -> None:
         self._check(name)
@@ -50,6 +145,7 @@ class MultiExpertEncoder:
             raise ValueError(f"{BASE_EXPERT!r} is the base model and cannot be removed")
         detach_adapter(self.base.model[0].auto_model, name)
         self._experts.discard(name)
+        self._start.pop(name, None)
 
     def _check(self, name: str) -> None:
         if name != BASE_EXPERT and name not in self._experts:

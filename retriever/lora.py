@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import re
 import threading
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["RoutedLoRALinear", "active_expert", "attach_adapter", "detach_adapter", "lora_factors"]
+__all__ = [
+    "RoutedLoRALinear", "RowExperts", "active_expert", "active_rows", "adapted_layers", "attach_adapter",
+    "detach_adapter", "lora_factors",
+]
 
-_ACTIVE: contextvars.ContextVar[str | None] = contextvars.ContextVar("routerretriever_expert", default=None)
+# the active expert: a name (every row of the batch), None (the base model), or RowExperts (one expert per row)
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("routerretriever_expert", default=None)
 _LOCK = threading.Lock()  # guards adding/removing adapters, never the forward pass
 
 _PEFT_PREFIX = "base_model.model."
@@ -32,6 +37,24 @@ _PEFT_PREFIX = "base_model.model."
 def active_expert(name: str | None) -> Iterator[None]:
     """Within the block, routed layers in this thread/task apply expert ``name`` (None: the base model)."""
     token = _ACTIVE.set(name)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+RowExperts = tuple[tuple[str, torch.Tensor], ...]  # (expert, indexes of the batch rows it encodes)
+
+
+@contextlib.contextmanager
+def active_rows(experts: list[str | None]) -> Iterator[None]:
+    """Within the block, routed layers apply ``experts[i]`` to row ``i`` of the batch (None: the base model): one
+    mixed pass for a batch routed to several experts, each expert's factors applied to its own rows only."""
+    groups: dict[str, list[int]] = {}
+    for row, name in enumerate(experts):
+        if name is not None:
+            groups.setdefault(name, []).append(row)
+    token = _ACTIVE.set(tuple((name, torch.tensor(rows)) for name, rows in groups.items()))
     try:
         yield
     finally:
@@ -48,6 +71,12 @@ class RoutedLoRALinear(nn.Module):
         out = self.base(x)
         name = _ACTIVE.get()
         if name is None:
+            return out
+        if isinstance(name, tuple):  # one expert per row: each expert's low-rank update on its rows
+            for expert, rows in name:
+                if (factors := self.adapters.get(expert)) is not None:
+                    a, b, scale = factors
+                    out = out.index_add(0, rows.to(x.device), (x[rows] @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * scale)
             return out
         factors = self.adapters.get(name)
         if factors is None:  # this expert leaves this layer untouched
@@ -87,6 +116,17 @@ def lora_factors(state: dict[str, torch.Tensor], config: dict) -> dict[str, tupl
     if not factors:
         raise ValueError("adapter contains no LoRA weights")
     return factors
+
+
+def adapted_layers(factors: dict) -> set[int]:
+    """The transformer layers an adapter changes (``encoder.layer.<i>.`` in its module paths)."""
+    found = set()
+    for path in factors:
+        match = re.search(r"(?:^|\.)layers?\.(\d+)\.", path)
+        if match is None:
+            raise ValueError(f"adapter module {path!r} is not inside a numbered transformer layer")
+        found.add(int(match.group(1)))
+    return found
 
 
 def attach_adapter(model: nn.Module, name: str, factors: dict[str, tuple[torch.Tensor, torch.Tensor, float]]) -> None:

@@ -47,6 +47,8 @@ class RoutedResult:
 
 
 class RouterRetriever:
+    ENCODE_CHUNK = 1024  # queries per base pass whose hidden states are kept for the routed pass
+
     def __init__(self, encoder: MultiExpertEncoder, router: Router, systems: SystemSet | None = None):
         missing = sorted({dense_part(s) for s in router.experts} - {None, *encoder.names})
         if missing:
@@ -89,6 +91,28 @@ class RouterRetriever:
         base = self.encoder.encode(texts, BASE_EXPERT)
         return base, self.router.route(base)
 
+    def encode_routed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Each query's vector under the dense expert of the system it is routed to (the base vector for ``base``
+        and ``bm25``), the chosen systems and the router's confidence: one base pass, then one mixed pass of the
+        routed queries through the layers their experts change (``MultiExpertEncoder.encode_keeping`` /
+        ``resume``), in chunks of ``ENCODE_CHUNK`` queries so the kept hidden states stay small."""
+        experts = {dense_part(s) for s in self.router.experts} - {None, BASE_EXPERT}
+        layers = {self.encoder.start_layer(e) for e in experts}
+        vectors = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
+        choices, confidence = [], []
+        for start in range(0, len(texts), self.ENCODE_CHUNK):
+            chunk = texts[start : start + self.ENCODE_CHUNK]
+            base, kept = self.encoder.encode_keeping(chunk, layers)
+            routing = self.router.route(base)
+            names = [dense_part(s) for s in routing.choice]
+            routed = self.encoder.resume(kept, names)
+            on_base = np.array([n in (None, BASE_EXPERT) for n in names])
+            routed[on_base] = base[on_base]
+            vectors[start : start + len(chunk)] = routed
+            choices += list(routing.choice)
+            confidence += list(routing.confidence)
+        return vectors, choices, np.asarray(confidence, dtype=np.float32)
+
     def search(self, queries: Sequence[str] | Mapping[str, str], k: int = 10,
                index: CorpusIndex | str | os.PathLike | None = None,
                lexical: LexicalIndex | str | os.PathLike | None = None) -> list[RoutedResult]:
@@ -111,14 +135,12 @@ class RouterRetriever:
         if empty:
             raise ValueError(f"empty query {empty[0]!r}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
                              + ": every query needs text to search for")
-        base, routing = self.route(texts)
-        choice = routing.choice
+        vectors, choice, confidence = self.encode_routed(texts)
         depth = max(k, FUSION_DEPTH) if any(is_lexical(s) for s in choice) else k
         dense = {}
         for expert in sorted({dense_part(s) for s in choice} - {None}):
             rows = [i for i, s in enumerate(choice) if dense_part(s) == expert]
-            vectors = base[rows] if expert == BASE_EXPERT else self.encoder.encode([texts[i] for i in rows], expert)
-            dense.update(search(index, vectors, [ids[i] for i in rows], k=depth))
+            dense.update(search(index, vectors[rows], [ids[i] for i in rows], k=depth))
         rows = [i for i, s in enumerate(choice) if is_lexical(s)]
         lexical_hits = search_lexical(lexical, [texts[i] for i in rows], [ids[i] for i in rows], depth) if rows else {}
         results = {}
@@ -126,7 +148,7 @@ class RouterRetriever:
             members = [ids[i] for i, s in enumerate(choice) if s == system]
             results.update(run_system(system, members, dense, lexical_hits, self.systems, k))
         return [RoutedResult(qid, system, float(conf), list(results[qid].items()))
-                for qid, system, conf in zip(ids, choice, routing.confidence, strict=True)]
+                for qid, system, conf in zip(ids, choice, confidence, strict=True)]
 
     def _lexical_index(self, index: CorpusIndex, lexical) -> LexicalIndex:
         """The lexical index to search with ``index``: the one given, or the one beside it (loaded and checked
