@@ -20,11 +20,13 @@ vector (its token counts) times a document's weights is exactly bm25s's score.
 
 A build writes ``NAME__incomplete_<pid>`` collections and renames them into place only when complete, so an
 interrupted build never leaves a collection that looks complete; the next build removes what a dead local writer
-left. Milvus Lite opens a ``.db`` file in one process at a time.
+left. Milvus Lite serves a ``.db`` file from the process that opened it (other processes on this machine, such as
+Ray workers inserting their blocks, reach it through its server's port: ``worker_uri``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -37,7 +39,7 @@ from tqdm.auto import tqdm
 
 from retriever.artifacts import MODEL_SCHEMA, ArtifactError, check_metadata, library_version
 from retriever.encoder import Encoder, ModelInfo
-from retriever.index import CHUNK_SIZE, IndexConfig, IndexType, chunks, corpus_source, ivf_nlist
+from retriever.index import IndexConfig, IndexType, corpus_source, ivf_nlist
 from retriever.lexical import LexicalConfig, fit_bm25, tokenize, tokenizer_versions
 
 __all__ = ["MilvusIndex", "MilvusLexicalIndex", "build_milvus_index", "default_collection", "ensure_milvus_index"]
@@ -271,6 +273,29 @@ class MilvusLexicalIndex:
             raise ArtifactError(f"lexical index {self.path} was built from another corpus than {index.path}")
 
 
+def insert_block(client, name: str, first: int, doc_ids: list[str], vectors: np.ndarray,
+                 weights: list[dict] | None) -> str:
+    """Insert rows ``first..`` of a build (ids, vectors, BM25 weights); the sha256 of the block's vectors.
+    The one insert of every build, in this process or in a Ray worker."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    client.insert(name, [{"row": first + i, "doc_id": doc_id, "vector": vectors[i].tolist(),
+                          **({"bm25": weights[i]} if weights else {})} for i, doc_id in enumerate(doc_ids)])
+    return hashlib.sha256(vectors.tobytes()).hexdigest()
+
+
+def worker_uri(uri: str) -> str:
+    """How another process on this machine reaches ``uri``: a server URI as it is; a Milvus Lite file through the
+    port of the server this process runs for it (so Ray workers on this machine can insert into it)."""
+    if not _is_local(uri):
+        return uri
+    from milvus_lite.server_manager import server_manager_instance
+
+    found = server_manager_instance.start_and_get_uri(str(Path(uri).expanduser().resolve()))
+    if found is None:
+        raise RuntimeError(f"Milvus Lite could not serve {uri} to other processes")
+    return found
+
+
 def _rows(hits: list, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Milvus search hits as ``(scores, rows)`` padded with -1 rows, like FAISS."""
     scores = np.zeros((len(hits), k), dtype=np.float32)
@@ -282,16 +307,12 @@ def _rows(hits: list, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sha(doc_ids: list[str]) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(doc_ids).encode()).hexdigest()
 
 
 def _bm25_rows(texts: list[str], config: LexicalConfig) -> tuple[list[dict[int, float]], dict[str, int], str]:
     """Each document's BM25 term weights (bm25s's score matrix, transposed to rows), the vocabulary, and a sha256
     of the weights."""
-    import hashlib
-
     from scipy.sparse import csc_matrix
 
     bm25 = fit_bm25(texts, config)
@@ -406,19 +427,19 @@ def build_milvus_index(dataset, encoder: Encoder, uri: str, name: str | None = N
             client.drop_collection(stale)
     try:
         _create(client, tmp, encoder.dim, lexical is not None)
-        import hashlib
-
-        digest = hashlib.sha256()
+        blocks = [(start, doc_ids[start : start + INSERT_BATCH],
+                   [d.content() for d in docs[start : start + INSERT_BATCH]],
+                   weights[start : start + INSERT_BATCH] if weights else None)
+                  for start in range(0, len(docs), INSERT_BATCH)]
         with tqdm(total=len(docs), desc="encoding corpus", unit="doc", disable=not progress) as bar:
-            row = 0
-            for chunk in chunks(docs, CHUNK_SIZE):
-                vectors = encoder.encode([doc.content() for doc in chunk], progress=bar.update)
-                digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-                for start in range(0, len(chunk), INSERT_BATCH):
-                    rows = range(row + start, row + min(start + INSERT_BATCH, len(chunk)))
-                    client.insert(tmp, [{"row": r, "doc_id": doc_ids[r], "vector": vectors[r - row].tolist(),
-                                         **({"bm25": weights[r]} if weights else {})} for r in rows])
-                row += len(chunk)
+            if hasattr(encoder, "encode_into"):  # Ray workers encode and insert their blocks themselves
+                digests = encoder.encode_into(worker_uri(uri), tmp, blocks, progress=bar.update)
+            else:
+                digests = []
+                for first, ids, texts, block_weights in blocks:
+                    vectors = encoder.encode(texts, progress=bar.update)
+                    digests.append(insert_block(client, tmp, first, ids, vectors, block_weights))
+        digest = hashlib.sha256("".join(digests).encode())  # identifies this build's vectors, block by block
         if vocab is not None:
             _create_vocab(client, tmp + VOCAB, vocab)
             client.flush(tmp + VOCAB)

@@ -3,8 +3,10 @@ real one (``address="ray://head:10001"`` or ``"auto"``).
 
 ``RayEncoder`` has the ``Encoder`` interface that ``build_index`` and ``build_milvus_index`` use (``info``,
 ``dim``, ``encode(texts, progress=...)``): each chunk of the corpus is cut into blocks, the blocks go to the
-actors (``ray.util.ActorPool``, results in corpus order), and the driver writes the vectors where the backend
-keeps them (FAISS: the memory-mapped matrix in corpus order; Milvus: inserts). Every actor loads the model the
+actors (``ray.util.ActorPool``, results in corpus order); for FAISS the driver writes the vectors into the
+memory-mapped matrix in corpus order, for Milvus the workers insert their blocks themselves (``encode_into``:
+a server URI as given; a Milvus Lite file through the port its in-process server listens on, so only workers on
+this machine reach it). Every actor loads the model the
 same way the local path does (the packaged base model, or a directory every worker can read), so the vectors
 equal the local encoder's up to float rounding (tests/test_ray.py checks 1e-5).
 """
@@ -35,12 +37,24 @@ class _Worker:
 
         torch.set_num_threads(threads)
         self.encoder = load_encoder(model, device=device)
+        self._client, self._uri = None, None
 
     def info(self) -> ModelInfo:
         return self.encoder.info
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode(texts)
+
+    def encode_into(self, uri: str, collection: str, first: int, doc_ids: list[str], texts: list[str],
+                    weights: list[dict] | None) -> tuple[int, str]:
+        """Encode a block and insert it into the Milvus collection itself; ``(rows, sha256 of its vectors)``."""
+        from pymilvus import MilvusClient
+
+        from retriever.milvus import insert_block
+
+        if self._client is None or self._uri != uri:
+            self._client, self._uri = MilvusClient(uri), uri
+        return len(texts), insert_block(self._client, collection, first, doc_ids, self.encoder.encode(texts), weights)
 
 
 class RayEncoder:
@@ -94,6 +108,18 @@ class RayEncoder:
             if progress is not None:
                 progress(len(vectors))
         return np.concatenate(out).astype(np.float32, copy=False)
+
+    def encode_into(self, uri: str, collection: str, blocks: list[tuple], progress=None) -> list[str]:
+        """Have the workers encode ``blocks`` (``(first row, doc ids, texts, BM25 weights or None)``) and insert
+        them into ``collection`` at ``uri`` themselves, so vectors never pass through this process; the blocks'
+        vector checksums in order."""
+        digests = []
+        for count, digest in self._pool.map(lambda actor, block: actor.encode_into.remote(uri, collection, *block),
+                                            blocks):
+            digests.append(digest)
+            if progress is not None:
+                progress(count)
+        return digests
 
     def close(self) -> None:
         import ray

@@ -49,9 +49,17 @@ def test_both_backends_take_ray_vectors(ray_encoder, toy_encoder, data_dir, tmp_
     local = build_index(toy, toy_encoder, tmp_path / "local")
     on_ray = build_index(toy, ray_encoder, tmp_path / "ray")
     np.testing.assert_allclose(on_ray.embeddings, local.embeddings, atol=1e-5)
-    milvus = build_milvus_index(toy, ray_encoder, str(tmp_path / "m.db"), "toy_ray")
+    from retriever.lexical import LexicalConfig
+
+    # Milvus: the workers insert their blocks themselves (into this Milvus Lite file through its server's port)
+    milvus = build_milvus_index(toy, ray_encoder, str(tmp_path / "m.db"), "toy_ray", lexical=LexicalConfig())
     np.testing.assert_allclose(milvus.embeddings, local.embeddings, atol=1e-5)
-    assert milvus.doc_ids == local.doc_ids
+    assert milvus.doc_ids == local.doc_ids and len(milvus) == 20
+    from retriever.ranking import search_lexical
+
+    alone = build_milvus_index(toy, toy_encoder, str(tmp_path / "m.db"), "toy_local", lexical=LexicalConfig())
+    query = ["blue whale largest animal"]
+    assert search_lexical(milvus.lexical(), query, ["q"], 5) == search_lexical(alone.lexical(), query, ["q"], 5)
 
 
 def test_bad_worker_count(cluster):
