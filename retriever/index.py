@@ -48,8 +48,8 @@ from retriever.artifacts import (
 from retriever.encoder import Encoder, ModelInfo, check_device
 
 __all__ = [
-    "CACHE_DIR_ENV", "CorpusIndex", "IndexConfig", "IndexType", "Metric", "build_index", "default_cache_dir",
-    "ensure_index",
+    "CACHE_DIR_ENV", "CorpusIndex", "DenseIndex", "IndexConfig", "IndexType", "Metric", "build_index",
+    "default_cache_dir", "ensure_index",
 ]
 
 logger = logging.getLogger(__name__)
@@ -159,7 +159,44 @@ def _apply_search_params(index: faiss.Index, config: IndexConfig) -> None:
         index.nprobe = config.ivf_nprobe
 
 
-class CorpusIndex:
+class DenseIndex:
+    """What every dense index shares (``CorpusIndex`` here, ``retriever.milvus.MilvusIndex``): ``doc_ids``,
+    ``meta`` (as ``index.json`` holds it), ``path`` (names it in messages) and the checks of a search and a model.
+    ``search(query_vectors, k) -> (scores, rows)`` is each backend's own."""
+
+    doc_ids: list[str]
+    meta: dict
+    path: object
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def config(self) -> IndexConfig:
+        return IndexConfig(**self.meta["config"])
+
+    def _queries(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+        query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
+        if query_vectors.ndim != 2 or query_vectors.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {query_vectors.shape}")
+        return query_vectors, min(k, len(self))
+
+    def check_model(self, model: ModelInfo) -> None:
+        """Refuse query vectors from a model other than the one that encoded the corpus."""
+        built = self.meta["model"]
+        if built["fingerprint"] != model.fingerprint or int(built["dim"]) != model.dim:
+            raise ArtifactError(
+                f"index {self.path} was built with model {built['id']!r} (dim {built['dim']}, fingerprint "
+                f"{built['fingerprint'][:12]}), but the query model is {model.id!r} (dim {model.dim}, "
+                f"fingerprint {model.fingerprint[:12]}); rebuild the index with this model"
+            )
+
+
+class CorpusIndex(DenseIndex):
     """A loaded corpus index. ``search`` returns raw rows; ``retriever.ranking`` maps them to ids.
 
     Search runs on FAISS, or with ``device`` set (``"cuda"``, ``"cuda:1"``, ``"cpu"``) as an exact torch matrix
@@ -195,22 +232,8 @@ class CorpusIndex:
         self.device = device
         return self
 
-    def __len__(self) -> int:
-        return len(self.doc_ids)
-
-    @property
-    def dim(self) -> int:
-        return int(self.meta["dim"])
-
-    @property
-    def config(self) -> IndexConfig:
-        return IndexConfig(**self.meta["config"])
-
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
-        if query_vectors.ndim != 2 or query_vectors.shape[1] != self.dim:
-            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {query_vectors.shape}")
-        k = min(k, len(self))
+        query_vectors, k = self._queries(query_vectors, k)
         if self._device_docs is None:
             return self.index.search(query_vectors, k)
         import torch
@@ -225,16 +248,6 @@ class CorpusIndex:
         if not scores:
             return np.zeros((0, k), dtype=np.float32), np.zeros((0, k), dtype=np.int64)
         return np.concatenate(scores), np.concatenate(rows)
-
-    def check_model(self, model: ModelInfo) -> None:
-        """Refuse query vectors from a model other than the one that encoded the corpus."""
-        built = self.meta["model"]
-        if built["fingerprint"] != model.fingerprint or int(built["dim"]) != model.dim:
-            raise ArtifactError(
-                f"index {self.path} was built with model {built['id']!r} (dim {built['dim']}, fingerprint "
-                f"{built['fingerprint'][:12]}), but the query model is {model.id!r} (dim {model.dim}, "
-                f"fingerprint {model.fingerprint[:12]}); rebuild the index with this model"
-            )
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: ModelInfo | None = None, verify: bool = True,

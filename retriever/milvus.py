@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from retriever.artifacts import MODEL_SCHEMA, ArtifactError, check_metadata, library_version
 from retriever.encoder import Encoder, ModelInfo
-from retriever.index import IndexConfig, IndexType, corpus_source, ivf_nlist
+from retriever.index import DenseIndex, IndexConfig, IndexType, corpus_source, ivf_nlist
 from retriever.lexical import LexicalConfig, fit_bm25, tokenize, tokenizer_versions
 
 __all__ = ["MilvusIndex", "MilvusLexicalIndex", "build_milvus_index", "default_collection", "ensure_milvus_index"]
@@ -134,7 +134,7 @@ def _scan(client, name: str, count: int, fields: list[str], page: int = 4096) ->
                           key=lambda r: r["row"])
 
 
-class MilvusIndex:
+class MilvusIndex(DenseIndex):
     """A corpus index in a Milvus collection, with ``CorpusIndex``'s interface: ``search(vectors, k)`` gives
     ``(scores, rows)``, ``doc_ids``, ``meta``, ``check_model``; ``embeddings`` reads the vectors back (the
     cached document side for expert training); ``lexical()`` is its BM25 side when it was built with one."""
@@ -144,22 +144,8 @@ class MilvusIndex:
         self.path = f"{uri}#{name}"  # names the index in messages and keys, like a directory does
         self._embeddings = None
 
-    def __len__(self) -> int:
-        return len(self.doc_ids)
-
-    @property
-    def dim(self) -> int:
-        return int(self.meta["dim"])
-
-    @property
-    def config(self) -> IndexConfig:
-        return IndexConfig(**self.meta["config"])
-
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
-        if query_vectors.ndim != 2 or query_vectors.shape[1] != self.dim:
-            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {query_vectors.shape}")
-        k = min(k, len(self))
+        query_vectors, k = self._queries(query_vectors, k)
         params = _search_params(self.config)
         hits = []
         for start in range(0, len(query_vectors), SEARCH_BATCH):
@@ -175,14 +161,6 @@ class MilvusIndex:
                 vectors[row["row"]] = row["vector"]
             self._embeddings = vectors
         return self._embeddings
-
-    def check_model(self, model: ModelInfo) -> None:
-        built = self.meta["model"]
-        if built["fingerprint"] != model.fingerprint or int(built["dim"]) != model.dim:
-            raise ArtifactError(
-                f"index {self.path} was built with model {built['id']!r} (dim {built['dim']}), but the query model "
-                f"is {model.id!r} (dim {model.dim}); rebuild the index with this model"
-            )
 
     def lexical(self) -> MilvusLexicalIndex | None:
         return None if self.meta["lexical"] is None else MilvusLexicalIndex(self)

@@ -170,6 +170,34 @@ def build_toy_world(toy_encoder, root: Path, lexical: bool = False) -> dict:
             "sources": sources, "data": data, "lexical": bm25}
 
 
+def train_toy_experts(toy_encoder, root: Path, configs: dict[str, dict]) -> dict:
+    """The toy dataset, its index and one expert per ``{name: TrainConfig fields}`` (``FAST`` added), saved in
+    one router directory."""
+    from eval.data import open_dataset
+    from experts import TrainConfig, train_expert
+    from retriever.index import build_index
+    from retriever.router_dir import RouterDirectory
+
+    write_toy_dataset(root / "beir")
+    dataset = open_dataset(root / "beir", "toy")
+    index = build_index(dataset, toy_encoder, root / "index")
+    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
+    results = {}
+    for name, fields in configs.items():
+        results[name] = train_expert([(dataset, index)], toy_encoder, TrainConfig(**{**FAST, **fields}))
+        store.save_expert(name, results[name].write, results[name].meta())
+    return {"store": store, "trained": results, "dataset": dataset, "index": index, "root": root}
+
+
+@pytest.fixture(scope="module")
+def lexical_world(toy_encoder, tmp_path_factory):
+    """Two toy datasets with an expert each, routers built over every system (BM25 and hybrids included)."""
+    built = build_toy_world(toy_encoder, tmp_path_factory.mktemp("lexical-routing"), lexical=True)
+    yield built
+    for name in list(built["encoder"].names[1:]):
+        built["encoder"].remove(name)
+
+
 @pytest.fixture(scope="module")
 def world(toy_encoder, tmp_path_factory):
     """The toy world with dense-only routers (module-scoped: each test module builds its own)."""

@@ -21,18 +21,10 @@ QUERIES = ["what is known about volcanoes", "jazz from new orleans", "blood suga
 @pytest.fixture(scope="module")
 def trained(toy_encoder, tmp_path_factory):
     """Two experts trained on the toy dataset's train split with different seeds, saved in one router."""
-    from conftest import FAST, write_toy_dataset
+    from conftest import train_toy_experts
 
-    root = tmp_path_factory.mktemp("experts")
-    write_toy_dataset(root / "beir")
-    dataset = open_dataset(root / "beir", "toy")
-    index = build_index(dataset, toy_encoder, root / "index")
-    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
-    results = {}
-    for name, seed in (("alpha", 0), ("beta", 1)):
-        results[name] = train_expert([(dataset, index)], toy_encoder, TrainConfig(seed=seed, **FAST))
-        store.save_expert(name, results[name].write, results[name].meta())
-    return {"store": store, "trained": results, "dataset": dataset, "index": index, "root": root}
+    return train_toy_experts(toy_encoder, tmp_path_factory.mktemp("experts"), {"alpha": {"seed": 0},
+                                                                               "beta": {"seed": 1}})
 
 
 @pytest.mark.parametrize("name, message", [

@@ -6,7 +6,7 @@ import json
 import bm25s
 import numpy as np
 import pytest
-from conftest import build_toy_world, write_toy_dataset
+from conftest import write_toy_dataset
 
 from eval.data import open_dataset
 from retriever.artifacts import ArtifactError
@@ -106,15 +106,6 @@ def test_system_names_and_run_system():
     assert list(run_system("hybrid:base", ["q"], dense, lexical, systems, 3)["q"]) == ["b", "a", "c"]  # w 0.2
     with pytest.raises(ValueError, match="hybrid weight 'hybrid:x': 1.5"):
         SystemSet("convex", {"hybrid:x": 1.5})
-
-
-@pytest.fixture(scope="module")
-def lexical_world(toy_encoder, tmp_path_factory):
-    """Two toy datasets with an expert each, routers built over every system (BM25 and hybrids included)."""
-    built = build_toy_world(toy_encoder, tmp_path_factory.mktemp("lexical-routing"), lexical=True)
-    yield built
-    for name in list(built["encoder"].names[1:]):
-        built["encoder"].remove(name)
 
 
 def test_routing_data_over_systems(lexical_world):

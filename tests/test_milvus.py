@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import build_toy_world, write_toy_dataset
+from conftest import write_toy_dataset
 
 import cli
 from eval.data import open_dataset
@@ -143,14 +143,6 @@ def test_backend_choice_is_checked(tmp_path):
         make_backend("faiss", "x.db")
     with pytest.raises(ValueError, match="unknown index backend 'qdrant'"):
         make_backend("qdrant")
-
-
-@pytest.fixture(scope="module")
-def lexical_world(toy_encoder, tmp_path_factory):
-    built = build_toy_world(toy_encoder, tmp_path_factory.mktemp("milvus-routing"), lexical=True)
-    yield built
-    for name in list(built["encoder"].names[1:]):
-        built["encoder"].remove(name)
 
 
 def test_routed_search_on_milvus_equals_faiss(lexical_world, toy_encoder, tmp_path):

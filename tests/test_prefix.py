@@ -6,15 +6,12 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import FAST, write_toy_dataset
+from conftest import train_toy_experts
 
-from eval.data import open_dataset
-from experts import TrainConfig, train_expert
+from experts import TrainConfig
 from retriever.expert_encoder import MultiExpertEncoder
-from retriever.index import build_index
 from retriever.lora import adapted_layers
 from retriever.ranking import search
-from retriever.router_dir import RouterDirectory
 
 TEXTS = ["what is known about volcanoes", "jazz from new orleans and its history in the twentieth century",
          "blood sugar", "the moon and tides", "a", "why do whales sing to each other across the ocean at night"] * 6
@@ -23,16 +20,10 @@ TEXTS = ["what is known about volcanoes", "jazz from new orleans and its history
 @pytest.fixture(scope="module")
 def experts(toy_encoder, tmp_path_factory):
     """A top-layer expert (the toy model has 2 layers: LoRA on layer 1 only) and an all-layer expert."""
-    root = tmp_path_factory.mktemp("prefix")
-    write_toy_dataset(root / "beir")
-    dataset = open_dataset(root / "beir", "toy")
-    index = build_index(dataset, toy_encoder, root / "index")
-    store = RouterDirectory(root / "router", toy_encoder.info, create=True)
-    for name, layers in (("top", 1), ("all", 0)):
-        trained = train_expert([(dataset, index)], toy_encoder, TrainConfig(lora_layers=layers, seed=3, **FAST))
-        store.save_expert(name, trained.write, trained.meta())
-    encoder = store.load_into(MultiExpertEncoder(toy_encoder))
-    yield {"store": store, "encoder": encoder, "dataset": dataset, "index": index}
+    built = train_toy_experts(toy_encoder, tmp_path_factory.mktemp("prefix"),
+                              {"top": {"lora_layers": 1, "seed": 3}, "all": {"lora_layers": 0, "seed": 3}})
+    encoder = built["store"].load_into(MultiExpertEncoder(toy_encoder))
+    yield {**built, "encoder": encoder}
     for name in ("top", "all"):
         encoder.remove(name)
 
