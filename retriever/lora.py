@@ -76,7 +76,7 @@ class RoutedLoRALinear(nn.Module):
             for expert, rows in name:
                 if (factors := self.adapters.get(expert)) is not None:
                     a, b, scale = factors
-                    out = out.index_add(0, rows.to(x.device), (x[rows] @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * scale)
+                    out.index_add_(0, rows.to(x.device), (x[rows] @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * scale)
             return out
         factors = self.adapters.get(name)
         if factors is None:  # this expert leaves this layer untouched
