@@ -268,7 +268,7 @@ def worker_uri(uri: str) -> str:
         return uri
     from milvus_lite.server_manager import server_manager_instance
 
-    found = server_manager_instance.start_and_get_uri(str(Path(uri).expanduser().resolve()))
+    found = server_manager_instance.start_and_get_uri(str(Path(uri).expanduser()))  # the key pymilvus used
     if found is None:
         raise RuntimeError(f"Milvus Lite could not serve {uri} to other processes")
     return found
