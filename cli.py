@@ -210,8 +210,8 @@ def router_option(required: bool):
               help="Softmax over the whole corpus (default), hard negatives, or in-batch only.")
 @click.option("--seed", type=int)
 @click.option("--lora-layers", type=click.IntRange(min=0),
-              help="LoRA on the top N transformer layers only (a shared-prefix expert: routed search reuses the "
-                   "base pass below them); 0: every layer [default: TrainConfig.lora_layers].")
+              help="LoRA on the top N transformer layers only (routed search reuses the base pass below them); "
+                   "0: every layer [default: 3, TrainConfig.lora_layers].")
 @click.option("--anchor-weight", type=click.FloatRange(min=0),
               help="Keep the expert close to the base on other domains' queries (see --anchor-dataset).")
 @click.option("--anchor-dataset", "anchor_datasets", multiple=True, metavar="NAME",

@@ -26,7 +26,10 @@ class TrainConfig:
     lora_dropout: float = 0.1
     base_dropout: bool = True  # False: the frozen base's own dropout is off (it took 16% of a profiled step)
     target_modules: tuple[str, ...] = ("query", "key", "value")
-    lora_layers: int = 0  # > 0: LoRA on the top this many transformer layers only (a shared-prefix expert); 0: all
+    # LoRA on the top this many transformer layers only (0: every layer). Routed search then reuses the base pass
+    # below them; 3 of MiniLM's 6 is the fewest within 0.5 of all-layer experts' held-out gain (BENCHMARKS.md §2b).
+    # A model with fewer layers is adapted in all of them.
+    lora_layers: int = 3
     learning_rate: float = 2e-3
     batch_size: int = 32
     epochs: int = 12

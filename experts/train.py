@@ -184,9 +184,8 @@ def lora_query_model(encoder: Encoder, config: TrainConfig):
     model = SentenceTransformer(str(encoder.path), device="cpu", local_files_only=True)
     transformer = model[0]
     layers = transformer.model.config.num_hidden_layers
-    if config.lora_layers > layers:
-        raise ValueError(f"lora_layers is {config.lora_layers}, but the base model has {layers} layers")
-    top = {"layers_to_transform": list(range(layers - config.lora_layers, layers))} if config.lora_layers else {}
+    adapted = min(config.lora_layers, layers) or layers  # 0, or more than the model has: every layer
+    top = {"layers_to_transform": list(range(layers - adapted, layers))} if adapted < layers else {}
     transformer.model = get_peft_model(transformer.model, LoraConfig(
         r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules), bias="none", **top,
