@@ -160,7 +160,6 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, r
            device):
     """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
     from eval.data import merge_queries
-    from retriever.index import CorpusIndex
     from retriever.router_retriever import RouterRetriever
 
     if router is None and routing != "default":
@@ -170,13 +169,9 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, r
         retriever = RouterRetriever.base_only(model, device=device)
     else:
         retriever = RouterRetriever.load(router, routing, model=model, device=device)
-    if backend.name == "faiss":
-        corpus_index = CorpusIndex.load(index_dir, retriever.encoder.info, device=device)
-    elif device is not None or lexical_dir is not None:
-        raise click.UsageError("--device and --lexical are for FAISS indexes; a Milvus collection searches on its "
-                               "server and holds its own BM25 side")
-    else:
-        corpus_index = backend.open(index_dir, retriever.encoder.info)
+    if backend.name == "milvus" and lexical_dir is not None:
+        raise click.UsageError("--lexical is for FAISS indexes; a Milvus collection holds its own BM25 side")
+    corpus_index = backend.open(index_dir, retriever.encoder.info, device=device)
     for hit in retriever.search(queries, k=top_k, index=corpus_index, lexical=lexical_dir):
         if as_json:
             click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "system": hit.system,

@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "MODEL_SCHEMA",
     "ArtifactError",
+    "alive",
     "atomic_directory",
     "atomic_file",
     "cached_artifact",
@@ -35,6 +36,7 @@ __all__ = [
     "read_json",
     "read_metadata",
     "remove_stale_temporaries",
+    "reuse_or_build",
     "safe_name",
     "save_npy",
     "sha256_file",
@@ -136,7 +138,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     for other in path.parent.glob(f".{glob.escape(path.stem)}.tmp-*{glob.escape(path.suffix)}"):  # a killed writer's
         match = re.fullmatch(rf"\.{re.escape(path.stem)}\.tmp-(\d+){re.escape(path.suffix)}", other.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not alive(int(match.group(1))):
             other.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
@@ -214,7 +216,7 @@ def check_metadata(data: Any, path: str, kind: str, format_version: int, schema:
     return data
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (writers are told apart by process id: a writer in another
     PID namespace or on another host sharing the directory would look dead)."""
     try:
@@ -229,7 +231,7 @@ def _alive(pid: int) -> bool:
 def _dead_writer(other: Path, target: Path, kind: str) -> int | None:
     """The process id in ``.<target name>.<kind>-PID-*`` if ``other`` is such a sibling and that process is gone."""
     match = re.fullmatch(rf"\.{re.escape(target.name)}\.{kind}-(\d+)-[^/]+", other.name)
-    return int(match.group(1)) if match and not _alive(int(match.group(1))) else None
+    return int(match.group(1)) if match and not alive(int(match.group(1))) else None
 
 
 def remove_stale_temporaries(target: Path) -> None:
@@ -276,7 +278,7 @@ def _replaceable(target: Path, describes: tuple[str, str]) -> bool:
     if not any(target.iterdir()) or _describes(target, describes):
         return True
     pid = _reserved_by(target)
-    return pid is not None and not _alive(pid)
+    return pid is not None and not alive(pid)
 
 
 def _reserve(target: Path) -> None:
@@ -286,7 +288,7 @@ def _reserve(target: Path) -> None:
         os.mkdir(target)
     except FileExistsError:
         pid = _reserved_by(target)
-        if pid is None or _alive(pid):
+        if pid is None or alive(pid):
             busy = f" (being written by process {pid})" if pid else ""
             raise FileExistsError(f"{target} already exists{busy}; pass --overwrite to replace it") from None
         logger.warning("taking over %s, left incomplete by process %d", target, pid)
@@ -298,17 +300,25 @@ def cached_artifact(path: Path, metadata: str, what: str, load: Callable[[Path],
     """A cache entry of the library's: ``load(path)`` when its ``metadata`` file is there and ``current`` says the
     entry still fits (same source, same settings), else ``build()``. A stale, damaged or incomplete entry is
     rebuilt with a log line; ``build`` replaces it only once the new one is complete."""
-    if (path / metadata).exists():
-        try:
-            loaded = load(path)
-            if current(loaded):
-                logger.info("reusing %s %s", what, path)
-                return loaded
-            logger.info("%s %s is stale (corpus, settings or tokenizer changed); rebuilding", what, path)
-        except ArtifactError as err:
-            logger.warning("rebuilding %s %s: %s", what, path, err)
-    elif path.exists():
+    if not (path / metadata).exists() and path.exists():
         logger.warning("rebuilding %s %s: it has no %s", what, path, metadata)
+    return reuse_or_build((path / metadata).exists(), f"{what} {path}", lambda: load(path), current, build)
+
+
+def reuse_or_build(present: bool, label: str, load: Callable[[], Any], current: Callable[[Any], bool],
+                   build: Callable[[], Any]) -> Any:
+    """``cached_artifact``'s rule for any store (a directory, a Milvus collection): when ``present``, ``load()``
+    it and reuse it if ``current`` says it still fits; else, or when it is stale or damaged (an ArtifactError),
+    ``build()`` it, with a log line naming ``label``."""
+    if present:
+        try:
+            loaded = load()
+            if current(loaded):
+                logger.info("reusing %s", label)
+                return loaded
+            logger.info("%s is stale (corpus, settings or tokenizer changed); rebuilding", label)
+        except ArtifactError as err:
+            logger.warning("rebuilding %s: %s", label, err)
     return build()
 
 
@@ -326,7 +336,7 @@ def check_target(target: str | os.PathLike, describes: tuple[str, str], overwrit
             f"{target} exists and is not a {describes[1]} (no {describes[0]} saying so); refusing to replace it"
         )
     pid = _reserved_by(target)
-    if not overwrite and (pid is None or _alive(pid)):
+    if not overwrite and (pid is None or alive(pid)):
         busy = f" (being written by process {pid})" if pid else ""
         raise FileExistsError(f"{target} already exists{busy}; pass --overwrite to replace it")
 
@@ -350,7 +360,7 @@ def atomic_directory(target: str | os.PathLike, describes: tuple[str, str], over
         check_target(target, describes, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    if overwrite and (pid := _reserved_by(target)) is not None and not _alive(pid):
+    if overwrite and (pid := _reserved_by(target)) is not None and not alive(pid):
         _reservation(target).unlink()  # a dead exclusive writer's empty reservation: nothing to keep
     reserved = not overwrite
     if reserved:

@@ -44,8 +44,8 @@ class IndexBackend(ABC):
         """Build ``dataset``'s indexes at ``target``; ``(dense index, lexical index or None)``."""
 
     @abstractmethod
-    def open(self, target: str, model: ModelInfo | None = None):
-        """The dense index at ``target`` (checked against ``model``)."""
+    def open(self, target: str, model: ModelInfo | None = None, device: str | None = None):
+        """The dense index at ``target`` (checked against ``model``); ``device``: search there with torch."""
 
     def lexical_of(self, index):
         """The lexical index that belongs to ``index``, or None."""
@@ -82,10 +82,10 @@ class FaissBackend(IndexBackend):
         index = build_index(dataset, encoder, target, config, progress=progress, overwrite=overwrite)
         return index, build_lexical_index(dataset, lexical_path_for(target), overwrite=overwrite) if lexical else None
 
-    def open(self, target, model=None):
+    def open(self, target, model=None, device=None):
         from retriever.index import CorpusIndex
 
-        return CorpusIndex.load(target, model)
+        return CorpusIndex.load(target, model, device=device)
 
 
 class MilvusBackend(IndexBackend):
@@ -118,9 +118,11 @@ class MilvusBackend(IndexBackend):
                                    progress=progress, overwrite=overwrite)
         return index, index.lexical()
 
-    def open(self, target, model=None):
+    def open(self, target, model=None, device=None):
         from retriever.milvus import MilvusIndex
 
+        if device is not None:
+            raise ValueError(f"device {device!r}: a Milvus collection searches on its server, not on a torch device")
         return MilvusIndex.load(self.uri, str(target), model)
 
     def lexical_of(self, index):

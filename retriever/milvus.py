@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from retriever.artifacts import MODEL_SCHEMA, ArtifactError, check_metadata, library_version
+from retriever.artifacts import MODEL_SCHEMA, ArtifactError, alive, check_metadata, library_version, reuse_or_build
 from retriever.encoder import Encoder, ModelInfo
 from retriever.index import DenseIndex, IndexConfig, IndexType, corpus_source, ivf_nlist
 from retriever.lexical import LexicalConfig, fit_bm25, tokenize, tokenizer_versions
@@ -348,11 +348,9 @@ def _create_vocab(client, name: str, vocab: dict[str, int]) -> None:
 
 def _remove_stale(client, uri: str, name: str) -> None:
     """Drop what a killed local build of ``name`` left (``NAME__incomplete_<pid>`` of a dead process)."""
-    from retriever.artifacts import _alive
-
     for other in client.list_collections():
         match = re.fullmatch(rf"{re.escape(name)}{INCOMPLETE}(\d+)(?:{VOCAB})?", other)
-        if match and _is_local(uri) and not _alive(int(match.group(1))):
+        if match and _is_local(uri) and not alive(int(match.group(1))):
             logger.warning("dropping Milvus collection %s, left by an interrupted build", other)
             client.drop_collection(other)
         elif match:
@@ -363,8 +361,10 @@ def _remove_stale(client, uri: str, name: str) -> None:
 def _check_target(client, uri: str, name: str, overwrite: bool, owned: bool) -> None:
     if not client.has_collection(name) or owned:
         return
-    raw = client.describe_collection(name).get("properties", {}).get(META)
-    ours = raw is not None and '"kind": "' + KIND + '"' in raw
+    try:
+        ours = json.loads(client.describe_collection(name).get("properties", {}).get(META, "{}")).get("kind") == KIND
+    except (json.JSONDecodeError, AttributeError):
+        ours = False
     if not ours:
         raise FileExistsError(f"Milvus collection {name!r} at {uri} exists and is not a routerretriever index; "
                               "refusing to replace it")
@@ -461,19 +461,16 @@ def ensure_milvus_index(dataset, encoder: Encoder, uri: str, config: IndexConfig
     config = config or IndexConfig()
     name = default_collection(dataset.name, encoder.info, config)
     source = corpus_source(dataset)
-    client = _client(uri)
-    if client.has_collection(name):
-        try:
-            index = MilvusIndex.load(uri, name, encoder.info)
-            have = index.meta["lexical"]
-            if index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
-                    index.meta["config"] == config.to_json() and \
-                    (lexical is None or (have is not None and have["config"] == lexical.to_json()
-                                         and have["tokenizer"] == tokenizer_versions())):
-                logger.info("reusing Milvus collection %s at %s", name, uri)
-                return index
-            logger.info("Milvus collection %s is stale or lacks BM25; rebuilding", name)
-        except ArtifactError as err:
-            logger.warning("rebuilding Milvus collection %s: %s", name, err)
-    return build_milvus_index(dataset, encoder, uri, name, config, lexical, progress=progress, source=source,
-                              owned=True)
+
+    def current(index: MilvusIndex) -> bool:
+        have = index.meta["lexical"]
+        return index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
+            index.meta["config"] == config.to_json() and \
+            (lexical is None or (have is not None and have["config"] == lexical.to_json()
+                                 and have["tokenizer"] == tokenizer_versions()))
+
+    return reuse_or_build(
+        _client(uri).has_collection(name), f"Milvus collection {name} at {uri}",
+        lambda: MilvusIndex.load(uri, name, encoder.info), current,
+        lambda: build_milvus_index(dataset, encoder, uri, name, config, lexical, progress=progress, source=source,
+                                   owned=True))

@@ -22,7 +22,7 @@ from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex
 from retriever.lexical import LexicalIndex, lexical_beside
 from retriever.ranking import search, search_lexical
-from retriever.routers import Router, Routing
+from retriever.routers import Router
 from retriever.systems import FUSION_DEPTH, SystemSet, dense_part, is_lexical, run_system
 
 __all__ = ["RoutedResult", "RouterRetriever"]
@@ -85,11 +85,6 @@ class RouterRetriever:
 
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
         return cls(encoder, FixedRouter(encoder.names, {"expert": BASE_EXPERT}))
-
-    def route(self, texts: Sequence[str]) -> tuple[np.ndarray, Routing]:
-        """The base query vectors and the routing decisions made on them."""
-        base = self.encoder.encode(texts, BASE_EXPERT)
-        return base, self.router.route(base)
 
     def encode_routed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Each query's vector under the dense expert of the system it is routed to (the base vector for ``base``
