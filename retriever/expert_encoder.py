@@ -25,6 +25,11 @@ from retriever.systems import BASE
 
 __all__ = ["BASE_EXPERT", "MultiExpertEncoder"]
 
+
+def _length(mask) -> int:
+    """Tokens up to a row's last unmasked position (what trimming its padding must keep)."""
+    return int(mask.nonzero().max()) + 1 if mask.any() else 1
+
 BASE_EXPERT = BASE  # the reserved expert: the plain base model
 
 
@@ -104,31 +109,67 @@ class MultiExpertEncoder:
 
     def resume(self, kept: KeptStates, experts: Sequence[str | None]) -> np.ndarray:
         """``experts[i]``'s vector of text ``i`` from the kept base pass (rows whose expert is None or ``base``
-        stay zero): per batch and start layer, one mixed pass of every routed row through the remaining layers."""
+        stay zero). Per start layer, the routed rows of every kept batch are regrouped: sorted by length into
+        batches of ``BATCH`` (each trimmed to its longest row), each batch ordered by expert so every expert's rows
+        are one slice, then one mixed pass of the batch through the remaining layers."""
         import torch
-        from transformers.masking_utils import create_bidirectional_mask
 
         if len(experts) != kept.count:
             raise ValueError(f"{len(experts)} expert names for {kept.count} kept texts")
-        auto = self.base.model[0].auto_model
         out = np.zeros((kept.count, self.dim), dtype=np.float32)
+        by_start: dict[int, list[tuple[int, int]]] = {}  # start layer -> (kept batch, row in it)
+        for b, (rows, _, _) in enumerate(kept.batches):
+            for j, i in enumerate(rows):
+                if experts[i] not in (None, BASE_EXPERT):
+                    by_start.setdefault(self.start_layer(experts[i]), []).append((b, j))
         with torch.no_grad():
-            for rows, features, states in kept.batches:
-                names = [None if experts[i] in (None, BASE_EXPERT) else experts[i] for i in rows]
-                for start in sorted({self.start_layer(n) for n in names if n is not None}):
-                    if start not in states:
-                        raise ValueError(f"the base pass kept no hidden states entering layer {start}")
-                    picked = [j for j, n in enumerate(names) if n is not None and self.start_layer(n) == start]
-                    index = torch.tensor(picked)
-                    sub = {k: v[index] if hasattr(v, "to") else v for k, v in features.items()}
-                    hidden = states[start][index]
-                    mask = create_bidirectional_mask(config=auto.config, inputs_embeds=hidden,
-                                                     attention_mask=sub["attention_mask"])
-                    with active_rows([names[j] for j in picked]):
-                        for layer in auto.encoder.layer[start:]:
-                            hidden = layer(hidden, mask)
-                    out[rows[picked]] = self._pooled(sub, hidden)
+            for start, members in sorted(by_start.items()):
+                if any(start not in kept.batches[b][2] for b, _ in members):
+                    raise ValueError(f"the base pass kept no hidden states entering layer {start}")
+                length = {m: _length(kept.batches[m[0]][1]["attention_mask"][m[1]]) for m in members}
+                members.sort(key=lambda m: -length[m])
+                for first in range(0, len(members), self.BATCH):
+                    chunk = sorted(members[first : first + self.BATCH],
+                                   key=lambda m: experts[kept.batches[m[0]][0][m[1]]])
+                    rows = np.array([kept.batches[b][0][j] for b, j in chunk])
+                    features, hidden = self._regroup(kept, chunk, start, max(length[m] for m in chunk))
+                    vectors = self._through(features, hidden, start, [experts[i] for i in rows])
+                    out[rows] = vectors
         return out
+
+    def _regroup(self, kept: KeptStates, chunk: list[tuple[int, int]], start: int, width: int):
+        """One batch of kept rows from several base batches: their hidden states entering layer ``start`` and
+        their features, trimmed or zero-padded to ``width`` tokens (beyond a row's last token is padding)."""
+        import torch
+
+        source = kept.batches[chunk[0][0]][2][start]
+        hidden = source.new_zeros((len(chunk), width, source.shape[-1]))
+        features = {}
+        for key, value in kept.batches[chunk[0][0]][1].items():
+            if hasattr(value, "ndim") and value.ndim == 2:
+                features[key] = value.new_zeros((len(chunk), width))
+            elif not hasattr(value, "ndim"):
+                features[key] = value
+        for r, (b, j) in enumerate(chunk):
+            batch_features, states = kept.batches[b][1], kept.batches[b][2]
+            w = min(width, states[start].shape[1])
+            hidden[r, :w] = states[start][j, :w]
+            for key in features:
+                if isinstance(features[key], torch.Tensor):
+                    features[key][r, :w] = batch_features[key][j, :w]
+        return features, hidden
+
+    def _through(self, features: dict, hidden, start: int, names: list[str]) -> np.ndarray:
+        """Layers ``start``.. and the pooling over one batch, row ``i`` with expert ``names[i]``'s factors."""
+        from transformers.masking_utils import create_bidirectional_mask
+
+        auto = self.base.model[0].auto_model
+        mask = create_bidirectional_mask(config=auto.config, inputs_embeds=hidden,
+                                         attention_mask=features["attention_mask"])
+        with active_rows(names):
+            for layer in auto.encoder.layer[start:]:
+                hidden = layer(hidden, mask)
+        return self._pooled(features, hidden)
 
     def _pooled(self, features: dict, hidden) -> np.ndarray:
         """The sentence-transformers modules after the transformer (pooling, normalisation) on ``hidden``."""

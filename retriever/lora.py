@@ -43,18 +43,20 @@ def active_expert(name: str | None) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-RowExperts = tuple[tuple[str, torch.Tensor], ...]  # (expert, indexes of the batch rows it encodes)
+RowExperts = tuple[tuple[str, slice | torch.Tensor], ...]  # (expert, the batch rows it encodes)
 
 
 @contextlib.contextmanager
 def active_rows(experts: list[str | None]) -> Iterator[None]:
     """Within the block, routed layers apply ``experts[i]`` to row ``i`` of the batch (None: the base model): one
-    mixed pass for a batch routed to several experts, each expert's factors applied to its own rows only."""
+    mixed pass for a batch routed to several experts, each expert's factors applied to its own rows only. Rows
+    of one expert that are adjacent are a slice (a view, no gather/scatter): order the batch by expert."""
     groups: dict[str, list[int]] = {}
     for row, name in enumerate(experts):
         if name is not None:
             groups.setdefault(name, []).append(row)
-    token = _ACTIVE.set(tuple((name, torch.tensor(rows)) for name, rows in groups.items()))
+    token = _ACTIVE.set(tuple((name, slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] == len(rows) - 1
+                               else torch.tensor(rows)) for name, rows in groups.items()))
     try:
         yield
     finally:
@@ -76,7 +78,11 @@ class RoutedLoRALinear(nn.Module):
             for expert, rows in name:
                 if (factors := self.adapters.get(expert)) is not None:
                     a, b, scale = factors
-                    out.index_add_(0, rows.to(x.device), (x[rows] @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * scale)
+                    update = (x[rows] @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * scale
+                    if isinstance(rows, slice):
+                        out[rows] += update
+                    else:
+                        out.index_add_(0, rows.to(x.device), update)
             return out
         factors = self.adapters.get(name)
         if factors is None:  # this expert leaves this layer untouched
