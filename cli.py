@@ -14,6 +14,7 @@ from eval.data import DATA_DIR_ENV
 from eval.runs import SYSTEMS
 from experts.config import Negatives
 from retriever.backends import BACKENDS
+from retriever.encoder import PRECISIONS
 from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
 from retriever.routers import FALLBACKS, buildable_kinds, novelty_kinds
 from retriever.routers.pilot import PilotRouter
@@ -102,9 +103,15 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
                                     "local cluster with --workers CPUs].")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0, show_default=True,
               help="Ray: GPUs per encoder actor (0: CPU).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Corpus encoding: fp32 (sentence-transformers' encode) or bf16/fp16 under autocast, tokenised "
+                   "once and sorted by length (the fast GPU path; vectors within 0.999 cosine of fp32).")
+@click.option("--device", help="Local encoding on this torch device [default: sentence-transformers' choice].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Texts per encoder batch (a GPU takes 256 or more).")
 @click.pass_obj
 def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output, overwrite, no_lexical, encoder_kind,
-          workers, ray_address, gpus_per_worker):
+          workers, ray_address, gpus_per_worker, precision, device, batch_size):
     """Encode a dataset's corpus with the base model and save a dense index and a BM25 index (FAISS or Milvus)."""
     from eval.data import open_dataset
     from retriever.encoder import load_encoder
@@ -112,6 +119,8 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 
     if encoder_kind == "local" and (ray_address or gpus_per_worker):
         raise click.UsageError("--ray-address and --gpus-per-worker are for --encoder ray")
+    if encoder_kind == "ray" and device:
+        raise click.UsageError("--device is for --encoder local (Ray workers: --gpus-per-worker)")
     ds = open_dataset(data_dir, dataset)
     config = IndexConfig(index_type=index_type)
     if output is not None:  # fail before the model loads; the writes themselves are exclusive as well
@@ -119,9 +128,10 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
     if encoder_kind == "ray":
         from retriever.ray_encoder import RayEncoder
 
-        encoder = RayEncoder(model, workers, ray_address, gpus=gpus_per_worker)
+        encoder = RayEncoder(model, workers, ray_address, gpus=gpus_per_worker, precision=precision)
     else:
-        encoder = load_encoder(model)
+        encoder = load_encoder(model, device=device, precision=precision)
+        encoder.batch_size = batch_size
     try:
         if output is None:
             built, lexical = backend.ensure(ds, encoder, config, lexical=not no_lexical, progress=obj["progress"])

@@ -29,6 +29,15 @@ def open_indexed(args, names, encoder) -> tuple[dict, dict]:
     return opened, {name: ensure_index(ds, encoder, args.cache_dir) for name, ds in opened.items()}
 
 
+def synchronizer(device: str | None):
+    """A function that waits for ``device``'s queued kernels (a no-op off CUDA), for honest clock readings."""
+    if device is None or not str(device).startswith("cuda"):
+        return lambda: None
+    import torch
+
+    return lambda: torch.cuda.synchronize(device)
+
+
 def fit_option(text: str) -> tuple[str, object]:
     """``NAME=VALUE`` with a JSON value (a plain string otherwise), for ``--option``."""
     name, sep, value = text.partition("=")

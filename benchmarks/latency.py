@@ -16,10 +16,56 @@ routed searcher (and one ratio line per further one).
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 import common
+
+
+def round_robin(data_dir, names: list[str], n: int = 256) -> list[str]:
+    """``n`` test queries drawn in turn from each dataset (so they route to different systems)."""
+    from eval import open_dataset
+
+    pools = [list(open_dataset(data_dir, d).split("test").queries.values()) for d in names]
+    return [pools[i % len(pools)][i // len(pools) % len(pools[i % len(pools)])] for i in range(n)]
+
+
+def time_searchers(searchers: dict, index, lexical, queries: list[str], single: int, repeats: int,
+                   sync=lambda: None) -> dict[str, tuple[float, float]]:
+    """``{name: (median seconds of a batch of 1, median seconds of the whole batch)}``, the searchers interleaved;
+    ``sync`` waits for a device's queued work before each clock reading."""
+    import statistics
+
+    def run(searcher, batch):
+        sync()
+        start = time.perf_counter()
+        searcher.search(batch, k=10, index=index, lexical=lexical)
+        sync()
+        return time.perf_counter() - start
+
+    for searcher in searchers.values():
+        run(searcher, queries[:8])  # warm-up
+    ones = {name: [] for name in searchers}
+    manys = {name: [] for name in searchers}
+    for q in queries[:single]:
+        for name, searcher in searchers.items():
+            ones[name].append(run(searcher, [q]))
+    for _ in range(repeats):
+        for name, searcher in searchers.items():
+            manys[name].append(run(searcher, queries))
+    return {name: (statistics.median(ones[name]), statistics.median(manys[name])) for name in searchers}
+
+
+def report(medians: dict[str, tuple[float, float]], routed: str, extra: dict) -> None:
+    """One JSON line per searcher, then the ratio lines against ``base-only``."""
+    for name, (one, many) in medians.items():
+        print(json.dumps({"search": name, "batch_1_median_ms": round(1000 * one, 1),
+                          "batch_256_median_s": round(many, 3), "batch_256_queries_per_s": round(256 / many, 1),
+                          **extra}))
+    base_one, base_many = medians["base-only"]
+    for name in [n for n in medians if n != "base-only"]:
+        one, many = medians[name]
+        label = "" if name == routed else f" ({name})"
+        print(f"ratio batch1={one / base_one:.2f} batch256={many / base_many:.2f}{label}")
 
 
 def main() -> None:
@@ -32,47 +78,26 @@ def main() -> None:
     parser.add_argument("--dataset", action="append", required=True)
     parser.add_argument("--single", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", help="encode and search on this torch device (e.g. cuda)")
     args = parser.parse_args()
 
     from eval import open_dataset
     from retriever import FixedRouter, RouterRetriever, ensure_index, ensure_lexical_index
 
-    routed = RouterRetriever.load(args.router, args.routing)
+    routed = RouterRetriever.load(args.router, args.routing, device=args.device)
     searchers = {"base-only": RouterRetriever(routed.encoder, FixedRouter(routed.encoder.names, {"expert": "base"})),
                  f"routed:{args.routing}": routed}
     for other in args.compare_router:
-        searchers[f"routed:{other}"] = RouterRetriever.load(other)
+        searchers[f"routed:{other}"] = RouterRetriever.load(other, device=args.device)
     dataset = open_dataset(args.data_dir, args.index_dataset)
     index = ensure_index(dataset, routed.encoder.base, args.cache_dir)
+    if args.device:
+        index.to(args.device)
     lexical = ensure_lexical_index(dataset, args.cache_dir)
-    pools = [list(open_dataset(args.data_dir, d).split("test").queries.values()) for d in args.dataset]
-    queries = [pools[i % len(pools)][i // len(pools) % len(pools[i % len(pools)])] for i in range(256)]
-
-    def run(searcher, batch):
-        start = time.perf_counter()
-        searcher.search(batch, k=10, index=index, lexical=lexical)
-        return time.perf_counter() - start
-
-    for searcher in searchers.values():
-        run(searcher, queries[:8])  # warm-up
-    single = {name: [] for name in searchers}
-    batch = {name: [] for name in searchers}
-    for q in queries[: args.single]:
-        for name, searcher in searchers.items():
-            single[name].append(run(searcher, [q]))
-    for _ in range(args.repeats):
-        for name, searcher in searchers.items():
-            batch[name].append(run(searcher, queries))
-    medians = {name: (statistics.median(single[name]), statistics.median(batch[name])) for name in searchers}
-    for name, (one, many) in medians.items():
-        print(json.dumps({"search": name, "batch_1_median_ms": round(1000 * one, 1),
-                          "batch_256_median_s": round(many, 3), "batch_256_queries_per_s": round(256 / many, 1),
-                          "index": args.index_dataset, "index_docs": len(index)}))
-    base_one, base_many = medians["base-only"]
-    for name in list(searchers)[1:]:
-        one, many = medians[name]
-        label = "" if name == f"routed:{args.routing}" else f" ({name})"
-        print(f"ratio batch1={one / base_one:.2f} batch256={many / base_many:.2f}{label}")
+    medians = time_searchers(searchers, index, lexical, round_robin(args.data_dir, args.dataset), args.single,
+                             args.repeats, common.synchronizer(args.device))
+    report(medians, f"routed:{args.routing}", {"index": args.index_dataset, "index_docs": len(index),
+                                               "device": args.device or "cpu"})
 
 
 if __name__ == "__main__":

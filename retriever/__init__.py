@@ -51,6 +51,8 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "rank": "retriever.ranking",
     "search": "retriever.ranking",
     "default_cache_dir": "retriever.index",
+    "faiss_gpus": "retriever.index",
+    "PRECISIONS": "retriever.encoder",
     "BASE": "retriever.routers",
     "SIMILARITIES": "retriever.routers",
     "best_threshold": "retriever.routers",

@@ -49,7 +49,7 @@ from retriever.encoder import Encoder, ModelInfo, check_device
 
 __all__ = [
     "CACHE_DIR_ENV", "CorpusIndex", "DenseIndex", "IndexConfig", "IndexType", "Metric", "build_index",
-    "default_cache_dir", "ensure_index",
+    "default_cache_dir", "ensure_index", "faiss_gpus",
 ]
 
 logger = logging.getLogger(__name__)
@@ -199,8 +199,9 @@ class DenseIndex:
 class CorpusIndex(DenseIndex):
     """A loaded corpus index. ``search`` returns raw rows; ``retriever.ranking`` maps them to ids.
 
-    Search runs on FAISS, or with ``device`` set (``"cuda"``, ``"cuda:1"``, ``"cpu"``) as an exact torch matrix
-    product on that device: the GPU path where no FAISS GPU build is installed (flat indexes only).
+    Search runs on FAISS. With ``device`` set (``"cuda"``, ``"cuda:1"``, ``"cpu"``): on a CUDA device with a FAISS
+    GPU build installed (the ``gpu`` extra, ``faiss-gpu-cu12``), the FAISS index is copied to that GPU (flat and
+    IVF); otherwise search is an exact torch matrix product on the device (flat indexes only).
     """
 
     QUERY_CHUNK = 4096  # queries per torch matrix product, so scores stay within memory on large batches
@@ -214,12 +215,20 @@ class CorpusIndex(DenseIndex):
         self.index = index
         self.device = None
         self._device_docs = None
+        self._gpu_index = None  # (FAISS GPU resources, the index on the GPU) with a FAISS GPU build
         if device is not None:
             self.to(device)
 
     def to(self, device: str | None) -> CorpusIndex:
-        """Search with torch on ``device`` from now on (``None``: FAISS). Copies the vectors there once."""
-        if device is not None:
+        """Search on ``device`` from now on (``None``: FAISS on the CPU): FAISS's GPU index where the installed
+        FAISS can use that GPU, else torch. Copies the index there once."""
+        self._device_docs, self._gpu_index = None, None
+        gpu = cuda_ordinal(device)
+        if gpu is not None and gpu < faiss_gpus() and self.config.index_type is not IndexType.HNSW:
+            check_device(device)
+            resources = faiss.StandardGpuResources()
+            self._gpu_index = (resources, faiss.index_cpu_to_gpu(resources, gpu, self.index))
+        elif device is not None:
             import torch
 
             if self.config.index_type is not IndexType.FLAT:
@@ -227,13 +236,18 @@ class CorpusIndex(DenseIndex):
                                  f"{self.config.index_type.value} (rebuild it with --index-type flat)")
             check_device(device)
             self._device_docs = torch.from_numpy(np.array(self.embeddings, dtype=np.float32)).to(device)
-        else:
-            self._device_docs = None
         self.device = device
         return self
 
+    @property
+    def engine(self) -> str:
+        """What searches: ``faiss`` (CPU), ``faiss-gpu`` or ``torch`` (on ``device``)."""
+        return "faiss-gpu" if self._gpu_index is not None else "torch" if self._device_docs is not None else "faiss"
+
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         query_vectors, k = self._queries(query_vectors, k)
+        if self._gpu_index is not None:
+            return self._gpu_index[1].search(query_vectors, k)
         if self._device_docs is None:
             return self.index.search(query_vectors, k)
         import torch
@@ -294,6 +308,19 @@ class CorpusIndex(DenseIndex):
         return loaded
 
 
+def faiss_gpus() -> int:
+    """GPUs the installed FAISS build can use: 0 for ``faiss-cpu``."""
+    return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
+
+
+def cuda_ordinal(device: str | None) -> int | None:
+    """The GPU number of a CUDA device name (``cuda`` is 0, ``cuda:1`` is 1); None for any other device."""
+    if device is None or not str(device).startswith("cuda"):
+        return None
+    _, _, number = str(device).partition(":")
+    return int(number) if number.isdigit() else 0
+
+
 def chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -348,6 +375,7 @@ def build_index(
             "format_version": FORMAT_VERSION,
             "library_version": library_version(),
             "model": {"id": encoder.info.id, "fingerprint": encoder.info.fingerprint, "dim": dim},
+            "precision": encoder.precision,
             "dim": dim,
             "normalized": True,
             "metric": config.metric.value,
@@ -385,9 +413,21 @@ def corpus_source(docs) -> dict:
     return {"dataset": docs.name, "corpus": str(docs.corpus_path), "corpus_sha256": sha256_file(docs.corpus_path)}
 
 
-def default_index_path(cache_dir: str | os.PathLike, name: str, model: ModelInfo, config: IndexConfig) -> Path:
+def default_index_path(cache_dir: str | os.PathLike, name: str, model: ModelInfo, config: IndexConfig,
+                       precision: str = "fp32") -> Path:
     name = safe_name(name, "dataset")
-    return Path(cache_dir) / "indexes" / f"{name}-{model.fingerprint[:12]}-{config.index_type.value}"
+    return Path(cache_dir) / "indexes" / f"{name}-{model.fingerprint[:12]}-{config.index_type.value}" \
+        f"{precision_suffix(precision, '-')}"
+
+
+def precision_suffix(precision: str, sep: str) -> str:
+    """What a cache entry's name adds for a corpus encoded in ``precision`` (nothing for fp32, the default)."""
+    return "" if precision == "fp32" else f"{sep}{precision}"
+
+
+def built_precision(meta: dict) -> str:
+    """The precision an index's corpus was encoded in (indexes written before it was recorded: fp32)."""
+    return meta.get("precision", "fp32")
 
 
 def ensure_index(
@@ -400,12 +440,12 @@ def ensure_index(
 ) -> CorpusIndex:
     """Load the cached index of ``dataset`` for this model, or build it when absent or stale."""
     config = config or IndexConfig()
-    path = default_index_path(cache_dir, dataset.name, encoder.info, config)
+    path = default_index_path(cache_dir, dataset.name, encoder.info, config, encoder.precision)
     source = corpus_source(dataset)
 
     def current(index: CorpusIndex) -> bool:
         return index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
-            index.meta["config"] == config.to_json()
+            index.meta["config"] == config.to_json() and built_precision(index.meta) == encoder.precision
 
     return cached_artifact(path, "index.json", "index", lambda p: CorpusIndex.load(p, encoder.info), current,
                            lambda: build_index(dataset, encoder, path, config, progress=progress, source=source,

@@ -39,7 +39,15 @@ from tqdm.auto import tqdm
 
 from retriever.artifacts import MODEL_SCHEMA, ArtifactError, alive, check_metadata, library_version, reuse_or_build
 from retriever.encoder import Encoder, ModelInfo
-from retriever.index import DenseIndex, IndexConfig, IndexType, corpus_source, ivf_nlist
+from retriever.index import (
+    DenseIndex,
+    IndexConfig,
+    IndexType,
+    built_precision,
+    corpus_source,
+    ivf_nlist,
+    precision_suffix,
+)
 from retriever.lexical import LexicalConfig, fit_bm25, tokenize, tokenizer_versions
 
 __all__ = ["MilvusIndex", "MilvusLexicalIndex", "build_milvus_index", "default_collection", "ensure_milvus_index"]
@@ -87,10 +95,10 @@ def check_collection_name(name: object) -> str:
     return name
 
 
-def default_collection(dataset: str, model: ModelInfo, config: IndexConfig) -> str:
+def default_collection(dataset: str, model: ModelInfo, config: IndexConfig, precision: str = "fp32") -> str:
     """The collection a dataset's index gets unless told otherwise (the Milvus twin of the cache path)."""
-    return check_collection_name(
-        f"rr_{re.sub(r'[^A-Za-z0-9]', '_', dataset)}_{model.fingerprint[:12]}_{config.index_type.value}")
+    return check_collection_name(f"rr_{re.sub(r'[^A-Za-z0-9]', '_', dataset)}_{model.fingerprint[:12]}_"
+                                 f"{config.index_type.value}{precision_suffix(precision, '_')}")
 
 
 def _dense_index_params(client, config: IndexConfig, n: int):
@@ -385,7 +393,7 @@ def build_milvus_index(dataset, encoder: Encoder, uri: str, name: str | None = N
     ``default_collection``), with the BM25 side when ``lexical`` is given. An existing collection is replaced only
     once the new one is complete, and only if it is a routerretriever index (``owned``: whatever it holds)."""
     config = config or IndexConfig()
-    name = check_collection_name(name or default_collection(dataset.name, encoder.info, config))
+    name = check_collection_name(name or default_collection(dataset.name, encoder.info, config, encoder.precision))
     client = _client(uri)
     _check_target(client, uri, name, overwrite, owned)
     _remove_stale(client, uri, name)
@@ -429,7 +437,7 @@ def build_milvus_index(dataset, encoder: Encoder, uri: str, name: str | None = N
         meta = {
             "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
             "model": {"id": encoder.info.id, "fingerprint": encoder.info.fingerprint, "dim": encoder.dim},
-            "dim": encoder.dim, "normalized": True, "metric": config.metric.value,
+            "precision": encoder.precision, "dim": encoder.dim, "normalized": True, "metric": config.metric.value,
             "index_type": config.index_type.value, "config": config.to_json(), "count": len(docs),
             "source": source if source is not None else corpus_source(dataset),
             "lexical": None if lexical is None else {"config": lexical.to_json(), "tokenizer": tokenizer_versions(),
@@ -459,13 +467,13 @@ def ensure_milvus_index(dataset, encoder: Encoder, uri: str, config: IndexConfig
     """The dataset's collection at ``uri`` (``default_collection``), built when absent, stale (corpus, settings,
     model) or without the BM25 side ``lexical`` asks for."""
     config = config or IndexConfig()
-    name = default_collection(dataset.name, encoder.info, config)
+    name = default_collection(dataset.name, encoder.info, config, encoder.precision)
     source = corpus_source(dataset)
 
     def current(index: MilvusIndex) -> bool:
         have = index.meta["lexical"]
         return index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
-            index.meta["config"] == config.to_json() and \
+            index.meta["config"] == config.to_json() and built_precision(index.meta) == encoder.precision and \
             (lexical is None or (have is not None and have["config"] == lexical.to_json()
                                  and have["tokenizer"] == tokenizer_versions()))
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from retriever.encoder import ModelInfo
+from retriever.encoder import PRECISIONS, ModelInfo
 
 __all__ = ["RayEncoder"]
 
@@ -30,13 +30,13 @@ BLOCK_SIZE = 256  # texts per task: small enough to keep every actor busy, large
 class _Worker:
     """One actor: a base encoder on the worker's CPUs (or its GPU)."""
 
-    def __init__(self, model: str | None, threads: int, device: str | None):
+    def __init__(self, model: str | None, threads: int, device: str | None, precision: str):
         import torch
 
         from retriever.encoder import load_encoder
 
         torch.set_num_threads(threads)
-        self.encoder = load_encoder(model, device=device)
+        self.encoder = load_encoder(model, device=device, precision=precision)
         self._client, self._uri = None, None
 
     def info(self) -> ModelInfo:
@@ -65,12 +65,14 @@ class RayEncoder:
     """
 
     def __init__(self, model: str | None = None, workers: int = 2, address: str | None = None, cpus: int = 1,
-                 gpus: float = 0, block_size: int = BLOCK_SIZE):
+                 gpus: float = 0, block_size: int = BLOCK_SIZE, precision: str = "fp32"):
         import ray
         from ray.util import ActorPool
 
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
         self._started = not ray.is_initialized()
@@ -82,12 +84,12 @@ class RayEncoder:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         device = "cuda" if gpus > 0 else "cpu"
         actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
-        self._actors = [actor.remote(model, cpus, device) for _ in range(workers)]
+        self._actors = [actor.remote(model, cpus, device, precision) for _ in range(workers)]
         infos = ray.get([a.info.remote() for a in self._actors])  # fails here if a worker cannot load the model
         if len(set(infos)) != 1:
             raise RuntimeError(f"Ray workers loaded different models: {sorted({i.fingerprint for i in infos})}")
         self.info: ModelInfo = infos[0]
-        self.workers, self.block_size = workers, block_size
+        self.workers, self.block_size, self.precision = workers, block_size, precision
         self._pool = ActorPool(self._actors)
         logger.info("encoding on Ray with %d workers (%s)", workers, address or "local cluster")
 

@@ -59,6 +59,20 @@ def test_index_then_search(run, tmp_path, toy_model_dir):
     assert bad.exit_code == 1 and "Error: cannot use device 'tpu7'" in bad.output and "Traceback" not in bad.output
 
 
+def test_index_in_bf16_is_its_own_cache_entry(run, tmp_path):
+    """``index --precision bf16``: the autocast corpus path, recorded and cached apart from the fp32 index."""
+    fp32 = run("index", "--dataset", "toy", "--no-lexical")
+    bf16 = run("index", "--dataset", "toy", "--no-lexical", "--precision", "bf16", "--device", "cpu",
+               "--batch-size", "8")
+    assert fp32.exit_code == 0 and bf16.exit_code == 0, bf16.output
+    paths = [line.split("\t")[0] for line in (fp32.output.strip(), bf16.output.strip())]
+    assert paths[0] != paths[1] and paths[1].endswith("-flat-bf16")
+    assert json.loads((tmp_path / "cache" / "indexes" / paths[1].rsplit("/", 1)[1] / "index.json").read_text()
+                      )["precision"] == "bf16"
+    ray = run("index", "--dataset", "toy", "--encoder", "ray", "--device", "cuda")
+    assert ray.exit_code == 2 and "--device is for --encoder local" in ray.output
+
+
 @pytest.mark.parametrize("args, message", [
     (("evaluate", "--dataset", "missing"), "Error: dataset 'missing' not found: looked for"),
     (("evaluate", "--dataset", "toy", "--split", "dev"),

@@ -7,7 +7,7 @@ from conftest import assert_device_search_agrees
 
 from eval.data import open_dataset
 from retriever.artifacts import ArtifactError
-from retriever.encoder import load_encoder
+from retriever.encoder import Encoder, load_encoder
 from retriever.index import CorpusIndex, IndexConfig, IndexType, build_index, ensure_index
 from retriever.ranking import search
 
@@ -108,7 +108,7 @@ class ExplodingEncoder:
     """Fails after the first chunk, as an interrupted build would."""
 
     def __init__(self, inner):
-        self.inner, self.info, self.dim, self.calls = inner, inner.info, inner.dim, 0
+        self.inner, self.info, self.dim, self.precision, self.calls = inner, inner.info, inner.dim, "fp32", 0
 
     def encode(self, texts, **kwargs):
         self.calls += 1
@@ -152,6 +152,36 @@ def test_ensure_index_reuses_and_rebuilds_when_corpus_changes(toy, toy_encoder, 
         handle.write(json.dumps({"_id": "new", "title": "", "text": "a new document"}) + "\n")
     third = ensure_index(open_dataset(data_dir, "toy"), encoder, tmp_path / "cache")
     assert encoder.calls == 2 and len(third) == 21
+
+
+def test_autocast_encoding_is_within_cosine_of_fp32_and_cached_apart(minilm, real_data_dir, tmp_path):
+    """bf16 / fp16 corpus encoding (tokenised once, length-sorted, autocast) against fp32 on real passages, and its
+    index: a cache entry of its own that records the precision, never mistaken for the fp32 one."""
+    dataset = open_dataset(real_data_dir, "scifact")
+    docs = [doc for _, doc in zip(range(48), dataset.corpus(), strict=False)]
+    texts = [doc.content() for doc in docs]
+    fp32 = minilm.encode(texts)
+    for precision in ("bf16", "fp16"):
+        fast = load_encoder(device="cpu", precision=precision)
+        vectors = fast.encode(texts, batch_size=16)
+        assert vectors.dtype == np.float32 and vectors.shape == fp32.shape
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+        assert (vectors * fp32).sum(axis=1).min() >= 0.999
+        assert not np.array_equal(vectors, fp32)  # it did run in the lower precision
+    fast = load_encoder(device="cpu", precision="bf16")
+    built = build_index(docs, fast, tmp_path / "bf16")
+    assert built.meta["precision"] == "bf16"
+    np.testing.assert_array_equal(np.asarray(built.embeddings), fast.encode(texts))  # chunked = one call
+    with pytest.raises(ValueError, match="unknown precision 'fp8'; choose one of fp32, bf16, fp16"):
+        load_encoder(device="cpu", precision="fp8")
+
+
+def test_cache_entries_differ_by_precision(toy, toy_encoder, tmp_path):
+    fp32 = ensure_index(toy, toy_encoder, tmp_path)
+    bf16 = ensure_index(toy, Encoder(toy_encoder.model, toy_encoder.info, toy_encoder.path, precision="bf16"), tmp_path)
+    assert fp32.path != bf16.path and bf16.path.name.endswith("-bf16")
+    assert (fp32.meta["precision"], bf16.meta["precision"]) == ("fp32", "bf16")
+    assert ensure_index(toy, toy_encoder, tmp_path).path == fp32.path
 
 
 def test_empty_corpus_refused(toy_encoder, tmp_path):
