@@ -57,6 +57,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "SIMILARITIES": "retriever.routers",
     "best_threshold": "retriever.routers",
     "fold_gains": "retriever.routers",
+    "fold_routings": "retriever.routers",
     "fold_score": "retriever.routers",
     "in_domain_folds": "retriever.routers",
     "novelty_kinds": "retriever.routers",

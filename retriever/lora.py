@@ -67,7 +67,7 @@ class RoutedLoRALinear(nn.Module):
     def __init__(self, base: nn.Linear):
         super().__init__()
         self.base = base
-        self.adapters: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
+        self.adapters: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # expert -> (A^T, (B * alpha / r)^T)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
@@ -77,9 +77,9 @@ class RoutedLoRALinear(nn.Module):
         if isinstance(name, tuple):  # one expert per row: each expert's low-rank update on its rows
             for expert, rows in name:
                 if (factors := self.adapters.get(expert)) is not None:
-                    a, b, scale = factors
-                    update = (x[rows] @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * scale
-                    if isinstance(rows, slice):
+                    a, b = factors
+                    update = (x[rows] @ a.to(x.dtype)) @ b.to(x.dtype)
+                    if isinstance(rows, slice):  # in place on the rows' view: no gather, no scatter
                         out[rows] += update
                     else:
                         out.index_add_(0, rows.to(x.device), update)
@@ -87,8 +87,8 @@ class RoutedLoRALinear(nn.Module):
         factors = self.adapters.get(name)
         if factors is None:  # this expert leaves this layer untouched
             return out
-        a, b, scale = factors
-        return out + (x @ a.T.to(x.dtype)) @ b.T.to(x.dtype) * scale
+        a, b = factors
+        return out + (x @ a.to(x.dtype)) @ b.to(x.dtype)
 
 
 def lora_factors(state: dict[str, torch.Tensor], config: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
@@ -155,7 +155,7 @@ def attach_adapter(model: nn.Module, name: str, factors: dict[str, tuple[torch.T
                     f"maps {module.base.in_features} -> {module.base.out_features}"
                 )
             device = module.base.weight.device
-            module.adapters[name] = (a.to(device), b.to(device), scale)
+            module.adapters[name] = (a.T.contiguous().to(device), (b * scale).T.contiguous().to(device))
 
 
 def detach_adapter(model: nn.Module, name: str) -> None:

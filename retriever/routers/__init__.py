@@ -41,6 +41,7 @@ from retriever.routers.calibration import (
     best_threshold,
     fit_router,
     fold_gains,
+    fold_routings,
     fold_score,
     in_domain_folds,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "buildable_kinds",
     "fit_router",
     "fold_gains",
+    "fold_routings",
     "fold_score",
     "in_domain_folds",
     "load_router",

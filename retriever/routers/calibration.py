@@ -16,7 +16,8 @@ from retriever.routers.base import BASE, ROUTERS, Router, RoutingData, best_expe
 from retriever.systems import dense_part, hybrid
 
 __all__ = [
-    "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "best_threshold", "fit_router", "fold_gains", "fold_score",
+    "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "best_threshold", "fit_router", "fold_gains", "fold_routings",
+    "fold_score",
     "in_domain_folds", "routed_fold_gain",
 ]
 
@@ -116,6 +117,19 @@ def in_domain_folds(data: RoutingData) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(folds != k, (folds == k) & unseen) for k in (0, 1)]
 
 
+def fold_routings(cls: type[Router], data: RoutingData, options: dict):
+    """Router ``cls`` fitted and routing on ``fold_gains``' splits, one item per split: ``(setting, held-out row
+    mask, the router fitted without them, its Routing of them)``."""
+    datasets = np.array(data.datasets)
+    splits = [("in-domain", train, held, None) for train, held in in_domain_folds(data)]
+    names = sorted(set(data.datasets))
+    splits += [("left out", datasets != d, datasets == d, data.dataset_experts.get(d))
+               for d in names if len(names) > 1 and any(o != d for o in data.dataset_experts)]
+    for setting, train, held, drop in splits:
+        router = cls.fit(_subset(data, train, drop), **options)
+        yield setting, held, router, router._route(data.vectors[held])
+
+
 def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str, tuple[np.ndarray, ...]]:
     """How router ``cls`` does on training queries it did not see: ``{setting: (confidence, similarity, gain,
     dataset, row)}``, one entry per held-out query (``row``: its row in ``data``; similarity:
@@ -129,15 +143,9 @@ def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str,
     if data.scores is None:
         raise ValueError("measuring a router on folds needs the routing data's per-query scores (RoutingData.scores)")
     datasets = np.array(data.datasets)
-    splits = [("in-domain", train, held, None) for train, held in in_domain_folds(data)]
-    names = sorted(set(data.datasets))
-    splits += [("left out", datasets != d, datasets == d, data.dataset_experts.get(d))
-               for d in names if len(names) > 1 and any(o != d for o in data.dataset_experts)]
     base = data.experts.index(BASE)
     parts: dict[str, list[tuple[np.ndarray, ...]]] = {}
-    for setting, train, held, drop in splits:
-        router = cls.fit(_subset(data, train, drop), **options)
-        routing = router._route(data.vectors[held])
+    for setting, held, router, routing in fold_routings(cls, data, options):
         similarity = router.similarity(data.vectors[held])
         chosen = [data.experts.index(e) for e in routing.choice]
         gain = data.scores[held, chosen] - data.scores[held, base]
