@@ -12,7 +12,7 @@ import click
 
 from eval.data import DATA_DIR_ENV
 from eval.runs import SYSTEMS
-from experts.config import Negatives
+from experts.config import ROUTE_ON, Negatives
 from retriever.backends import BACKENDS
 from retriever.encoder import PRECISIONS
 from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
@@ -53,6 +53,14 @@ def model_options(func):
         return func(*args, **kwargs)
 
     return wrapper
+
+
+route_on_option = click.option(
+    "--route-on", type=click.Choice(ROUTE_ON), default="prefix", show_default=True,
+    help="What routers route on: prefix = the base model's hidden states entering the first layer the experts "
+         "adapt, mean-pooled and centered (routed search is then one encoder pass); embeddings = the base model's "
+         "query embeddings (the paper's pilots; routed search adds the experts' layers to a full base pass). "
+         "Experts that adapt every layer always route on embeddings.")
 
 
 def backend_options(func):
@@ -379,18 +387,19 @@ def _threshold_value(ctx, param, value):
 @click.option("--fusion", type=click.Choice(FUSIONS), default="convex", show_default=True,
               help="How hybrids fuse a dense and the BM25 ranking: convex (weight calibrated per expert on its "
                    "training queries) or rrf (reciprocal rank).")
+@route_on_option
 @model_options
 @backend_options
 @click.pass_obj
 def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
-                 no_lexical, fusion, model, cache_dir, index_type, backend):
+                 no_lexical, fusion, route_on, model, cache_dir, index_type, backend):
     """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
     built, default = build_routers(router, data_dir, cache_dir, datasets, kinds, max_queries,
                                    pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
                                    novelty=novelty, model=model, index_type=index_type, lexical=not no_lexical,
-                                   fusion=fusion, progress=obj["progress"], backend=backend)
+                                   fusion=fusion, progress=obj["progress"], backend=backend, route_on=route_on)
     for path, kind, labelled, systems in built:
         click.echo(f"{path}\t{kind}\t{labelled} labelled queries\tsystems: {', '.join(systems)}")
     click.echo(f"default router (best on the routing folds): {default}")
@@ -411,11 +420,12 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 @click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write the tables here.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG of the pilot router's dataset -> expert confusion.")
+@route_on_option
 @model_options
 @backend_options
 @click.pass_obj
 def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
-              output_json, markdown, plot, model, cache_dir, index_type, backend):
+              output_json, markdown, plot, route_on, model, cache_dir, index_type, backend):
     """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
     from eval.report import write_report
     from eval.runs import write_results_json
@@ -424,7 +434,7 @@ def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries
     comparison = run_comparison(data_dir, router, cache_dir, expert_datasets, eval_datasets, model=model,
                                 overrides=load_overrides(train_overrides or DEFAULT_OVERRIDES),
                                 max_queries=max_queries, multitask=not no_multitask, index_type=index_type,
-                                progress=obj["progress"], backend=backend)
+                                progress=obj["progress"], backend=backend, route_on=route_on)
     text = write_report(comparison, markdown, plot)
     write_results_json(comparison.results, output_json,
                        {"default_system": comparison.default, "fold_gains": comparison.fold_gains,

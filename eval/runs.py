@@ -213,6 +213,7 @@ class SplitRun:
             self.candidates = [c for c in self.candidates if not is_lexical(c)]
         self._vectors: dict[str, np.ndarray] = {}
         self._done: dict[str, np.ndarray] = {}
+        self._prefix: dict[int, np.ndarray] = {}  # layer -> every query's mean-pooled base states entering it
         self._rankings: dict[str, Results] = {}  # dense expert or "bm25" -> per-query top RETRIEVE_K
         self._fixed: dict[str, EvalResult] = {}
         self.vector_cache, self.expert_keys = vector_cache, expert_keys or {}
@@ -246,6 +247,16 @@ class SplitRun:
             self._vectors[expert][todo] = self.encoder.encode([self.texts[i] for i in todo], expert)
             self._done[expert][todo] = True
         return self._vectors[expert][rows]
+
+    def routing_vectors(self, router: Router) -> np.ndarray:
+        """What ``router`` routes every query of the split on (``Router.space``): base embeddings, or the routing
+        vectors of its prefix space (the base's first layers, run once per layer)."""
+        layer = router.space.layer
+        if layer is None:
+            return self.vectors(BASE_EXPERT)
+        if layer not in self._prefix:
+            self._prefix[layer] = self.encoder.prefix_means(self.texts, layer)
+        return router.space.vectors(self._prefix[layer])
 
     def _ranking(self, source: str, rows: list[int]) -> Results:
         """The top ``RETRIEVE_K`` of dense expert ``source`` (or of ``bm25``) for ``rows``, computed once per query."""
@@ -289,7 +300,7 @@ class SplitRun:
         if name not in self.routers:
             raise ValueError(f"router {name!r} is not built; built: {', '.join(self.routers) or 'none'}")
         router = self.routers[name]
-        choice = router.route(self.vectors(BASE_EXPERT)).choice
+        choice = router.route(self.routing_vectors(router)).choice
         results: Results = {}
         for system in sorted(set(choice)):  # hybrids fused as the router's labels were
             results.update(self.system_results(system, [i for i, s in enumerate(choice) if s == system],

@@ -10,7 +10,11 @@ from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 
-__all__ = ["Negatives", "TrainConfig"]
+__all__ = ["ROUTE_ON", "Negatives", "TrainConfig"]
+
+# What routers route on: the experts' shared prefix (``experts.routing.prefix_layer``; one encoder pass per routed
+# query) or the base model's embeddings (the paper's pilots; routed search then reuses the base pass).
+ROUTE_ON = ("prefix", "embeddings")
 
 
 class Negatives(StrEnum):

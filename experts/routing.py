@@ -23,7 +23,7 @@ from retriever.artifacts import ArtifactError, check_fields, load_npy, read_json
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.ranking import search, search_lexical
 from retriever.router_dir import RouterDirectory
-from retriever.routers import ROUTERS, RoutingData, best_expert, fit_router, novelty_kinds
+from retriever.routers import ROUTERS, RoutingData, RoutingSpace, best_expert, fit_router, novelty_kinds
 from retriever.routers.base import best_systems, unseen_rows
 from retriever.systems import BM25, FUSION_DEPTH, FUSION_VERSION, HYBRID, SystemSet, dense_part, fuse, system_names
 from retriever.systems import hybrid as hybrid_name
@@ -69,7 +69,7 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-_CACHE_FILES = ("queries.json", "base_vectors.npy", "scores-*.json")  # all that score_experts writes there
+_CACHE_FILES = ("queries.json", "base_vectors.npy", "prefix-*.npy", "scores-*.json")  # all score_experts writes
 
 
 def _key(data) -> str:
@@ -82,9 +82,11 @@ def lexical_key(lexical) -> str:
 
 
 def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDirectory, experts: list[str],
-                  max_queries: int, seed: int = 0, progress: bool = False, lexical=None) -> None:
+                  max_queries: int, seed: int = 0, progress: bool = False, lexical=None,
+                  layer: int | None = None) -> None:
     """Cache base vectors of the sampled training queries and each expert's per-query nDCG@10 on them; with a
-    lexical index, also BM25's and each expert's hybrid at every weight of ``HYBRID_WEIGHTS`` (and RRF)."""
+    lexical index, also BM25's and each expert's hybrid at every weight of ``HYBRID_WEIGHTS`` (and RRF); with
+    ``layer``, their base states entering that layer, mean-pooled (a prefix ``RoutingSpace``)."""
     qids, texts, qrels = _sample(dataset, index, max_queries, seed)
     folder = store.routing_data_path(dataset.name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,8 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
                 stale.unlink()
         save_npy(folder / "base_vectors.npy", encoder.encode(texts, BASE_EXPERT))
         store.write_record(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
+    if layer is not None and not _readable(folder / _prefix_file(layer), len(qids)):
+        save_npy(folder / _prefix_file(layer), encoder.prefix_means(texts, layer))
     lex_key = None
     lexical_results = cache(lambda: search_lexical(lexical, texts, qids, FUSION_DEPTH))  # only if a score is missing
     if lexical is not None:
@@ -126,6 +130,20 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
             record["hybrid"] = {label: [fused[q] for q in qids] for label, fused in
                                 _hybrid_scores(qrels, qids, results, lexical_results()).items()}
         store.write_record(path, record)
+
+
+def _prefix_file(layer: int) -> str:
+    return f"prefix-{int(layer)}.npy"
+
+
+def prefix_layer(store: RouterDirectory) -> int | None:
+    """The layer routers route on by default: the first layer any domain expert adapts, where every expert's
+    pass starts (so routed search costs one encoder pass); None (base embeddings) without experts or when one
+    adapts every layer."""
+    from retriever.lora import adapted_layers
+
+    starts = [min(adapted_layers(store.load_factors(name))) for name in store.candidates() if name != BASE_EXPERT]
+    return min(starts) if starts and min(starts) > 0 else None
 
 
 def _hybrid_scores(qrels, qids, dense, lexical) -> dict[str, dict[str, float]]:
@@ -209,10 +227,11 @@ def calibrate_hybrids(store: RouterDirectory, datasets: list[str], hybrid: dict[
 
 
 def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: dict[str, str] | None = None,
-                        fusion: str = "convex") -> RoutingData:
+                        fusion: str = "convex", layer: int | None = None) -> RoutingData:
     """Label cached training queries with their best current system (ties: own expert, base, list order).
     Without ``lexical`` the systems are the dense experts; with it (``{dataset: lexical_key}``) also ``bm25`` and
-    each expert's hybrid at its calibrated weight (``calibrate_hybrids``)."""
+    each expert's hybrid at its calibrated weight (``calibrate_hybrids``). The vectors are base embeddings, or
+    with ``layer`` the routing vectors of a prefix ``RoutingSpace`` centered on these queries."""
     own = store.domain_experts()
     experts = store.candidates()
     records = {d: {name: _column(store, d, name, "expert_key", expert_key(store, name)) for name in experts}
@@ -247,7 +266,10 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                 columns.append(record["ndcg@10"])
             masks.append(trained[expert][d])
         scores = np.array(columns, dtype=np.float64).T
-        vectors.append(load_npy(store.routing_data_path(d) / "base_vectors.npy"))
+        source = store.routing_data_path(d) / ("base_vectors.npy" if layer is None else _prefix_file(layer))
+        if not _readable(source, len(scores)):
+            raise ValueError(f"no current routing vectors {source.name} for {d!r}; run build-router")
+        vectors.append(load_npy(source))
         names += [d] * len(scores)
         all_scores.append(scores)
         all_trained.append(None if any(m is None for m in masks) else np.array(masks, dtype=bool).T)
@@ -259,20 +281,24 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     dataset_systems = best_systems(names, systems, scores, trained_on, own) if lexical is not None else None
     labels = [best_expert(row, systems, [(dataset_systems or {}).get(d), own.get(d)])
               for row, d in zip(scores, names, strict=True)]
-    return RoutingData(np.concatenate(vectors), labels, names, dataset_experts, systems, scores, trained_on,
-                       dataset_systems, systems_set)
+    vectors = np.concatenate(vectors)
+    space = RoutingSpace() if layer is None else RoutingSpace.fitted(layer, vectors)
+    return RoutingData(space.vectors(vectors), labels, names, dataset_experts, systems, scores, trained_on,
+                       dataset_systems, systems_set, space)
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,
-                 progress: bool = False, lexical: dict | None = None, fusion: str = "convex") -> RoutingData:
+                 progress: bool = False, lexical: dict | None = None, fusion: str = "convex",
+                 layer: int | None = None) -> RoutingData:
     """Score what is not cached yet on ``sources`` (``(dataset, index)`` pairs; ``lexical``: ``{dataset name:
-    LexicalIndex}`` to route among BM25 and hybrid systems too), then label from the cache."""
+    LexicalIndex}`` to route among BM25 and hybrid systems too), then label from the cache; ``layer`` as in
+    ``cached_routing_data``."""
     experts = store.candidates()
     for dataset, index in sources:
         score_experts(dataset, index, encoder, store, experts, max_queries, seed, progress,
-                      None if lexical is None else lexical[dataset.name])
+                      None if lexical is None else lexical[dataset.name], layer)
     keys = None if lexical is None else {d.name: lexical_key(lexical[d.name]) for d, _ in sources}
-    return cached_routing_data(store, [dataset.name for dataset, _ in sources], keys, fusion)
+    return cached_routing_data(store, [dataset.name for dataset, _ in sources], keys, fusion, layer)
 
 
 def build_router(store: RouterDirectory, kind: str, data: RoutingData, info: dict, **options) -> Path:
@@ -323,14 +349,15 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
                             "fusion?": str}, f"{path / 'routing.json'} info")
         fusion = info.get("fusion", "convex")
         keys = info.get("lexical_keys")
+        layer = router.space.layer
         if open_source is not None:
             opened = [open_source(name, keys is not None) for name in info["datasets"]]
             lexical = {ds.name: lex for ds, _, lex in opened} if keys is not None else None
             data = routing_data([(ds, index) for ds, index, _ in opened], encoder, store, info["max_queries"],
-                                info["seed"], progress, lexical, fusion)
+                                info["seed"], progress, lexical, fusion, layer)
             keys = None if lexical is None else {name: lexical_key(lex) for name, lex in lexical.items()}
         else:
-            data = cached_routing_data(store, info["datasets"], keys, fusion)
+            data = cached_routing_data(store, info["datasets"], keys, fusion, layer)
         build_router(store, router.name, data,
                      routing_info(info["datasets"], info["max_queries"], info["seed"], keys, fusion), **router.options)
         refitted.append(router.name)

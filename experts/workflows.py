@@ -16,12 +16,14 @@ from pathlib import Path
 from eval.data import Dataset, open_dataset
 from eval.report import Comparison
 from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, SplitRun
+from experts.config import ROUTE_ON
 from experts.pairs import anchor_texts
 from experts.routing import (
     build_router,
     choose_default_router,
     expert_key,
     lexical_key,
+    prefix_layer,
     refresh_routers,
     routing_data,
     routing_info,
@@ -138,10 +140,16 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
 
 
 def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
-                 max_queries: int, fusion: str, progress: bool, options_for) -> tuple[list, object]:
-    """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``."""
+                 max_queries: int, fusion: str, progress: bool, options_for,
+                 route_on: str = "prefix") -> tuple[list, object]:
+    """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``.
+    ``route_on="prefix"`` routes on the experts' shared prefix (``prefix_layer``; base embeddings where the
+    experts have none), ``"embeddings"`` on base embeddings (the paper's)."""
+    if route_on not in ROUTE_ON:
+        raise ValueError(f"unknown routing input {route_on!r}; choose one of {', '.join(ROUTE_ON)}")
+    layer = prefix_layer(store) if route_on == "prefix" else None
     data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress, lexical=lexical,
-                        fusion=fusion)
+                        fusion=fusion, layer=layer)
     keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
     info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion)
     paths = [build_router(store, kind, data, info, **options_for(kind)) for kind in kinds]
@@ -153,7 +161,8 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
                   max_queries: int = 500, pilot_options: dict | None = None, fallback: str | float = "none",
                   novelty: str | float | None = None, model: str | None = None, index_type: str = "flat",
                   lexical: bool = True, fusion: str = "convex", progress: bool = False,
-                  backend: IndexBackend | None = None) -> tuple[list[tuple[Path, str, int, list[str]]], str]:
+                  backend: IndexBackend | None = None,
+                  route_on: str = "prefix") -> tuple[list[tuple[Path, str, int, list[str]]], str]:
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
     BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
     the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems)``
@@ -175,7 +184,7 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
         return {"fallback": fallback, **options}
 
     paths, data = _fit_routers(store, kinds, [(ds, index) for ds, index, _ in triples], lexical_indexes, encoder,
-                               max_queries, fusion, progress, options_for)
+                               max_queries, fusion, progress, options_for, route_on)
     return [(path, kind, len(data.labels), data.experts) for path, kind in zip(paths, kinds, strict=True)], \
         store.default_router()
 
@@ -183,8 +192,8 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
 def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[str] = (),
                    eval_datasets: Sequence[str] = (), model: str | None = None,
                    overrides: dict[str, dict] | None = None, max_queries: int = 500, multitask: bool = True,
-                   index_type: str = "flat", progress: bool = False, backend: IndexBackend | None = None
-                   ) -> Comparison:
+                   index_type: str = "flat", progress: bool = False, backend: IndexBackend | None = None,
+                   route_on: str = "prefix") -> Comparison:
     """``benchmark``: train the experts that are missing (one per expert dataset, anchored on the others, plus the
     multi-task baseline), build every router, and evaluate every system on every eval dataset's test split.
     Defaults: the shared data's expert datasets, evaluated together with the no-expert ones present."""
@@ -231,7 +240,7 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
     t = time.perf_counter()
     sources = [(opened[name], indexes[name]) for name in expert_datasets]
     _fit_routers(store, ROUTED, sources, {name: lexical[name] for name in expert_datasets}, encoder, max_queries,
-                 "convex", progress, lambda kind: {})
+                 "convex", progress, lambda kind: {}, route_on)
     routers = {kind: store.load_router(kind) for kind in ROUTED}
     default = store.default_router()
     seconds["build-routers"] = round(time.perf_counter() - t, 1)

@@ -45,6 +45,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "FixedRouter": "retriever.routers",
     "Router": "retriever.routers",
     "Routing": "retriever.routers",
+    "RoutingSpace": "retriever.routers",
     "RoutingData": "retriever.routers",
     "load_router": "retriever.routers",
     "Results": "retriever.ranking",

@@ -79,14 +79,18 @@ class MultiExpertEncoder:
     def _layers(self) -> int:
         return len(self.base.model[0].auto_model.encoder.layer)
 
-    def encode_keeping(self, texts: Sequence[str], layers: set[int]) -> tuple[np.ndarray, KeptStates]:
-        """The base vectors of ``texts`` and, for ``resume``, the hidden states entering each of ``layers``."""
+    def encode_keeping(self, texts: Sequence[str], layers: set[int],
+                       stop: int | None = None) -> tuple[np.ndarray | None, KeptStates]:
+        """The base vectors of ``texts`` and, for ``resume``, the hidden states entering each of ``layers``. With
+        ``stop``, only the layers below it run (the shared prefix: states entering ``stop`` are kept too, and
+        there are no base vectors: ``resume`` with ``base_from=stop`` gives them)."""
         import torch
         from transformers.masking_utils import create_bidirectional_mask
 
         st = self.base.model
         auto = st[0].auto_model
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        layers = set(layers) | ({stop} if stop is not None else set())
         kept = []
         order = np.argsort([-len(t) for t in texts], kind="stable")  # batches of similar length, as encode does
         with torch.no_grad(), active_expert(None):
@@ -99,19 +103,42 @@ class MultiExpertEncoder:
                 mask = create_bidirectional_mask(config=auto.config, inputs_embeds=hidden,
                                                  attention_mask=features["attention_mask"])
                 states = {}
-                for i, layer in enumerate(auto.encoder.layer):
+                for i, layer in enumerate(auto.encoder.layer[:stop]):
                     if i in layers:
                         states[i] = hidden
                     hidden = layer(hidden, mask)
-                out[rows] = self._pooled(features, hidden)
+                if stop is None:
+                    out[rows] = self._pooled(features, hidden)
+                else:
+                    states[stop] = hidden
                 kept.append((rows, features, states))
-        return out, KeptStates(kept, len(texts))
+        return (out if stop is None else None), KeptStates(kept, len(texts))
 
-    def resume(self, kept: KeptStates, experts: Sequence[str | None]) -> np.ndarray:
-        """``experts[i]``'s vector of text ``i`` from the kept base pass (rows whose expert is None or ``base``
-        stay zero). Per start layer, the routed rows of every kept batch are regrouped: sorted by length into
-        batches of ``BATCH`` (each trimmed to its longest row), each batch ordered by expert so every expert's rows
-        are one slice, then one mixed pass of the batch through the remaining layers."""
+    def mean_states(self, kept: KeptStates, layer: int) -> np.ndarray:
+        """Each text's hidden states entering ``layer``, mean-pooled over its tokens (what a prefix
+        ``RoutingSpace`` routes on)."""
+        out = None
+        for rows, features, states in kept.batches:
+            mask = features["attention_mask"].unsqueeze(-1).to(states[layer].dtype)
+            pooled = ((states[layer] * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float().cpu().numpy()
+            if out is None:
+                out = np.zeros((kept.count, pooled.shape[1]), dtype=np.float32)
+            out[rows] = pooled
+        hidden = self.base.model[0].auto_model.config.hidden_size
+        return out if out is not None else np.zeros((0, hidden), dtype=np.float32)
+
+    def prefix_means(self, texts: Sequence[str], layer: int) -> np.ndarray:
+        """``mean_states`` of the base model's first ``layer`` layers over ``texts``."""
+        return self.mean_states(self.encode_keeping(texts, set(), stop=layer)[1], layer)
+
+    def resume(self, kept: KeptStates, experts: Sequence[str | None], base_from: int | None = None) -> np.ndarray:
+        """``experts[i]``'s vector of text ``i`` from the kept base pass (rows whose expert is None stay zero, and
+        so do ``base`` rows unless ``base_from``: then they run the base layers from there, as after a prefix
+        pass that stopped at ``base_from``). An expert resumes at its first adapted layer, or at ``base_from`` if
+        that is lower (the layers between are the base's for it). Per start layer, the rows of every kept batch are
+        regrouped: sorted by length into batches of ``BATCH`` (each trimmed to its longest row), each batch ordered
+        by expert so every expert's rows are one slice, then one mixed pass of the batch through the remaining
+        layers."""
         import torch
 
         if len(experts) != kept.count:
@@ -120,8 +147,10 @@ class MultiExpertEncoder:
         by_start: dict[int, list[tuple[int, int]]] = {}  # start layer -> (kept batch, row in it)
         for b, (rows, _, _) in enumerate(kept.batches):
             for j, i in enumerate(rows):
-                if experts[i] not in (None, BASE_EXPERT):
-                    by_start.setdefault(self.start_layer(experts[i]), []).append((b, j))
+                if experts[i] is None or (experts[i] == BASE_EXPERT and base_from is None):
+                    continue
+                start = base_from if experts[i] == BASE_EXPERT else self.start_layer(experts[i])
+                by_start.setdefault(start if base_from is None else min(start, base_from), []).append((b, j))
         with torch.no_grad():
             for start, members in sorted(by_start.items()):
                 if any(start not in kept.batches[b][2] for b, _ in members):
@@ -133,7 +162,8 @@ class MultiExpertEncoder:
                                    key=lambda m: experts[kept.batches[m[0]][0][m[1]]])
                     rows = np.array([kept.batches[b][0][j] for b, j in chunk])
                     features, hidden = self._regroup(kept, chunk, start, max(length[m] for m in chunk))
-                    vectors = self._through(features, hidden, start, [experts[i] for i in rows])
+                    names = [None if experts[i] == BASE_EXPERT else experts[i] for i in rows]
+                    vectors = self._through(features, hidden, start, names)
                     out[rows] = vectors
         return out
 
@@ -159,7 +189,7 @@ class MultiExpertEncoder:
                     features[key][r, :w] = batch_features[key][j, :w]
         return features, hidden
 
-    def _through(self, features: dict, hidden, start: int, names: list[str]) -> np.ndarray:
+    def _through(self, features: dict, hidden, start: int, names: list[str | None]) -> np.ndarray:
         """Layers ``start``.. and the pooling over one batch, row ``i`` with expert ``names[i]``'s factors."""
         from transformers.masking_utils import create_bidirectional_mask
 

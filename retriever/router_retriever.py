@@ -87,22 +87,31 @@ class RouterRetriever:
         return cls(encoder, FixedRouter(encoder.names, {"expert": BASE_EXPERT}))
 
     def encode_routed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Each query's vector under the dense expert of the system it is routed to (the base vector for ``base``
-        and ``bm25``), the chosen systems and the router's confidence: one base pass, then one mixed pass of the
+        """Each query's vector under the dense expert of the system it is routed to (zeros for ``bm25``, which
+        needs none), the chosen systems and the router's confidence, in chunks of ``ENCODE_CHUNK`` queries so the
+        kept hidden states stay small. A router on base embeddings: one base pass, then one mixed pass of the
         routed queries through the layers their experts change (``MultiExpertEncoder.encode_keeping`` /
-        ``resume``), in chunks of ``ENCODE_CHUNK`` queries so the kept hidden states stay small."""
+        ``resume``). A router on a prefix ``RoutingSpace`` (layer L): the base's layers below L, route, then one
+        mixed pass of every query but ``bm25``'s through the layers from L, each with its expert or the base's:
+        one encoder pass in all."""
         experts = {dense_part(s) for s in self.router.experts} - {None, BASE_EXPERT}
         layers = {self.encoder.start_layer(e) for e in experts}
+        space = self.router.space
         vectors = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
         choices, confidence = [], []
         for start in range(0, len(texts), self.ENCODE_CHUNK):
             chunk = texts[start : start + self.ENCODE_CHUNK]
-            base, kept = self.encoder.encode_keeping(chunk, layers)
-            routing = self.router.route(base)
-            names = [dense_part(s) for s in routing.choice]
-            routed = self.encoder.resume(kept, names)
-            on_base = np.array([n in (None, BASE_EXPERT) for n in names])
-            routed[on_base] = base[on_base]
+            if space.layer is None:  # route on the base vectors: the base pass runs whole
+                base, kept = self.encoder.encode_keeping(chunk, layers)
+                routing = self.router.route(base)
+                names = [dense_part(s) for s in routing.choice]
+                routed = self.encoder.resume(kept, names)
+                on_base = np.array([n in (None, BASE_EXPERT) for n in names])
+                routed[on_base] = base[on_base]
+            else:  # route on the shared prefix: every query then runs the layers above it once, base or expert
+                _, kept = self.encoder.encode_keeping(chunk, {s for s in layers if s < space.layer}, stop=space.layer)
+                routing = self.router.route(space.vectors(self.encoder.mean_states(kept, space.layer)))
+                routed = self.encoder.resume(kept, [dense_part(s) for s in routing.choice], base_from=space.layer)
             vectors[start : start + len(chunk)] = routed
             choices += list(routing.choice)
             confidence += list(routing.confidence)

@@ -90,3 +90,51 @@ def test_routed_search_uses_each_experts_vectors(experts):
         for h in hits:
             assert [d for d, _ in h.hits] == list(want[h.query_id])
             assert dict(h.hits) == pytest.approx(want[h.query_id], abs=1e-5)
+
+
+def test_resume_after_a_prefix_pass_equals_full_passes(experts):
+    """A prefix pass that stops at layer 1, then every row through the rest once: base rows run the base's
+    upper layer, the top-layer expert resumes there, the all-layer expert from the embeddings."""
+    encoder = experts["encoder"]
+    names = (["top", "base", "all", None, "top", "base"] * 6)[: len(TEXTS)]
+    base, kept = encoder.encode_keeping(TEXTS, {0}, stop=1)
+    assert base is None and all(set(states) == {0, 1} for _, _, states in kept.batches)
+    resumed = encoder.resume(kept, names, base_from=1)
+    for expert in ("top", "all", "base"):
+        rows = [i for i, n in enumerate(names) if n == expert]
+        np.testing.assert_allclose(resumed[rows], encoder.encode([TEXTS[i] for i in rows], expert), atol=1e-5)
+    assert not resumed[[i for i, n in enumerate(names) if n is None]].any()
+    means = encoder.mean_states(kept, 1)
+    assert means.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(encoder.prefix_means(TEXTS, 1), means, atol=1e-6)
+
+
+def test_a_router_on_the_prefix_saves_its_space_and_searches_in_one_pass(experts, tmp_path):
+    """A pilot fitted on prefix routing vectors (layer 1, centered): saved and loaded with its space, and routed
+    search through the facade gives each query its chosen expert's full-pass ranking."""
+    from retriever.router_retriever import RouterRetriever
+    from retriever.routers import ROUTERS, RoutingData, RoutingSpace, load_router
+
+    encoder, index = experts["encoder"], experts["index"]
+    raw = encoder.prefix_means(TEXTS, 1)
+    space = RoutingSpace.fitted(1, raw)
+    vectors = space.vectors(raw)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert abs(float((raw - space.center).mean(axis=0).sum())) < 1e-4
+    labels = (["top", "all", "base"] * 12)[: len(TEXTS)]
+    data = RoutingData(vectors, labels, ["toy"] * len(TEXTS), {}, ["base", "all", "top"], space=space)
+    router = ROUTERS["pilot"].fit(data)
+    router.space = space
+    loaded = load_router(router.save(tmp_path / "pilot"))
+    assert loaded.space.layer == 1 and np.array_equal(loaded.space.center, space.center)
+    queries = {f"q{i}": t for i, t in enumerate(TEXTS)}
+    hits = RouterRetriever(encoder, loaded).search(queries, k=5, index=index)
+    chosen = loaded.route(space.vectors(raw)).choice
+    assert [h.system for h in hits] == chosen and len(set(chosen)) > 1
+    for expert in set(chosen):
+        rows = [i for i, c in enumerate(chosen) if c == expert]
+        want = search(index, encoder.encode([TEXTS[i] for i in rows], expert), [f"q{i}" for i in rows], k=5)
+        for i in rows:
+            assert [d for d, _ in hits[i].hits] == list(want[f"q{i}"])
+    with pytest.raises(ValueError, match="a prefix routing space needs a layer >= 1"):
+        RoutingSpace(0, space.center)

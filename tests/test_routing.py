@@ -201,3 +201,26 @@ def test_cli_benchmark_trains_builds_evaluates_and_reuses(world, tmp_path, toy_m
     assert second.exit_code == 0, second.output
     assert {p: p.stat().st_mtime_ns for p in router.glob("experts/*/adapter_model.safetensors")} == trained
     assert json.loads((tmp_path / "b.json").read_text())["results"] == report["results"]
+
+
+def test_routing_data_on_a_prefix_space(world):
+    """``layer``: the routing vectors are the base's states entering that layer, mean-pooled and centered on the
+    routing queries, cached beside the base vectors; a router fitted on them carries the space."""
+    from experts.routing import build_router, prefix_layer
+    from retriever.routers import RoutingSpace
+
+    store = world["store"]
+    assert prefix_layer(store) is None  # the toy experts adapt every layer: they route on embeddings
+    with pytest.raises(ValueError, match="no current routing vectors prefix-1.npy"):
+        cached_routing_data(store, ["toy", "other"], layer=1)
+    data = routing_data(world["sources"], world["encoder"], store, max_queries=100, layer=1)
+    assert isinstance(data.space, RoutingSpace) and data.space.layer == 1
+    assert (store.root / "routing-data" / "toy" / "prefix-1.npy").is_file()
+    np.testing.assert_allclose(np.linalg.norm(data.vectors, axis=1), 1, atol=1e-5)
+    plain = cached_routing_data(store, ["toy", "other"])
+    assert plain.space.layer is None and plain.labels == data.labels
+    path = build_router(store, "dataset", data, {"datasets": ["toy", "other"], "max_queries": 100, "seed": 0})
+    assert json.loads((path / "routing.json").read_text())["space"] == {"layer": 1}
+    assert load_router(path).space.layer == 1
+    build_router(store, "dataset", plain, {"datasets": ["toy", "other"], "max_queries": 100, "seed": 0})
+    assert load_router(path).space.layer is None

@@ -29,8 +29,8 @@ from retriever.artifacts import (
 from retriever.systems import BASE, SystemSet
 
 __all__ = [
-    "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "best_expert", "best_systems", "buildable_kinds",
-    "check_dim", "cosines", "unseen_rows",
+    "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "RoutingSpace", "best_expert", "best_systems",
+    "buildable_kinds", "check_dim", "cosines", "unseen_rows",
     "load_router",
     "novelty_kinds", "register_router", "softmax",
 ]
@@ -38,8 +38,40 @@ __all__ = [
 FORMAT_VERSION = 1
 KIND = "routerretriever-routing-model"
 SCHEMA = {"files": dict, "router": str, "experts": list, "options": dict, "state?": dict, "info?": dict,
-          "base_model?": MODEL_SCHEMA}
+          "base_model?": MODEL_SCHEMA, "space?": dict}
+SPACE_CENTER = "space_center"  # the saved array holding a prefix routing space's center
 SOFTMAX_TEMPERATURE = 0.05  # turns cosine-similarity scores into weights, as the contrastive loss does
+
+
+@dataclass(frozen=True)
+class RoutingSpace:
+    """What a router routes on. ``layer`` None: the base model's query embeddings (the paper's). ``layer`` L: the
+    mean-pooled hidden states entering transformer layer L (the shared prefix that shared-prefix experts resume
+    from, so routed search needs no second pass), minus ``center`` (the routing queries' mean: prefix states share
+    a large common component) and L2-normalised. ``vectors`` turns raw pooled states into routing vectors."""
+
+    layer: int | None = None
+    center: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.layer is not None and (not isinstance(self.layer, int) or isinstance(self.layer, bool)
+                                       or self.layer < 1 or self.center is None or self.center.ndim != 1):
+            raise ValueError(f"a prefix routing space needs a layer >= 1 and a 1-d center, got layer {self.layer!r}")
+
+    def vectors(self, pooled: np.ndarray) -> np.ndarray:
+        """Routing vectors of raw mean-pooled prefix states (base embeddings pass through unchanged)."""
+        if self.layer is None:
+            return pooled
+        centered = np.asarray(pooled, dtype=np.float32) - self.center
+        return centered / np.maximum(np.linalg.norm(centered, axis=1, keepdims=True), 1e-12)
+
+    @classmethod
+    def fitted(cls, layer: int, pooled: np.ndarray) -> RoutingSpace:
+        """The space of layer ``layer`` centered on these routing queries' pooled states."""
+        return cls(layer, np.asarray(pooled, dtype=np.float32).mean(axis=0))
+
+    def describe(self) -> str:
+        return "base embeddings" if self.layer is None else f"pooled states entering layer {self.layer}, centered"
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,7 @@ class RoutingData:
     trained_on: np.ndarray | None = None  # same shape, bool: the system's expert was trained on that query
     dataset_systems: dict[str, str] | None = None  # dataset -> its best system on unseen queries (dataset router)
     systems: SystemSet | None = None  # how the hybrid columns were fused (saved beside the routers)
+    space: RoutingSpace = RoutingSpace()  # what ``vectors`` are: base embeddings, or a prefix routing space
 
     def __post_init__(self):
         if not (len(self.vectors) == len(self.labels) == len(self.datasets)):
@@ -115,6 +148,7 @@ class Router(ABC):
         self.base_model: dict | None = None  # the base model whose query vectors it routes, as saved with it
         self.fold_gain: dict | None = None  # its gain over the base on the routing folds, when fitted with scores
         self.systems: SystemSet | None = None  # how the hybrids it may choose are fused, as saved with it
+        self.space = RoutingSpace()  # what its input vectors are (``RoutingSpace``), as fitted and saved
 
     @classmethod
     @abstractmethod
@@ -164,13 +198,17 @@ class Router(ABC):
         path = Path(path)
         with atomic_directory(path, ("routing.json", KIND)) as tmp:
             files = []
-            for key, array in self.arrays().items():
+            arrays = self.arrays()
+            if self.space.layer is not None:
+                arrays = {**arrays, SPACE_CENTER: self.space.center}
+            for key, array in arrays.items():
                 np.save(tmp / f"{key}.npy", np.ascontiguousarray(array), allow_pickle=False)
                 files.append(f"{key}.npy")
             write_json(tmp / "routing.json", {
                 "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
                 **({"base_model": base_model} if base_model else {}), "router": self.name, "experts": self.experts,
                 "options": self.options, "state": self.extra(), "info": info or {},
+                **({"space": {"layer": self.space.layer}} if self.space.layer is not None else {}),
                 "files": checksum_files(tmp, files),
             })
         return path
@@ -253,7 +291,10 @@ def load_router(path: str | Path) -> Router:
     verify_checksums(path, meta["files"])
     arrays = {Path(name).stem: load_npy(path / name) for name in meta["files"]}
     try:
+        space = RoutingSpace(meta["space"].get("layer"), arrays.pop(SPACE_CENTER)) if "space" in meta \
+            else RoutingSpace()
         router = cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
+        router.space = space
         dims = [a.shape[1] for a in arrays.values() if a.ndim == 2]
         router.route(np.zeros((1, dims[0] if dims else 1), dtype=np.float32))  # options and arrays fit together
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:

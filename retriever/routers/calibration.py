@@ -57,6 +57,7 @@ def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", nov
     min_similarity = _threshold("novelty", novelty,
                                 lambda: _calibrate(parts, data, "similarity", SIMILARITIES, defaults))
     router = cls.fit(data, **options)
+    router.space = data.space
     router.options.update(fallback=fallback, min_confidence=min_confidence)
     if kind in novelty_kinds():
         router.options.update(novelty=novelty, min_similarity=min_similarity)
@@ -106,7 +107,7 @@ def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> Rou
         labels = [best_expert(row, experts, dataset_experts.get(d)) if label not in experts else label
                   for row, d, label in zip(scores, datasets, labels, strict=True)]
     return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on,
-                       dataset_systems, data.systems)
+                       dataset_systems, data.systems, data.space)
 
 
 def in_domain_folds(data: RoutingData) -> list[tuple[np.ndarray, np.ndarray]]:
