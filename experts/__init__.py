@@ -38,6 +38,8 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "cached_routing_data": "experts.routing",
     "DEFAULT_EXPERT_DATASETS": "experts.workflows",
     "choose_default_router": "experts.routing",
+    "expert_key": "experts.routing",
+    "prefix_layer": "experts.routing",
     "lora_query_model": "experts.train",
     "anchor_loss": "experts.train",
 })

@@ -138,3 +138,42 @@ def test_a_router_on_the_prefix_saves_its_space_and_searches_in_one_pass(experts
             assert [d for d, _ in hits[i].hits] == list(want[f"q{i}"])
     with pytest.raises(ValueError, match="a prefix routing space needs a layer >= 1"):
         RoutingSpace(0, space.center)
+
+
+def test_build_router_routes_on_the_shared_prefix_by_default(experts, tmp_path, toy_model_dir):
+    """With top-layer experts only, ``build-router`` fits routers on layer 1's pooled states (``--route-on
+    embeddings``: on base embeddings), and ``search`` / ``evaluate`` route the same way."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    import cli
+
+    router = shutil.copytree(experts["store"].root, tmp_path / "router")
+    shutil.rmtree(router / "experts" / "all")
+    common = ["--data-dir", str(experts["root"] / "beir"), "--model", str(toy_model_dir),
+              "--cache-dir", str(tmp_path / "cache")]
+    runner = CliRunner()
+    built = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
+                                     "--kind", "pilot", "--kind", "dataset"], catch_exceptions=False)
+    assert built.exit_code == 0, built.output
+    for kind in ("pilot", "dataset"):
+        assert json.loads((router / "routers" / kind / "routing.json").read_text())["space"] == {"layer": 1}
+    found = runner.invoke(cli.main, ["-q", "search", "--router", str(router), "--model", str(toy_model_dir),
+                                     "--index", str(tmp_path / "cache" / "indexes" / next(
+                                         p.name for p in (tmp_path / "cache" / "indexes").iterdir()
+                                         if p.name.endswith("-flat"))),
+                                     "--query", "blood sugar", "--json"], catch_exceptions=False)
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout.splitlines()[0])["hits"]
+    evaluated = runner.invoke(cli.main, ["-q", "evaluate", *common, "--router", str(router), "--dataset", "toy",
+                                         "--system", "pilot", "--system", "dataset"], catch_exceptions=False)
+    assert evaluated.exit_code == 0, evaluated.output
+    plain = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
+                                     "--kind", "pilot", "--route-on", "embeddings"], catch_exceptions=False)
+    assert plain.exit_code == 0, plain.output
+    assert "space" not in json.loads((router / "routers" / "pilot" / "routing.json").read_text())
+    bad = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
+                                   "--route-on", "layer7"])
+    assert bad.exit_code == 2 and "Invalid value for '--route-on'" in bad.output
