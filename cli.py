@@ -56,11 +56,12 @@ def model_options(func):
 
 
 route_on_option = click.option(
-    "--route-on", type=click.Choice(ROUTE_ON), default="prefix", show_default=True,
-    help="What routers route on: prefix = the base model's hidden states entering the first layer the experts "
-         "adapt, mean-pooled and centered (routed search is then one encoder pass); embeddings = the base model's "
-         "query embeddings (the paper's pilots; routed search adds the experts' layers to a full base pass). "
-         "Experts that adapt every layer always route on embeddings.")
+    "--route-on", type=click.Choice(ROUTE_ON), default="embeddings", show_default=True,
+    help="What routers route on: embeddings = the base model's query embeddings (the paper's pilots; routed search "
+         "adds the experts' layers to a full base pass); prefix = the base model's hidden states entering the first "
+         "layer the experts adapt, mean-pooled and centered (routed search is then one encoder pass, but a domain "
+         "with no expert may be routed wholesale to one: README). Experts that adapt every layer route on "
+         "embeddings.")
 
 
 def backend_options(func):

@@ -4,7 +4,12 @@ threshold and default system applied to the left-out queries (``retriever.router
 setting; never test queries). Prints the mean nDCG@10 gain over the base per left-out dataset (x100), with and
 without the novelty fallback, and the share of queries it sent to the default system.
 
-Usage: ``python benchmarks/unseen_domains.py ROUTER_DIR [--router NAME]`` (default: the directory's default router)
+With ``--dataset D`` (a dataset with no expert, repeatable), also D's own *training* queries (scored into the
+router directory's routing data like the experts' datasets), routed by the saved router as it is: the gain over
+the base and the systems chosen.
+
+Usage: ``python benchmarks/unseen_domains.py ROUTER_DIR [--router NAME] [--dataset D ...]`` (default router: the
+directory's default)
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("router_dir")
     parser.add_argument("--router", help="a built router [default: the directory's default]")
+    parser.add_argument("--dataset", action="append", default=[], help="a dataset with no expert (repeatable)")
     args = parser.parse_args()
     store = RouterDirectory(args.router_dir, load_encoder().info)
     saved = store.load_router(args.router or store.default_router())
@@ -42,6 +48,45 @@ def main() -> None:
                           "gain_x100": round(100 * float(kept[mine].mean()), 2),
                           "gain_x100_without_fallback": round(100 * float(gain[mine].mean()), 2),
                           "to_default": default, "share_to_default": round(float(back[mine].mean()), 3)}))
+    for name in args.dataset:
+        print(json.dumps(no_expert_queries(args, store, saved, name)))
+
+
+def no_expert_queries(args, store, saved, name: str) -> dict:
+    """The saved router on the training queries of dataset ``name`` (which has no expert)."""
+    from collections import Counter
+
+    from eval import open_dataset
+    from experts import score_experts
+    from retriever import MultiExpertEncoder, ensure_index, ensure_lexical_index, load_encoder
+    from retriever.systems import BM25, dense_part
+
+    if name in store.domain_experts():
+        raise SystemExit(f"{name} has an expert ({store.domain_experts()[name]}); name a dataset without one")
+    encoder = store.load_into(MultiExpertEncoder(load_encoder()))
+    dataset = open_dataset(args.data_dir, name)
+    index = ensure_index(dataset, encoder.base, args.cache_dir)
+    lexical = ensure_lexical_index(dataset, args.cache_dir)
+    info = saved.info
+    score_experts(dataset, index, encoder, store, store.candidates(), info["max_queries"], info["seed"],
+                  lexical=lexical, layer=saved.space.layer)
+    folder = store.routing_data_path(name)
+    fused = saved.systems or store.load_systems()  # the hybrids fused as the router's labels were
+
+    def column(system: str) -> np.ndarray:
+        expert = dense_part(system)
+        record = json.loads((folder / f"scores-{BM25 if expert is None else expert}.json").read_text())
+        if not system.startswith("hybrid:"):
+            return np.array(record["ndcg@10"])
+        return np.array(record["hybrid"]["rrf" if fused.fusion == "rrf" else f"{fused.weight(system):.1f}"])
+
+    raw = np.load(folder / ("base_vectors.npy" if saved.space.layer is None else f"prefix-{saved.space.layer}.npy"))
+    choice = saved.route(saved.space.vectors(raw)).choice
+    scores = {system: column(system) for system in {*choice, "base"}}
+    gain = [scores[c][i] - scores["base"][i] for i, c in enumerate(choice)]
+    return {"no_expert_dataset": name, "split": "train", "router": saved.name,
+            "routes_on": saved.space.describe(), "queries": len(choice),
+            "gain_x100": round(100 * float(np.mean(gain)), 2), "chosen": dict(Counter(choice).most_common())}
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "DEFAULT_EXPERT_DATASETS": "experts.workflows",
     "choose_default_router": "experts.routing",
     "expert_key": "experts.routing",
+    "lexical_key": "experts.routing",
+    "score_experts": "experts.routing",
     "prefix_layer": "experts.routing",
     "lora_query_model": "experts.train",
     "anchor_loss": "experts.train",

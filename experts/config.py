@@ -12,9 +12,9 @@ from enum import StrEnum
 
 __all__ = ["ROUTE_ON", "Negatives", "TrainConfig"]
 
-# What routers route on: the experts' shared prefix (``experts.routing.prefix_layer``; one encoder pass per routed
-# query) or the base model's embeddings (the paper's pilots; routed search then reuses the base pass).
-ROUTE_ON = ("prefix", "embeddings")
+# What routers route on: the base model's embeddings (the paper's pilots, the default; routed search reuses the base
+# pass) or the experts' shared prefix (``experts.routing.prefix_layer``; one encoder pass per routed query).
+ROUTE_ON = ("embeddings", "prefix")
 
 
 class Negatives(StrEnum):

@@ -141,10 +141,10 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
 
 def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
                  max_queries: int, fusion: str, progress: bool, options_for,
-                 route_on: str = "prefix") -> tuple[list, object]:
+                 route_on: str = "embeddings") -> tuple[list, object]:
     """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``.
-    ``route_on="prefix"`` routes on the experts' shared prefix (``prefix_layer``; base embeddings where the
-    experts have none), ``"embeddings"`` on base embeddings (the paper's)."""
+    ``route_on="embeddings"`` routes on base embeddings (the paper's), ``"prefix"`` on the experts' shared prefix
+    (``prefix_layer``; base embeddings where the experts have none)."""
     if route_on not in ROUTE_ON:
         raise ValueError(f"unknown routing input {route_on!r}; choose one of {', '.join(ROUTE_ON)}")
     layer = prefix_layer(store) if route_on == "prefix" else None
@@ -162,7 +162,7 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
                   novelty: str | float | None = None, model: str | None = None, index_type: str = "flat",
                   lexical: bool = True, fusion: str = "convex", progress: bool = False,
                   backend: IndexBackend | None = None,
-                  route_on: str = "prefix") -> tuple[list[tuple[Path, str, int, list[str]]], str]:
+                  route_on: str = "embeddings") -> tuple[list[tuple[Path, str, int, list[str]]], str]:
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
     BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
     the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems)``
@@ -193,7 +193,7 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
                    eval_datasets: Sequence[str] = (), model: str | None = None,
                    overrides: dict[str, dict] | None = None, max_queries: int = 500, multitask: bool = True,
                    index_type: str = "flat", progress: bool = False, backend: IndexBackend | None = None,
-                   route_on: str = "prefix") -> Comparison:
+                   route_on: str = "embeddings") -> Comparison:
     """``benchmark``: train the experts that are missing (one per expert dataset, anchored on the others, plus the
     multi-task baseline), build every router, and evaluate every system on every eval dataset's test split.
     Defaults: the shared data's expert datasets, evaluated together with the no-expert ones present."""

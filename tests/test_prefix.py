@@ -140,9 +140,9 @@ def test_a_router_on_the_prefix_saves_its_space_and_searches_in_one_pass(experts
         RoutingSpace(0, space.center)
 
 
-def test_build_router_routes_on_the_shared_prefix_by_default(experts, tmp_path, toy_model_dir):
-    """With top-layer experts only, ``build-router`` fits routers on layer 1's pooled states (``--route-on
-    embeddings``: on base embeddings), and ``search`` / ``evaluate`` route the same way."""
+def test_build_router_routes_on_the_shared_prefix_when_asked(experts, tmp_path, toy_model_dir):
+    """With top-layer experts only, ``build-router --route-on prefix`` fits routers on layer 1's pooled states
+    (by default: on base embeddings), and ``search`` / ``evaluate`` route the same way."""
     import json
     import shutil
 
@@ -156,7 +156,8 @@ def test_build_router_routes_on_the_shared_prefix_by_default(experts, tmp_path, 
               "--cache-dir", str(tmp_path / "cache")]
     runner = CliRunner()
     built = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
-                                     "--kind", "pilot", "--kind", "dataset"], catch_exceptions=False)
+                                     "--kind", "pilot", "--kind", "dataset", "--route-on", "prefix"],
+                          catch_exceptions=False)
     assert built.exit_code == 0, built.output
     for kind in ("pilot", "dataset"):
         assert json.loads((router / "routers" / kind / "routing.json").read_text())["space"] == {"layer": 1}
@@ -171,7 +172,7 @@ def test_build_router_routes_on_the_shared_prefix_by_default(experts, tmp_path, 
                                          "--system", "pilot", "--system", "dataset"], catch_exceptions=False)
     assert evaluated.exit_code == 0, evaluated.output
     plain = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
-                                     "--kind", "pilot", "--route-on", "embeddings"], catch_exceptions=False)
+                                     "--kind", "pilot"], catch_exceptions=False)
     assert plain.exit_code == 0, plain.output
     assert "space" not in json.loads((router / "routers" / "pilot" / "routing.json").read_text())
     bad = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
