@@ -116,8 +116,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
               help="Corpus encoding: fp32 (sentence-transformers' encode) or bf16/fp16 under autocast, tokenised "
                    "once and sorted by length (the fast GPU path; vectors within 0.999 cosine of fp32).")
 @click.option("--device", help="Local encoding on this torch device [default: sentence-transformers' choice].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Texts per encoder batch (a GPU takes 256 or more).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Local encoding: texts per encoder batch (a GPU takes 256 or more) [default: 32].")
 @click.pass_obj
 def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output, overwrite, no_lexical, encoder_kind,
           workers, ray_address, gpus_per_worker, precision, device, batch_size):
@@ -128,8 +128,8 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 
     if encoder_kind == "local" and (ray_address or gpus_per_worker):
         raise click.UsageError("--ray-address and --gpus-per-worker are for --encoder ray")
-    if encoder_kind == "ray" and device:
-        raise click.UsageError("--device is for --encoder local (Ray workers: --gpus-per-worker)")
+    if encoder_kind == "ray" and (device or batch_size):
+        raise click.UsageError("--device and --batch-size are for --encoder local (Ray workers: --gpus-per-worker)")
     ds = open_dataset(data_dir, dataset)
     config = IndexConfig(index_type=index_type)
     if output is not None:  # fail before the model loads; the writes themselves are exclusive as well
@@ -140,7 +140,7 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
         encoder = RayEncoder(model, workers, ray_address, gpus=gpus_per_worker, precision=precision)
     else:
         encoder = load_encoder(model, device=device, precision=precision)
-        encoder.batch_size = batch_size
+        encoder.batch_size = batch_size or encoder.batch_size
     try:
         if output is None:
             built, lexical = backend.ensure(ds, encoder, config, lexical=not no_lexical, progress=obj["progress"])

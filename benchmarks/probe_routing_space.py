@@ -19,7 +19,7 @@ import numpy as np
 
 
 def main() -> None:
-    from experts import cached_routing_data
+    from experts import cached_routing_data, prefix_file
     from retriever import RouterDirectory, load_encoder
     from retriever.routers import fit_router, novelty_kinds
 
@@ -32,7 +32,7 @@ def main() -> None:
     datasets, keys, fusion = info["datasets"], info.get("lexical_keys"), info.get("fusion", "convex")
     embeddings = cached_routing_data(store, datasets, keys, fusion)
     centered = cached_routing_data(store, datasets, keys, fusion, layer=args.layer)
-    raw = np.concatenate([np.load(store.routing_data_path(d) / f"prefix-{args.layer}.npy") for d in datasets])
+    raw = np.concatenate([np.load(store.routing_data_path(d) / prefix_file(args.layer)) for d in datasets])
     raw /= np.linalg.norm(raw, axis=1, keepdims=True)
     inputs = {"embeddings": embeddings, f"layer {args.layer}": dataclasses.replace(embeddings, vectors=raw),
               f"layer {args.layer}, centered": centered}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import common
 import numpy as np
+from unseen_domains import NOT_FIT_OPTIONS
 
 
 def rankings(store, data, data_dir, cache_dir, encoder) -> dict[str, dict[str, dict]]:
@@ -67,7 +68,8 @@ def main() -> None:
     store.load_into(encoder)
     saved = store.load_router(args.router)
     info = saved.info
-    data = cached_routing_data(store, info["datasets"], info["lexical_keys"], info.get("fusion", "convex"))
+    data = cached_routing_data(store, info["datasets"], info["lexical_keys"], info.get("fusion", "convex"),
+                               saved.space.layer)  # the vectors the saved router routes on
     if args.rankings is not None and args.rankings.is_file():
         ranked = json.loads(args.rankings.read_text())
     else:
@@ -81,8 +83,7 @@ def main() -> None:
         judged = open_dataset(args.data_dir, name).split("train").qrels
         qrels.update({str(first + i): judged[q] for i, q in enumerate(qids)})
         first += len(qids)
-    fit_options = {k: v for k, v in saved.options.items()
-                   if k not in ("fallback", "min_confidence", "novelty", "min_similarity", "default")}
+    fit_options = {k: v for k, v in saved.options.items() if k not in NOT_FIT_OPTIONS}
     min_similarity = saved.options.get("min_similarity", 0.0)
     default = saved.options.get("default", "base")
     base = data.experts.index("base")

@@ -34,7 +34,8 @@ def main() -> None:
     store = RouterDirectory(args.router_dir, load_encoder().info)
     saved = store.load_router(args.router or store.default_router())
     info = saved.info
-    data = cached_routing_data(store, info["datasets"], info.get("lexical_keys"), info.get("fusion", "convex"))
+    data = cached_routing_data(store, info["datasets"], info.get("lexical_keys"), info.get("fusion", "convex"),
+                               saved.space.layer)  # the vectors the saved router routes on
     options = {k: v for k, v in saved.options.items() if k not in NOT_FIT_OPTIONS}
     confidence, similarity, gain, names, rows = fold_gains(ROUTERS[saved.name], data, options)["left out"]
     default = saved.options.get("default", "base")
@@ -44,7 +45,8 @@ def main() -> None:
     kept = np.where(back, fallen, gain)
     for name in np.unique(names):
         mine = names == name
-        print(json.dumps({"left_out": str(name), "router": saved.name, "queries": int(mine.sum()),
+        print(json.dumps({"left_out": str(name), "router": saved.name, "routes_on": saved.space.describe(),
+                          "queries": int(mine.sum()),
                           "gain_x100": round(100 * float(kept[mine].mean()), 2),
                           "gain_x100_without_fallback": round(100 * float(gain[mine].mean()), 2),
                           "to_default": default, "share_to_default": round(float(back[mine].mean()), 3)}))
@@ -57,7 +59,7 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
     from collections import Counter
 
     from eval import open_dataset
-    from experts import score_experts
+    from experts import prefix_file, score_experts
     from retriever import MultiExpertEncoder, ensure_index, ensure_lexical_index, load_encoder
     from retriever.systems import BM25, dense_part
 
@@ -80,7 +82,7 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
             return np.array(record["ndcg@10"])
         return np.array(record["hybrid"]["rrf" if fused.fusion == "rrf" else f"{fused.weight(system):.1f}"])
 
-    raw = np.load(folder / ("base_vectors.npy" if saved.space.layer is None else f"prefix-{saved.space.layer}.npy"))
+    raw = np.load(folder / ("base_vectors.npy" if saved.space.layer is None else prefix_file(saved.space.layer)))
     choice = saved.route(saved.space.vectors(raw)).choice
     scores = {system: column(system) for system in {*choice, "base"}}
     gain = [scores[c][i] - scores["base"][i] for i, c in enumerate(choice)]

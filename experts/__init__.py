@@ -42,6 +42,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "lexical_key": "experts.routing",
     "score_experts": "experts.routing",
     "prefix_layer": "experts.routing",
+    "prefix_file": "experts.routing",
     "lora_query_model": "experts.train",
     "anchor_loss": "experts.train",
 })

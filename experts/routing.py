@@ -98,8 +98,8 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
                 stale.unlink()
         save_npy(folder / "base_vectors.npy", encoder.encode(texts, BASE_EXPERT))
         store.write_record(meta_path, {"key": key, "split": SPLIT, "query_ids": qids})
-    if layer is not None and not _readable(folder / _prefix_file(layer), len(qids)):
-        save_npy(folder / _prefix_file(layer), encoder.prefix_means(texts, layer))
+    if layer is not None and not _readable(folder / prefix_file(layer), len(qids)):
+        save_npy(folder / prefix_file(layer), encoder.prefix_means(texts, layer))
     lex_key = None
     lexical_results = cache(lambda: search_lexical(lexical, texts, qids, FUSION_DEPTH))  # only if a score is missing
     if lexical is not None:
@@ -132,7 +132,8 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
         store.write_record(path, record)
 
 
-def _prefix_file(layer: int) -> str:
+def prefix_file(layer: int) -> str:
+    """The routing-data file of the routing queries' mean-pooled base states entering ``layer``."""
     return f"prefix-{int(layer)}.npy"
 
 
@@ -266,9 +267,10 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                 columns.append(record["ndcg@10"])
             masks.append(trained[expert][d])
         scores = np.array(columns, dtype=np.float64).T
-        source = store.routing_data_path(d) / ("base_vectors.npy" if layer is None else _prefix_file(layer))
+        source = store.routing_data_path(d) / ("base_vectors.npy" if layer is None else prefix_file(layer))
         if not _readable(source, len(scores)):
-            raise ValueError(f"no current routing vectors {source.name} for {d!r}; run build-router")
+            raise ValueError(f"no current routing vectors {source.name} for {d!r}; run build-router"
+                             + (" --route-on prefix" if layer is not None else ""))
         vectors.append(load_npy(source))
         names += [d] * len(scores)
         all_scores.append(scores)
@@ -349,7 +351,10 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
                             "fusion?": str}, f"{path / 'routing.json'} info")
         fusion = info.get("fusion", "convex")
         keys = info.get("lexical_keys")
-        layer = router.space.layer
+        # a prefix router follows the current experts' prefix when it can encode (after an addition); after a
+        # removal nothing is encoded and its layer stays (still exact: experts resume from their own layer)
+        layer = None if router.space.layer is None else prefix_layer(store) if open_source is not None \
+            else router.space.layer
         if open_source is not None:
             opened = [open_source(name, keys is not None) for name in info["datasets"]]
             lexical = {ds.name: lex for ds, _, lex in opened} if keys is not None else None

@@ -134,7 +134,7 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     refitted = []
     if store.built_routers():  # fold the new expert into the routers already built
         routed = store.load_into(MultiExpertEncoder(encoder))
-        refitted = refresh_routers(store, routed, _opener(data_dir, backend, encoder, progress=progress),
+        refitted = refresh_routers(store, routed, _opener(data_dir, backend, encoder, index_type, progress),
                                    progress=progress)
     return store.expert_path(name), trained, refitted
 
@@ -148,6 +148,9 @@ def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical:
     if route_on not in ROUTE_ON:
         raise ValueError(f"unknown routing input {route_on!r}; choose one of {', '.join(ROUTE_ON)}")
     layer = prefix_layer(store) if route_on == "prefix" else None
+    if route_on == "prefix" and layer is None:
+        logger.warning("routing on base embeddings: no expert in %s leaves a shared prefix (an expert adapts every "
+                       "layer, or there is none)", store.root)
     data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress, lexical=lexical,
                         fusion=fusion, layer=layer)
     keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}

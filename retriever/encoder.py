@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_MODEL", "PRECISIONS", "Encoder", "ModelInfo", "check_device", "load_encoder", "resolve_model"]
+__all__ = [
+    "DEFAULT_MODEL", "PRECISIONS", "Encoder", "ModelInfo", "check_device", "check_precision", "load_encoder",
+    "resolve_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +22,12 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: sentence-transformers' encode; the others: autocast (Encoder.encode)
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 @dataclass(frozen=True)
@@ -69,13 +78,11 @@ class Encoder:
     """
 
     def __init__(self, model, info: ModelInfo, path: Path, batch_size: int = 32, precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         self.model = model
         self.info = info
         self.path = path  # the local model directory (experts train a fresh copy of it)
         self.batch_size = batch_size
-        self.precision = precision
+        self.precision = check_precision(precision)
 
     @property
     def dim(self) -> int:
@@ -115,7 +122,10 @@ class Encoder:
         import torch
 
         st = self.model
-        tokens = st.tokenizer(list(texts), truncation=True, max_length=st.max_seq_length, padding=False)
+        texts = [str(t).strip() for t in texts]  # as sentence-transformers' Transformer.tokenize prepares them
+        if getattr(st[0], "do_lower_case", False):
+            texts = [t.lower() for t in texts]
+        tokens = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length, padding=False)
         keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in tokens]
         order = np.argsort([-len(ids) for ids in tokens["input_ids"]], kind="stable")
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -148,8 +158,7 @@ def load_encoder(model: str | os.PathLike | None = None, device: str | None = No
     ``Encoder`` (bf16/fp16: the autocast corpus-encoding path)."""
     from sentence_transformers import SentenceTransformer
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if device is not None:
         check_device(device)
     model_id, path = resolve_model(model)

@@ -6,9 +6,11 @@ every document). Expert choice is per call and per thread (``retriever.lora.acti
 
 Routed search reuses the base pass (``encode_keeping`` then ``resume``): an expert whose LoRA starts at layer L
 (a shared-prefix expert, ``TrainConfig.lora_layers``) leaves layers below L as the base's, so the base pass keeps
-the hidden states entering layer L and the expert runs only layers L.. and the pooling. Every routed row of a
-batch goes through those layers in one mixed pass, each row with its own expert's factors
-(``retriever.lora.active_rows``). The vectors equal a full pass of each expert to float rounding
+the hidden states entering layer L and the expert runs only layers L.. and the pooling. The routed rows of
+every base batch are regrouped by length and go through those layers in one mixed pass, each row with its own
+expert's factors (``retriever.lora.active_rows``). With ``stop`` the base pass runs only the shared prefix, and
+``resume(..., base_from=stop)`` takes base-routed rows through the rest too (routing on a prefix space). The vectors
+equal a full pass of each expert to float rounding
 (``tests/test_prefix.py``).
 """
 
@@ -26,9 +28,13 @@ from retriever.systems import BASE
 __all__ = ["BASE_EXPERT", "MultiExpertEncoder"]
 
 
-def _length(mask) -> int:
-    """Tokens up to a row's last unmasked position (what trimming its padding must keep)."""
-    return int(mask.nonzero().max()) + 1 if mask.any() else 1
+def _lengths(mask) -> list[int]:
+    """Per row of an attention mask, the tokens up to its last unmasked position (what trimming its padding must
+    keep), read in one transfer."""
+    import torch
+
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    return [max(1, n) for n in (mask.bool() * positions).max(dim=1).values.tolist()]
 
 BASE_EXPERT = BASE  # the reserved expert: the plain base model
 
@@ -46,6 +52,8 @@ class MultiExpertEncoder:
     BATCH = 32
 
     def __init__(self, base: Encoder):
+        if base.precision != "fp32":  # queries: fp32, so routed vectors equal evaluation's full passes
+            raise ValueError(f"query experts need an fp32 base encoder, got precision {base.precision!r}")
         self.base = base
         self._experts: set[str] = set()
         self._start: dict[str, int] = {}  # expert -> first layer its LoRA changes
@@ -127,9 +135,15 @@ class MultiExpertEncoder:
         hidden = self.base.model[0].auto_model.config.hidden_size
         return out if out is not None else np.zeros((0, hidden), dtype=np.float32)
 
+    PREFIX_CHUNK = 1024  # texts whose prefix states are held at once by prefix_means
+
     def prefix_means(self, texts: Sequence[str], layer: int) -> np.ndarray:
-        """``mean_states`` of the base model's first ``layer`` layers over ``texts``."""
-        return self.mean_states(self.encode_keeping(texts, set(), stop=layer)[1], layer)
+        """``mean_states`` of the base model's first ``layer`` layers over ``texts`` (in chunks, so the hidden
+        states held stay small)."""
+        parts = [self.mean_states(self.encode_keeping(texts[i : i + self.PREFIX_CHUNK], set(), stop=layer)[1], layer)
+                 for i in range(0, len(texts), self.PREFIX_CHUNK)]
+        hidden = self.base.model[0].auto_model.config.hidden_size
+        return np.concatenate(parts) if parts else np.zeros((0, hidden), dtype=np.float32)
 
     def resume(self, kept: KeptStates, experts: Sequence[str | None], base_from: int | None = None) -> np.ndarray:
         """``experts[i]``'s vector of text ``i`` from the kept base pass (rows whose expert is None stay zero, and
@@ -155,7 +169,8 @@ class MultiExpertEncoder:
             for start, members in sorted(by_start.items()):
                 if any(start not in kept.batches[b][2] for b, _ in members):
                     raise ValueError(f"the base pass kept no hidden states entering layer {start}")
-                length = {m: _length(kept.batches[m[0]][1]["attention_mask"][m[1]]) for m in members}
+                lengths = {b: _lengths(kept.batches[b][1]["attention_mask"]) for b in {b for b, _ in members}}
+                length = {m: lengths[m[0]][m[1]] for m in members}
                 members.sort(key=lambda m: -length[m])
                 for first in range(0, len(members), self.BATCH):
                     chunk = sorted(members[first : first + self.BATCH],

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -57,7 +58,9 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 KIND = "routerretriever-corpus-index"
 CHUNK_SIZE = 4096
-SCHEMA = {"files": dict, "model": MODEL_SCHEMA, "dim": int, "count": int, "config": dict, "source": dict}
+GPU_MAX_K = 2048  # FAISS's GPU k-selection limit
+SCHEMA = {"files": dict, "model": MODEL_SCHEMA, "dim": int, "count": int, "config": dict, "source": dict,
+          "precision?": str}
 
 
 class IndexType(StrEnum):
@@ -215,19 +218,19 @@ class CorpusIndex(DenseIndex):
         self.index = index
         self.device = None
         self._device_docs = None
-        self._gpu_index = None  # (FAISS GPU resources, the index on the GPU) with a FAISS GPU build
+        self._gpu_index = None  # (FAISS GPU resources, the index on the GPU, its lock) with a FAISS GPU build
         if device is not None:
             self.to(device)
 
     def to(self, device: str | None) -> CorpusIndex:
         """Search on ``device`` from now on (``None``: FAISS on the CPU): FAISS's GPU index where the installed
-        FAISS can use that GPU, else torch. Copies the index there once."""
-        self._device_docs, self._gpu_index = None, None
+        FAISS can use that GPU, else torch. Copies the index there once; on an error nothing changes."""
+        gpu_index, device_docs = None, None
         gpu = cuda_ordinal(device)
         if gpu is not None and gpu < faiss_gpus() and self.config.index_type is not IndexType.HNSW:
             check_device(device)
             resources = faiss.StandardGpuResources()
-            self._gpu_index = (resources, faiss.index_cpu_to_gpu(resources, gpu, self.index))
+            gpu_index = (resources, faiss.index_cpu_to_gpu(resources, gpu, self.index), threading.Lock())
         elif device is not None:
             import torch
 
@@ -235,8 +238,8 @@ class CorpusIndex(DenseIndex):
                 raise ValueError(f"device search is exact and needs a flat index; {self.path} is "
                                  f"{self.config.index_type.value} (rebuild it with --index-type flat)")
             check_device(device)
-            self._device_docs = torch.from_numpy(np.array(self.embeddings, dtype=np.float32)).to(device)
-        self.device = device
+            device_docs = torch.from_numpy(np.array(self.embeddings, dtype=np.float32)).to(device)
+        self._gpu_index, self._device_docs, self.device = gpu_index, device_docs, device
         return self
 
     @property
@@ -247,7 +250,11 @@ class CorpusIndex(DenseIndex):
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         query_vectors, k = self._queries(query_vectors, k)
         if self._gpu_index is not None:
-            return self._gpu_index[1].search(query_vectors, k)
+            _, index, lock = self._gpu_index
+            if k > GPU_MAX_K:
+                raise ValueError(f"FAISS on the GPU returns at most {GPU_MAX_K} hits per query, asked for {k}")
+            with lock:  # FAISS GPU indexes and their resources are not thread-safe, searches included
+                return index.search(query_vectors, k)
         if self._device_docs is None:
             return self.index.search(query_vectors, k)
         import torch

@@ -64,7 +64,7 @@ SEARCH_BATCH = 1024  # queries per search call
 NO_TERMS = 2**32 - 2  # sparse index of a document without terms (Milvus refuses empty sparse vectors); no query has it
 MAX_VARCHAR = 65535
 SCHEMA = {"files": dict, "model": MODEL_SCHEMA, "dim": int, "count": int, "config": dict, "source": dict,
-          "lexical": (dict, type(None))}
+          "lexical": (dict, type(None)), "precision?": str}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,191}")
 _METRIC = {"inner_product": "IP"}
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from retriever.encoder import PRECISIONS, ModelInfo
+from retriever.encoder import ModelInfo, check_precision
 
 __all__ = ["RayEncoder"]
 
@@ -71,8 +71,7 @@ class RayEncoder:
 
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_precision(precision)
         if block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
         self._started = not ray.is_initialized()

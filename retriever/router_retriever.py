@@ -4,9 +4,11 @@
     hits = rr.search(["does vitamin D prevent fractures?"], k=10, index="path/to/index")
     hits[0].system, hits[0].confidence, hits[0].hits        # chosen system, router confidence, [(doc_id, score)]
 
-Batched: one base pass for all queries (its vectors route, and serve the queries routed to ``base``), then one
-pass per chosen expert over its group; queries routed to ``bm25`` or a hybrid also search the lexical index,
-and every ranking is made by ``retriever.systems.run_system``, as in evaluation.
+Batched (``encode_routed``): the base pass routes, then one mixed pass takes every query routed to an expert
+through the layers its expert adapts (a router on base embeddings), or the base's lower layers route and every
+query then runs the upper layers once (a router on a prefix ``RoutingSpace``); queries routed to ``bm25`` or a
+hybrid also search the lexical index, and every ranking is made by ``retriever.systems.run_system``, as in
+evaluation.
 """
 
 from __future__ import annotations
@@ -87,13 +89,13 @@ class RouterRetriever:
         return cls(encoder, FixedRouter(encoder.names, {"expert": BASE_EXPERT}))
 
     def encode_routed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Each query's vector under the dense expert of the system it is routed to (zeros for ``bm25``, which
-        needs none), the chosen systems and the router's confidence, in chunks of ``ENCODE_CHUNK`` queries so the
-        kept hidden states stay small. A router on base embeddings: one base pass, then one mixed pass of the
-        routed queries through the layers their experts change (``MultiExpertEncoder.encode_keeping`` /
-        ``resume``). A router on a prefix ``RoutingSpace`` (layer L): the base's layers below L, route, then one
-        mixed pass of every query but ``bm25``'s through the layers from L, each with its expert or the base's:
-        one encoder pass in all."""
+        """Each query's vector under the dense expert of the system it is routed to (for ``bm25``, which needs none:
+        the base vector on embeddings, zeros on a prefix space), the chosen systems and the router's confidence, in
+        chunks of ``ENCODE_CHUNK`` queries so the kept hidden states stay small. A router on base embeddings: one
+        base pass, then one mixed pass of the routed queries through the layers their experts change
+        (``MultiExpertEncoder.encode_keeping`` / ``resume``). A router on a prefix ``RoutingSpace`` (layer L): the
+        base's layers below L, route, then one mixed pass of every query but ``bm25``'s through the layers from L,
+        each with its expert or the base's: one encoder pass in all."""
         experts = {dense_part(s) for s in self.router.experts} - {None, BASE_EXPERT}
         layers = {self.encoder.start_layer(e) for e in experts}
         space = self.router.space

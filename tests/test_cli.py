@@ -70,7 +70,7 @@ def test_index_in_bf16_is_its_own_cache_entry(run, tmp_path):
     assert json.loads((tmp_path / "cache" / "indexes" / paths[1].rsplit("/", 1)[1] / "index.json").read_text()
                       )["precision"] == "bf16"
     ray = run("index", "--dataset", "toy", "--encoder", "ray", "--device", "cuda")
-    assert ray.exit_code == 2 and "--device is for --encoder local" in ray.output
+    assert ray.exit_code == 2 and "--device and --batch-size are for --encoder local" in ray.output
 
 
 @pytest.mark.parametrize("args, message", [

@@ -120,7 +120,7 @@ def test_a_router_on_the_prefix_saves_its_space_and_searches_in_one_pass(experts
     space = RoutingSpace.fitted(1, raw)
     vectors = space.vectors(raw)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert abs(float((raw - space.center).mean(axis=0).sum())) < 1e-4
+    np.testing.assert_allclose(space.center, raw.mean(axis=0), atol=1e-6)
     labels = (["top", "all", "base"] * 12)[: len(TEXTS)]
     data = RoutingData(vectors, labels, ["toy"] * len(TEXTS), {}, ["base", "all", "top"], space=space)
     router = ROUTERS["pilot"].fit(data)
@@ -136,8 +136,43 @@ def test_a_router_on_the_prefix_saves_its_space_and_searches_in_one_pass(experts
         want = search(index, encoder.encode([TEXTS[i] for i in rows], expert), [f"q{i}" for i in rows], k=5)
         for i in rows:
             assert [d for d, _ in hits[i].hits] == list(want[f"q{i}"])
-    with pytest.raises(ValueError, match="a prefix routing space needs a layer >= 1"):
+    from eval.runs import SplitRun  # evaluation routes on the same vectors as the facade
+
+    run = SplitRun(experts["dataset"], "test", encoder, index, {"p": loaded}, ["base", "all", "top"])
+    test_hits = RouterRetriever(encoder, loaded).search(dict(zip(run.query_ids, run.texts, strict=True)), index=index)
+    assert list(run.routed("p").chosen.values()) == [h.system for h in test_hits]
+    with pytest.raises(ValueError, match="a prefix routing space needs a layer >= 1, got 0"):
         RoutingSpace(0, space.center)
+    with pytest.raises(ValueError, match="needs a finite 1-d center, got shape"):
+        RoutingSpace(1, np.full(32, np.nan, dtype=np.float32))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda meta, center: meta.update(space={}), "'space' names no layer"),
+    (lambda meta, center: np.save(center, np.zeros(5, dtype=np.float32)), "center has shape \\(5,\\)"),
+    (lambda meta, center: np.save(center, np.full(32, np.nan, dtype=np.float32)), "finite 1-d center"),
+])
+def test_a_damaged_routing_space_is_refused_on_load(tmp_path, damage, message):
+    """A prefix router whose saved space does not fit its vectors is an ArtifactError naming the problem (the
+    files re-checksummed, as a careless edit would leave them)."""
+    import json
+
+    from retriever.artifacts import ArtifactError, checksum_files
+    from retriever.routers import ROUTERS, RoutingData, RoutingSpace, load_router
+
+    rng = np.random.default_rng(0)
+    raw = rng.standard_normal((12, 32)).astype(np.float32)
+    space = RoutingSpace.fitted(1, raw)
+    data = RoutingData(space.vectors(raw), ["a", "b", "base"] * 4, ["d"] * 12, {}, ["base", "a", "b"], space=space)
+    router = ROUTERS["pilot"].fit(data)
+    router.space = space
+    path = router.save(tmp_path / "pilot")
+    meta = json.loads((path / "routing.json").read_text())
+    damage(meta, path / "space_center.npy")
+    meta["files"] = checksum_files(path, list(meta["files"]))
+    (path / "routing.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=message):
+        load_router(path)
 
 
 def test_build_router_routes_on_the_shared_prefix_when_asked(experts, tmp_path, toy_model_dir):

@@ -222,5 +222,6 @@ def test_routing_data_on_a_prefix_space(world):
     path = build_router(store, "dataset", data, {"datasets": ["toy", "other"], "max_queries": 100, "seed": 0})
     assert json.loads((path / "routing.json").read_text())["space"] == {"layer": 1}
     assert load_router(path).space.layer == 1
+    assert "dataset" in refresh_routers(store) and load_router(path).space.layer == 1  # nothing encoded: kept
     build_router(store, "dataset", plain, {"datasets": ["toy", "other"], "max_queries": 100, "seed": 0})
     assert load_router(path).space.layer is None

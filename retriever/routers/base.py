@@ -54,9 +54,13 @@ class RoutingSpace:
     center: np.ndarray | None = None
 
     def __post_init__(self):
-        if self.layer is not None and (not isinstance(self.layer, int) or isinstance(self.layer, bool)
-                                       or self.layer < 1 or self.center is None or self.center.ndim != 1):
-            raise ValueError(f"a prefix routing space needs a layer >= 1 and a 1-d center, got layer {self.layer!r}")
+        if self.layer is None:
+            return
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool) or self.layer < 1:
+            raise ValueError(f"a prefix routing space needs a layer >= 1, got {self.layer!r}")
+        if self.center is None or self.center.ndim != 1 or not np.isfinite(self.center).all():
+            shape = None if self.center is None else self.center.shape
+            raise ValueError(f"a prefix routing space needs a finite 1-d center, got shape {shape}")
 
     def vectors(self, pooled: np.ndarray) -> np.ndarray:
         """Routing vectors of raw mean-pooled prefix states (base embeddings pass through unchanged)."""
@@ -291,12 +295,18 @@ def load_router(path: str | Path) -> Router:
     verify_checksums(path, meta["files"])
     arrays = {Path(name).stem: load_npy(path / name) for name in meta["files"]}
     try:
-        space = RoutingSpace(meta["space"].get("layer"), arrays.pop(SPACE_CENTER)) if "space" in meta \
-            else RoutingSpace()
+        space = RoutingSpace()
+        if "space" in meta:
+            if meta["space"].get("layer") is None:
+                raise ValueError(f"'space' names no layer: {meta['space']!r}")
+            space = RoutingSpace(meta["space"]["layer"], arrays.pop(SPACE_CENTER))
         router = cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
         router.space = space
         dims = [a.shape[1] for a in arrays.values() if a.ndim == 2]
-        router.route(np.zeros((1, dims[0] if dims else 1), dtype=np.float32))  # options and arrays fit together
+        dim = dims[0] if dims else 1
+        if space.layer is not None and space.center.shape != (dim,):
+            raise ValueError(f"its routing space's center has shape {space.center.shape}, its vectors {dim} values")
+        router.route(space.vectors(np.ones((1, dim), dtype=np.float32)))  # options and arrays fit together
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
         raise ArtifactError(f"router {path} is damaged: {type(err).__name__} {err}") from None
     router.info = meta.get("info", {})
