@@ -194,6 +194,7 @@ def test_build_router_routes_on_the_shared_prefix_when_asked(experts, tmp_path, 
                                      "--kind", "pilot", "--kind", "dataset", "--route-on", "prefix"],
                           catch_exceptions=False)
     assert built.exit_code == 0, built.output
+    assert "routes on: pooled states entering layer 1, centered" in built.output
     for kind in ("pilot", "dataset"):
         assert json.loads((router / "routers" / kind / "routing.json").read_text())["space"] == {"layer": 1}
     found = runner.invoke(cli.main, ["-q", "search", "--router", str(router), "--model", str(toy_model_dir),
