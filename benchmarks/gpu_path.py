@@ -25,7 +25,7 @@ import time
 
 import common
 import numpy as np
-from latency import report, round_robin, time_searchers
+from latency import indexes, report, round_robin, searchers, time_searchers
 
 EXPERT_DATASETS = ("scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l", "squad")
 
@@ -109,16 +109,9 @@ def search_part(args, sync) -> None:
 
 
 def latency_part(args, sync) -> None:
-    from eval import open_dataset
-    from retriever import FixedRouter, RouterRetriever, ensure_index, ensure_lexical_index
-
-    routed = RouterRetriever.load(args.router, device=args.device)
-    searchers = {"base-only": RouterRetriever(routed.encoder, FixedRouter(routed.encoder.names, {"expert": "base"})),
-                 "routed:default": routed}
-    dataset = open_dataset(args.data_dir, args.latency_index)
-    index = ensure_index(dataset, routed.encoder.base, args.cache_dir).to(args.device)
-    lexical = ensure_lexical_index(dataset, args.cache_dir)
-    medians = time_searchers(searchers, index, lexical, round_robin(args.data_dir, args.latency_dataset),
+    timed = searchers(args.router, device=args.device)
+    index, lexical = indexes(args, args.latency_index, timed["base-only"].encoder.base, args.device)
+    medians = time_searchers(timed, index, lexical, round_robin(args.data_dir, args.latency_dataset),
                              args.single, args.repeats, sync)
     report(medians, "routed:default", {"part": "latency", "index": args.latency_index, "device": args.device})
 

@@ -55,6 +55,28 @@ def time_searchers(searchers: dict, index, lexical, queries: list[str], single: 
     return {name: (statistics.median(ones[name]), statistics.median(manys[name])) for name in searchers}
 
 
+def searchers(router: str, routing: str = "default", compare=(), device: str | None = None) -> dict:
+    """``{"base-only": ..., "routed:<routing>": ..., "routed:<dir>": ...}``: base-only search through the routed
+    searcher's own encoder, the router, and each compared router directory's default router."""
+    from retriever import FixedRouter, RouterRetriever
+
+    routed = RouterRetriever.load(router, routing, device=device)
+    out = {"base-only": RouterRetriever(routed.encoder, FixedRouter(routed.encoder.names, {"expert": "base"})),
+           f"routed:{routing}": routed}
+    for other in compare:
+        out[f"routed:{other}"] = RouterRetriever.load(other, device=device)
+    return out
+
+
+def indexes(args, name: str, encoder, device: str | None):
+    """The dataset's cached dense index (searching on ``device``) and its BM25 index."""
+    from eval import open_dataset
+    from retriever import ensure_index, ensure_lexical_index
+
+    dataset = open_dataset(args.data_dir, name)
+    return ensure_index(dataset, encoder, args.cache_dir).to(device), ensure_lexical_index(dataset, args.cache_dir)
+
+
 def report(medians: dict[str, tuple[float, float]], routed: str, extra: dict) -> None:
     """One JSON line per searcher, then the ratio lines against ``base-only``."""
     for name, (one, many) in medians.items():
@@ -81,20 +103,9 @@ def main() -> None:
     parser.add_argument("--device", help="encode and search on this torch device (e.g. cuda)")
     args = parser.parse_args()
 
-    from eval import open_dataset
-    from retriever import FixedRouter, RouterRetriever, ensure_index, ensure_lexical_index
-
-    routed = RouterRetriever.load(args.router, args.routing, device=args.device)
-    searchers = {"base-only": RouterRetriever(routed.encoder, FixedRouter(routed.encoder.names, {"expert": "base"})),
-                 f"routed:{args.routing}": routed}
-    for other in args.compare_router:
-        searchers[f"routed:{other}"] = RouterRetriever.load(other, device=args.device)
-    dataset = open_dataset(args.data_dir, args.index_dataset)
-    index = ensure_index(dataset, routed.encoder.base, args.cache_dir)
-    if args.device:
-        index.to(args.device)
-    lexical = ensure_lexical_index(dataset, args.cache_dir)
-    medians = time_searchers(searchers, index, lexical, round_robin(args.data_dir, args.dataset), args.single,
+    timed = searchers(args.router, args.routing, args.compare_router, args.device)
+    index, lexical = indexes(args, args.index_dataset, timed["base-only"].encoder.base, args.device)
+    medians = time_searchers(timed, index, lexical, round_robin(args.data_dir, args.dataset), args.single,
                              args.repeats, common.synchronizer(args.device))
     report(medians, f"routed:{args.routing}", {"index": args.index_dataset, "index_docs": len(index),
                                                "device": args.device or "cpu"})

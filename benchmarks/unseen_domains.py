@@ -59,7 +59,7 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
     from collections import Counter
 
     from eval import open_dataset
-    from experts import prefix_file, score_experts
+    from experts import hybrid_label, prefix_file, score_experts
     from retriever import MultiExpertEncoder, ensure_index, ensure_lexical_index, load_encoder
     from retriever.systems import BM25, dense_part
 
@@ -80,7 +80,7 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
         record = json.loads((folder / f"scores-{BM25 if expert is None else expert}.json").read_text())
         if not system.startswith("hybrid:"):
             return np.array(record["ndcg@10"])
-        return np.array(record["hybrid"]["rrf" if fused.fusion == "rrf" else f"{fused.weight(system):.1f}"])
+        return np.array(record["hybrid"][hybrid_label(fused, system)])
 
     raw = np.load(folder / ("base_vectors.npy" if saved.space.layer is None else prefix_file(saved.space.layer)))
     choice = saved.route(saved.space.vectors(raw)).choice

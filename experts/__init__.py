@@ -43,6 +43,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "score_experts": "experts.routing",
     "prefix_layer": "experts.routing",
     "prefix_file": "experts.routing",
+    "hybrid_label": "experts.routing",
     "lora_query_model": "experts.train",
     "anchor_loss": "experts.train",
 })

@@ -137,14 +137,18 @@ def prefix_file(layer: int) -> str:
     return f"prefix-{int(layer)}.npy"
 
 
-def prefix_layer(store: RouterDirectory) -> int | None:
-    """The layer routers route on by default: the first layer any domain expert adapts, where every expert's
-    pass starts (so routed search costs one encoder pass); None (base embeddings) without experts or when one
-    adapts every layer."""
-    from retriever.lora import adapted_layers
-
-    starts = [min(adapted_layers(store.load_factors(name))) for name in store.candidates() if name != BASE_EXPERT]
+def prefix_layer(store: RouterDirectory, encoder: MultiExpertEncoder) -> int | None:
+    """The layer ``--route-on prefix`` routes on: the first layer any of the store's domain experts adapts (as
+    loaded in ``encoder``), where every expert's pass starts (so routed search costs one encoder pass); None (base
+    embeddings) without experts or when one adapts every layer."""
+    starts = [encoder.start_layer(name) for name in store.candidates() if name != BASE_EXPERT]
     return min(starts) if starts and min(starts) > 0 else None
+
+
+def hybrid_label(systems: SystemSet, system: str) -> str:
+    """Which of a score record's ``hybrid`` columns is ``system`` as ``systems`` fuses it: its calibrated weight,
+    or ``rrf``."""
+    return "rrf" if systems.fusion == "rrf" else f"{systems.weight(system):.1f}"
 
 
 def _hybrid_scores(qrels, qids, dense, lexical) -> dict[str, dict[str, float]]:
@@ -261,8 +265,7 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                 continue
             record = records[d][expert]
             if system.startswith(HYBRID):
-                label = "rrf" if systems_set.fusion == "rrf" else f"{systems_set.weight(system):.1f}"
-                columns.append(record["hybrid"][label])
+                columns.append(record["hybrid"][hybrid_label(systems_set, system)])
             else:
                 columns.append(record["ndcg@10"])
             masks.append(trained[expert][d])
@@ -353,7 +356,7 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
         keys = info.get("lexical_keys")
         # a prefix router follows the current experts' prefix when it can encode (after an addition); after a
         # removal nothing is encoded and its layer stays (still exact: experts resume from their own layer)
-        layer = None if router.space.layer is None else prefix_layer(store) if open_source is not None \
+        layer = None if router.space.layer is None else prefix_layer(store, encoder) if open_source is not None \
             else router.space.layer
         if open_source is not None:
             opened = [open_source(name, keys is not None) for name in info["datasets"]]

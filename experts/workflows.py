@@ -147,7 +147,7 @@ def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical:
     (``prefix_layer``; base embeddings where the experts have none)."""
     if route_on not in ROUTE_ON:
         raise ValueError(f"unknown routing input {route_on!r}; choose one of {', '.join(ROUTE_ON)}")
-    layer = prefix_layer(store) if route_on == "prefix" else None
+    layer = prefix_layer(store, encoder) if route_on == "prefix" else None
     if route_on == "prefix" and layer is None:
         logger.warning("routing on base embeddings: no expert in %s leaves a shared prefix (an expert adapts every "
                        "layer, or there is none)", store.root)

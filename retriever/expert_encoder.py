@@ -125,25 +125,20 @@ class MultiExpertEncoder:
     def mean_states(self, kept: KeptStates, layer: int) -> np.ndarray:
         """Each text's hidden states entering ``layer``, mean-pooled over its tokens (what a prefix
         ``RoutingSpace`` routes on)."""
-        out = None
+        out = np.zeros((kept.count, self.base.model[0].auto_model.config.hidden_size), dtype=np.float32)
         for rows, features, states in kept.batches:
             mask = features["attention_mask"].unsqueeze(-1).to(states[layer].dtype)
-            pooled = ((states[layer] * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float().cpu().numpy()
-            if out is None:
-                out = np.zeros((kept.count, pooled.shape[1]), dtype=np.float32)
-            out[rows] = pooled
-        hidden = self.base.model[0].auto_model.config.hidden_size
-        return out if out is not None else np.zeros((0, hidden), dtype=np.float32)
+            out[rows] = ((states[layer] * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float().cpu().numpy()
+        return out
 
     PREFIX_CHUNK = 1024  # texts whose prefix states are held at once by prefix_means
 
     def prefix_means(self, texts: Sequence[str], layer: int) -> np.ndarray:
         """``mean_states`` of the base model's first ``layer`` layers over ``texts`` (in chunks, so the hidden
         states held stay small)."""
-        parts = [self.mean_states(self.encode_keeping(texts[i : i + self.PREFIX_CHUNK], set(), stop=layer)[1], layer)
-                 for i in range(0, len(texts), self.PREFIX_CHUNK)]
-        hidden = self.base.model[0].auto_model.config.hidden_size
-        return np.concatenate(parts) if parts else np.zeros((0, hidden), dtype=np.float32)
+        chunks = [texts[i : i + self.PREFIX_CHUNK] for i in range(0, len(texts), self.PREFIX_CHUNK)] or [[]]
+        return np.concatenate([self.mean_states(self.encode_keeping(chunk, set(), stop=layer)[1], layer)
+                               for chunk in chunks])
 
     def resume(self, kept: KeptStates, experts: Sequence[str | None], base_from: int | None = None) -> np.ndarray:
         """``experts[i]``'s vector of text ``i`` from the kept base pass (rows whose expert is None stay zero, and

@@ -210,7 +210,7 @@ def test_routing_data_on_a_prefix_space(world):
     from retriever.routers import RoutingSpace
 
     store = world["store"]
-    assert prefix_layer(store) is None  # the toy experts adapt every layer: they route on embeddings
+    assert prefix_layer(store, world["encoder"]) is None  # the toy experts adapt every layer: they route on embeddings
     with pytest.raises(ValueError, match="no current routing vectors prefix-1.npy"):
         cached_routing_data(store, ["toy", "other"], layer=1)
     data = routing_data(world["sources"], world["encoder"], store, max_queries=100, layer=1)
