@@ -401,11 +401,9 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
                                    pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
                                    novelty=novelty, model=model, index_type=index_type, lexical=not no_lexical,
                                    fusion=fusion, progress=obj["progress"], backend=backend, route_on=route_on)
-    from retriever.routers import load_router
-
-    for path, kind, labelled, systems in built:
+    for path, kind, labelled, systems, routes_on in built:
         click.echo(f"{path}\t{kind}\t{labelled} labelled queries\tsystems: {', '.join(systems)}\t"
-                   f"routes on: {load_router(path).space.describe()}")
+                   f"routes on: {routes_on}")
     click.echo(f"default router (best on the routing folds): {default}")
 
 

@@ -165,11 +165,11 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
                   novelty: str | float | None = None, model: str | None = None, index_type: str = "flat",
                   lexical: bool = True, fusion: str = "convex", progress: bool = False,
                   backend: IndexBackend | None = None,
-                  route_on: str = "embeddings") -> tuple[list[tuple[Path, str, int, list[str]]], str]:
+                  route_on: str = "embeddings") -> tuple[list[tuple[Path, str, int, list[str], str]], str]:
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
     BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
-    the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems)``
-    per router, and the default router."""
+    the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems,
+    what it routes on)`` per router, and the default router."""
     opened = [open_dataset(data_dir, name) for name in datasets]
     for ds in opened:
         ds.qrels("train")
@@ -188,8 +188,8 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
 
     paths, data = _fit_routers(store, kinds, [(ds, index) for ds, index, _ in triples], lexical_indexes, encoder,
                                max_queries, fusion, progress, options_for, route_on)
-    return [(path, kind, len(data.labels), data.experts) for path, kind in zip(paths, kinds, strict=True)], \
-        store.default_router()
+    return [(path, kind, len(data.labels), data.experts, data.space.describe())
+            for path, kind in zip(paths, kinds, strict=True)], store.default_router()
 
 
 def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[str] = (),
