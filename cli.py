@@ -173,7 +173,7 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True, help="Base model (must match the index).")
 @click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-@click.option("--device", help="Encode and search on this torch device (e.g. cuda; exact search, flat indexes) "
+@click.option("--device", help="Encode and search on this torch device (e.g. cuda; flat indexes, and IVF with FAISS's GPU build) "
                                "[default: encode on the best device, search with FAISS on the CPU].")
 def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, routing, model, top_k, as_json,
            device):
@@ -376,7 +376,7 @@ def _threshold_value(ctx, param, value):
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
 @click.option("--fallback", default="none", show_default=True, callback=_threshold_value,
-              help="Send a query to the base model when the router's confidence is below a threshold: 'none' "
+              help="Send a query to the default system (base or hybrid:base, as calibrated) when the router's confidence is below a threshold: 'none' "
                    "(always the top expert, as published), 'auto' (the threshold that helps most on held-out "
                    "training queries), or a number in [0, 1).")
 @click.option("--novelty", callback=_threshold_value,
@@ -411,7 +411,8 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 @data_dir_option
 @router_option(required=True)
 @click.option("--expert-dataset", "expert_datasets", multiple=True,
-              help="Datasets that get an expert (repeatable; default: every dataset but aila2019-statutes).")
+              help="Datasets that get an expert (repeatable; default: scifact, nfcorpus, arguana-native, "
+                   "feedbackqa, perspectrum, pubmedqa-l, squad).")
 @click.option("--eval-dataset", "eval_datasets", multiple=True,
               help="Datasets evaluated on test (repeatable; default: the expert datasets + aila2019-statutes).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1))

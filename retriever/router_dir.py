@@ -2,7 +2,8 @@
 
 ::
 
-    <router>/router.json                 kind, format version, library version, base model id/fingerprint/dim
+    <router>/router.json                 kind, format version, library version, base model id/fingerprint/dim,
+                                         default router (after build-router)
     <router>/experts/<name>/adapter_model.safetensors   peft LoRA adapter (query side)
     <router>/experts/<name>/adapter_config.json
     <router>/experts/<name>/expert.json  name, domain, base model, training-data fingerprint, hyper-parameters,

@@ -6,7 +6,8 @@
                    similarity weighted by group size; ``"mean"``: the paper's unweighted mean; ``"max"``:
                    nearest pilot; ``clusters > 1``: k-means centroids per group).
 - ``classifier`` — multinomial logistic regression on base query vectors, same best-expert labels.
-- ``dataset``    — the nearest of at most ``per_dataset`` training queries decides, by its dataset's expert.
+- ``dataset``    — the nearest of at most ``per_dataset`` training queries decides, by its dataset's best system
+                   (its own expert without BM25/hybrids).
 - ``fixed``      — always one expert (``base`` is the base model).
 
 A router is fitted from ``RoutingData`` (training queries' base vectors, their best expert, their dataset) and
