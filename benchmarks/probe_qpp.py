@@ -68,16 +68,10 @@ def collect(args) -> dict:
         dataset = open_dataset(args.data_dir, name)
         index = ensure_index(dataset, encoder, args.cache_dir)
         lexical = ensure_lexical_index(dataset, args.cache_dir)
-        split = dataset.split("train")
-        doc_ids = set(index.doc_ids)
-        qids = sorted(q for q, j in split.qrels.items() if any(s >= 1 and d in doc_ids for d, s in j.items()))
-        if len(qids) > 500:
-            qids = sorted(np.random.default_rng(0).choice(qids, size=500, replace=False).tolist())
-        texts = [split.queries[q] for q in qids]
+        qids, texts, qrels = common.training_sample(dataset, index)
         vectors = encoder.encode(texts)
         dense = search(index, vectors, qids, k=DEPTH)
         lex = search_lexical(lexical, texts, qids, DEPTH)
-        qrels = {q: split.qrels[q] for q in qids}
         per_weight = []
         for w in WEIGHTS:
             fused = {q: fuse(dense[q], lex[q], float(w), "convex", DEPTH) for q in qids}
