@@ -173,8 +173,8 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True, help="Base model (must match the index).")
 @click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-@click.option("--device", help="Encode and search on this torch device (e.g. cuda; flat indexes, and IVF with FAISS's GPU build) "
-                               "[default: encode on the best device, search with FAISS on the CPU].")
+@click.option("--device", help="Encode and search on this torch device (e.g. cuda; flat indexes, and IVF with "
+                               "FAISS's GPU build) [default: encode on the best device, search with FAISS on the CPU].")
 def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, routing, model, top_k, as_json,
            device):
     """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
@@ -376,9 +376,9 @@ def _threshold_value(ctx, param, value):
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
 @click.option("--fallback", default="none", show_default=True, callback=_threshold_value,
-              help="Send a query to the default system (base or hybrid:base, as calibrated) when the router's confidence is below a threshold: 'none' "
-                   "(always the top expert, as published), 'auto' (the threshold that helps most on held-out "
-                   "training queries), or a number in [0, 1).")
+              help="Send a query to the default system (base or hybrid:base, as calibrated) when the router's "
+                   "confidence is below a threshold: 'none' (always the top expert, as published), 'auto' (the "
+                   "threshold that helps most on held-out training queries), or a number in [0, 1).")
 @click.option("--novelty", callback=_threshold_value,
               help=f"{', '.join(novelty_kinds())}: send a query to the default system when its similarity to the "
                    "nearest pilot (stored query) is below a threshold, i.e. it is unlike every training domain: "

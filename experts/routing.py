@@ -2,9 +2,9 @@
 
 For each training dataset (train split only), a seeded sample of at most ``max_queries`` queries is encoded by
 the base model and by every expert; each is scored by nDCG@10 over that dataset's corpus index. A query's
-label is its best system (ties: the dataset's best system, then its own expert, then ``base``, then list order). All of
-it is cached under ``<router>/routing-data/<dataset>/``, keyed by each expert's adapter checksum, so adding an
-expert computes only its own scores and removing one computes nothing.
+label is its best system (ties: the dataset's best system, then its own expert, then ``base``, then list
+order). All of it is cached under ``<router>/routing-data/<dataset>/``, keyed by each expert's adapter
+checksum, so adding an expert computes only its own scores and removing one computes nothing.
 """
 
 from __future__ import annotations
@@ -233,7 +233,8 @@ def calibrate_hybrids(store: RouterDirectory, datasets: list[str], hybrid: dict[
 
 def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: dict[str, str] | None = None,
                         fusion: str = "convex", layer: int | None = None) -> RoutingData:
-    """Label cached training queries with their best current system (ties: the dataset's best system, its own expert, base, list order).
+    """Label cached training queries with their best current system (ties: the dataset's best system, its own
+    expert, base, list order).
     Without ``lexical`` the systems are the dense experts; with it (``{dataset: lexical_key}``) also ``bm25`` and
     each expert's hybrid at its calibrated weight (``calibrate_hybrids``). The vectors are base embeddings, or
     with ``layer`` the routing vectors of a prefix ``RoutingSpace`` centered on these queries."""
