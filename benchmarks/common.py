@@ -29,19 +29,6 @@ def open_indexed(args, names, encoder) -> tuple[dict, dict]:
     return opened, {name: ensure_index(ds, encoder, args.cache_dir) for name, ds in opened.items()}
 
 
-def training_sample(dataset, index, max_queries: int = 500, seed: int = 0) -> tuple[list[str], list[str], dict]:
-    """``(query ids, texts, qrels)`` of ``dataset``'s judged training queries, a seeded sample of at most
-    ``max_queries`` as the routing data draws it (``build-router``'s defaults)."""
-    import numpy as np
-
-    split = dataset.split("train")
-    doc_ids = set(index.doc_ids)
-    qids = sorted(q for q, judged in split.qrels.items() if any(s >= 1 and d in doc_ids for d, s in judged.items()))
-    if len(qids) > max_queries:
-        qids = sorted(np.random.default_rng(seed).choice(qids, size=max_queries, replace=False).tolist())
-    return qids, [split.queries[q] for q in qids], {q: split.qrels[q] for q in qids}
-
-
 def synchronizer(device: str | None):
     """A function that waits for ``device``'s queued kernels (a no-op off CUDA), for honest clock readings."""
     if device is None or not str(device).startswith("cuda"):

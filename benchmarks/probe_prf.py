@@ -21,6 +21,7 @@ HYBRID_WEIGHT = 0.6
 
 def main() -> None:
     from eval import per_query_ndcg
+    from experts import routing_sample
     from retriever import ensure_lexical_index, load_encoder, search, search_lexical
     from retriever.systems import fuse
 
@@ -30,10 +31,11 @@ def main() -> None:
     for name in DATASETS:
         index = indexes[name]
         lexical = ensure_lexical_index(opened[name], args.cache_dir)
-        qids, texts, qrels = common.training_sample(opened[name], index)
+        qids, texts, qrels = routing_sample(opened[name], index)
         row = {d: i for i, d in enumerate(index.doc_ids)}
         vectors = encoder.encode(texts)
         lex = search_lexical(lexical, texts, qids, DEPTH)
+
         def mean_ndcg(dense, hybrid: bool, lex=lex, qrels=qrels) -> float:
             results = {q: fuse(dense[q], lex[q], HYBRID_WEIGHT) for q in qrels} if hybrid else dense
             return round(100 * float(np.mean(list(per_query_ndcg(qrels, results).values()))), 2)

@@ -58,17 +58,18 @@ def signals(dense: dict[str, float], lexical: dict[str, float], text: str) -> li
 
 
 def collect(args) -> dict:
-    from eval import open_dataset, per_query_ndcg
-    from retriever import ensure_index, ensure_lexical_index, load_encoder, search, search_lexical
+    from eval import per_query_ndcg
+    from experts import routing_sample
+    from retriever import ensure_lexical_index, load_encoder, search, search_lexical
     from retriever.systems import fuse
 
     encoder = load_encoder()
+    opened, indexes = common.open_indexed(args, DATASETS, encoder)
     out = {"dataset": [], "vectors": [], "signals": [], "scores": []}
     for name in DATASETS:
-        dataset = open_dataset(args.data_dir, name)
-        index = ensure_index(dataset, encoder, args.cache_dir)
-        lexical = ensure_lexical_index(dataset, args.cache_dir)
-        qids, texts, qrels = common.training_sample(dataset, index)
+        index = indexes[name]
+        lexical = ensure_lexical_index(opened[name], args.cache_dir)
+        qids, texts, qrels = routing_sample(opened[name], index)
         vectors = encoder.encode(texts)
         dense = search(index, vectors, qids, k=DEPTH)
         lex = search_lexical(lexical, texts, qids, DEPTH)
@@ -162,13 +163,15 @@ def _mean(values: np.ndarray, names: np.ndarray) -> float:
     return float(np.mean([values[names == d].mean() for d in np.unique(names)]))
 
 
-def _bootstrap(diff: np.ndarray, names: np.ndarray, rounds: int = 2000) -> list[float]:
-    """Paired-bootstrap 95% interval (x100) of the mean over datasets of a per-query difference, resampling
-    queries within each dataset."""
-    rng = np.random.default_rng(0)
-    groups = [diff[names == d] for d in np.unique(names)]
-    means = [np.mean([g[rng.integers(0, len(g), len(g))].mean() for g in groups]) for _ in range(rounds)]
-    return [round(100 * float(np.percentile(means, q)), 2) for q in (2.5, 97.5)]
+def _bootstrap(gain: np.ndarray, names: np.ndarray) -> list[float]:
+    """``eval.paired_bootstrap``'s 95% interval (x100) of a per-query gain over ``fixed``, stratified by dataset."""
+    from eval import paired_bootstrap
+
+    pairs = [(dict(enumerate(gain[names == d].tolist())), dict.fromkeys(range(int((names == d).sum())), 0.0))
+             for d in np.unique(names)]
+    _, low, high = paired_bootstrap(pairs)
+    return [round(100 * low, 2), round(100 * high, 2)]
+
 
 if __name__ == "__main__":
     main()

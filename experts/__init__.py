@@ -41,6 +41,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "expert_key": "experts.routing",
     "lexical_key": "experts.routing",
     "score_experts": "experts.routing",
+    "routing_sample": "experts.routing",
     "prefix_layer": "experts.routing",
     "prefix_file": "experts.routing",
     "hybrid_label": "experts.routing",

@@ -31,7 +31,7 @@ from retriever.systems import hybrid as hybrid_name
 __all__ = [
     "HYBRID_WEIGHTS", "build_router", "cached_routing_data", "calibrate_hybrids", "choose_default_router",
     "expert_key", "lexical_key",
-    "refresh_routers", "routing_data", "routing_info", "score_experts",
+    "refresh_routers", "routing_data", "routing_info", "routing_sample", "score_experts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,9 @@ def expert_key(store: RouterDirectory, name: str) -> str:
     return store.expert_info(name)["files"]["adapter_model.safetensors"]
 
 
-def _sample(dataset, index, max_queries: int, seed: int) -> tuple[list[str], list[str], dict]:
+def routing_sample(dataset, index, max_queries: int = 500, seed: int = 0) -> tuple[list[str], list[str], dict]:
+    """``(query ids, texts, qrels)``: the seeded sample of at most ``max_queries`` judged training queries whose
+    routing scores ``score_experts`` caches (the defaults are ``build-router``'s)."""
     data = dataset.split(SPLIT)
     doc_ids = set(index.doc_ids)
     qids = sorted(q for q, judged in data.qrels.items() if any(s >= 1 and d in doc_ids for d, s in judged.items()))
@@ -87,7 +89,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
     """Cache base vectors of the sampled training queries and each expert's per-query nDCG@10 on them; with a
     lexical index, also BM25's and each expert's hybrid at every weight of ``HYBRID_WEIGHTS`` (and RRF); with
     ``layer``, their base states entering that layer, mean-pooled (a prefix ``RoutingSpace``)."""
-    qids, texts, qrels = _sample(dataset, index, max_queries, seed)
+    qids, texts, qrels = routing_sample(dataset, index, max_queries, seed)
     folder = store.routing_data_path(dataset.name)
     folder.mkdir(parents=True, exist_ok=True)
     key = _key([qids, texts, qrels, index.meta["files"]])
