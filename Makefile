@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job: the routed pipeline on a selection of the shared datasets that runs in under 20 minutes on
 # 2 CPU cores the first time (index, train experts, build routers, evaluate, print the tables); later runs
-# reuse every saved artifact. `make benchmark` is the full comparison on all datasets (1.5 hours from nothing: BENCHMARKS.md §4b).
+# reuse every saved artifact. `make benchmark` is the full comparison on all datasets (1.5 hours from nothing,
+# BENCHMARKS.md §4b).
 DEMO_EXPERTS ?= feedbackqa pubmedqa-l squad
 DEMO_DIR := $(ROUTERRETRIEVER_CACHE_DIR)/demo
 demo: setup
