@@ -16,7 +16,7 @@ from experts.config import ROUTE_ON, Negatives
 from retriever.backends import BACKENDS
 from retriever.encoder import PRECISIONS
 from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
-from retriever.routers import FALLBACKS, buildable_kinds, novelty_kinds
+from retriever.routers import FALLBACKS, UNFAMILIAR_POLICIES, buildable_kinds, novelty_kinds
 from retriever.routers.pilot import PilotRouter
 from retriever.systems import FUSIONS
 
@@ -195,9 +195,11 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, r
         if as_json:
             click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "system": hit.system,
                                    "expert": hit.expert, "mode": hit.mode, "confidence": round(hit.confidence, 4),
+                                   "unfamiliar": hit.unfamiliar,
                                    "hits": [{"doc_id": d, "score": s} for d, s in hit.hits]}))
             continue
-        click.echo(f"{hit.query_id} [{hit.system} ({hit.mode}), confidence {hit.confidence:.2f}]: "
+        new = ", unfamiliar" if hit.unfamiliar else ""
+        click.echo(f"{hit.query_id} [{hit.system} ({hit.mode}), confidence {hit.confidence:.2f}{new}]: "
                    f"{queries[hit.query_id]}")
         for rank, (doc_id, score) in enumerate(hit.hits, start=1):
             click.echo(f"  {rank:>3}  {score:.4f}  {doc_id}")
@@ -376,14 +378,19 @@ def _threshold_value(ctx, param, value):
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
 @click.option("--fallback", default="none", show_default=True, callback=_threshold_value,
-              help="Send a query to the default system (base or hybrid:base, as calibrated) when the router's "
+              help="Send a query to the default system (see --unfamiliar) when the router's "
                    "confidence is below a threshold: 'none' (always the top expert, as published), 'auto' (the "
                    "threshold that helps most on held-out training queries), or a number in [0, 1).")
 @click.option("--novelty", callback=_threshold_value,
               help=f"{', '.join(novelty_kinds())}: send a query to the default system when its similarity to the "
                    "nearest pilot (stored query) is below a threshold, i.e. it is unlike every training domain: "
-                   "'auto' (the threshold and default system, base or hybrid:base, that help most on held-out "
-                   "training queries; the default), 'none', or a number in [0, 1).")
+                   "'auto' (the threshold that helps most on held-out training queries; the default), 'none', "
+                   "or a number in [0, 1).")
+@click.option("--unfamiliar", type=click.Choice(UNFAMILIAR_POLICIES), default="auto", show_default=True,
+              help="The default system, where queries the router does not recognise go: auto = auto:base, which "
+                   "fuses BM25 with the base only where, over the call's unfamiliar queries, BM25 agrees with the "
+                   "base (no labels; DESIGN.md); calibrated = base or hybrid:base, whichever the routing folds "
+                   "favour (one global choice, as before 2026-12-04).")
 @click.option("--no-lexical", is_flag=True, help="Route among dense experts only (no bm25 or hybrid systems).")
 @click.option("--fusion", type=click.Choice(FUSIONS), default="convex", show_default=True,
               help="How hybrids fuse a dense and the BM25 ranking: convex (weight calibrated per expert on its "
@@ -393,13 +400,14 @@ def _threshold_value(ctx, param, value):
 @backend_options
 @click.pass_obj
 def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
-                 no_lexical, fusion, route_on, model, cache_dir, index_type, backend):
+                 unfamiliar, no_lexical, fusion, route_on, model, cache_dir, index_type, backend):
     """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
     built, default = build_routers(router, data_dir, cache_dir, datasets, kinds, max_queries,
                                    pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
-                                   novelty=novelty, model=model, index_type=index_type, lexical=not no_lexical,
+                                   novelty=novelty, unfamiliar=unfamiliar, model=model, index_type=index_type,
+                                   lexical=not no_lexical,
                                    fusion=fusion, progress=obj["progress"], backend=backend, route_on=route_on)
     for path, kind, labelled, systems, routes_on in built:
         click.echo(f"{path}\t{kind}\t{labelled} labelled queries\tsystems: {', '.join(systems)}\t"

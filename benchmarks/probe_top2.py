@@ -96,7 +96,7 @@ def main() -> None:
         back = np.zeros(len(rows), bool) if similarity is None else similarity < min_similarity
         top1 = [data.experts[j] for j in order[:, 0]]
         top2 = [data.experts[j] for j in order[:, 1]]
-        one = np.array([data.scores[r, data.experts.index(default if b else s)]
+        one = np.array([data.system_scores(default if b else s)[r]
                         for r, s, b in zip(rows, top1, back, strict=True)])
         fused = {}
         for method in curves:

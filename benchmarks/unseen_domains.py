@@ -19,7 +19,7 @@ import json
 import common
 import numpy as np
 
-NOT_FIT_OPTIONS = ("fallback", "min_confidence", "novelty", "min_similarity", "default")
+NOT_FIT_OPTIONS = ("fallback", "min_confidence", "novelty", "min_similarity", "default", "unfamiliar")
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     default = saved.options.get("default", "base")
     back = (similarity < saved.options.get("min_similarity", 0.0)) | \
         (confidence < saved.options.get("min_confidence", 0.0))
-    fallen = data.scores[rows, data.experts.index(default)] - data.scores[rows, data.experts.index("base")]
+    fallen = data.system_scores(default)[rows] - data.system_scores("base")[rows]
     kept = np.where(back, fallen, gain)
     for name in np.unique(names):
         mine = names == name
@@ -61,7 +61,8 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
     from eval import open_dataset
     from experts import hybrid_label, prefix_file, score_experts
     from retriever import MultiExpertEncoder, ensure_index, ensure_lexical_index, load_encoder
-    from retriever.systems import BM25, dense_part
+    from retriever.systems import AUTO, BM25, dense_part
+    from retriever.unfamiliar import trusts_lexical
 
     if name in store.domain_experts():
         raise SystemExit(f"{name} has an expert ({store.domain_experts()[name]}); name a dataset without one")
@@ -78,6 +79,8 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
     def column(system: str) -> np.ndarray:
         expert = dense_part(system)
         record = json.loads((folder / f"scores-{BM25 if expert is None else expert}.json").read_text())
+        if system == AUTO:  # the dataset's queries decide together, as a call's unfamiliar queries do
+            system = "hybrid:base" if trusts_lexical(record["agreement"]) else "base"
         if not system.startswith("hybrid:"):
             return np.array(record["ndcg@10"])
         return np.array(record["hybrid"][hybrid_label(fused, system)])

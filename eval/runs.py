@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from retriever.ranking import Results, search, search_lexical
 from retriever.router_dir import RouterDirectory
 from retriever.routers import Router, buildable_kinds
 from retriever.systems import (
+    AUTO,
     BM25,
     FUSION_DEPTH,
     HYBRID,
@@ -46,6 +47,7 @@ from retriever.systems import (
     dense_part,
     hybrid,
     is_lexical,
+    resolve,
     run_system,
     system_names,
 )
@@ -74,6 +76,7 @@ class EvalResult:
     scores: Scores
     results: Results
     chosen: dict[str, str] | None = field(default=None, repr=False)  # query id -> system (routed, oracles)
+    unfamiliar: frozenset[str] = frozenset()  # routed: the queries the router did not recognise (sent to its default)
 
     def row(self) -> dict:
         return {"dataset": self.dataset, "split": self.split, "system": self.system, **self.scores.summary()}
@@ -300,13 +303,18 @@ class SplitRun:
         if name not in self.routers:
             raise ValueError(f"router {name!r} is not built; built: {', '.join(self.routers) or 'none'}")
         router = self.routers[name]
-        choice = router.route(self.routing_vectors(router)).choice
+        routing = router.route(self.routing_vectors(router))
+        choice = dict(zip(self.query_ids, routing.choice, strict=True))
+        auto = [i for i, s in enumerate(routing.choice) if s == AUTO]
+        if auto:  # the unfamiliar queries decide together, as in RouterRetriever.search
+            choice = resolve(choice, self._ranking(BASE_EXPERT, auto), self._ranking(BM25, auto))
         results: Results = {}
-        for system in sorted(set(choice)):  # hybrids fused as the router's labels were
-            results.update(self.system_results(system, [i for i, s in enumerate(choice) if s == system],
+        for system in sorted(set(choice.values())):  # hybrids fused as the router's labels were
+            results.update(self.system_results(system, [i for i, q in enumerate(self.query_ids) if choice[q] == system],
                                                router.systems))
         results = {q: results[q] for q in self.query_ids}
-        return self._scored(label or name, results, dict(zip(self.query_ids, choice, strict=True)))
+        unfamiliar = frozenset(q for q, new in zip(self.query_ids, routing.unfamiliar, strict=True) if new)
+        return replace(self._scored(label or name, results, choice), unfamiliar=unfamiliar)
 
     def dataset_oracle(self) -> EvalResult:
         best = max(self.candidates, key=lambda e: (self.fixed(e).scores.ndcg_at_10, e == BASE_EXPERT))

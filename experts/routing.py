@@ -27,6 +27,7 @@ from retriever.routers import ROUTERS, RoutingData, RoutingSpace, best_expert, f
 from retriever.routers.base import best_systems, unseen_rows
 from retriever.systems import BM25, FUSION_DEPTH, FUSION_VERSION, HYBRID, SystemSet, dense_part, fuse, system_names
 from retriever.systems import hybrid as hybrid_name
+from retriever.unfamiliar import top_agreement, trusts_lexical
 
 __all__ = [
     "HYBRID_WEIGHTS", "build_router", "cached_routing_data", "calibrate_hybrids", "choose_default_router",
@@ -116,7 +117,8 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
         path, expected = folder / f"scores-{name}.json", expert_key(store, name)
         cached = _read_cache(path)
         if _current(cached, "expert_key", expected, len(qids)) and (
-                lexical is None or (cached.get("lexical_key") == lex_key and _hybrid_complete(cached, len(qids)))):
+                lexical is None or (cached.get("lexical_key") == lex_key and _hybrid_complete(cached, len(qids))
+                                    and (name != BASE_EXPERT or _agreement_complete(cached, len(qids))))):
             if "trained_on" not in cached:  # caches written before the field existed: add it, nothing to encode
                 store.write_record(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
             continue
@@ -131,6 +133,8 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
             record.update(lexical_key=lex_key, fusion_version=FUSION_VERSION)
             record["hybrid"] = {label: [fused[q] for q in qids] for label, fused in
                                 _hybrid_scores(qrels, qids, results, lexical_results()).items()}
+            if name == BASE_EXPERT:  # what auto:base decides from (retriever.unfamiliar)
+                record["agreement"] = [top_agreement(results[q], lexical_results()[q]) for q in qids]
         store.write_record(path, record)
 
 
@@ -169,6 +173,13 @@ def _hybrid_complete(cached: dict, rows: int) -> bool:
     labels = [*(f"{w:.1f}" for w in HYBRID_WEIGHTS), "rrf"]
     return cached.get("fusion_version") == FUSION_VERSION and isinstance(hybrid, dict) and all(
         isinstance(hybrid.get(label), list) and len(hybrid[label]) == rows for label in labels)
+
+
+def _agreement_complete(cached: dict, rows: int) -> bool:
+    """The base's cached top agreement with BM25, one value per query."""
+    agreement = cached.get("agreement")
+    return isinstance(agreement, list) and len(agreement) == rows and all(
+        a is None or (isinstance(a, int | float) and 0 <= a <= 1) for a in agreement)
 
 
 def _current(cached: dict, key_field: str, key: str, rows: int) -> bool:
@@ -291,8 +302,23 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
               for row, d in zip(scores, names, strict=True)]
     vectors = np.concatenate(vectors)
     space = RoutingSpace() if layer is None else RoutingSpace.fitted(layer, vectors)
+    auto = None if lexical is None else _auto_scores(records, datasets, scores, systems)
     return RoutingData(space.vectors(vectors), labels, names, dataset_experts, systems, scores, trained_on,
-                       dataset_systems, systems_set, space)
+                       dataset_systems, systems_set, space, auto)
+
+
+def _auto_scores(records: dict, datasets: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray:
+    """Per query, the nDCG@10 of ``auto:base``: each dataset's routing queries decide together, as the unfamiliar
+    queries of one call do, whether its BM25 side is trusted (``hybrid:base``) or not (``base``)."""
+    columns = []
+    for d in datasets:
+        agreement = records[d][BASE_EXPERT].get("agreement")
+        if not _agreement_complete(records[d][BASE_EXPERT], len(records[d][BASE_EXPERT]["ndcg@10"])):
+            raise ValueError(f"no current agreement of the base with BM25 on {d!r}; run build-router")
+        columns.append(hybrid_name(BASE_EXPERT) if trusts_lexical(agreement) else BASE_EXPERT)
+    chosen = np.concatenate([[systems.index(c)] * len(records[d][BASE_EXPERT]["ndcg@10"])
+                             for c, d in zip(columns, datasets, strict=True)])
+    return scores[np.arange(len(scores)), chosen]
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,

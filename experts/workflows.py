@@ -162,8 +162,8 @@ def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical:
 
 def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: Sequence[str], kinds: Sequence[str],
                   max_queries: int = 500, pilot_options: dict | None = None, fallback: str | float = "none",
-                  novelty: str | float | None = None, model: str | None = None, index_type: str = "flat",
-                  lexical: bool = True, fusion: str = "convex", progress: bool = False,
+                  novelty: str | float | None = None, unfamiliar: str = "auto", model: str | None = None,
+                  index_type: str = "flat", lexical: bool = True, fusion: str = "convex", progress: bool = False,
                   backend: IndexBackend | None = None,
                   route_on: str = "embeddings") -> tuple[list[tuple[Path, str, int, list[str], str]], str]:
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
@@ -184,7 +184,7 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
         options = dict(pilot_options or {}) if kind == "pilot" else {}
         if novelty is not None and kind in novelty_kinds():  # else build_router's default
             options["novelty"] = novelty
-        return {"fallback": fallback, **options}
+        return {"fallback": fallback, "unfamiliar": unfamiliar, **options}
 
     paths, data = _fit_routers(store, kinds, [(ds, index) for ds, index, _ in triples], lexical_indexes, encoder,
                                max_queries, fusion, progress, options_for, route_on)

@@ -8,7 +8,9 @@ router directory and the ``RouterRetriever`` facade. Imports no other package of
 - ``backends``         — ``IndexBackend``: where indexes live (``FaissBackend`` directories, ``MilvusBackend``).
 - ``milvus``           — the corpus index as a Milvus collection (Milvus Lite file or server): dense + BM25.
 - ``ray_encoder``      — ``RayEncoder``: corpus encoding on Ray actors, for either backend.
-- ``systems``          — what answers a query: dense expert, ``bm25`` or ``hybrid:<expert>`` (fusion, weights).
+- ``systems``          — what answers a query: dense expert, ``bm25``, ``hybrid:<expert>`` (fusion, weights) or
+                         ``auto:base`` (unfamiliar queries).
+- ``unfamiliar``       — whether an unfamiliar corpus's BM25 side is trusted: agreement with the base, no labels.
 - ``lora``, ``expert_encoder`` — LoRA query experts on one base model, chosen per call (thread-safe).
 - ``routers/``         — the router interface and registry, one module per router, calibration on folds.
 - ``router_dir``       — ``RouterDirectory``: the one owner of a router directory's layout (experts, built
@@ -58,6 +60,9 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "SIMILARITIES": "retriever.routers",
     "best_threshold": "retriever.routers",
     "fold_gains": "retriever.routers",
+    "fit_router": "retriever.routers",
+    "UNFAMILIAR_POLICIES": "retriever.routers",
+    "without_expert": "retriever.routers",
     "fold_routings": "retriever.routers",
     "fold_score": "retriever.routers",
     "in_domain_folds": "retriever.routers",

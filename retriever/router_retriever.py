@@ -25,7 +25,7 @@ from retriever.index import CorpusIndex
 from retriever.lexical import LexicalIndex, lexical_beside
 from retriever.ranking import search, search_lexical
 from retriever.routers import Router
-from retriever.systems import FUSION_DEPTH, SystemSet, dense_part, is_lexical, run_system
+from retriever.systems import FUSION_DEPTH, SystemSet, dense_part, is_lexical, resolve, run_system
 
 __all__ = ["RoutedResult", "RouterRetriever"]
 
@@ -36,6 +36,7 @@ class RoutedResult:
     system: str  # what answered: "base", an expert's name, "bm25" or "hybrid:<expert>"
     confidence: float
     hits: list[tuple[str, float]]  # (doc id, score), best first
+    unfamiliar: bool = False  # the router did not recognise the query: ``system`` is what its default decided
 
     @property
     def expert(self) -> str | None:
@@ -88,9 +89,10 @@ class RouterRetriever:
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
         return cls(encoder, FixedRouter(encoder.names, {"expert": BASE_EXPERT}))
 
-    def encode_routed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    def encode_routed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
         """Each query's vector under the dense expert of the system it is routed to (for ``bm25``, which needs none:
-        the base vector on embeddings, zeros on a prefix space), the chosen systems and the router's confidence, in
+        the base vector on embeddings, zeros on a prefix space), the chosen systems, the router's confidence and
+        whether each query was unfamiliar to it (``Routing.unfamiliar``: sent to its default system), in
         chunks of ``ENCODE_CHUNK`` queries so the kept hidden states stay small. A router on base embeddings: one
         base pass, then one mixed pass of the routed queries through the layers their experts change
         (``MultiExpertEncoder.encode_keeping`` / ``resume``). A router on a prefix ``RoutingSpace`` (layer L): the
@@ -100,7 +102,7 @@ class RouterRetriever:
         layers = {self.encoder.start_layer(e) for e in experts}
         space = self.router.space
         vectors = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
-        choices, confidence = [], []
+        choices, confidence, unfamiliar = [], [], []
         for start in range(0, len(texts), self.ENCODE_CHUNK):
             chunk = texts[start : start + self.ENCODE_CHUNK]
             if space.layer is None:  # route on the base vectors: the base pass runs whole
@@ -117,7 +119,8 @@ class RouterRetriever:
             vectors[start : start + len(chunk)] = routed
             choices += list(routing.choice)
             confidence += list(routing.confidence)
-        return vectors, choices, np.asarray(confidence, dtype=np.float32)
+            unfamiliar += list(routing.unfamiliar)
+        return vectors, choices, np.asarray(confidence, dtype=np.float32), np.asarray(unfamiliar, dtype=bool)
 
     def search(self, queries: Sequence[str] | Mapping[str, str], k: int = 10,
                index: CorpusIndex | str | os.PathLike | None = None,
@@ -141,7 +144,7 @@ class RouterRetriever:
         if empty:
             raise ValueError(f"empty query {empty[0]!r}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
                              + ": every query needs text to search for")
-        vectors, choice, confidence = self.encode_routed(texts)
+        vectors, choice, confidence, unfamiliar = self.encode_routed(texts)
         depth = max(k, FUSION_DEPTH) if any(is_lexical(s) for s in choice) else k
         dense = {}
         for expert in sorted({dense_part(s) for s in choice} - {None}):
@@ -149,12 +152,13 @@ class RouterRetriever:
             dense.update(search(index, vectors[rows], [ids[i] for i in rows], k=depth))
         rows = [i for i, s in enumerate(choice) if is_lexical(s)]
         lexical_hits = search_lexical(lexical, [texts[i] for i in rows], [ids[i] for i in rows], depth) if rows else {}
+        chosen = resolve(dict(zip(ids, choice, strict=True)), dense, lexical_hits)  # auto:base decided here
         results = {}
-        for system in set(choice):
-            members = [ids[i] for i, s in enumerate(choice) if s == system]
+        for system in set(chosen.values()):
+            members = [q for q in ids if chosen[q] == system]
             results.update(run_system(system, members, dense, lexical_hits, self.systems, k))
-        return [RoutedResult(qid, system, float(conf), list(results[qid].items()))
-                for qid, system, conf in zip(ids, choice, confidence, strict=True)]
+        return [RoutedResult(qid, chosen[qid], float(conf), list(results[qid].items()), bool(new))
+                for qid, conf, new in zip(ids, confidence, unfamiliar, strict=True)]
 
     def _lexical_index(self, index: CorpusIndex, lexical) -> LexicalIndex:
         """The lexical index to search with ``index``: the one given, or the one beside it (loaded and checked

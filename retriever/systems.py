@@ -1,5 +1,7 @@
 """Systems: what answers a query over the shared corpus. A dense expert (``base`` or an expert's name), ``bm25``
-(the lexical index), or ``hybrid:<expert>`` (that expert's ranking fused with BM25's).
+(the lexical index), ``hybrid:<expert>`` (that expert's ranking fused with BM25's), or ``auto:base``, where routers
+send queries they do not recognise: ``hybrid:base`` or ``base``, whichever ``retriever.unfamiliar`` decides for
+the call's queries sent there from their two rankings (``resolve``).
 
 Routers choose among systems by these names; ``run_system`` is the one place a system's ranking is made from
 the dense and lexical rankings it needs (``RouterRetriever`` and evaluation both call it), and ``SystemSet``
@@ -17,13 +19,14 @@ from dataclasses import dataclass, field
 from itertools import islice
 
 __all__ = [
-    "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "SystemSet", "dense_part", "fuse", "hybrid", "is_lexical",
-    "run_system", "system_names",
+    "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "SystemSet", "dense_part", "fuse", "hybrid",
+    "is_lexical", "resolve", "run_system", "system_names",
 ]
 
 BASE = "base"  # the base model itself, a system and the reserved expert name
 BM25 = "bm25"
 HYBRID = "hybrid:"
+AUTO = "auto:base"  # unfamiliar queries: hybrid:base where the corpus's lexical side agrees with the base, else base
 FUSIONS = ("convex", "rrf")
 RRF_K = 60
 DEFAULT_WEIGHT = 0.5  # an uncalibrated hybrid: equal weight
@@ -42,12 +45,14 @@ def dense_part(system: str) -> str | None:
     """The dense expert a system needs (``base`` for the base model), or None for ``bm25``."""
     if system == BM25:
         return None
+    if system == AUTO:
+        return BASE
     return system[len(HYBRID):] if system.startswith(HYBRID) else system
 
 
 def is_lexical(system: str) -> bool:
     """Whether the system needs the BM25 ranking."""
-    return system == BM25 or system.startswith(HYBRID)
+    return system in (BM25, AUTO) or system.startswith(HYBRID)
 
 
 def system_names(experts: list[str], lexical: bool = True) -> list[str]:
@@ -104,10 +109,27 @@ class SystemSet:
         return {"fusion": self.fusion, "weights": dict(sorted(self.weights.items()))}
 
 
+def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results | None) -> dict[str, str]:
+    """``{query id: system}`` with every ``auto:base`` replaced by what it decides for the queries sent there
+    together: ``hybrid:base`` if their base (``dense``) and BM25 (``lexical``) rankings trust the lexical side
+    (``retriever.unfamiliar.trusts_lexical``), else ``base``. Other systems stay."""
+    from retriever.unfamiliar import top_agreement, trusts_lexical
+
+    auto = [q for q, system in choice.items() if system == AUTO]
+    if not auto:
+        return dict(choice)
+    decided = hybrid(BASE) if trusts_lexical(top_agreement(dense[q], lexical[q]) for q in auto) else BASE
+    return {q: decided if system == AUTO else system for q, system in choice.items()}
+
+
 def run_system(system: str, query_ids, dense: Results | None, lexical: Results | None, systems: SystemSet,
                k: int) -> Results:
     """``system``'s top-``k`` for ``query_ids`` from the rankings it needs: ``dense`` (its dense expert's, at least
-    ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's)."""
+    ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's); ``auto:base`` as ``resolve`` decides for these
+    queries together."""
+    if system == AUTO:
+        decided = set(resolve(dict.fromkeys(query_ids, AUTO), dense, lexical).values())
+        system = decided.pop() if decided else BASE
     if system == BM25:
         return {q: dict(list(lexical[q].items())[:k]) for q in query_ids}
     if not system.startswith(HYBRID):

@@ -50,6 +50,7 @@ def test_index_then_search(run, tmp_path, toy_model_dir):
     assert found.exit_code == 0, found.output
     line = json.loads(found.stdout.splitlines()[0])
     assert line["query_id"] == "q1" and len(line["hits"]) == 3
+    assert line["system"] == "base" and line["unfamiliar"] is False  # no router: the base answers, nothing is new
     on_cpu = run("search", "--index", str(out), "--model", str(toy_model_dir), "--query", "blood sugar hormone",
                  "-k", "3", "--json", "--device", "cpu")  # the torch search path, as on a GPU
     assert on_cpu.exit_code == 0, on_cpu.output

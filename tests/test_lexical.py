@@ -173,13 +173,18 @@ def test_cli_evaluates_lexical_systems_and_the_default(lexical_world, tmp_path):
     assert result.exit_code == 1 and "needs a router directory" in result.output
 
 
-def test_default_fallback_system_is_calibrated(lexical_world):
+def test_unfamiliar_queries_go_to_auto_unless_the_old_calibration_is_asked_for(lexical_world):
     from retriever.routers import fit_router
 
     data = lexical_world["data"]
     router = fit_router("pilot", data, novelty="auto")
-    assert router.options["default"] in ("base", "hybrid:base") and router.fold_gain["mean"] == pytest.approx(
+    assert router.options["default"] == "auto:base" and router.options["unfamiliar"] == "auto"
+    assert router.fold_gain["mean"] == pytest.approx(
         np.mean([router.fold_gain["in-domain"], router.fold_gain["left out"]]), abs=1e-5)
+    old = fit_router("pilot", data, novelty="auto", unfamiliar="calibrated")
+    assert old.options["default"] in ("base", "hybrid:base")
+    with pytest.raises(ValueError, match="unfamiliar must be one of auto, calibrated, got 'bm25'"):
+        fit_router("pilot", data, novelty="auto", unfamiliar="bm25")
 
 
 def test_directory_without_its_default_router_still_evaluates(lexical_world, tmp_path):
@@ -207,3 +212,62 @@ def test_directory_without_its_default_router_still_evaluates(lexical_world, tmp
         str(lexical_world["store"].base.id), "--cache-dir", str(tmp_path / "cache"), "--dataset", "toy",
         "--router", str(root), "--system", "default"])
     assert result.exit_code == 1 and "the default router 'pilot'" in result.output and "not built" in result.output
+
+
+def test_top_agreement_and_trust():
+    from retriever.unfamiliar import MIN_AGREEMENT, PRIOR_QUERIES, top_agreement, trusts_lexical
+
+    assert top_agreement({"a": 2.0, "b": 1.0}, {"a": 9.0, "c": 1.0}) == 1.0  # same first document
+    assert top_agreement({"a": 2.0, "b": 1.0}, {"b": 9.0, "a": 1.0}) == pytest.approx(0.5)  # each other's second
+    assert top_agreement({"a": 2.0, "b": 1.0}, {"c": 9.0, "d": 1.0}) == 0.0
+    assert top_agreement({"a": 2.0}, {}) is None  # BM25 matched nothing: no evidence either way
+    assert not trusts_lexical([1.0])  # one query is not evidence enough, however it agrees
+    enough = int(np.ceil(MIN_AGREEMENT * PRIOR_QUERIES / (1 - MIN_AGREEMENT)))  # queries in full agreement needed
+    assert trusts_lexical([1.0] * enough) and not trusts_lexical([1.0] * (enough - 1))
+    assert not trusts_lexical([0.2] * 1000) and trusts_lexical([MIN_AGREEMENT + 0.01] * 1000)
+    assert trusts_lexical([1.0] * enough + [None] * 100)  # queries without a lexical match do not count
+
+
+def test_auto_resolves_per_call_and_stays_one_system():
+    from retriever.systems import AUTO, resolve
+
+    dense = {f"q{i}": {"a": 2.0, "b": 1.0} for i in range(40)}
+    agree = {q: {"a": 5.0, "c": 1.0} for q in dense}
+    disagree = {q: {"c": 5.0, "d": 1.0} for q in dense}
+    choice = {**dict.fromkeys(dense, AUTO), "other": "bm25"}
+    assert resolve(choice, dense, agree) == {**dict.fromkeys(dense, "hybrid:base"), "other": "bm25"}
+    assert resolve(choice, dense, disagree) == {**dict.fromkeys(dense, "base"), "other": "bm25"}
+    systems = SystemSet("convex", {"hybrid:base": 0.5})
+    assert run_system(AUTO, ["q1"], dense, agree, systems, 10) == run_system("base", ["q1"], dense, agree, systems, 10)
+    many = list(dense)
+    assert run_system(AUTO, many, dense, agree, systems, 10) == run_system("hybrid:base", many, dense, agree,
+                                                                             systems, 10)
+    assert (dense_part(AUTO), is_lexical(AUTO)) == ("base", True)
+
+
+def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world):
+    """A query unlike every training domain goes to auto:base; the facade says so and names what answered, and
+    evaluation decides the same."""
+    import copy
+
+    from eval.runs import SplitRun
+    from retriever.router_retriever import RouterRetriever
+
+    store = lexical_world["store"]
+    rr = RouterRetriever.load(store.root, "pilot", model=str(store.base.id))
+    rr.router = copy.deepcopy(rr.router)
+    rr.router.options.update(min_similarity=1.01, default="auto:base")  # every query is unfamiliar
+    dataset, index, lexical = (lexical_world[k]["toy"] for k in ("datasets", "indexes", "lexical"))
+    split = dataset.split("test")
+    hits = rr.search(split.queries, k=10, index=index, lexical=lexical)
+    assert all(h.unfamiliar for h in hits) and len({h.system for h in hits}) == 1
+    assert hits[0].system in ("base", "hybrid:base")
+    routed = SplitRun(dataset, "test", rr.encoder, index, {"r": rr.router}, lexical=lexical,
+                      systems=rr.systems).routed("r")
+    assert routed.unfamiliar == set(split.queries)
+    assert {h.query_id: h.system for h in hits} == routed.chosen
+    for h in hits:
+        assert dict(h.hits) == pytest.approx(dict(list(routed.results[h.query_id].items())[:10]))
+    familiar = RouterRetriever.load(store.root, "pilot", model=str(store.base.id))
+    familiar.router.options.update(min_similarity=0.0)
+    assert not any(h.unfamiliar for h in familiar.search(split.queries, k=10, index=index, lexical=lexical))

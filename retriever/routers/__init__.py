@@ -40,12 +40,14 @@ from retriever.routers.calibration import (
     FALLBACKS,
     SIMILARITIES,
     THRESHOLDS,
+    UNFAMILIAR_POLICIES,
     best_threshold,
     fit_router,
     fold_gains,
     fold_routings,
     fold_score,
     in_domain_folds,
+    without_expert,
 )
 
 for _module in pkgutil.iter_modules(__path__):  # each router module registers its router on import
@@ -64,6 +66,7 @@ __all__ = [
     "RoutingData",
     "SIMILARITIES",
     "THRESHOLDS",
+    "UNFAMILIAR_POLICIES",
     "best_expert",
     "best_threshold",
     "buildable_kinds",
@@ -75,4 +78,5 @@ __all__ = [
     "load_router",
     "novelty_kinds",
     "register_router",
+    "without_expert",
 ]

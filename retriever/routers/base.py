@@ -26,10 +26,10 @@ from retriever.artifacts import (
     verify_checksums,
     write_json,
 )
-from retriever.systems import BASE, SystemSet
+from retriever.systems import AUTO, BASE, SystemSet
 
 __all__ = [
-    "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "RoutingSpace", "best_expert", "best_systems",
+    "AUTO", "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "RoutingSpace", "best_expert", "best_systems",
     "buildable_kinds", "check_dim", "cosines", "unseen_rows",
     "load_router",
     "novelty_kinds", "register_router", "softmax",
@@ -100,6 +100,11 @@ class Routing:
     def confidence(self) -> np.ndarray:
         return self.weights.max(axis=1)
 
+    @property
+    def unfamiliar(self) -> np.ndarray:
+        """Per query: whether it went to the default system (the router did not recognise it, or was unsure)."""
+        return np.zeros(len(self.weights), bool) if self.fallback is None else np.asarray(self.fallback, dtype=bool)
+
 
 @dataclass(frozen=True)
 class RoutingData:
@@ -117,6 +122,7 @@ class RoutingData:
     dataset_systems: dict[str, str] | None = None  # dataset -> its best system on unseen queries (dataset router)
     systems: SystemSet | None = None  # how the hybrid columns were fused (saved beside the routers)
     space: RoutingSpace = RoutingSpace()  # what ``vectors`` are: base embeddings, or a prefix routing space
+    auto_scores: np.ndarray | None = None  # per-query nDCG@10 of ``auto:base`` (unfamiliar queries' default)
 
     def __post_init__(self):
         if not (len(self.vectors) == len(self.labels) == len(self.datasets)):
@@ -126,9 +132,19 @@ class RoutingData:
                              f"got {self.scores.shape}")
         if self.trained_on is not None and (self.scores is None or self.trained_on.shape != self.scores.shape):
             raise ValueError("trained_on must come with scores and have their shape")
+        if self.auto_scores is not None and (self.scores is None or self.auto_scores.shape != (len(self.vectors),)):
+            raise ValueError("auto_scores must come with scores and have one value per query")
         unknown = sorted(set(self.labels) - set(self.experts))
         if unknown:
             raise ValueError(f"labels name experts the router does not know: {', '.join(unknown)}")
+
+    def system_scores(self, system: str) -> np.ndarray:
+        """Per-query nDCG@10 of ``system``: a column of ``scores``, or ``auto_scores`` for ``auto:base``."""
+        if system == AUTO and self.auto_scores is not None:
+            return self.auto_scores
+        if system not in self.experts:
+            raise ValueError(f"no scores of system {system!r}; scored: {', '.join(self.experts)}")
+        return self.scores[:, self.experts.index(system)]
 
 
 def softmax(scores: np.ndarray, temperature: float = SOFTMAX_TEMPERATURE) -> np.ndarray:
@@ -172,7 +188,7 @@ class Router(ABC):
         routing = self._route(vectors)
         confidence = self.options.get("min_confidence", 0.0)
         similarity = self.options.get("min_similarity", 0.0)
-        if self.default not in self.experts or not (confidence > 0 or similarity > 0):
+        if self.default not in (*self.experts, AUTO) or not (confidence > 0 or similarity > 0):
             return routing
         back = routing.confidence < confidence
         if similarity > 0:
@@ -181,7 +197,9 @@ class Router(ABC):
 
     @property
     def default(self) -> str:
-        """The system a query falls back to (``options["default"]``, calibrated on folds; else the base)."""
+        """The system a query falls back to (``options["default"]``: ``auto:base`` where the router may choose BM25
+        and hybrids, else the base; with ``unfamiliar="calibrated"`` the one of base and hybrid:base the folds
+        favour)."""
         return self.options.get("default", BASE)
 
     @abstractmethod

@@ -12,18 +12,21 @@ from functools import cache
 
 import numpy as np
 
-from retriever.routers.base import BASE, ROUTERS, Router, RoutingData, best_expert, best_systems, novelty_kinds
+from retriever.routers.base import AUTO, BASE, ROUTERS, Router, RoutingData, best_expert, best_systems, novelty_kinds
 from retriever.systems import dense_part, hybrid
 
 __all__ = [
-    "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "best_threshold", "fit_router", "fold_gains", "fold_routings",
-    "fold_score",
-    "in_domain_folds", "routed_fold_gain",
+    "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "UNFAMILIAR_POLICIES", "best_threshold", "fit_router", "fold_gains",
+    "fold_routings", "fold_score", "in_domain_folds", "routed_fold_gain", "without_expert",
 ]
 
 FALLBACKS = ("none", "auto")
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # candidate confidence thresholds for fallback="auto"
 SIMILARITIES = np.round(np.arange(0.0, 0.5001, 0.025), 3)  # candidate similarity thresholds for novelty="auto"
+# where queries the router does not recognise go: "auto" — auto:base (retriever.unfamiliar decides per corpus
+# whether BM25 is trusted), the base for routers without lexical systems; "calibrated" — whichever of base and
+# hybrid:base the routing folds favour (one global choice, fitted on the training domains: before 2026-12-04)
+UNFAMILIAR_POLICIES = ("auto", "calibrated")
 
 
 
@@ -38,35 +41,37 @@ def _threshold(name: str, value: str | float, calibrate) -> float:
 
 
 def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", novelty: str | float = "none",
-               **options) -> Router:
-    """Fit router ``kind``. Two ways to send a query to the default system instead (the base model, or
-    ``hybrid:base`` where the folds favour it for an ``"auto"`` threshold), each ``"none"``, a threshold in
-    [0, 1), or ``"auto"`` (chosen on the training data's folds, ``fold_gains``): ``fallback``, the router's
+               unfamiliar: str = "auto", **options) -> Router:
+    """Fit router ``kind``. Two ways to send a query to the default system instead, each ``"none"``, a threshold
+    in [0, 1), or ``"auto"`` (chosen on the training data's folds, ``fold_gains``): ``fallback``, the router's
     confidence below which; ``novelty``, the similarity to the router's nearest reference vector (pilot,
     stored query) below which — a query unlike every training domain (routers without reference vectors:
-    ``"none"`` only)."""
+    ``"none"`` only). ``unfamiliar`` (``UNFAMILIAR_POLICIES``) says what the default system is."""
     if kind not in ROUTERS:
         raise ValueError(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
+    if unfamiliar not in UNFAMILIAR_POLICIES:
+        raise ValueError(f"unfamiliar must be one of {', '.join(UNFAMILIAR_POLICIES)}, got {unfamiliar!r}")
     cls = ROUTERS[kind]
     if novelty != "none" and kind not in novelty_kinds():
         raise ValueError(f"the {kind} router keeps no reference vectors to measure novelty; use novelty='none'")
     parts = cache(lambda: fold_gains(cls, data, options))  # measured once, and only for an "auto" threshold
+    candidates = default_candidates(data, unfamiliar)
     defaults = {}
     min_confidence = _threshold("fallback", fallback,
-                                lambda: _calibrate(parts, data, "confidence", THRESHOLDS, defaults))
+                                lambda: _calibrate(parts, data, "confidence", THRESHOLDS, candidates, defaults))
     min_similarity = _threshold("novelty", novelty,
-                                lambda: _calibrate(parts, data, "similarity", SIMILARITIES, defaults))
+                                lambda: _calibrate(parts, data, "similarity", SIMILARITIES, candidates, defaults))
     router = cls.fit(data, **options)
     router.space = data.space
-    router.options.update(fallback=fallback, min_confidence=min_confidence)
+    router.options.update(fallback=fallback, min_confidence=min_confidence, unfamiliar=unfamiliar)
     if kind in novelty_kinds():
         router.options.update(novelty=novelty, min_similarity=min_similarity)
     # the default system a fallback goes to: the one calibrated with the threshold that sends queries there
-    # (novelty's first); the base for thresholds given as numbers or none at all
+    # (novelty's first); for thresholds given as numbers or none at all, the policy's first candidate
     min_similarity_set = router.options.get("min_similarity", 0.0)
     signal = "similarity" if min_similarity_set > 0 and "similarity" in defaults else \
         "confidence" if min_confidence > 0 and "confidence" in defaults else None
-    router.options["default"] = defaults.get(signal, BASE)
+    router.options["default"] = defaults.get(signal, candidates[0])
     if data.scores is not None:  # how it does on the folds, as fitted: what choosing the default router compares
         router.fold_gain = routed_fold_gain(parts(), data, min_confidence,
                                             router.options.get("min_similarity", 0.0), router.options["default"])
@@ -77,8 +82,7 @@ def routed_fold_gain(parts: dict[str, tuple[np.ndarray, ...]], data: RoutingData
                      min_similarity: float, default: str) -> dict[str, float]:
     """Mean nDCG@10 gain over the base (x1) of a router with these fallbacks on ``fold_gains``' settings (mean
     over datasets), and ``mean`` of the settings."""
-    base = data.experts.index(BASE)
-    fallen = data.scores[:, data.experts.index(default)] - data.scores[:, base]
+    fallen = data.system_scores(default) - data.system_scores(BASE)
     out = {}
     for setting, (confidence, similarity, gain, names, rows) in parts.items():
         back = (confidence < min_confidence) | (similarity < min_similarity)
@@ -106,8 +110,15 @@ def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> Rou
     elif drop is not None:
         labels = [best_expert(row, experts, dataset_experts.get(d)) if label not in experts else label
                   for row, d, label in zip(scores, datasets, labels, strict=True)]
+    auto = None if data.auto_scores is None else data.auto_scores[rows]
     return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on,
-                       dataset_systems, data.systems, data.space)
+                       dataset_systems, data.systems, data.space, auto)
+
+
+def without_expert(data: RoutingData, expert: str) -> RoutingData:
+    """``data`` as if ``expert`` did not exist: its column and every system using it (its hybrid) removed, the
+    queries relabelled among the rest (what leaving a domain out removes)."""
+    return _subset(data, np.ones(len(data.datasets), bool), expert)
 
 
 def in_domain_folds(data: RoutingData) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -166,22 +177,26 @@ def fold_score(parts: dict[str, tuple[np.ndarray, ...]], setting: str, threshold
     return float(np.mean([kept[names == d].mean() for d in np.unique(names)])) if len(kept) else 0.0
 
 
-def default_candidates(data: RoutingData) -> list[str]:
-    """Systems a fallback may send a query to: the base model, and the base hybrid where it is a system."""
+def default_candidates(data: RoutingData, unfamiliar: str = "auto") -> list[str]:
+    """Systems a fallback may send a query to under policy ``unfamiliar``: ``auto:base`` where the routing data
+    scored it (routers over lexical systems), else the base; ``calibrated``: the base model, and the base hybrid
+    where it is a system."""
+    if unfamiliar == "auto":
+        return [AUTO] if data.auto_scores is not None and hybrid(BASE) in data.experts else [BASE]
     return [system for system in (BASE, hybrid(BASE)) if system in data.experts]
 
 
 def _calibrate(parts: Callable[[], dict], data: RoutingData, signal: str, thresholds: np.ndarray,
-               defaults: dict[str, str]) -> float:
+               candidates: list[str], defaults: dict[str, str]) -> float:
     """``best_threshold`` on the fold gains that ``parts()`` measures (``fit_router`` shares them between its two
-    thresholds), over each default system; the default chosen is recorded in ``defaults[signal]``."""
+    thresholds), over each default system of ``candidates``; the default chosen is recorded in
+    ``defaults[signal]``."""
     if data.scores is None:
         option = "fallback" if signal == "confidence" else "novelty"
         raise ValueError(f"{option}='auto' needs the routing data's per-query scores (RoutingData.scores)")
-    base = data.experts.index(BASE)
     best = None
-    for default in default_candidates(data):  # ties: the base, then the lower threshold
-        gain = data.scores[:, data.experts.index(default)] - data.scores[:, base]
+    for default in candidates:  # ties: the first, then the lower threshold
+        gain = data.system_scores(default) - data.system_scores(BASE)
         threshold, value = best_threshold(parts(), signal, thresholds, gain, with_value=True)
         if best is None or value > best[2]:
             best = (default, threshold, value)

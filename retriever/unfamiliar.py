@@ -1,0 +1,57 @@
+"""Queries the router does not recognise: whether to trust lexical (BM25) evidence for them, without labels.
+
+A query unlike every domain the router was fitted on (below its novelty threshold) goes to the system
+``auto:base`` (``retriever.systems.AUTO``): ``hybrid:base`` when the corpus's lexical side agrees with the base
+model, ``base`` otherwise. The evidence is the two rankings themselves, no label:
+
+- ``top_agreement`` of one query: how high each system ranks the other's top document, ``(1 / rank in BM25 of the
+  base's first + 1 / rank in the base of BM25's first) / 2`` (ranks from 1; 0 where it is not in the other's
+  top ``FUSION_DEPTH``). 1 when both put the same document first; about 0 when BM25's picks look arbitrary to the
+  base model and the base's to BM25; none when BM25 matched no document (the query shares no term with the
+  corpus: the hybrid then ranks as the base does, so it is no evidence either way).
+- ``trusts_lexical`` of the unfamiliar queries of one call (one corpus): the lexical side is trusted when their
+  agreement, summed and divided by their number plus ``PRIOR_QUERIES``, reaches ``MIN_AGREEMENT``. The base model
+  is the product's guarantee, so lexical evidence must first show that it agrees with it, and a handful of queries
+  is not enough evidence (one query alone never switches the corpus to the hybrid).
+
+Why agreement: fusion adds BM25's documents to the base's ranking; where BM25 finds the documents the base finds
+(and more), fusing adds recall; where BM25 ranks documents the base model does not, one of the two is wrong for
+most queries, and on a corpus nobody has judged the base is the one the product stands behind. Measured on the
+shared datasets' training queries and on stress tests where BM25 is made confidently wrong (DESIGN.md, "Queries
+the router does not recognise"; ``benchmarks/probe_lexical_trust.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+__all__ = ["MIN_AGREEMENT", "PRIOR_QUERIES", "top_agreement", "trusts_lexical"]
+
+MIN_AGREEMENT = 0.4  # mean top agreement from which BM25 is trusted on an unfamiliar corpus
+PRIOR_QUERIES = 10  # queries' worth of evidence a call must add before its corpus's lexical side is trusted
+
+
+def top_agreement(dense: Mapping[str, float], lexical: Mapping[str, float]) -> float | None:
+    """One query's agreement of its base ranking ``dense`` and BM25 ranking ``lexical`` (``{doc id: score}``,
+    best first) at the top, in [0, 1]; None when BM25 matched nothing (no evidence either way: the hybrid then
+    ranks as the base does), 0 when the base found nothing."""
+    if not lexical:
+        return None
+    if not dense:
+        return 0.0
+    dense_first, lexical_first = next(iter(dense)), next(iter(lexical))
+    return (_reciprocal_rank(lexical, dense_first) + _reciprocal_rank(dense, lexical_first)) / 2
+
+
+def _reciprocal_rank(ranking: Mapping[str, float], doc: str) -> float:
+    for rank, other in enumerate(ranking, start=1):
+        if other == doc:
+            return 1.0 / rank
+    return 0.0
+
+
+def trusts_lexical(agreements: Iterable[float | None]) -> bool:
+    """Whether the unfamiliar queries of one call, with these ``top_agreement`` values, trust BM25 (see above);
+    queries BM25 matched nothing for (None) do not count."""
+    values = [a for a in agreements if a is not None]
+    return sum(values) / (len(values) + PRIOR_QUERIES) >= MIN_AGREEMENT
