@@ -64,7 +64,7 @@ MULTITASK = "multitask"
 ROUTED = tuple(buildable_kinds())  # every router fitted from routing data, from the registry
 ORACLES = ("dataset-oracle", "instance-oracle")
 DEFAULT = "default"  # the router the routing folds favour (recorded in the router directory)
-SYSTEMS = (BASE_EXPERT, "expert:NAME", MULTITASK, BM25, "hybrid:NAME", *ROUTED, DEFAULT, *ORACLES)
+SYSTEMS = (BASE_EXPERT, "expert:NAME", MULTITASK, BM25, "hybrid:NAME", AUTO, *ROUTED, DEFAULT, *ORACLES)
 RETRIEVE_K = FUSION_DEPTH  # deep enough for Recall@100 and MAP@100, and what a hybrid fuses
 
 
@@ -85,7 +85,7 @@ class EvalResult:
 def parse_system(system: str) -> tuple[str, str | None]:
     """``(kind, system)``: kind ``fixed`` with the routing-space system name (``base``, an expert's name,
     ``bm25``, ``hybrid:<expert>``), a router name, ``default`` or an oracle; a clear error otherwise."""
-    if system in (BASE_EXPERT, MULTITASK, BM25):
+    if system in (BASE_EXPERT, MULTITASK, BM25, AUTO):
         return "fixed", system
     if system.startswith("expert:") and len(system) > len("expert:"):
         return "fixed", safe_name(system.split(":", 1)[1], "expert")
@@ -98,7 +98,7 @@ def parse_system(system: str) -> tuple[str, str | None]:
 
 def display_name(system: str) -> str:
     """A routing-space system name as evaluation rows show it (an expert ``x`` is ``expert:x``)."""
-    if system in (BASE_EXPERT, MULTITASK, BM25) or system.startswith(HYBRID):
+    if system in (BASE_EXPERT, MULTITASK, BM25, AUTO) or system.startswith(HYBRID):
         return system
     return f"expert:{system}"
 

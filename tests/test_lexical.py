@@ -159,8 +159,11 @@ def test_cli_evaluates_lexical_systems_and_the_default(lexical_world, tmp_path):
     out = tmp_path / "r.json"
     args = ["-q", "evaluate", "--data-dir", str(lexical_world["root"] / "beir"), "--model", str(store.base.id),
             "--cache-dir", str(tmp_path / "cache"), "--dataset", "toy", "--output-json", str(out)]
-    result = CliRunner().invoke(cli.main, [*args, "--system", "bm25", "--system", "hybrid:base"])
-    assert result.exit_code == 0, result.output  # no router directory needed for these two
+    result = CliRunner().invoke(cli.main, [*args, "--system", "bm25", "--system", "hybrid:base", "--system",
+                                           "auto:base", "--system", "base"])
+    assert result.exit_code == 0, result.output  # no router directory needed for these
+    rows = {r["system"]: r["ndcg@10"] for r in json.loads(out.read_text())["results"]}
+    assert rows["auto:base"] in (rows["hybrid:base"], rows["base"])  # every query unfamiliar: one of the two
     result = CliRunner().invoke(cli.main, [*args, "--router", str(store.root), "--system", "default",
                                            "--system", "hybrid:toy-expert", "--system", "instance-oracle"])
     assert result.exit_code == 0, result.output
