@@ -29,6 +29,16 @@ def open_indexed(args, names, encoder) -> tuple[dict, dict]:
     return opened, {name: ensure_index(ds, encoder, args.cache_dir) for name, ds in opened.items()}
 
 
+def cached(path: Path | None, compute) -> dict:
+    """The JSON object kept in ``path`` (``--cache``), or ``compute()``'s, written there when ``path`` is given."""
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    data = compute()
+    if path is not None:
+        path.write_text(json.dumps(data))
+    return data
+
+
 def synchronizer(device: str | None):
     """A function that waits for ``device``'s queued kernels (a no-op off CUDA), for honest clock readings."""
     if device is None or not str(device).startswith("cuda"):

@@ -116,12 +116,7 @@ def main() -> None:
     args.dataset = args.dataset or DATASETS
     args.stress = args.stress or [f"{kind}:{share}" for kind in ("random", "neighbour")
                                   for share in (0.25, 0.5, 0.75, 1.0)]
-    if args.cache is not None and args.cache.is_file():
-        data = json.loads(args.cache.read_text())
-    else:
-        data = collect(args)
-        if args.cache is not None:
-            args.cache.write_text(json.dumps(data))
+    data = common.cached(args.cache, lambda: collect(args))
     rows = data["rows"]
     hybrid = int(round(10 * args.weight))
     summary = {}

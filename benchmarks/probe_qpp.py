@@ -132,12 +132,7 @@ def main() -> None:
     parser = common.parser(__doc__)
     parser.add_argument("--cache", type=Path, help="a JSON file keeping the rankings' scores between runs")
     args = parser.parse_args()
-    if args.cache is not None and args.cache.is_file():
-        data = json.loads(args.cache.read_text())
-    else:
-        data = collect(args)
-        if args.cache is not None:
-            args.cache.write_text(json.dumps(data))
+    data = common.cached(args.cache, lambda: collect(args))
     datasets = np.array(data["dataset"])
     x_vec, x_sig, scores = (np.array(data[k]) for k in ("vectors", "signals", "scores"))
     gains = {}  # chooser -> setting -> (per-query gain over fixed, dataset), held-out rows in split order
