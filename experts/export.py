@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retriever.artifacts import atomic_directory, library_version, write_json
+from retriever.artifacts import atomic_directory, checksum_files, directory_files, library_version, write_json
 from retriever.encoder import Encoder
 from retriever.router_dir import RouterDirectory
 
@@ -35,5 +35,6 @@ def export_expert(store: RouterDirectory, name: str, base: Encoder, output: str 
             "kind": KIND, "format_version": 1, "library_version": library_version(), "expert": name,
             "base_model": {"id": base.info.id, "fingerprint": base.info.fingerprint, "dim": base.info.dim},
             "adapter_sha256": store.expert_info(name)["files"]["adapter_model.safetensors"],
+            "files": checksum_files(tmp, directory_files(tmp)),  # what --overwrite may replace
         })
     return Path(output)

@@ -29,8 +29,10 @@ __all__ = [
     "cached_artifact",
     "check_fields",
     "check_metadata",
+    "check_parents",
     "check_target",
     "checksum_files",
+    "directory_files",
     "library_version",
     "load_npy",
     "read_json",
@@ -251,11 +253,27 @@ def remove_stale_temporaries(target: Path) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
+def directory_files(directory: Path) -> list[str]:
+    """Every file below ``directory``, as sorted '/'-separated relative paths (a link, even to a directory, is
+    listed as a file and never followed): what an artifact's metadata lists under ``files``."""
+    found = []
+    for folder, dirs, files in os.walk(directory):
+        here = Path(folder)
+        found += [(here / name).relative_to(directory).as_posix() for name in files]
+        found += [(here / name).relative_to(directory).as_posix() for name in dirs if (here / name).is_symlink()]
+    return sorted(found)
+
+
 def _describes(target: Path, describes: tuple[str, str]) -> bool:
+    """Whether ``target`` is that kind of artifact and nothing else: its metadata file says so and lists every
+    other file it holds (a directory that also holds anything else, a router say, is not replaceable)."""
     meta_name, kind = describes
     try:
-        return json.loads((target / meta_name).read_text(encoding="utf-8")).get("kind") == kind
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads((target / meta_name).read_text(encoding="utf-8"))
+        if meta.get("kind") != kind:
+            return False
+        return set(directory_files(target)) <= {meta_name, *meta["files"]}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return False
 
 
@@ -273,8 +291,8 @@ def _reserved_by(target: Path) -> int | None:
 
 
 def _replaceable(target: Path, describes: tuple[str, str]) -> bool:
-    """An existing directory ``--overwrite`` may replace: empty, that kind of artifact, or left reserved by a
-    writer that died."""
+    """An existing directory ``--overwrite`` may replace: empty, that kind of artifact holding nothing else, or
+    left reserved by a writer that died."""
     if not any(target.iterdir()) or _describes(target, describes):
         return True
     pid = _reserved_by(target)
@@ -322,18 +340,41 @@ def reuse_or_build(present: bool, label: str, load: Callable[[], Any], current: 
     return build()
 
 
+def check_parents(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with its links followed (a write goes through a link, never replaces it), once its
+    nearest existing ancestor is checked to be a directory (so a write cannot fail on it after long work)."""
+    path = Path(path).resolve()
+    parent = next((p for p in path.parents if p.exists()), path)
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {parent} is not a directory")
+    return path
+
+
+def _check_location(target: Path) -> Path:
+    """``check_parents``, and never the current directory or one that contains it (replacing it would pull the
+    directory out from under the process)."""
+    target = check_parents(target)
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise ValueError(f"{target} is the current directory or contains it; refusing to replace it (run the "
+                         "command from another directory)")
+    return target
+
+
 def check_target(target: str | os.PathLike, describes: tuple[str, str], overwrite: bool) -> None:
     """The refusals of ``atomic_directory``, without writing anything (so a command can fail before long work):
-    ``target`` is a file; with ``overwrite``, a directory that is not that kind of artifact; without it, any
-    existing ``target`` but a dead writer's reservation."""
-    target = Path(target)
+    ``target`` is a file, under a file, or the current directory (or contains it); with ``overwrite``, a
+    directory that is not that kind of artifact holding nothing else; without it, any existing ``target`` but
+    a dead writer's reservation."""
+    target = _check_location(Path(target))
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a directory; refusing to replace it")
     if not target.is_dir():
         return
     if overwrite and not _replaceable(target, describes):
         raise FileExistsError(
-            f"{target} exists and is not a {describes[1]} (no {describes[0]} saying so); refusing to replace it"
+            f"{target} exists and is not a {describes[1]} holding nothing else (its {describes[0]} must say so "
+            "and list every file in it); refusing to replace it"
         )
     pid = _reserved_by(target)
     if not overwrite and (pid is None or alive(pid)):
@@ -347,15 +388,17 @@ def atomic_directory(target: str | os.PathLike, describes: tuple[str, str], over
     """Yield a temporary sibling directory that replaces ``target`` only if the block succeeds.
 
     ``describes`` is ``(metadata file, kind)`` of the artifact written: an existing ``target`` is replaced only
-    if it is empty or that file says it is that kind of artifact, so a user's other directory is never deleted.
-    ``owned``: the path is the library's own (a cache entry), replaced whatever it holds, a damaged entry too.
+    if it is empty or that file says it is that kind of artifact and lists (under ``files``) every other file
+    it holds, so a user's other directory, or anything put inside the artifact, is never deleted. A link is
+    followed: the directory it points to is written. ``owned``: the path is the library's own (a cache entry),
+    replaced whatever it holds, a damaged entry too.
     Without ``overwrite`` the target is created exclusively at the start (a second writer fails at once, and
     an existing target is never touched). An exception (or a kill) inside the block leaves ``target`` exactly
     as it was; what a killed writer left is cleaned up by the next write (``remove_stale_temporaries``). The
     swap keeps the old directory until the new one is in place, so a kill between the two renames loses
     nothing: the next write puts the old one back first.
     """
-    target = Path(target)
+    target = _check_location(Path(target))
     if not owned:
         check_target(target, describes, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from retriever.artifacts import (
     cached_artifact,
     check_target,
     checksum_files,
+    directory_files,
     library_version,
     read_json,
     read_metadata,
@@ -182,7 +183,7 @@ def build_lexical_index(dataset, path: str | os.PathLike, config: LexicalConfig 
     with atomic_directory(path, ("lexical.json", KIND), overwrite=overwrite, owned=owned) as tmp:
         bm25.save(str(tmp), show_progress=False)
         (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
-        files = ["doc_ids.json", *_BM25_FILES]
+        files = directory_files(tmp)  # bm25s's own files (some methods write more than _BM25_FILES) and the ids
         write_json(tmp / "lexical.json", {
             "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
             "config": config.to_json(), "tokenizer": tokenizer_versions(), "count": len(doc_ids),
@@ -219,7 +220,7 @@ def check_lexical_output(path: str | os.PathLike, overwrite: bool) -> None:
 
 def lexical_path_for(index_path: str | os.PathLike) -> Path:
     """Where ``routerretriever index --output DIR`` puts the lexical index: ``DIR-bm25`` beside it."""
-    index_path = Path(index_path)
+    index_path = Path(os.path.abspath(index_path))  # "." or "a/.." name their directory
     return index_path.with_name(f"{index_path.name}-bm25")
 
 

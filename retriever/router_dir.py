@@ -21,6 +21,7 @@ router kinds, datasets) pass ``retriever.artifacts.safe_name`` before they becom
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from retriever.artifacts import (
     MODEL_SCHEMA,
     ArtifactError,
     atomic_directory,
+    check_parents,
     checksum_files,
     library_version,
     read_json,
@@ -76,6 +78,21 @@ def _listing(folder: Path, metadata: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / metadata).is_file())
 
 
+def _check_new_root(root: Path) -> None:
+    """A new router directory is created only where nothing is: a missing or empty directory (another process
+    creating the same router may have left its ``router.json`` temporary there), never inside another artifact or
+    a folder of the user's, which a later command could then replace or delete whole."""
+    check_parents(root)
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a directory; refusing to create a router directory there")
+    held = [p.name for p in root.iterdir() if not re.fullmatch(r"\.router\.tmp-\d+\.json", p.name)] \
+        if root.is_dir() else []
+    if held:
+        raise FileExistsError(f"{root} is not a router directory (no router.json) and is not empty (it holds "
+                              f"{', '.join(sorted(held)[:3])}{', ...' if len(held) > 3 else ''}); refusing to "
+                              "create a router directory in it")
+
+
 class RouterDirectory:
     """A router directory: its experts (all on one base model), its built routers and its routing-data caches."""
 
@@ -86,6 +103,7 @@ class RouterDirectory:
         if not meta_path.exists():
             if not create:
                 raise ArtifactError(f"not a router directory: {meta_path} does not exist")
+            _check_new_root(self.root)
             self.root.mkdir(parents=True, exist_ok=True)
             write_json(meta_path, {
                 "kind": ROUTER_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),

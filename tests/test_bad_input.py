@@ -521,3 +521,42 @@ def test_damaged_router_options_fail_at_load(world, cli_run, tmp_path, change):
     result = cli_run("search", "--index", world["index"], "--router", router, "--model", world["model"],
                      "--routing", "pilot", "--query", "jazz")
     assert_one_line_error(result, "routers/pilot is damaged")
+
+
+# The second pass (issue 23). 1. Data loss: a router directory is created only where nothing is, and --overwrite
+# replaces only a directory that holds the artifact and nothing else.
+def test_router_is_never_created_inside_another_directory(world, cli_run, tmp_path):
+    index = shutil.copytree(world["index"], tmp_path / "idx")
+    before = sha256_tree(index)
+    result = cli_run("train-expert", *model_args(world, tmp_path), "--dataset", "toy", "--router", index,
+                     "--name", "x")
+    assert_one_line_error(result, f"{index} is not a router directory (no router.json) and is not empty")
+    assert sha256_tree(index) == before
+    # what the old bug left (a router inside an index directory) is not deleted by the index's --overwrite
+    shutil.copytree(world["router"], index, dirs_exist_ok=True)
+    before = sha256_tree(index)
+    result = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", index, "--overwrite")
+    assert_one_line_error(result, "is not a routerretriever-corpus-index holding nothing else", "refusing")
+    assert sha256_tree(index) == before
+
+
+def test_index_output_is_never_the_current_directory(world, cli_run, tmp_path, monkeypatch):
+    index = shutil.copytree(world["index"], tmp_path / "idx")
+    before = sha256_tree(tmp_path)
+    monkeypatch.chdir(index)
+    for output in (".", ".."):
+        result = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", output,
+                         "--overwrite")
+        assert_one_line_error(result, "is the current directory or contains it; refusing to replace it")
+    assert sha256_tree(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["idx"]
+
+
+def test_output_directory_link_is_written_through(world, cli_run, tmp_path):
+    real = shutil.copytree(world["index"], tmp_path / "real")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    result = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--output", link, "--overwrite",
+                     "--no-lexical")
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and link.resolve() == real and (real / "index.json").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["link", "real"]  # nothing left beside them
