@@ -293,14 +293,11 @@ def experts_list(router, model):
 @click.argument("name")
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 def experts_remove(router, name, model):
-    """Remove one expert; the others are untouched."""
-    from experts.routing import refresh_routers
-    from retriever.encoder import load_encoder
-    from retriever.router_dir import RouterDirectory
+    """Remove one expert and refit the routers without it (if they cannot be, nothing is removed); the other
+    experts are untouched."""
+    from experts.workflows import remove_expert
 
-    store = RouterDirectory(router, load_encoder(model).info)
-    store.remove_expert(name)
-    refitted = refresh_routers(store)
+    refitted = remove_expert(router, name, model)
     click.echo(f"removed {name}" + (f"; refitted routers: {', '.join(refitted)}" if refitted else ""))
 
 

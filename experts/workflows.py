@@ -19,11 +19,12 @@ from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, SplitRun
 from experts.config import ROUTE_ON
 from experts.pairs import anchor_texts
 from experts.routing import (
-    build_router,
+    build_routers_together,
     choose_default_router,
     expert_key,
     lexical_key,
     prefix_layer,
+    refit_datasets,
     refresh_routers,
     routing_data,
     routing_info,
@@ -40,7 +41,7 @@ from retriever.systems import BM25, hybrid, system_names
 
 __all__ = [
     "DEFAULT_EXPERT_DATASETS", "DEFAULT_OVERRIDES", "add_expert", "build_routers", "load_overrides",
-    "run_comparison", "train_and_save",
+    "remove_expert", "run_comparison", "train_and_save",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,15 +94,15 @@ def train_and_save(store: RouterDirectory, name: str, dataset: Dataset, index: C
     ``config.anchor_weight > 0``) and save it into the router directory."""
     _check_training_request(name, dataset, split, config, anchor_sets)
     _check_new(store, name, overwrite)
-    return _train_and_save(store, name, dataset, index, encoder, config, split, anchor_sets, overwrite, progress)
-
-
-def _train_and_save(store, name, dataset, index, encoder, config, split, anchor_sets, overwrite, progress):
-    """``train_and_save`` once its request is checked."""
-    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
-    trained = train_expert([(dataset, index)], encoder, config, split, anchors=anchors, progress=progress)
+    trained = _train(dataset, index, encoder, config, split, anchor_sets, progress)
     store.save_expert(name, trained.write, trained.meta(), overwrite=overwrite)
     return trained
+
+
+def _train(dataset, index, encoder, config, split, anchor_sets, progress) -> TrainedExpert:
+    """Train (in memory) once the request is checked (``_check_training_request``)."""
+    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
+    return train_expert([(dataset, index)], encoder, config, split, anchors=anchors, progress=progress)
 
 
 def _opener(data_dir, backend: IndexBackend, encoder: Encoder, index_type: str = "flat", progress: bool = False):
@@ -120,23 +121,48 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
                split: str = "train", anchor_datasets: Sequence[str] = (), model: str | None = None,
                index_type: str = "flat", overwrite: bool = False, progress: bool = False,
                backend: IndexBackend | None = None) -> tuple[Path, TrainedExpert, list[str]]:
-    """``train-expert``: train and save one expert, then refit the routers already built in the router directory
-    so they can choose it (nothing else is retrained). Returns ``(expert path, trained, refitted routers)``."""
+    """``train-expert``: train one expert, then save it and refit the routers already built in the router
+    directory so they can choose it (nothing else is retrained), as one change (``RouterDirectory.
+    changing_expert``): if the routers cannot be refitted, the experts are as they were. Everything the refit
+    reads (the routers' datasets under ``data_dir``) is checked before training. Returns ``(expert path,
+    trained, refitted routers)``."""
     ds = open_dataset(data_dir, dataset)
-    anchor_sets = [open_dataset(data_dir, other) for other in anchor_datasets]  # unknown names fail here
+    anchor_sets = [open_dataset(data_dir, other) for other in dict.fromkeys(anchor_datasets)]  # unknown names fail
     _check_training_request(name, ds, split, config, anchor_sets)  # before any model loads
     encoder = load_encoder(model)
     store = RouterDirectory(router_dir, encoder.info, create=True)
     _check_new(store, name, overwrite)  # before any corpus is encoded
+    for other in refit_datasets(store):
+        try:
+            open_dataset(data_dir, other).qrels("train")
+        except ValueError as err:
+            raise ValueError(f"the routers in {store.root} were built on dataset {other!r}, which adding an expert "
+                             f"refits them on: {err}") from None
     backend = backend or FaissBackend(cache_dir)
     index, _ = backend.ensure(ds, encoder, IndexConfig(index_type=index_type), progress=progress)
-    trained = _train_and_save(store, name, ds, index, encoder, config, split, anchor_sets, overwrite, progress)
-    refitted = []
-    if store.built_routers():  # fold the new expert into the routers already built
-        routed = store.load_into(MultiExpertEncoder(encoder))
-        refitted = refresh_routers(store, routed, _opener(data_dir, backend, encoder, index_type, progress),
-                                   progress=progress)
+    trained = _train(ds, index, encoder, config, split, anchor_sets, progress)
+    with store.changing_expert(name):
+        store.save_expert(name, trained.write, trained.meta())
+        refitted = []
+        if store.built_routers():  # fold the new expert into the routers already built
+            routed = store.load_into(MultiExpertEncoder(encoder))
+            refitted = refresh_routers(store, routed, _opener(data_dir, backend, encoder, index_type, progress),
+                                       progress=progress)
     return store.expert_path(name), trained, refitted
+
+
+def remove_expert(router_dir: str | os.PathLike, name: str, model: str | None = None) -> list[str]:
+    """``experts remove``: remove expert ``name`` and refit the routers built in the router directory without it,
+    as one change: if they cannot be refitted (their cached routing data is missing or damaged, say), nothing is
+    removed. Returns the refitted routers."""
+    store = RouterDirectory(router_dir, load_encoder(model).info)
+    store.expert_path(name)  # an unknown name fails here, naming the experts
+    try:
+        with store.changing_expert(name):
+            return refresh_routers(store)
+    except ValueError as err:
+        raise ValueError(f"expert {name!r} was not removed: the routers in {store.root} cannot be refitted without "
+                         f"it: {err}") from None
 
 
 def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
@@ -155,7 +181,7 @@ def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical:
                         fusion=fusion, layer=layer)
     keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
     info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion)
-    paths = [build_router(store, kind, data, info, **options_for(kind)) for kind in kinds]
+    paths = build_routers_together(store, [(kind, data, info, options_for(kind)) for kind in kinds])
     choose_default_router(store, list(kinds))
     return paths, data
 

@@ -20,11 +20,13 @@ router kinds, datasets) pass ``retriever.artifacts.safe_name`` before they becom
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from retriever.artifacts import (
@@ -36,6 +38,7 @@ from retriever.artifacts import (
     library_version,
     read_json,
     read_metadata,
+    remove_stale_temporaries,
     safe_name,
     verify_checksums,
     write_json,
@@ -259,13 +262,41 @@ class RouterDirectory:
             })
         return target
 
-    def remove_expert(self, name: str) -> None:
-        path = self.expert_path(name)
-        for old in self.experts_dir.glob(".*.removing-*"):  # what an interrupted removal left
+    @contextlib.contextmanager
+    def changing_expert(self, name: str) -> Iterator[None]:
+        """Change expert ``name`` as one transaction. Inside the block its current version (if any) is set aside,
+        so the directory has no expert ``name`` unless the block saves a new one; the block then refits the
+        routers. If the block fails, the experts are as they were (what it saved is deleted, the old version put
+        back); if it succeeds, the old version is deleted. A kill inside the block is mended by the next change
+        of ``name`` (``retriever.artifacts.remove_stale_temporaries`` puts the old version back)."""
+        target = self.experts_dir / validate_name(name)
+        for old in self.experts_dir.glob(".*.removing-*"):  # what a removal killed by an earlier version left
             shutil.rmtree(old, ignore_errors=True)
-        trash = Path(tempfile.mkdtemp(prefix=f".{name}.removing-", dir=self.experts_dir))
-        path.rename(trash / name)  # atomic: the expert disappears at once, never half-deleted
-        shutil.rmtree(trash)
+        remove_stale_temporaries(target)
+        aside = None
+        if target.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{name}.old-{os.getpid()}-", dir=self.experts_dir))
+            target.rename(aside / "artifact")  # atomic: the expert disappears at once, never half-deleted
+        try:
+            yield
+        except BaseException:
+            if target.exists():
+                failed = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=self.experts_dir))
+                target.rename(failed / "artifact")
+                shutil.rmtree(failed, ignore_errors=True)
+            if aside is not None:
+                (aside / "artifact").rename(target)
+            raise
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+
+    def remove_expert(self, name: str) -> None:
+        """Delete expert ``name`` (the routers that name it are left as they are: ``experts.workflows.remove_expert``
+        removes it and refits them as one change)."""
+        self.expert_path(name)
+        with self.changing_expert(name):
+            pass
 
     def load_factors(self, name: str) -> dict:
         from safetensors.torch import load_file

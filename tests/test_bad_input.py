@@ -560,3 +560,59 @@ def test_output_directory_link_is_written_through(world, cli_run, tmp_path):
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and link.resolve() == real and (real / "index.json").is_file()
     assert sorted(os.listdir(tmp_path)) == ["link", "real"]  # nothing left beside them
+
+
+# 2. Half-done commands: everything a command needs is checked before its first write, and a change that can
+# still fail later (an expert added or removed, then the routers refitted) is one transaction.
+@pytest.mark.parametrize("damage", ["missing", "damaged"])
+def test_remove_keeps_the_expert_when_the_routers_cannot_be_refitted(world, cli_run, tmp_path, damage):
+    router = copy_router(world, tmp_path)
+    cache = router / "routing-data"
+    if damage == "missing":
+        shutil.rmtree(cache)
+    else:
+        (cache / "toy" / "scores-base.json").write_text("{not json")
+    before = sha256_tree(router)
+    result = cli_run("experts", "remove", "--router", router, "--model", world["model"], "toy")
+    assert_one_line_error(result, "expert 'toy' was not removed", "no current scores of 'base' on 'toy'",
+                          "run build-router")
+    assert sha256_tree(router) == before
+    assert RouterDirectory(router, world_encoder_info(world)).expert_names() == ["toy"]
+
+
+def test_remove_refits_the_routers_without_the_expert(world, cli_run, tmp_path):
+    from retriever.routers import load_router
+
+    router = copy_router(world, tmp_path)
+    result = cli_run("experts", "remove", "--router", router, "--model", world["model"], "toy")
+    assert result.exit_code == 0 and "removed toy; refitted routers: pilot" in result.output, result.output
+    assert load_router(router / "routers" / "pilot").experts == ["base"]
+    assert sorted(os.listdir(router / "experts")) == []
+
+
+def test_train_expert_needs_the_routers_datasets_before_training(world, cli_run, tmp_path):
+    router = copy_router(world, tmp_path)
+    write_toy_dataset(tmp_path / "d2", "other")
+    before = sha256_tree(router)
+    result = cli_run("train-expert", "--data-dir", tmp_path / "d2", "--model", world["model"], "--cache-dir",
+                     tmp_path / "cache", "--dataset", "other", "--router", router, "--name", "other")
+    assert_one_line_error(result, "were built on dataset 'toy', which adding an expert refits them on",
+                          "dataset 'toy' not found")
+    assert sha256_tree(router) == before and not (tmp_path / "cache").exists()  # nothing indexed or trained
+
+
+def test_train_expert_is_rolled_back_when_the_refit_fails(world, cli_run, tmp_path):
+    router = copy_router(world, tmp_path)
+    _rewrite_json(router / "routers" / "pilot" / "routing.json",
+                  lambda meta: meta["info"].__setitem__("datasets", ["toy", "broken"]))
+    data = shutil.copytree(world["data"], tmp_path / "beir")
+    shutil.copytree(data / "toy", data / "broken")
+    corpus = data / "broken" / "corpus.jsonl.gz"
+    corpus.write_bytes(corpus.read_bytes()[:-20])  # its qrels read fine: the corpus fails only in the refit
+    before = sha256_tree(router)
+    result = cli_run("train-expert", "--data-dir", data, "--model", world["model"], "--cache-dir", tmp_path / "cache",
+                     "--dataset", "toy", "--router", router, "--name", "toy", "--overwrite",
+                     "--config", '{"max_steps": 2}')
+    assert_one_line_error(result, "broken/corpus.jsonl.gz: truncated or corrupt gzip file")
+    assert sha256_tree(router) == before  # the old expert is back, byte for byte
+    assert sorted(os.listdir(router / "experts")) == ["toy"]
