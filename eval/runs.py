@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from eval.data import Dataset, open_dataset
 from eval.metrics import Scores, evaluate, write_trec_run
-from retriever.artifacts import atomic_file, safe_name, save_npy
+from retriever.artifacts import check_output_dir, json_text, safe_name, save_npy, write_json
 from retriever.backends import FaissBackend, IndexBackend
 from retriever.encoder import load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
@@ -146,6 +147,8 @@ def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], 
     ``run_dir``. Returns the rows and the router directory's default router (None without one)."""
     systems = list(dict.fromkeys(systems))
     check_systems(systems, router_dir)  # before any data or model loads (load_systems checks again, cheaply)
+    if run_dir is not None:
+        check_output_dir(run_dir)
     opened = [open_dataset(data_dir, name) for name in datasets]
     for ds in opened:
         ds.qrels(split)
@@ -340,8 +343,12 @@ def results_json(results: list[EvalResult]) -> dict:
 
 
 def write_results_json(results: list[EvalResult], path: str | os.PathLike, extra: dict | None = None) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps({**results_json(results), **(extra or {})}, indent=2) + "\n", encoding="utf-8")
+    """``{"results": [row, ...], **extra}`` as JSON at ``path`` (``-``: standard output)."""
+    data = {**results_json(results), **(extra or {})}
+    if str(path) == "-":
+        sys.stdout.write(json_text(data))
+    else:
+        write_json(path, data)
 
 
 def format_table(results: list[EvalResult]) -> str:

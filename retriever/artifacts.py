@@ -29,11 +29,14 @@ __all__ = [
     "cached_artifact",
     "check_fields",
     "check_metadata",
+    "check_output_dir",
+    "check_output_file",
     "check_parents",
     "check_target",
     "checksum_files",
     "directory_files",
     "library_version",
+    "json_text",
     "load_npy",
     "read_json",
     "read_metadata",
@@ -106,10 +109,15 @@ def safe_name(name: object, what: str) -> str:
     return name
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary sibling, then rename)."""
+def json_text(data: Any) -> str:
+    """``data`` as the library writes JSON: indented, one trailing newline."""
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically (temporary sibling, then rename; ``atomic_file``)."""
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(json_text(data), encoding="utf-8")
 
 
 def save_npy(path: Path, array) -> None:
@@ -135,8 +143,17 @@ def load_npy(path: Path, mmap: bool = False):
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds."""
-    path = Path(path)
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds. A link is
+    followed (the file it points to is replaced, never the link); a path that is not a regular file, such as a
+    FIFO or a device (``/dev/stdout``), is written through once the block succeeds, never replaced."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        with tempfile.TemporaryDirectory() as folder:
+            tmp = Path(folder) / f"output{Path(path).suffix}"
+            yield tmp
+            with open(tmp, "rb") as source, open(path, "wb") as target:
+                shutil.copyfileobj(source, target)
+        return
+    path = check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for other in path.parent.glob(f".{glob.escape(path.stem)}.tmp-*{glob.escape(path.suffix)}"):  # a killed writer's
         match = re.fullmatch(rf"\.{re.escape(path.stem)}\.tmp-(\d+){re.escape(path.suffix)}", other.name)
@@ -347,6 +364,22 @@ def check_parents(path: str | os.PathLike) -> Path:
     parent = next((p for p in path.parents if p.exists()), path)
     if not parent.is_dir():
         raise NotADirectoryError(f"cannot write {path}: {parent} is not a directory")
+    return path
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Where a file output goes (``check_parents``: its links followed), refused if it is a directory."""
+    path = check_parents(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Where a directory of outputs goes (``check_parents``), refused if it exists and is not a directory."""
+    path = check_parents(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"cannot write into {path}: it is not a directory")
     return path
 
 

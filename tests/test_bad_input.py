@@ -616,3 +616,47 @@ def test_train_expert_is_rolled_back_when_the_refit_fails(world, cli_run, tmp_pa
     assert_one_line_error(result, "broken/corpus.jsonl.gz: truncated or corrupt gzip file")
     assert sha256_tree(router) == before  # the old expert is back, byte for byte
     assert sorted(os.listdir(router / "experts")) == ["toy"]
+
+
+def test_outputs_are_checked_before_any_work(world, cli_run, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("mine")
+    evaluate = ["evaluate", *model_args(world, tmp_path), "--dataset", "toy"]
+    benchmark = ["benchmark", *model_args(world, tmp_path), "--router", tmp_path / "r", "--expert-dataset", "toy"]
+    for args, option, message in (
+            ([*evaluate, "--output-json", a_file / "out.json"], "--output-json", f"{a_file} is not a directory"),
+            ([*evaluate, "--run-dir", a_file / "runs"], "--run-dir", f"{a_file} is not a directory"),
+            ([*evaluate, "--output-json", tmp_path], "--output-json", "is a directory"),
+            ([*benchmark, "--output-json", tmp_path / "b.json", "--plot", tmp_path / "x.xyz"], "--plot",
+             "'.xyz' is not an image type matplotlib writes ("),
+            ([*benchmark, "--output-json", tmp_path / "b.json", "--markdown", a_file / "b.md"], "--markdown",
+             f"{a_file} is not a directory")):
+        result = cli_run(*args)
+        assert_one_line_error(result, f"Invalid value for '{option}'", message)
+        assert result.exit_code == 2
+    assert sorted(os.listdir(tmp_path)) == ["a-file"] and a_file.read_text() == "mine"
+
+
+def test_output_json_follows_links_and_dash_is_standard_output(world, cli_run, tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    evaluate = ["evaluate", *model_args(world, tmp_path), "--dataset", "toy"]
+    result = cli_run(*evaluate, "--output-json", "-")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["results"][0]["system"] == "base" and not (tmp_path / "-").exists()
+    assert "nDCG@10" in result.stderr  # the table, out of the JSON's way
+    real, link = tmp_path / "real.json", tmp_path / "link.json"
+    real.write_text("{}")
+    link.symlink_to(real)
+    assert cli_run(*evaluate, "--output-json", link).exit_code == 0
+    assert link.is_symlink() and json.loads(real.read_text())["results"][0]["dataset"] == "toy"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    result = cli_run(*evaluate, "--output-json", fifo)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert json.loads(received[0])["results"][0]["dataset"] == "toy" and fifo.is_fifo()  # written through
