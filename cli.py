@@ -14,7 +14,7 @@ from eval.data import DATA_DIR_ENV
 from eval.report import check_plot_path
 from eval.runs import SYSTEMS
 from experts.config import ROUTE_ON, Negatives
-from retriever.artifacts import check_output_dir, check_output_file
+from retriever.artifacts import check_output_dir, check_output_file, parse_json
 from retriever.backends import BACKENDS
 from retriever.encoder import PRECISIONS
 from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
@@ -276,8 +276,8 @@ def _train_config(config_json: str | None, options: dict):
     from experts.config import TrainConfig
 
     try:
-        fields = json.loads(config_json) if config_json else {}
-    except json.JSONDecodeError as err:
+        fields = parse_json(config_json) if config_json else {}
+    except ValueError as err:  # malformed, or NaN/Infinity (parse_json)
         raise click.BadParameter(f"not valid JSON ({err}): {config_json!r}", param_hint="--config") from None
     if not isinstance(fields, dict):
         raise click.BadParameter(f"must be a JSON object, got {config_json!r}", param_hint="--config")

@@ -30,7 +30,7 @@ import numpy as np
 
 from eval.data import Dataset, open_dataset
 from eval.metrics import Scores, evaluate, write_trec_run
-from retriever.artifacts import check_output_dir, json_text, safe_name, save_npy, write_json
+from retriever.artifacts import check_output_dir, json_text, load_npy, safe_name, save_npy, write_json
 from retriever.backends import FaissBackend, IndexBackend
 from retriever.encoder import load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
@@ -177,8 +177,8 @@ def _load_vectors(path: Path) -> np.ndarray | None:
     if not path.exists():
         return None
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+        return load_npy(path)
+    except (OSError, ValueError) as err:  # unreadable, or a NaN in it (load_npy)
         logger.warning("re-encoding %s: %s", path, err)
         return None
 

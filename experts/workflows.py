@@ -29,7 +29,7 @@ from experts.routing import (
     routing_data,
     routing_info,
 )
-from experts.train import TrainConfig, TrainedExpert, train_expert
+from experts.train import TrainConfig, TrainedExpert, heldout_split, train_expert
 from retriever.artifacts import check_fields, read_json
 from retriever.backends import FaissBackend, IndexBackend
 from retriever.encoder import Encoder, load_encoder
@@ -74,7 +74,7 @@ def _check_training_request(name: str, dataset: Dataset, split: str, config: Tra
     validate_name(name)
     if split == "test":
         raise ValueError("experts are never trained on the test split")
-    dataset.qrels(split)  # an unknown split fails here, naming the available ones
+    heldout_split(dataset, sorted(dataset.doc_ids()), split, config)  # an unknown split, too few queries fail here
     if bool(anchor_sets) != (config.anchor_weight > 0):
         raise ValueError(f"an anchor weight > 0 (got {config.anchor_weight}) and anchor datasets (--anchor-dataset) "
                          "go together")

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ __all__ = [
     "atomic_file",
     "cached_artifact",
     "check_fields",
+    "check_finite",
     "check_metadata",
     "check_output_dir",
     "check_output_file",
@@ -38,6 +40,7 @@ __all__ = [
     "library_version",
     "json_text",
     "load_npy",
+    "parse_json",
     "read_json",
     "read_metadata",
     "remove_stale_temporaries",
@@ -110,14 +113,59 @@ def safe_name(name: object, what: str) -> str:
 
 
 def json_text(data: Any) -> str:
-    """``data`` as the library writes JSON: indented, one trailing newline."""
-    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+    """``data`` as the library writes JSON: indented, one trailing newline; a NaN or infinite number (which JSON
+    cannot hold: Python would write ``NaN``) is a ValueError."""
+    try:
+        return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise ValueError(f"{err}: a NaN or infinite number cannot be written as JSON") from None
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write JSON atomically (temporary sibling, then rename; ``atomic_file``)."""
+    try:
+        text = json_text(data)
+    except ValueError as err:
+        raise ValueError(f"refusing to write {path}: {err}") from None
     with atomic_file(path) as tmp:
-        tmp.write_text(json_text(data), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, refusing what JSON does not allow but Python reads: ``NaN``, ``Infinity`` and a number
+    too large for a float (``1e999``), as a ValueError naming it. Every JSON the library reads goes through it."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def check_finite(array, where: str) -> None:
+    """Refuse a float array holding a NaN or an infinity, as an ArtifactError naming ``where`` and the first
+    such position: the one finite-number check of everything loaded (``.npy`` files, adapters, BM25 weights)
+    and of vectors before they are saved. Reads a memory map in blocks."""
+    import numpy as np
+
+    if not np.issubdtype(array.dtype, np.inexact):
+        return
+    if array.ndim == 0:
+        array = array.reshape(1)
+    step = max(1, (1 << 22) // max(1, array[:1].size))  # rows per block: about 4M values
+    for start in range(0, len(array), step):
+        bad = np.argwhere(~np.isfinite(array[start : start + step]))
+        if len(bad):
+            at = (int(bad[0][0]) + start, *map(int, bad[0][1:]))
+            value = array[at]
+            raise ArtifactError(f"{where} holds a non-finite value ({value}) at index "
+                                f"{at[0] if len(at) == 1 else at}")
 
 
 def save_npy(path: Path, array) -> None:
@@ -130,15 +178,18 @@ def save_npy(path: Path, array) -> None:
 
 
 def load_npy(path: Path, mmap: bool = False):
-    """An array saved by ``save_npy`` (never a pickle); a missing, truncated or pickled file is an ArtifactError."""
+    """An array saved by ``save_npy`` (never a pickle); a missing, truncated or pickled file, or a NaN or infinite
+    value in it (``check_finite``), is an ArtifactError."""
     import numpy as np
 
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise ArtifactError(f"{path} is missing") from None
     except (ValueError, EOFError) as err:  # content: not .npy, truncated, pickled (other OSErrors pass through)
         raise ArtifactError(f"{path} is not a readable .npy array: {err}") from None
+    check_finite(array, str(path))
+    return array
 
 
 @contextlib.contextmanager
@@ -169,12 +220,13 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def read_json(path: Path, what: str = "JSON file") -> Any:
-    """Parse a JSON file the library wrote; unreadable bytes or malformed JSON are an ArtifactError naming it."""
+    """Parse a JSON file the library wrote; unreadable bytes, malformed JSON or a non-finite number
+    (``parse_json``) are an ArtifactError naming it."""
     try:
-        return json.loads(Path(path).read_bytes().decode("utf-8"))
+        return parse_json(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{what} {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # not UTF-8, malformed, or a non-finite number (parse_json)
         raise ArtifactError(f"{path} is not valid JSON: {err}") from None
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from retriever.artifacts import (
     ArtifactError,
     atomic_directory,
     cached_artifact,
+    check_finite,
     check_target,
     checksum_files,
     directory_files,
@@ -64,8 +66,8 @@ class LexicalConfig:
     stopwords: str | None = "en"
 
     def __post_init__(self):
-        if not isinstance(self.k1, int | float) or isinstance(self.k1, bool) or self.k1 < 0:
-            raise ValueError(f"k1 must be a number >= 0, got {self.k1!r}")
+        if not isinstance(self.k1, int | float) or isinstance(self.k1, bool) or not 0 <= self.k1 < math.inf:
+            raise ValueError(f"k1 must be a finite number >= 0, got {self.k1!r}")
         if not isinstance(self.b, int | float) or isinstance(self.b, bool) or not 0 <= self.b <= 1:
             raise ValueError(f"b must be a number in [0, 1], got {self.b!r}")
         methods = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -168,6 +170,7 @@ class LexicalIndex:
         if bm25.scores.get("num_docs") != meta["count"]:
             raise ArtifactError(f"{path} indexes {bm25.scores.get('num_docs')} documents, lexical.json "
                                 f"says {meta['count']}")
+        check_finite(np.asarray(bm25.scores["data"]), str(path / "data.csc.index.npy"))
         return cls(path, meta, doc_ids, bm25)
 
 

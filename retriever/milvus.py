@@ -37,7 +37,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from retriever.artifacts import MODEL_SCHEMA, ArtifactError, alive, check_metadata, library_version, reuse_or_build
+from retriever.artifacts import (
+    MODEL_SCHEMA,
+    ArtifactError,
+    alive,
+    check_finite,
+    check_metadata,
+    library_version,
+    parse_json,
+    reuse_or_build,
+)
 from retriever.encoder import Encoder, ModelInfo
 from retriever.index import (
     DenseIndex,
@@ -129,8 +138,8 @@ def _read_meta(client, uri: str, name: str) -> dict:
     if raw is None:
         raise ArtifactError(f"{where} is not a routerretriever index (no {META!r} property)")
     try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as err:
+        meta = parse_json(raw)
+    except ValueError as err:
         raise ArtifactError(f"{where}: property {META!r} is not valid JSON: {err}") from None
     return check_metadata(meta, where, KIND, FORMAT_VERSION, SCHEMA)
 
@@ -264,6 +273,7 @@ def insert_block(client, name: str, first: int, doc_ids: list[str], vectors: np.
     """Insert rows ``first..`` of a build (ids, vectors, BM25 weights); the sha256 of the block's vectors.
     The one insert of every build, in this process or in a Ray worker."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    check_finite(vectors, f"the vectors of documents {doc_ids[0]!r}..{doc_ids[-1]!r}")
     client.insert(name, [{"row": first + i, "doc_id": doc_id, "vector": vectors[i].tolist(),
                           **({"bm25": weights[i]} if weights else {})} for i, doc_id in enumerate(doc_ids)])
     return hashlib.sha256(vectors.tobytes()).hexdigest()

@@ -33,6 +33,7 @@ from retriever.artifacts import (
     MODEL_SCHEMA,
     ArtifactError,
     atomic_directory,
+    check_finite,
     check_parents,
     checksum_files,
     library_version,
@@ -79,6 +80,25 @@ def _listing(folder: Path, metadata: str) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / metadata).is_file())
+
+
+def _read_adapter(path: Path, name: str) -> dict:
+    """The LoRA factors of expert ``name`` in directory ``path`` (peft's files; ``retriever.lora.lora_factors``),
+    every weight checked to be finite."""
+    from safetensors.torch import load_file
+
+    config = read_json(path / "adapter_config.json")
+    weights = path / "adapter_model.safetensors"
+    try:
+        state = load_file(weights)
+    except Exception as err:  # safetensors raises its own SafetensorError for damaged files
+        raise ArtifactError(f"{weights} is not a readable safetensors file: {err}") from None
+    for key, tensor in state.items():
+        check_finite(tensor.detach().float().numpy(), f"{weights} (tensor {key})")
+    try:
+        return lora_factors(state, config)
+    except ValueError as err:
+        raise ArtifactError(f"expert {name!r} in {path}: {err}") from None
 
 
 def _check_new_root(root: Path) -> None:
@@ -255,6 +275,7 @@ class RouterDirectory:
             missing = [f for f in EXPERT_FILES if not (tmp / f).is_file()]
             if missing:
                 raise ArtifactError(f"expert {name!r}: adapter files missing after writing: {', '.join(missing)}")
+            _read_adapter(tmp, name)  # what is saved loads: a LoRA adapter, every weight finite
             write_json(tmp / "expert.json", {
                 "kind": EXPERT_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
                 "name": name, "base_model": self.base_model,
@@ -299,22 +320,11 @@ class RouterDirectory:
             pass
 
     def load_factors(self, name: str) -> dict:
-        from safetensors.torch import load_file
-
         path = self.expert_path(name)
         info = self.expert_info(name)
         self._check_base(info["base_model"], f"expert {name!r}")
         verify_checksums(path, info["files"])
-        config = read_json(path / "adapter_config.json")
-        try:
-            state = load_file(path / "adapter_model.safetensors")
-        except Exception as err:  # safetensors raises its own SafetensorError for damaged files
-            raise ArtifactError(f"{path / 'adapter_model.safetensors'} is not a readable safetensors file: "
-                                f"{err}") from None
-        try:
-            return lora_factors(state, config)
-        except ValueError as err:
-            raise ArtifactError(f"expert {name!r} in {path}: {err}") from None
+        return _read_adapter(path, name)
 
     def load_into(self, encoder: MultiExpertEncoder, names: list[str] | None = None) -> MultiExpertEncoder:
         for name in self.expert_names() if names is None else names:

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -193,7 +194,7 @@ def test_damaged_routing_cache_is_recomputed(world, cli_run, tmp_path, caplog):
 
 # 6. Tracebacks where one line is promised.
 @pytest.mark.parametrize("config, message", [('{"max_steps": "10"}', "max_steps must be an integer, got '10'"),
-                                             ('{"learning_rate": "fast"}', "learning_rate must be a number"),
+                                             ('{"learning_rate": "fast"}', "learning_rate must be a finite number"),
                                              ('{"target_modules": 5}', "target_modules must be a non-empty list"),
                                              ('{"base_dropout": 1}', "base_dropout must be true or false")])
 def test_train_config_with_wrong_types(world, cli_run, tmp_path, config, message):
@@ -385,7 +386,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),  # NaN, inf too
                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                  max_size=3), max_leaves=8)
 LINES = st.lists(st.one_of(JSON.map(json.dumps), st.binary(max_size=30).map(lambda b: b.decode("latin-1")),
@@ -660,3 +661,157 @@ def test_output_json_follows_links_and_dash_is_standard_output(world, cli_run, t
     reader.join(timeout=60)
     assert result.exit_code == 0, result.output
     assert json.loads(received[0])["results"][0]["dataset"] == "toy" and fifo.is_fifo()  # written through
+
+
+# 3. Non-finite numbers: every numeric option and config field, every loader.
+@pytest.mark.parametrize("args, message", [
+    (["--anchor-weight", "inf", "--anchor-dataset", "other"], "anchor_weight must be a finite number, got inf"),
+    (["--anchor-weight", "nan", "--anchor-dataset", "other"], "anchor_weight must be a finite number, got nan"),
+    (["--learning-rate", "nan"], "learning_rate must be a finite number, got nan"),
+    (["--temperature", "-inf"], "temperature must be a finite number, got -inf"),
+    (["--config", '{"anchor_weight": NaN}'], "not valid JSON (NaN is not a finite number)"),
+    (["--config", '{"lora_dropout": 1e999}'], "not valid JSON (1e999 is not a finite number)"),
+    (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
+    (["--seed", str(2**64)], "seed must be an integer in [0, 4294967295]"),
+])
+def test_non_finite_and_out_of_range_training_options(world, cli_run, tmp_path, args, message):
+    data = shutil.copytree(world["data"], tmp_path / "beir")
+    write_toy_dataset(data, "other")
+    result = cli_run("train-expert", "--data-dir", data, "--model", world["model"], "--cache-dir", tmp_path / "cache",
+                     "--dataset", "toy", "--router", tmp_path / "r", "--name", "x", *args)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "cache").exists()  # refused before any work
+
+
+def test_one_training_query_is_refused_before_training(world, cli_run, tmp_path):
+    data = shutil.copytree(world["data"], tmp_path / "beir")
+    (data / "toy" / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq-solar\tsolar-1\t1\n")
+    result = cli_run("train-expert", "--data-dir", data, "--model", world["model"], "--cache-dir", tmp_path / "cache",
+                     "--dataset", "toy", "--router", tmp_path / "r", "--name", "x")
+    assert_one_line_error(result, "toy/train: 1 training query with a positive judgment: an expert needs at least 2")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "cache").exists()
+
+
+def test_non_finite_embeddings_are_named_in_one_line(world, cli_run, tmp_path):
+    import numpy as np
+
+    index = shutil.copytree(world["index"], tmp_path / "index")
+    vectors = np.load(index / "embeddings.npy")
+    vectors[3, 5] = np.nan
+    np.save(index / "embeddings.npy", vectors)
+    _update_checksum(index, "embeddings.npy")
+    result = cli_run("search", "--index", index, "--model", world["model"], "--query", "jazz")
+    assert_one_line_error(result, "embeddings.npy holds a non-finite value (nan) at index (3, 5)")
+
+
+def test_a_diverging_loss_saves_nothing(data_dir, toy_encoder, tmp_path):
+    from eval.data import open_dataset
+
+    toy = open_dataset(data_dir, "toy")
+    index = build_index(toy, toy_encoder, tmp_path / "index")
+    with pytest.raises(ValueError, match="training toy diverged at step 1: the loss is nan"):
+        train_expert([(toy, index)], toy_encoder, TrainConfig(**{**FAST, "temperature": 1e-300}))
+
+
+NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+
+
+def _load_index(root, encoder):
+    from retriever.index import CorpusIndex
+
+    return CorpusIndex.load(root / "index", encoder.info)
+
+
+def _load_pilot(root, encoder):
+    from retriever.routers import load_router
+
+    return load_router(root / "router" / "routers" / "pilot")
+
+
+def _load_expert(root, encoder):
+    return RouterDirectory(root / "router", encoder.info).load_factors("toy")
+
+
+# array file -> (the metadata listing its checksum, what loads it)
+ARRAYS = {"index/embeddings.npy": ("index/index.json", _load_index),
+          "router/routers/pilot/pilots.npy": ("router/routers/pilot/routing.json", _load_pilot),
+          "router/routers/pilot/pilot_sizes.npy": ("router/routers/pilot/routing.json", _load_pilot),
+          "router/experts/toy/adapter_model.safetensors": ("router/experts/toy/expert.json", _load_expert)}
+
+
+@FUZZ
+@given(file=st.sampled_from(sorted(ARRAYS)), at=st.integers(0, 10**6), value=NON_FINITE)
+def test_fuzz_non_finite_arrays_are_refused_naming_the_file(fuzz_copy, toy_encoder, file, at, value):
+    """A NaN or infinity anywhere in a saved array (its checksum updated, so only the finite check can catch it)."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    path, (meta_file, load) = fuzz_copy / file, ARRAYS[file]
+    originals = {p: p.read_bytes() for p in (path, fuzz_copy / meta_file)}
+    arrays = load_file(path) if path.suffix == ".safetensors" else {"": np.load(path)}
+    key = sorted(arrays)[at % len(arrays)]
+    arrays[key].reshape(-1)[at % arrays[key].size] = value
+    if path.suffix == ".safetensors":
+        save_file(arrays, path)
+    else:
+        np.save(path, arrays[""])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    _rewrite_json(fuzz_copy / meta_file, lambda meta: meta["files"].__setitem__(path.name, digest))
+    try:
+        with pytest.raises(ArtifactError, match=rf"{re.escape(path.name)}.* holds a non-finite value"):
+            load(fuzz_copy, toy_encoder)
+    finally:
+        for original, content in originals.items():
+            original.write_bytes(content)
+
+
+JSON_LOADERS = {"index/index.json": _load_index, "router/routers/pilot/routing.json": _load_pilot,
+                "router/experts/toy/expert.json": _load_expert,
+                "router/router.json": lambda root, encoder: RouterDirectory(root / "router", encoder.info)}
+
+
+@FUZZ
+@given(file=st.sampled_from(sorted(JSON_LOADERS)), pick=st.integers(0, 30), value=NON_FINITE, nested=st.booleans())
+def test_fuzz_non_finite_json_numbers_are_refused_naming_the_file(fuzz_copy, toy_encoder, file, pick, value,
+                                                                  nested):
+    path = fuzz_copy / file
+    original = path.read_bytes()
+    data = json.loads(original)
+    keys = sorted(data)
+    data[keys[pick % len(keys)]] = {"x": [1, value]} if nested else value
+    path.write_text(json.dumps(data))  # Python writes NaN, Infinity: not JSON
+    try:
+        with pytest.raises(ArtifactError, match=rf"{re.escape(path.name)} is not valid JSON: .*is not a finite"):
+            JSON_LOADERS[file](fuzz_copy, toy_encoder)
+    finally:
+        path.write_bytes(original)
+
+
+@FUZZ
+@given(name=st.sampled_from(["corpus.jsonl", "queries.jsonl"]), line=st.integers(0, 4),
+       token=st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-2.5e400"]))
+def test_fuzz_non_finite_numbers_in_data_files_name_file_and_line(tmp_path_factory, name, line, token):
+    from eval.data import iter_corpus, load_queries
+
+    path = tmp_path_factory.mktemp("jsonl") / name
+    records = [json.dumps({"_id": f"d{i}", "text": "t"}) for i in range(5)]
+    records[line] = records[line][:-1] + f', "score": {token}}}'
+    path.write_text("\n".join(records) + "\n")
+    with pytest.raises(DataError, match=rf"{name}:{line + 1}: {re.escape(token)} is not a finite number"):
+        list(iter_corpus(path)) if name == "corpus.jsonl" else load_queries(path)
+
+
+@FUZZ
+@given(score=st.integers(-(2**70), 2**70) | st.sampled_from([2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32 + 1])
+       | st.sampled_from(["1.5", "1e3", "nan", "1_0", "\u0663", "", "+3", "-0"]))
+def test_fuzz_qrels_scores_are_range_checked(tmp_path_factory, score):
+    from eval.data import SCORE_RANGE, load_qrels
+
+    path = tmp_path_factory.mktemp("qrels") / "test.tsv"
+    path.write_text(f"query-id\tcorpus-id\tscore\nq\td\t{score}\n", encoding="utf-8")
+    valid = re.fullmatch(r"[+-]?[0-9]+", str(score)) and SCORE_RANGE[0] <= int(score) <= SCORE_RANGE[1]
+    if valid:
+        assert load_qrels(path) == {"q": {"d": int(score)}}
+    else:
+        with pytest.raises(DataError, match=r"test.tsv:2: score must be an integer in \[-2147483648, 2147483647\]"):
+            load_qrels(path)
