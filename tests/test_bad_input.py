@@ -815,3 +815,33 @@ def test_fuzz_qrels_scores_are_range_checked(tmp_path_factory, score):
     else:
         with pytest.raises(DataError, match=r"test.tsv:2: score must be an integer in \[-2147483648, 2147483647\]"):
             load_qrels(path)
+
+
+# 4. A hang: a Ray address where nothing listens (run as a user would, in its own process; the timeout only
+# turns a regression into a failure instead of a stuck suite). 6. Ray's other problems: one line.
+def test_unreachable_ray_address_fails_at_once(world, tmp_path):
+    args = [*map(str, model_args(world, tmp_path)), "--dataset", "toy", "--encoder", "ray", "--ray-address",
+            "127.0.0.1:1"]
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "-q", "index", *args],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == ["Error: cannot reach the Ray cluster at 127.0.0.1:1: Connection "
+                                                  "refused"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ray-address", "127.0.0.1"], "invalid Ray address '127.0.0.1': use auto, local, host:port"),
+    (["--ray-address", "ray://127.0.0.1:99999"], "invalid Ray address"),
+    (["--gpus-per-worker", "nan"], "gpus must be a finite number >= 0, got nan"),
+])
+def test_bad_ray_settings_are_one_line(world, cli_run, tmp_path, args, message):
+    result = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--encoder", "ray", *args)
+    assert_one_line_error(result, message)
+
+
+def test_ray_with_a_missing_model_is_one_line(world, cli_run, tmp_path):
+    result = cli_run("index", "--data-dir", world["data"], "--cache-dir", tmp_path / "cache", "--dataset", "toy",
+                     "--encoder", "ray", "--model", tmp_path / "absent")
+    assert_one_line_error(result, f"model '{tmp_path / 'absent'}' is not a local sentence-transformers directory")
+    assert not (tmp_path / "cache").exists()
