@@ -845,3 +845,43 @@ def test_ray_with_a_missing_model_is_one_line(world, cli_run, tmp_path):
                      "--encoder", "ray", "--model", tmp_path / "absent")
     assert_one_line_error(result, f"model '{tmp_path / 'absent'}' is not a local sentence-transformers directory")
     assert not (tmp_path / "cache").exists()
+
+
+def _damage_model(model: Path, damage: str) -> None:
+    if damage == "truncated":
+        weights = model / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "nan":
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(model / "model.safetensors")
+        key = sorted(state)[0]
+        state[key].view(-1)[7] = float("nan")
+        save_file(state, model / "model.safetensors", metadata={"format": "pt"})
+    elif damage == "config":
+        (model / "config.json").write_text("{not json")
+    else:
+        (model / "modules.json").write_text('[{"idx": 0 "name": "0"}]' if damage == "modules" else "{}")
+
+
+# 6. A damaged --model and an unusable --device; 7. a malformed modules.json names its file.
+@pytest.mark.parametrize("damage, message", [
+    ("truncated", "model.safetensors is not a readable safetensors file: Error while deserializing header"),
+    ("nan", "model.safetensors (tensor embeddings.LayerNorm.bias) holds a non-finite value (nan) at index 7"),
+    ("config", "cannot load the model in"),
+    ("modules", "modules.json is not valid JSON: Expecting ',' delimiter"),
+    ("modules-object", "modules.json must be a JSON list of the model's modules"),
+])
+def test_damaged_model_is_one_line(world, cli_run, tmp_path, damage, message):
+    model = shutil.copytree(world["model"], tmp_path / "model")
+    _damage_model(model, damage)
+    result = cli_run("index", "--data-dir", world["data"], "--cache-dir", tmp_path / "cache", "--dataset", "toy",
+                     "--model", model)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_meta_device_is_one_line(world, cli_run):
+    result = cli_run("search", "--index", world["index"], "--model", world["model"], "--query", "jazz",
+                     "--device", "meta")
+    assert_one_line_error(result, "cannot use device 'meta': it holds no data to compute with")
