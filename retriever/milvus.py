@@ -29,10 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import logging.handlers
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -59,7 +61,9 @@ from retriever.index import (
 )
 from retriever.lexical import LexicalConfig, fit_bm25, tokenize, tokenizer_versions
 
-__all__ = ["MilvusIndex", "MilvusLexicalIndex", "build_milvus_index", "default_collection", "ensure_milvus_index"]
+__all__ = [
+    "MilvusIndex", "MilvusLexicalIndex", "build_milvus_index", "check_uri", "default_collection", "ensure_milvus_index",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,23 +82,68 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,191}")
 _METRIC = {"inner_product": "IP"}
 
 
-def _client(uri: str):
-    from pymilvus import MilvusClient
-
-    if not isinstance(uri, str) or not uri:
-        raise ValueError(f"a Milvus URI is a .db file path (Milvus Lite) or a server address, got {uri!r}")
-    if not re.match(r"[a-z]+://", uri):
-        path = Path(uri).expanduser()
-        if path.suffix != ".db":
-            raise ValueError(f"Milvus Lite needs a file name ending in .db, got {uri!r} (or give a server URI such "
-                             "as http://localhost:19530)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        uri = str(path)
-    return MilvusClient(uri)
+SCHEMES = ("http", "https", "tcp", "unix")  # what pymilvus connects to, besides a Milvus Lite .db path
 
 
 def _is_local(uri: str) -> bool:
     return not re.match(r"[a-z]+://", uri)
+
+
+def check_uri(uri: object) -> str:
+    """``uri`` if it can name a Milvus, checked without connecting: a ``.db`` path (Milvus Lite: missing, or a
+    directory Milvus Lite made; never a file or folder of the user's, which Milvus Lite would write into), or
+    ``http(s)://`` / ``tcp://`` with a host, or ``unix://`` with a path. Anything else is a ValueError naming it
+    (pymilvus itself would read ``http://`` as localhost:19530)."""
+    if not isinstance(uri, str) or not uri:
+        raise ValueError(f"a Milvus URI is a .db file path (Milvus Lite) or a server address, got {uri!r}")
+    if _is_local(uri):
+        path = Path(uri).expanduser()
+        if path.suffix != ".db":
+            raise ValueError(f"Milvus Lite needs a file name ending in .db, got {uri!r} (or give a server URI such "
+                             "as http://localhost:19530)")
+        made_by_lite = path.is_dir() and ((path / "LOCK").is_file() or not any(path.iterdir()))
+        if path.exists() and not made_by_lite:
+            raise ValueError(f"{uri} is not a Milvus Lite database (Milvus Lite keeps a .db as a directory of its "
+                             "own, with a LOCK file); refusing to use it")
+        return uri
+    parsed = urlsplit(uri)
+    if parsed.scheme not in SCHEMES:
+        raise ValueError(f"unsupported Milvus URI scheme {parsed.scheme!r} in {uri!r}: use a .db file (Milvus Lite) "
+                         f"or {', '.join(f'{s}://' for s in SCHEMES)}, e.g. http://localhost:19530")
+    try:
+        parsed.port  # noqa: B018 (parses the port: out of range is a ValueError)
+    except ValueError as err:
+        raise ValueError(f"invalid Milvus URI {uri!r}: {err}") from None
+    if not (parsed.netloc or parsed.path if parsed.scheme == "unix" else parsed.hostname):
+        raise ValueError(f"Milvus URI {uri!r} names no server (e.g. http://localhost:19530)")
+    return uri
+
+
+def _client(uri: str):
+    """A connected ``MilvusClient`` (``check_uri`` first); a failure to connect, or Milvus Lite's to open the
+    file (another process holds it, say), is one ConnectionError naming the URI and the cause."""
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    check_uri(uri)
+    if _is_local(uri):
+        path = Path(uri).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = str(path)
+    # Milvus Lite logs why it cannot serve a file as a traceback, and pymilvus then says only "Open local milvus
+    # failed": keep that record (off the console) for the message instead
+    log = logging.getLogger("milvus_lite.server_manager")
+    kept, propagate = logging.handlers.BufferingHandler(100), log.propagate
+    log.addHandler(kept)
+    log.propagate = False
+    try:
+        return MilvusClient(uri)
+    except MilvusException as err:
+        causes = [r.exc_info[1] for r in kept.buffer if r.exc_info and r.exc_info[1] is not None]
+        raise ConnectionError(f"cannot open Milvus at {uri}: {causes[-1] if causes else err.message}") from None
+    finally:
+        log.removeHandler(kept)
+        log.propagate = propagate
 
 
 def check_collection_name(name: object) -> str:

@@ -885,3 +885,45 @@ def test_meta_device_is_one_line(world, cli_run):
     result = cli_run("search", "--index", world["index"], "--model", world["model"], "--query", "jazz",
                      "--device", "meta")
     assert_one_line_error(result, "cannot use device 'meta': it holds no data to compute with")
+
+
+# 6. Milvus URIs: each problem one line, a user's file or folder never written into.
+@pytest.mark.parametrize("uri, message", [
+    ("foo://bar", "unsupported Milvus URI scheme 'foo' in 'foo://bar'"),
+    ("http://", "Milvus URI 'http://' names no server"),
+    ("http://localhost:99999", "invalid Milvus URI 'http://localhost:99999': Port out of range"),
+    ("mine.db", "mine.db is not a Milvus Lite database"),
+    ("folder.db", "folder.db is not a Milvus Lite database"),
+])
+def test_bogus_milvus_uris_are_refused_before_any_work(world, cli_run, tmp_path, monkeypatch, uri, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.db").write_text("not milvus")
+    (tmp_path / "folder.db").mkdir()
+    (tmp_path / "folder.db" / "notes.txt").write_text("mine")
+    before = sha256_tree(tmp_path)
+    result = cli_run("index", *model_args(world, tmp_path), "--dataset", "toy", "--backend", "milvus", "--uri", uri)
+    assert_one_line_error(result, message)
+    assert sha256_tree(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["folder.db", "mine.db"]
+
+
+def test_unreachable_milvus_server_is_one_line(world, cli_run):
+    result = cli_run("search", "--backend", "milvus", "--uri", "http://127.0.0.1:1", "--index", "c", "--model",
+                     world["model"], "--query", "jazz")
+    assert_one_line_error(result, "cannot open Milvus at http://127.0.0.1:1: Fail connecting to server on "
+                                  "127.0.0.1:1")
+
+
+def test_milvus_lite_file_held_by_another_process_is_one_line(world, cli_run, tmp_path):
+    pytest.importorskip("milvus_lite")
+    db = tmp_path / "m.db"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pymilvus import MilvusClient\n"
+                               "MilvusClient(sys.argv[1]).list_collections()\nprint('open', flush=True)\n"
+                               "time.sleep(120)", str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        result = cli_run("search", "--backend", "milvus", "--uri", db, "--index", "c", "--model", world["model"],
+                         "--query", "jazz")
+        assert_one_line_error(result, f"cannot open Milvus at {db}: another process holds the lock on")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
