@@ -217,7 +217,7 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, r
         if as_json:
             click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "system": hit.system,
                                    "expert": hit.expert, "mode": hit.mode, "confidence": round(hit.confidence, 4),
-                                   "hits": [{"doc_id": d, "score": s} for d, s in hit.hits]}))
+                                   "hits": [{"doc_id": d, "score": s} for d, s in hit.hits]}, allow_nan=False))
             continue
         click.echo(f"{hit.query_id} [{hit.system} ({hit.mode}), confidence {hit.confidence:.2f}]: "
                    f"{queries[hit.query_id]}")
@@ -369,14 +369,15 @@ def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, 
 
 
 def _threshold_value(ctx, param, value):
+    from retriever.routers.calibration import check_threshold
+
     if value is None or value in FALLBACKS:
         return value
     try:
         threshold = float(value)
+        check_threshold(param.name, threshold)
     except ValueError:
-        threshold = -1.0
-    if not 0 <= threshold < 1:
-        raise click.BadParameter(f"{value!r} is not 'none', 'auto' or a number in [0, 1)")
+        raise click.BadParameter(f"{value!r} is not 'none', 'auto' or a number in [0, 1)") from None
     return threshold
 
 

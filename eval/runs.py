@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.data import Dataset, open_dataset
-from eval.metrics import Scores, evaluate, write_trec_run
+from eval.metrics import Scores, check_trec_field, evaluate, write_trec_run
 from retriever.artifacts import check_output_dir, json_text, load_npy, safe_name, save_npy, write_json
 from retriever.backends import FaissBackend, IndexBackend
 from retriever.encoder import load_encoder
@@ -143,15 +143,21 @@ def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], 
                      router_dir: Path | None = None, model: str | None = None, cache_dir=None,
                      index_type: str = "flat", run_dir: Path | None = None, progress: bool = False,
                      backend: IndexBackend | None = None) -> tuple[list[EvalResult], str | None]:
-    """``evaluate``: every system on every dataset's ``split``, sharing query vectors per split; TREC runs in
-    ``run_dir``. Returns the rows and the router directory's default router (None without one)."""
+    """``evaluate``: every system on every dataset's ``split`` (a system or dataset given twice counts once),
+    sharing query vectors per split; TREC runs in ``run_dir``. Returns the rows and the router directory's default
+    router (None without one)."""
     systems = list(dict.fromkeys(systems))
     check_systems(systems, router_dir)  # before any data or model loads (load_systems checks again, cheaply)
     if run_dir is not None:
         check_output_dir(run_dir)
-    opened = [open_dataset(data_dir, name) for name in datasets]
+    opened = [open_dataset(data_dir, name) for name in dict.fromkeys(datasets)]  # a dataset given twice: once
     for ds in opened:
         ds.qrels(split)
+        if run_dir is not None:  # every id a run may hold fits a TREC line, before any work
+            for query_id in ds.split(split).queries:
+                check_trec_field(query_id, f"{ds.queries_path}: query id")
+            for doc_id in ds.doc_ids():
+                check_trec_field(doc_id, f"{ds.corpus_path}: document id")
     encoder = MultiExpertEncoder(load_encoder(model))
     routers, candidates, fusion, aliases = load_systems(systems, router_dir, encoder)
     backend = backend or FaissBackend(cache_dir)

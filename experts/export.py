@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retriever.artifacts import atomic_directory, checksum_files, directory_files, library_version, write_json
+from retriever.artifacts import (
+    atomic_directory,
+    check_target,
+    checksum_files,
+    directory_files,
+    library_version,
+    write_json,
+)
 from retriever.encoder import Encoder
 from retriever.router_dir import RouterDirectory
 
@@ -25,6 +32,7 @@ def export_expert(store: RouterDirectory, name: str, base: Encoder, output: str 
 
     if store.base != base.info:
         raise ValueError(f"store {store.root} is for base model {store.base.id!r}, not {base.info.id!r}")
+    check_target(output, (METADATA, KIND), overwrite)  # before any work, as atomic_directory would at the end
     store.load_factors(name)  # checks base model and checksums before any work
     model = SentenceTransformer(str(base.path), device="cpu", local_files_only=True)
     transformer = model[0]

@@ -36,8 +36,9 @@ from retriever.encoder import Encoder, load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex, IndexConfig
 from retriever.router_dir import RouterDirectory, validate_name
-from retriever.routers import novelty_kinds
-from retriever.systems import BM25, hybrid, system_names
+from retriever.routers import buildable_kinds, novelty_kinds
+from retriever.routers.calibration import check_threshold
+from retriever.systems import BM25, FUSIONS, hybrid, system_names
 
 __all__ = [
     "DEFAULT_EXPERT_DATASETS", "DEFAULT_OVERRIDES", "add_expert", "build_routers", "load_overrides",
@@ -165,14 +166,19 @@ def remove_expert(router_dir: str | os.PathLike, name: str, model: str | None = 
                          f"it: {err}") from None
 
 
+def _check_routing_settings(max_queries: int, route_on: str) -> None:
+    if not isinstance(max_queries, int) or isinstance(max_queries, bool) or max_queries < 1:
+        raise ValueError(f"max_queries must be a positive integer, got {max_queries!r}")
+    if route_on not in ROUTE_ON:
+        raise ValueError(f"unknown routing input {route_on!r}; choose one of {', '.join(ROUTE_ON)}")
+
+
 def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
                  max_queries: int, fusion: str, progress: bool, options_for,
                  route_on: str = "embeddings") -> tuple[list, object]:
     """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``.
     ``route_on="embeddings"`` routes on base embeddings (the paper's), ``"prefix"`` on the experts' shared prefix
     (``prefix_layer``; base embeddings where the experts have none)."""
-    if route_on not in ROUTE_ON:
-        raise ValueError(f"unknown routing input {route_on!r}; choose one of {', '.join(ROUTE_ON)}")
     layer = prefix_layer(store, encoder) if route_on == "prefix" else None
     if route_on == "prefix" and layer is None:
         logger.warning("routing on base embeddings: no expert in %s leaves a shared prefix (an expert adapts every "
@@ -195,10 +201,22 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
     BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
     the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems,
-    what it routes on)`` per router, and the default router."""
-    opened = [open_dataset(data_dir, name) for name in datasets]
+    what it routes on)`` per router, and the default router. A dataset given twice counts once; every setting is
+    checked before any work."""
+    unknown = [kind for kind in kinds if kind not in buildable_kinds()]
+    if unknown or not kinds:
+        raise ValueError(f"unknown router kind(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid: "
+                         f"{', '.join(buildable_kinds())}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
+    check_threshold("fallback", fallback)
+    if novelty is not None:
+        check_threshold("novelty", novelty)
+    _check_routing_settings(max_queries, route_on)
+    opened = [open_dataset(data_dir, name) for name in dict.fromkeys(datasets)]
     for ds in opened:
         ds.qrels("train")
+    kinds = list(dict.fromkeys(kinds))
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
@@ -229,9 +247,12 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
     from eval.data import resolve_data_dir
 
     data_dir = resolve_data_dir(data_dir)
-    expert_datasets = list(expert_datasets or DEFAULT_EXPERT_DATASETS)
-    eval_datasets = list(eval_datasets or [*expert_datasets,
-                                           *[d for d in NO_EXPERT_DATASETS if (data_dir / d).is_dir()]])
+    _check_routing_settings(max_queries, route_on)
+    for fields in (overrides or {}).values():
+        TrainConfig.from_fields(fields)  # an unknown field or a bad value fails here, before any training
+    expert_datasets = list(dict.fromkeys(expert_datasets or DEFAULT_EXPERT_DATASETS))  # twice counts once
+    eval_datasets = list(dict.fromkeys(eval_datasets or [*expert_datasets,
+                                                         *[d for d in NO_EXPERT_DATASETS if (data_dir / d).is_dir()]]))
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     opened = {name: open_dataset(data_dir, name) for name in dict.fromkeys([*expert_datasets, *eval_datasets])}

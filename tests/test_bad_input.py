@@ -927,3 +927,69 @@ def test_milvus_lite_file_held_by_another_process_is_one_line(world, cli_run, tm
     finally:
         holder.kill()
         holder.wait(timeout=30)
+
+
+# 5. Silent wrong results: a bare string is refused, a repeated dataset counts once.
+def test_search_refuses_a_bare_string_and_checks_its_arguments_first(world, tmp_path):
+    from retriever.router_retriever import RouterRetriever
+
+    retriever = RouterRetriever.base_only(world["model"])
+    with pytest.raises(TypeError, match=r"got the string 'jazz'; for one query pass \['jazz'\]"):
+        retriever.search("jazz", k=3, index=world["index"])
+    for k in (0, 2.5, True):  # checked before the (missing) index is opened
+        with pytest.raises(ValueError, match=f"k must be a positive integer, got {k!r}"):
+            retriever.search(["jazz"], k=k, index=tmp_path / "absent")
+    assert [len(hit.hits) for hit in retriever.search(["jazz"], k=3, index=world["index"])] == [3]
+
+
+def test_a_repeated_dataset_counts_once(world, cli_run, tmp_path):
+    router = copy_router(world, tmp_path)
+    build = ["build-router", *model_args(world, tmp_path), "--router", router, "--kind", "pilot", "--no-lexical",
+             "--max-queries", "10"]
+    once, twice = cli_run(*build, "--dataset", "toy"), cli_run(*build, "--dataset", "toy", "--dataset", "toy")
+    assert once.exit_code == 0 and twice.exit_code == 0, twice.output
+    assert "\t4 labelled queries\t" in once.output and once.output == twice.output  # 4 train queries, not 8
+    assert json.loads((router / "routers" / "pilot" / "routing.json").read_text())["info"]["datasets"] == ["toy"]
+    out = tmp_path / "rows.json"
+    result = cli_run("evaluate", *model_args(world, tmp_path), "--dataset", "toy", "--dataset", "toy",
+                     "--output-json", out)
+    assert result.exit_code == 0 and len(json.loads(out.read_text())["results"]) == 1, result.output
+
+
+# Hidden case: the Python API checks every input before anything is written, as the CLI does.
+@pytest.mark.parametrize("change, message", [
+    ({"kinds": ["pilot", "nope"]}, "unknown router kind(s) 'nope'; valid: pilot"),
+    ({"fallback": 2.0}, "fallback must be 'none', 'auto' or a threshold in [0, 1), got 2.0"),
+    ({"novelty": float("nan")}, "novelty must be 'none', 'auto' or a threshold in [0, 1), got nan"),
+    ({"fusion": "max"}, "unknown fusion 'max'; valid: convex, rrf"),
+    ({"route_on": "layers"}, "unknown routing input 'layers'"),
+    ({"max_queries": 0}, "max_queries must be a positive integer, got 0"),
+])
+def test_build_routers_checks_every_setting_before_any_work(world, tmp_path, change, message):
+    from experts.workflows import build_routers
+
+    router = copy_router(world, tmp_path)
+    before = sha256_tree(router)
+    arguments = {"kinds": ["pilot"], "model": world["model"], **change}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_routers(router, world["data"], tmp_path / "cache", ["toy"], **arguments)
+    assert sha256_tree(router) == before and not (tmp_path / "cache").exists()
+
+
+# Hidden case: files other tools parse are well formed whatever the ids hold (a TREC line is 6 fields).
+@pytest.mark.parametrize("field, bad", [("query", "q volcano"), ("document", "volcano\t1"),
+                                        ("document", "volcano\n1"), ("document", "volcano\u20281")])
+def test_ids_a_trec_line_cannot_hold_are_refused_before_any_work(world, cli_run, tmp_path, field, bad):
+    data = shutil.copytree(world["data"], tmp_path / "beir")
+    toy = data / "toy"
+    if field == "query":
+        for name in ("queries.jsonl", "qrels/test.tsv"):
+            (toy / name).write_text((toy / name).read_text().replace("q-volcano", bad))
+    else:
+        corpus = gzip.decompress((toy / "corpus.jsonl.gz").read_bytes()).decode()
+        (toy / "corpus.jsonl.gz").write_bytes(gzip.compress(corpus.replace('"volcano-2"', json.dumps(bad)).encode()))
+    result = cli_run("evaluate", "--data-dir", data, "--model", world["model"], "--cache-dir", tmp_path / "cache",
+                     "--dataset", "toy", "--run-dir", tmp_path / "runs")
+    assert_one_line_error(result, f"{field} id {bad!r} cannot be written to a TREC run")
+    assert sorted(os.listdir(tmp_path)) == ["beir"]  # nothing indexed, no run directory
+
