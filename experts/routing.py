@@ -357,15 +357,15 @@ def choose_default_router(store: RouterDirectory, kinds: list[str] | None = None
 def refit_datasets(store: RouterDirectory) -> list[str]:
     """The datasets the routers built in ``store`` were fitted on, which refitting them reads (their training
     queries and corpora), each router's record of them checked."""
-    return list(dict.fromkeys(d for kind in store.built_routers() for d in _built(store, kind)[1]["datasets"]))
+    return list(dict.fromkeys(d for kind in store.built_routers() for d in _built(store, kind).info["datasets"]))
 
 
-def _built(store: RouterDirectory, kind: str) -> tuple[Router, dict]:
-    """Built router ``kind`` and its record of the data it was fitted on (``routing_info``), checked."""
+def _built(store: RouterDirectory, kind: str) -> Router:
+    """Built router ``kind``, its record of the data it was fitted on (``routing_info``) checked."""
     router = store.load_router(kind)
     check_fields(router.info, {"datasets": list, "max_queries": int, "seed": int, "lexical_keys?": dict,
                                "fusion?": str}, f"{store.router_path(kind) / 'routing.json'} info")
-    return router, router.info
+    return router
 
 
 def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None = None, open_source=None,
@@ -379,7 +379,8 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
     """
     jobs = []
     for kind in store.built_routers():
-        router, info = _built(store, kind)
+        router = _built(store, kind)
+        info = router.info
         fusion = info.get("fusion", "convex")
         keys = info.get("lexical_keys")
         # a prefix router follows the current experts' prefix when it can encode (after an addition); after a

@@ -73,6 +73,8 @@ def load_overrides(path: str | os.PathLike | None) -> dict[str, dict]:
 def _check_training_request(name: str, dataset: Dataset, split: str, config: TrainConfig,
                             anchor_sets: Sequence[Dataset]) -> None:
     validate_name(name)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (TrainConfig.from_fields takes a dict), got {config!r}")
     if split == "test":
         raise ValueError("experts are never trained on the test split")
     heldout_split(dataset, sorted(dataset.doc_ids()), split, config)  # an unknown split, too few queries fail here
@@ -130,6 +132,7 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     ds = open_dataset(data_dir, dataset)
     anchor_sets = [open_dataset(data_dir, other) for other in dict.fromkeys(anchor_datasets)]  # unknown names fail
     _check_training_request(name, ds, split, config, anchor_sets)  # before any model loads
+    index_config = IndexConfig(index_type=index_type)
     encoder = load_encoder(model)
     store = RouterDirectory(router_dir, encoder.info, create=True)
     _check_new(store, name, overwrite)  # before any corpus is encoded
@@ -140,7 +143,7 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
             raise ValueError(f"the routers in {store.root} were built on dataset {other!r}, which adding an expert "
                              f"refits them on: {err}") from None
     backend = backend or FaissBackend(cache_dir)
-    index, _ = backend.ensure(ds, encoder, IndexConfig(index_type=index_type), progress=progress)
+    index, _ = backend.ensure(ds, encoder, index_config, progress=progress)
     trained = _train(ds, index, encoder, config, split, anchor_sets, progress)
     with store.changing_expert(name):
         store.save_expert(name, trained.write, trained.meta())
@@ -248,6 +251,7 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
 
     data_dir = resolve_data_dir(data_dir)
     _check_routing_settings(max_queries, route_on)
+    index_config = IndexConfig(index_type=index_type)
     for fields in (overrides or {}).values():
         TrainConfig.from_fields(fields)  # an unknown field or a bad value fails here, before any training
     expert_datasets = list(dict.fromkeys(expert_datasets or DEFAULT_EXPERT_DATASETS))  # twice counts once
@@ -264,8 +268,8 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
     indexes, lexical = {}, {}
     for name, ds in opened.items():
         t = time.perf_counter()
-        indexes[name], lexical[name] = backend.ensure(ds, encoder.base, IndexConfig(index_type=index_type),
-                                                      lexical=True, progress=progress)
+        indexes[name], lexical[name] = backend.ensure(ds, encoder.base, index_config, lexical=True,
+                                                      progress=progress)
         seconds[f"index:{name}"] = round(time.perf_counter() - t, 1)
 
     overrides = overrides or {}

@@ -976,6 +976,26 @@ def test_build_routers_checks_every_setting_before_any_work(world, tmp_path, cha
     assert sha256_tree(router) == before and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("workflow, arguments, error, message", [
+    ("add_expert", {"index_type": "annoy"}, ValueError, "unknown index type 'annoy'"),
+    ("add_expert", {"config": {"max_steps": 2}}, TypeError, "config must be a TrainConfig"),
+    ("run_comparison", {"index_type": "annoy"}, ValueError, "unknown index type 'annoy'"),
+    ("run_comparison", {"overrides": {"toy": {"max_steps": "2"}}}, ValueError, "max_steps must be an integer"),
+    ("run_comparison", {"route_on": "layers"}, ValueError, "unknown routing input 'layers'"),
+])
+def test_workflows_check_every_input_before_writing(world, tmp_path, workflow, arguments, error, message):
+    from experts import workflows
+
+    with pytest.raises(error, match=re.escape(message)):
+        if workflow == "add_expert":
+            workflows.add_expert(tmp_path / "r", world["data"], tmp_path / "cache", "toy", "x",
+                                 **{"config": TrainConfig(**FAST), "model": world["model"], **arguments})
+        else:
+            workflows.run_comparison(world["data"], tmp_path / "r", tmp_path / "cache", ["toy"],
+                                     model=world["model"], **arguments)
+    assert sorted(os.listdir(tmp_path)) == []  # no router directory, no cache
+
+
 # Hidden case: files other tools parse are well formed whatever the ids hold (a TREC line is 6 fields).
 @pytest.mark.parametrize("field, bad", [("query", "q volcano"), ("document", "volcano\t1"),
                                         ("document", "volcano\n1"), ("document", "volcano\u20281")])
