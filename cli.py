@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 
 from eval.data import DATA_DIR_ENV
+from eval.report import check_plot_path
 from eval.runs import SYSTEMS
 from experts.config import ROUTE_ON, Negatives
+from retriever.artifacts import check_output_dir, check_output_file, parse_json
 from retriever.backends import BACKENDS
 from retriever.encoder import PRECISIONS
 from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
@@ -31,6 +33,26 @@ class UserErrorGroup(click.Group):
             return super().invoke(ctx)
         except (ArtifactError, ValueError, OSError) as err:  # OSError: a file the user named cannot be read/written
             raise click.ClickException(str(err)) from None
+
+
+def _checked(check):
+    """A click callback that runs ``check(path)`` on a path option's value, so an output that cannot be written
+    fails before any work, naming the option (``-``, standard output, passes)."""
+
+    def callback(ctx, param, value):
+        if value is not None and str(value) != "-":
+            try:
+                check(value)
+            except (OSError, ValueError) as err:
+                raise click.BadParameter(str(err)) from None
+        return value
+
+    return callback
+
+
+def output_json_option(**kwargs):
+    return click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+                        callback=_checked(check_output_file), **kwargs)
 
 
 def data_dir_option(func):
@@ -196,7 +218,7 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, r
             click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "system": hit.system,
                                    "expert": hit.expert, "mode": hit.mode, "confidence": round(hit.confidence, 4),
                                    "unfamiliar": hit.unfamiliar,
-                                   "hits": [{"doc_id": d, "score": s} for d, s in hit.hits]}))
+                                   "hits": [{"doc_id": d, "score": s} for d, s in hit.hits]}, allow_nan=False))
             continue
         new = ", unfamiliar" if hit.unfamiliar else ""
         click.echo(f"{hit.query_id} [{hit.system} ({hit.mode}), confidence {hit.confidence:.2f}{new}]: "
@@ -256,8 +278,8 @@ def _train_config(config_json: str | None, options: dict):
     from experts.config import TrainConfig
 
     try:
-        fields = json.loads(config_json) if config_json else {}
-    except json.JSONDecodeError as err:
+        fields = parse_json(config_json) if config_json else {}
+    except ValueError as err:  # malformed, or NaN/Infinity (parse_json)
         raise click.BadParameter(f"not valid JSON ({err}): {config_json!r}", param_hint="--config") from None
     if not isinstance(fields, dict):
         raise click.BadParameter(f"must be a JSON object, got {config_json!r}", param_hint="--config")
@@ -295,14 +317,11 @@ def experts_list(router, model):
 @click.argument("name")
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 def experts_remove(router, name, model):
-    """Remove one expert; the others are untouched."""
-    from experts.routing import refresh_routers
-    from retriever.encoder import load_encoder
-    from retriever.router_dir import RouterDirectory
+    """Remove one expert and refit the routers without it (if they cannot be, nothing is removed); the other
+    experts are untouched."""
+    from experts.workflows import remove_expert
 
-    store = RouterDirectory(router, load_encoder(model).info)
-    store.remove_expert(name)
-    refitted = refresh_routers(store)
+    refitted = remove_expert(router, name, model)
     click.echo(f"removed {name}" + (f"; refitted routers: {', '.join(refitted)}" if refitted else ""))
 
 
@@ -334,9 +353,9 @@ def experts_export(router, name, output, overwrite, model):
 @router_option(required=False)
 @model_options
 @backend_options
-@click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path),
-              help='Write {"results": [...], "default_system": ...} with one row per dataset and system.')
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+@output_json_option(help='Write {"results": [...], "default_system": ...} with one row per dataset and system '
+                         "(-: standard output, and the table goes to standard error).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), callback=_checked(check_output_dir),
               help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset and system here.")
 @click.pass_obj
 def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, index_type, backend, output_json,
@@ -346,20 +365,21 @@ def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, 
 
     rows, default = evaluate_systems(data_dir, datasets, systems, split, router, model, cache_dir, index_type,
                                      run_dir, progress=obj["progress"], backend=backend)
-    click.echo(format_table(rows))
     if output_json is not None:
         write_results_json(rows, output_json, {"default_system": default})
+    click.echo(format_table(rows), err=str(output_json) == "-")
 
 
 def _threshold_value(ctx, param, value):
+    from retriever.routers.calibration import check_threshold
+
     if value is None or value in FALLBACKS:
         return value
     try:
         threshold = float(value)
+        check_threshold(param.name, threshold)
     except ValueError:
-        threshold = -1.0
-    if not 0 <= threshold < 1:
-        raise click.BadParameter(f"{value!r} is not 'none', 'auto' or a number in [0, 1)")
+        raise click.BadParameter(f"{value!r} is not 'none', 'auto' or a number in [0, 1)") from None
     return threshold
 
 
@@ -427,10 +447,12 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 @click.option("--no-multitask", is_flag=True, help="Skip the multitask baseline expert.")
 @click.option("--train-overrides", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="JSON of per-dataset training settings [default: experts/training_overrides.json].")
-@click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), help="Also write the tables here.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG of the pilot router's dataset -> expert confusion.")
+@output_json_option(required=True, help="Write every row, the routing confusion and timings here (-: standard "
+                                        "output, and the tables go to standard error).")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), callback=_checked(check_output_file),
+              help="Also write the tables here.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), callback=_checked(check_plot_path),
+              help="The pilot router's dataset -> expert confusion as an image (.png, .pdf, .svg, ...).")
 @route_on_option
 @model_options
 @backend_options
@@ -446,11 +468,10 @@ def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries
                                 overrides=load_overrides(train_overrides or DEFAULT_OVERRIDES),
                                 max_queries=max_queries, multitask=not no_multitask, index_type=index_type,
                                 progress=obj["progress"], backend=backend, route_on=route_on)
-    text = write_report(comparison, markdown, plot)
     write_results_json(comparison.results, output_json,
                        {"default_system": comparison.default, "fold_gains": comparison.fold_gains,
                         "fusion": comparison.fusion, "routing": comparison.routing(), "seconds": comparison.seconds})
-    click.echo(text)
+    click.echo(write_report(comparison, markdown, plot), err=str(output_json) == "-")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ import gzip
 import json
 import logging
 import os
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retriever.artifacts import safe_name
+from retriever.artifacts import parse_json, safe_name
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 DATA_DIR_ENV = "ROUTERRETRIEVER_DATA_DIR"
 
 Qrels = dict[str, dict[str, int]]
+SCORE_RANGE = (-(2**31), 2**31 - 1)  # what pytrec_eval holds (it wraps larger scores around, or fails)
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits (int() also reads "1_0" and other scripts' digits)
 
 
 class DataError(ValueError):
@@ -89,9 +92,11 @@ def _iter_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, di
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}:{line_no}: malformed JSON ({err.msg})") from None
+        except ValueError as err:  # NaN, Infinity, 1e999 (parse_json)
+            raise DataError(f"{path}:{line_no}: {err}") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
         for key in required:
@@ -157,7 +162,7 @@ def merge_queries(texts: Sequence[str], path: str | os.PathLike | None = None) -
 
 
 def load_qrels(path: str | os.PathLike) -> Qrels:
-    """Read a BEIR qrels TSV (header line; LF or CRLF; integer graded scores)."""
+    """Read a BEIR qrels TSV (header line; LF or CRLF; integer graded scores in ``SCORE_RANGE``)."""
     path = Path(path)
     qrels: Qrels = {}
     for line_no, line in _lines(path):
@@ -171,10 +176,10 @@ def load_qrels(path: str | os.PathLike) -> Qrels:
         query_id, doc_id, score = row
         if not query_id or not doc_id:
             raise DataError(f"{path}:{line_no}: empty query or document id: {row!r}")
-        try:
-            qrels.setdefault(query_id, {})[doc_id] = int(score)
-        except ValueError:
-            raise DataError(f"{path}:{line_no}: score must be an integer, got {score!r}") from None
+        if not _INTEGER.fullmatch(score) or not SCORE_RANGE[0] <= int(score) <= SCORE_RANGE[1]:
+            raise DataError(f"{path}:{line_no}: score must be an integer in [{SCORE_RANGE[0]}, {SCORE_RANGE[1]}], "
+                            f"got {score!r}"[:300])
+        qrels.setdefault(query_id, {})[doc_id] = int(score)
     return qrels
 
 

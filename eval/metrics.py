@@ -11,7 +11,7 @@ from beir.retrieval.evaluation import EvaluateRetrieval
 
 from retriever.artifacts import atomic_file
 
-__all__ = ["Scores", "evaluate", "paired_bootstrap", "per_query_ndcg", "write_trec_run"]
+__all__ = ["Scores", "check_trec_field", "evaluate", "paired_bootstrap", "per_query_ndcg", "write_trec_run"]
 
 Qrels = dict[str, dict[str, int]]
 Results = dict[str, dict[str, float]]
@@ -55,10 +55,23 @@ def evaluate(qrels: Qrels, results: Results) -> Scores:
     )
 
 
+def check_trec_field(value: object, what: str) -> str:
+    """``value`` if it can be one field of a TREC run line, which tools split on whitespace into exactly 6: a
+    non-empty string with no space, tab, line break or other unprintable character; else a ValueError naming it."""
+    if not isinstance(value, str) or not value or " " in value or not value.isprintable():
+        raise ValueError(f"{what} {value!r} cannot be written to a TREC run: a field there is one word (no spaces, "
+                         "tabs, line breaks or other unprintable characters)")
+    return value
+
+
 def write_trec_run(results: Results, path: str | os.PathLike, tag: str) -> None:
-    """Write ``qid Q0 docid rank score tag`` lines, ranks from 1, best first."""
-    if not tag or any(ch.isspace() for ch in tag):
-        raise ValueError(f"run tag must be a non-empty string without spaces, got {tag!r}")
+    """Write ``qid Q0 docid rank score tag`` lines, ranks from 1, best first; every field is checked first
+    (``check_trec_field``), so nothing is written for ids a line cannot hold."""
+    check_trec_field(tag, "run tag")
+    for qid, hits in results.items():
+        check_trec_field(qid, "query id")
+        for doc_id in hits:
+            check_trec_field(doc_id, "document id")
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         for qid, hits in results.items():
             ordered = sorted(hits.items(), key=lambda item: item[1], reverse=True)

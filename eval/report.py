@@ -11,13 +11,13 @@ import numpy as np
 
 from eval.metrics import paired_bootstrap
 from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, EvalResult
-from retriever.artifacts import atomic_file
+from retriever.artifacts import atomic_file, check_output_file
 from retriever.expert_encoder import BASE_EXPERT
 from retriever.systems import BM25, HYBRID, dense_part, hybrid
 
 SINGLE = (BASE_EXPERT, BM25, hybrid(BASE_EXPERT))  # the untrained single systems every router is held against
 
-__all__ = ["Comparison", "plot_confusion", "write_report"]
+__all__ = ["Comparison", "check_plot_path", "plot_confusion", "write_report"]
 
 @dataclass
 class Comparison:
@@ -84,8 +84,26 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def check_plot_path(path: str | Path) -> Path:
+    """A path ``plot_confusion`` can write: a file (``check_output_file``) of a type matplotlib saves, by its
+    extension."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    types = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower()
+    if suffix[1:] not in types:
+        raise ValueError(f"cannot plot to {path}: {f'{suffix!r} is not' if suffix else 'no extension names'} an "
+                         f"image type matplotlib writes ({', '.join(f'.{t}' for t in sorted(types))})")
+    return check_output_file(path)
+
+
 def write_report(comparison: Comparison, markdown_path: Path | None = None, plot_path: Path | None = None) -> str:
-    """Markdown: the paper-style table (nDCG@10 x100), no-expert datasets, expert matrix, routing. Optional PNG."""
+    """Markdown: the paper-style table (nDCG@10 x100), no-expert datasets, expert matrix, routing. Optional plot
+    (any type ``check_plot_path`` allows). Both paths are checked before either is written."""
+    if markdown_path is not None:
+        check_output_file(markdown_path)
+    if plot_path is not None:
+        check_plot_path(plot_path)
     c = comparison
     systems = c.systems()
     per_expert = [s for s in systems if s.startswith("expert:") or (s.startswith(HYBRID) and s not in SINGLE)]

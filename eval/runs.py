@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from eval.data import Dataset, open_dataset
-from eval.metrics import Scores, evaluate, write_trec_run
-from retriever.artifacts import atomic_file, safe_name, save_npy
+from eval.metrics import Scores, check_trec_field, evaluate, write_trec_run
+from retriever.artifacts import check_output_dir, json_text, load_npy, safe_name, save_npy, write_json
 from retriever.backends import FaissBackend, IndexBackend
 from retriever.encoder import load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
@@ -145,13 +146,21 @@ def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], 
                      router_dir: Path | None = None, model: str | None = None, cache_dir=None,
                      index_type: str = "flat", run_dir: Path | None = None, progress: bool = False,
                      backend: IndexBackend | None = None) -> tuple[list[EvalResult], str | None]:
-    """``evaluate``: every system on every dataset's ``split``, sharing query vectors per split; TREC runs in
-    ``run_dir``. Returns the rows and the router directory's default router (None without one)."""
+    """``evaluate``: every system on every dataset's ``split`` (a system or dataset given twice counts once),
+    sharing query vectors per split; TREC runs in ``run_dir``. Returns the rows and the router directory's default
+    router (None without one)."""
     systems = list(dict.fromkeys(systems))
     check_systems(systems, router_dir)  # before any data or model loads (load_systems checks again, cheaply)
-    opened = [open_dataset(data_dir, name) for name in datasets]
+    if run_dir is not None:
+        check_output_dir(run_dir)
+    opened = [open_dataset(data_dir, name) for name in dict.fromkeys(datasets)]  # a dataset given twice: once
     for ds in opened:
         ds.qrels(split)
+        if run_dir is not None:  # every id a run may hold fits a TREC line, before any work
+            for query_id in ds.split(split).queries:
+                check_trec_field(query_id, f"{ds.queries_path}: query id")
+            for doc_id in ds.doc_ids():
+                check_trec_field(doc_id, f"{ds.corpus_path}: document id")
     encoder = MultiExpertEncoder(load_encoder(model))
     routers, candidates, fusion, aliases = load_systems(systems, router_dir, encoder)
     backend = backend or FaissBackend(cache_dir)
@@ -177,8 +186,8 @@ def _load_vectors(path: Path) -> np.ndarray | None:
     if not path.exists():
         return None
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+        return load_npy(path)
+    except (OSError, ValueError) as err:  # unreadable, or a NaN in it (load_npy)
         logger.warning("re-encoding %s: %s", path, err)
         return None
 
@@ -348,8 +357,12 @@ def results_json(results: list[EvalResult]) -> dict:
 
 
 def write_results_json(results: list[EvalResult], path: str | os.PathLike, extra: dict | None = None) -> None:
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps({**results_json(results), **(extra or {})}, indent=2) + "\n", encoding="utf-8")
+    """``{"results": [row, ...], **extra}`` as JSON at ``path`` (``-``: standard output)."""
+    data = {**results_json(results), **(extra or {})}
+    if str(path) == "-":
+        sys.stdout.write(json_text(data))
+    else:
+        write_json(path, data)
 
 
 def format_table(results: list[EvalResult]) -> str:

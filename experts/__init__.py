@@ -29,6 +29,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "add_expert": "experts.workflows",
     "build_routers": "experts.workflows",
     "load_overrides": "experts.workflows",
+    "remove_expert": "experts.workflows",
     "run_comparison": "experts.workflows",
     "train_and_save": "experts.workflows",
     "TrainingSource": "experts.train",

@@ -6,6 +6,7 @@ file) needs no torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from enum import StrEnum
@@ -15,6 +16,7 @@ __all__ = ["ROUTE_ON", "Negatives", "TrainConfig"]
 # What routers route on: the base model's embeddings (the paper's pilots, the default; routed search reuses the base
 # pass) or the experts' shared prefix (``experts.routing.prefix_layer``; one encoder pass per routed query).
 ROUTE_ON = ("embeddings", "prefix")
+MAX_SEED = 2**32 - 1  # what torch and numpy both take
 
 
 class Negatives(StrEnum):
@@ -77,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"lora_layers must be an integer >= 0 (0: every layer), got {self.lora_layers!r}")
         if not isinstance(self.anchor_documents, int) or self.anchor_documents < 0:
             raise ValueError(f"anchor_documents must be an integer >= 0, got {self.anchor_documents!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         for name in ("patience", "anchor_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -91,7 +95,8 @@ class TrainConfig:
 
     def _check_types(self) -> None:
         """Each field has its default's type (JSON gives any type: ``"10"`` for a step count is an error here, not
-        a TypeError later); a float field also takes an integer, ``bool`` is never a number."""
+        a TypeError later); a float field also takes an integer but never NaN or an infinity, ``bool`` is never a
+        number."""
         for f in dataclass_fields(self):
             value, expected = getattr(self, f.name), type(f.default)
             if expected is tuple:
@@ -102,7 +107,8 @@ class TrainConfig:
             elif expected is int:
                 ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
             elif expected is float:
-                ok, what = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                what = "a finite number"
             else:  # str and str enums
                 ok, what = isinstance(value, str), "a string"
             if not ok:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retriever.artifacts import atomic_directory, library_version, write_json
+from retriever.artifacts import (
+    atomic_directory,
+    check_target,
+    checksum_files,
+    directory_files,
+    library_version,
+    write_json,
+)
 from retriever.encoder import Encoder
 from retriever.router_dir import RouterDirectory
 
@@ -25,6 +32,7 @@ def export_expert(store: RouterDirectory, name: str, base: Encoder, output: str 
 
     if store.base != base.info:
         raise ValueError(f"store {store.root} is for base model {store.base.id!r}, not {base.info.id!r}")
+    check_target(output, (METADATA, KIND), overwrite)  # before any work, as atomic_directory would at the end
     store.load_factors(name)  # checks base model and checksums before any work
     model = SentenceTransformer(str(base.path), device="cpu", local_files_only=True)
     transformer = model[0]
@@ -35,5 +43,6 @@ def export_expert(store: RouterDirectory, name: str, base: Encoder, output: str 
             "kind": KIND, "format_version": 1, "library_version": library_version(), "expert": name,
             "base_model": {"id": base.info.id, "fingerprint": base.info.fingerprint, "dim": base.info.dim},
             "adapter_sha256": store.expert_info(name)["files"]["adapter_model.safetensors"],
+            "files": checksum_files(tmp, directory_files(tmp)),  # what --overwrite may replace
         })
     return Path(output)

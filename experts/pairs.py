@@ -42,6 +42,9 @@ def split_heldout(
     """
     if not 0 < fraction < 1:
         raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
+    if len(examples) < 2:  # else nothing is held out, and held-out scores are the mean of nothing (NaN)
+        raise ValueError(f"{len(examples)} training query with a positive judgment: an expert needs at least 2, "
+                         "one of them held out to select the best epoch")
     size = min(max(1, round(len(examples) * fraction)), len(examples) - 1)
     rng = np.random.default_rng(seed)
     if groups is None:

@@ -23,16 +23,16 @@ from retriever.artifacts import ArtifactError, check_fields, load_npy, read_json
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.ranking import search, search_lexical
 from retriever.router_dir import RouterDirectory
-from retriever.routers import ROUTERS, RoutingData, RoutingSpace, best_expert, fit_router, novelty_kinds
+from retriever.routers import ROUTERS, Router, RoutingData, RoutingSpace, best_expert, fit_router, novelty_kinds
 from retriever.routers.base import best_systems, unseen_rows
 from retriever.systems import BM25, FUSION_DEPTH, FUSION_VERSION, HYBRID, SystemSet, dense_part, fuse, system_names
 from retriever.systems import hybrid as hybrid_name
 from retriever.unfamiliar import top_agreement, trusts_lexical
 
 __all__ = [
-    "HYBRID_WEIGHTS", "build_router", "cached_routing_data", "calibrate_hybrids", "choose_default_router",
-    "expert_key", "lexical_key",
-    "refresh_routers", "routing_data", "routing_info", "routing_sample", "score_experts",
+    "HYBRID_WEIGHTS", "build_router", "build_routers_together", "cached_routing_data", "calibrate_hybrids",
+    "choose_default_router", "expert_key", "lexical_key", "refit_datasets", "refresh_routers", "routing_data",
+    "routing_info", "routing_sample", "score_experts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -339,17 +339,31 @@ def build_router(store: RouterDirectory, kind: str, data: RoutingData, info: dic
     """Fit router ``kind`` (options as ``retriever.routers.fit_router`` takes them) and save it in the store.
     Unless told otherwise, a router that keeps reference vectors gets ``novelty="auto"``: a query unlike every
     training domain goes to the base model, below a similarity calibrated on the training data's folds."""
-    if kind in novelty_kinds():
-        options.setdefault("novelty", NOVELTY)
-    for calibrated in ("min_confidence", "min_similarity", "default"):  # refitting: "auto" is calibrated again
-        options.pop(calibrated, None)
-    router = fit_router(kind, data, **options)
-    counts = {e: data.labels.count(e) for e in data.experts}
-    extra = {} if router.fold_gain is None else {"fold_gain": router.fold_gain}
-    if data.systems is not None:  # the hybrids' fusion its labels were made with: saved with it, and as the
-        store.save_systems(data.systems)  # directory's latest for evaluating hybrids without a router
-        extra["systems"] = data.systems.to_json()
-    return store.save_router(router, {**info, "label_counts": counts, **extra})
+    return build_routers_together(store, [(kind, data, info, options)])[0]
+
+
+def build_routers_together(store: RouterDirectory, jobs: list[tuple[str, RoutingData, dict, dict]]) -> list[Path]:
+    """``build_router`` for each ``(kind, data, info, options)``, all fitted before any is saved: a router that
+    cannot be fitted leaves every built router as it was."""
+    fitted = []
+    for kind, data, info, options in jobs:
+        options = dict(options)
+        if kind in novelty_kinds():
+            options.setdefault("novelty", NOVELTY)
+        for calibrated in ("min_confidence", "min_similarity", "default"):  # refitting: "auto" is calibrated again
+            options.pop(calibrated, None)
+        router = fit_router(kind, data, **options)
+        counts = {e: data.labels.count(e) for e in data.experts}
+        extra = {} if router.fold_gain is None else {"fold_gain": router.fold_gain}
+        if data.systems is not None:  # the hybrids' fusion its labels were made with: saved with it
+            extra["systems"] = data.systems.to_json()
+        fitted.append((router, data, {**info, "label_counts": counts, **extra}))
+    paths = []
+    for router, data, info in fitted:
+        if data.systems is not None:  # and as the directory's latest, for evaluating hybrids without a router
+            store.save_systems(data.systems)
+        paths.append(store.save_router(router, info))
+    return paths
 
 
 def choose_default_router(store: RouterDirectory, kinds: list[str] | None = None) -> str | None:
@@ -366,21 +380,33 @@ def choose_default_router(store: RouterDirectory, kinds: list[str] | None = None
     return best
 
 
+def refit_datasets(store: RouterDirectory) -> list[str]:
+    """The datasets the routers built in ``store`` were fitted on, which refitting them reads (their training
+    queries and corpora), each router's record of them checked."""
+    return list(dict.fromkeys(d for kind in store.built_routers() for d in _built(store, kind).info["datasets"]))
+
+
+def _built(store: RouterDirectory, kind: str) -> Router:
+    """Built router ``kind``, its record of the data it was fitted on (``routing_info``) checked."""
+    router = store.load_router(kind)
+    check_fields(router.info, {"datasets": list, "max_queries": int, "seed": int, "lexical_keys?": dict,
+                               "fusion?": str}, f"{store.router_path(kind) / 'routing.json'} info")
+    return router
+
+
 def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None = None, open_source=None,
                     progress: bool = False) -> list[str]:
-    """Refit every saved router for the current experts, without retraining any expert.
+    """Refit every saved router for the current experts, without retraining any expert; every router's data is
+    gathered and every router fitted before any is saved, so a failure changes none.
 
     After a removal nothing is encoded (the remaining experts' scores are cached). After an addition, pass
     ``encoder`` (with the new expert loaded) and ``open_source(dataset_name, lexical) -> (dataset, index, lexical
     index or None)`` so the new expert's scores can be computed. Returns the names of the routers refitted.
     """
-    refitted = []
+    jobs = []
     for kind in store.built_routers():
-        path = store.router_path(kind)
-        router = store.load_router(kind)
+        router = _built(store, kind)
         info = router.info
-        check_fields(info, {"datasets": list, "max_queries": int, "seed": int, "lexical_keys?": dict,
-                            "fusion?": str}, f"{path / 'routing.json'} info")
         fusion = info.get("fusion", "convex")
         keys = info.get("lexical_keys")
         # a prefix router follows the current experts' prefix when it can encode (after an addition); after a
@@ -395,12 +421,12 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
             keys = None if lexical is None else {name: lexical_key(lex) for name, lex in lexical.items()}
         else:
             data = cached_routing_data(store, info["datasets"], keys, fusion, layer)
-        build_router(store, router.name, data,
-                     routing_info(info["datasets"], info["max_queries"], info["seed"], keys, fusion), **router.options)
-        refitted.append(router.name)
-    if refitted:
+        jobs.append((router.name, data, routing_info(info["datasets"], info["max_queries"], info["seed"], keys,
+                                                     fusion), router.options))
+    build_routers_together(store, jobs)
+    if jobs:
         choose_default_router(store)
-    return refitted
+    return [kind for kind, *_ in jobs]
 
 
 def routing_info(datasets: list[str], max_queries: int, seed: int, lexical_keys: dict[str, str] | None = None,

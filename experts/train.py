@@ -91,7 +91,10 @@ def heldout_split(dataset, doc_ids: list[str], split: str, config: TrainConfig):
     if config.heldout_groups == "title":  # e.g. SQuAD: a title is an article, and test articles are unseen
         title_of = {doc.id: doc.title for doc in dataset.corpus()}
         groups = [title_of[doc_ids[e.positives[0]]] for e in examples]
-    train, heldout = split_heldout(examples, fraction, config.seed, groups)
+    try:
+        train, heldout = split_heldout(examples, fraction, config.seed, groups)
+    except ValueError as err:
+        raise ValueError(f"{dataset.name}/{split}: {err}") from None
     return examples, train, heldout
 
 
@@ -271,6 +274,9 @@ def train_expert(
             loss = batch_loss(model, data[s], batch, config, rng)
             if anchors:
                 loss = loss + config.anchor_weight * anchor_loss(model, anchors, anchor_vectors, config, rng)
+            if not torch.isfinite(loss):  # never step (nor save) weights that are NaN from here on
+                raise ValueError(f"training {'+'.join(names)} diverged at step {step + 1}: the loss is "
+                                 f"{loss.item()}; try a lower learning rate or a higher temperature")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -19,28 +19,30 @@ from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, SplitRun
 from experts.config import ROUTE_ON
 from experts.pairs import anchor_texts
 from experts.routing import (
-    build_router,
+    build_routers_together,
     choose_default_router,
     expert_key,
     lexical_key,
     prefix_layer,
+    refit_datasets,
     refresh_routers,
     routing_data,
     routing_info,
 )
-from experts.train import TrainConfig, TrainedExpert, train_expert
+from experts.train import TrainConfig, TrainedExpert, heldout_split, train_expert
 from retriever.artifacts import check_fields, read_json
 from retriever.backends import FaissBackend, IndexBackend
 from retriever.encoder import Encoder, load_encoder
 from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index import CorpusIndex, IndexConfig
 from retriever.router_dir import RouterDirectory, validate_name
-from retriever.routers import novelty_kinds
-from retriever.systems import BM25, hybrid, system_names
+from retriever.routers import buildable_kinds, novelty_kinds
+from retriever.routers.calibration import check_threshold
+from retriever.systems import BM25, FUSIONS, hybrid, system_names
 
 __all__ = [
     "DEFAULT_EXPERT_DATASETS", "DEFAULT_OVERRIDES", "add_expert", "build_routers", "load_overrides",
-    "run_comparison", "train_and_save",
+    "remove_expert", "run_comparison", "train_and_save",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,9 +73,11 @@ def load_overrides(path: str | os.PathLike | None) -> dict[str, dict]:
 def _check_training_request(name: str, dataset: Dataset, split: str, config: TrainConfig,
                             anchor_sets: Sequence[Dataset]) -> None:
     validate_name(name)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (TrainConfig.from_fields takes a dict), got {config!r}")
     if split == "test":
         raise ValueError("experts are never trained on the test split")
-    dataset.qrels(split)  # an unknown split fails here, naming the available ones
+    heldout_split(dataset, sorted(dataset.doc_ids()), split, config)  # an unknown split, too few queries fail here
     if bool(anchor_sets) != (config.anchor_weight > 0):
         raise ValueError(f"an anchor weight > 0 (got {config.anchor_weight}) and anchor datasets (--anchor-dataset) "
                          "go together")
@@ -93,15 +97,15 @@ def train_and_save(store: RouterDirectory, name: str, dataset: Dataset, index: C
     ``config.anchor_weight > 0``) and save it into the router directory."""
     _check_training_request(name, dataset, split, config, anchor_sets)
     _check_new(store, name, overwrite)
-    return _train_and_save(store, name, dataset, index, encoder, config, split, anchor_sets, overwrite, progress)
-
-
-def _train_and_save(store, name, dataset, index, encoder, config, split, anchor_sets, overwrite, progress):
-    """``train_and_save`` once its request is checked."""
-    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
-    trained = train_expert([(dataset, index)], encoder, config, split, anchors=anchors, progress=progress)
+    trained = _train(dataset, index, encoder, config, split, anchor_sets, progress)
     store.save_expert(name, trained.write, trained.meta(), overwrite=overwrite)
     return trained
+
+
+def _train(dataset, index, encoder, config, split, anchor_sets, progress) -> TrainedExpert:
+    """Train (in memory) once the request is checked (``_check_training_request``)."""
+    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
+    return train_expert([(dataset, index)], encoder, config, split, anchors=anchors, progress=progress)
 
 
 def _opener(data_dir, backend: IndexBackend, encoder: Encoder, index_type: str = "flat", progress: bool = False):
@@ -120,23 +124,56 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
                split: str = "train", anchor_datasets: Sequence[str] = (), model: str | None = None,
                index_type: str = "flat", overwrite: bool = False, progress: bool = False,
                backend: IndexBackend | None = None) -> tuple[Path, TrainedExpert, list[str]]:
-    """``train-expert``: train and save one expert, then refit the routers already built in the router directory
-    so they can choose it (nothing else is retrained). Returns ``(expert path, trained, refitted routers)``."""
+    """``train-expert``: train one expert, then save it and refit the routers already built in the router
+    directory so they can choose it (nothing else is retrained), as one change (``RouterDirectory.
+    changing_expert``): if the routers cannot be refitted, the experts are as they were. Everything the refit
+    reads (the routers' datasets under ``data_dir``) is checked before training. Returns ``(expert path,
+    trained, refitted routers)``."""
     ds = open_dataset(data_dir, dataset)
-    anchor_sets = [open_dataset(data_dir, other) for other in anchor_datasets]  # unknown names fail here
+    anchor_sets = [open_dataset(data_dir, other) for other in dict.fromkeys(anchor_datasets)]  # unknown names fail
     _check_training_request(name, ds, split, config, anchor_sets)  # before any model loads
+    index_config = IndexConfig(index_type=index_type)
     encoder = load_encoder(model)
     store = RouterDirectory(router_dir, encoder.info, create=True)
     _check_new(store, name, overwrite)  # before any corpus is encoded
+    for other in refit_datasets(store):
+        try:
+            open_dataset(data_dir, other).qrels("train")
+        except ValueError as err:
+            raise ValueError(f"the routers in {store.root} were built on dataset {other!r}, which adding an expert "
+                             f"refits them on: {err}") from None
     backend = backend or FaissBackend(cache_dir)
-    index, _ = backend.ensure(ds, encoder, IndexConfig(index_type=index_type), progress=progress)
-    trained = _train_and_save(store, name, ds, index, encoder, config, split, anchor_sets, overwrite, progress)
-    refitted = []
-    if store.built_routers():  # fold the new expert into the routers already built
-        routed = store.load_into(MultiExpertEncoder(encoder))
-        refitted = refresh_routers(store, routed, _opener(data_dir, backend, encoder, index_type, progress),
-                                   progress=progress)
+    index, _ = backend.ensure(ds, encoder, index_config, progress=progress)
+    trained = _train(ds, index, encoder, config, split, anchor_sets, progress)
+    with store.changing_expert(name):
+        store.save_expert(name, trained.write, trained.meta())
+        refitted = []
+        if store.built_routers():  # fold the new expert into the routers already built
+            routed = store.load_into(MultiExpertEncoder(encoder))
+            refitted = refresh_routers(store, routed, _opener(data_dir, backend, encoder, index_type, progress),
+                                       progress=progress)
     return store.expert_path(name), trained, refitted
+
+
+def remove_expert(router_dir: str | os.PathLike, name: str, model: str | None = None) -> list[str]:
+    """``experts remove``: remove expert ``name`` and refit the routers built in the router directory without it,
+    as one change: if they cannot be refitted (their cached routing data is missing or damaged, say), nothing is
+    removed. Returns the refitted routers."""
+    store = RouterDirectory(router_dir, load_encoder(model).info)
+    store.expert_path(name)  # an unknown name fails here, naming the experts
+    try:
+        with store.changing_expert(name):
+            return refresh_routers(store)
+    except ValueError as err:
+        raise ValueError(f"expert {name!r} was not removed: the routers in {store.root} cannot be refitted without "
+                         f"it: {err}") from None
+
+
+def _check_routing_settings(max_queries: int, route_on: str) -> None:
+    if not isinstance(max_queries, int) or isinstance(max_queries, bool) or max_queries < 1:
+        raise ValueError(f"max_queries must be a positive integer, got {max_queries!r}")
+    if route_on not in ROUTE_ON:
+        raise ValueError(f"unknown routing input {route_on!r}; choose one of {', '.join(ROUTE_ON)}")
 
 
 def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
@@ -145,8 +182,6 @@ def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical:
     """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``.
     ``route_on="embeddings"`` routes on base embeddings (the paper's), ``"prefix"`` on the experts' shared prefix
     (``prefix_layer``; base embeddings where the experts have none)."""
-    if route_on not in ROUTE_ON:
-        raise ValueError(f"unknown routing input {route_on!r}; choose one of {', '.join(ROUTE_ON)}")
     layer = prefix_layer(store, encoder) if route_on == "prefix" else None
     if route_on == "prefix" and layer is None:
         logger.warning("routing on base embeddings: no expert in %s leaves a shared prefix (an expert adapts every "
@@ -155,7 +190,7 @@ def _fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical:
                         fusion=fusion, layer=layer)
     keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
     info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion)
-    paths = [build_router(store, kind, data, info, **options_for(kind)) for kind in kinds]
+    paths = build_routers_together(store, [(kind, data, info, options_for(kind)) for kind in kinds])
     choose_default_router(store, list(kinds))
     return paths, data
 
@@ -169,10 +204,22 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
     BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
     the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems,
-    what it routes on)`` per router, and the default router."""
-    opened = [open_dataset(data_dir, name) for name in datasets]
+    what it routes on)`` per router, and the default router. A dataset given twice counts once; every setting is
+    checked before any work."""
+    unknown = [kind for kind in kinds if kind not in buildable_kinds()]
+    if unknown or not kinds:
+        raise ValueError(f"unknown router kind(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid: "
+                         f"{', '.join(buildable_kinds())}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
+    check_threshold("fallback", fallback)
+    if novelty is not None:
+        check_threshold("novelty", novelty)
+    _check_routing_settings(max_queries, route_on)
+    opened = [open_dataset(data_dir, name) for name in dict.fromkeys(datasets)]
     for ds in opened:
         ds.qrels("train")
+    kinds = list(dict.fromkeys(kinds))
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
@@ -203,9 +250,13 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
     from eval.data import resolve_data_dir
 
     data_dir = resolve_data_dir(data_dir)
-    expert_datasets = list(expert_datasets or DEFAULT_EXPERT_DATASETS)
-    eval_datasets = list(eval_datasets or [*expert_datasets,
-                                           *[d for d in NO_EXPERT_DATASETS if (data_dir / d).is_dir()]])
+    _check_routing_settings(max_queries, route_on)
+    index_config = IndexConfig(index_type=index_type)
+    for fields in (overrides or {}).values():
+        TrainConfig.from_fields(fields)  # an unknown field or a bad value fails here, before any training
+    expert_datasets = list(dict.fromkeys(expert_datasets or DEFAULT_EXPERT_DATASETS))  # twice counts once
+    eval_datasets = list(dict.fromkeys(eval_datasets or [*expert_datasets,
+                                                         *[d for d in NO_EXPERT_DATASETS if (data_dir / d).is_dir()]]))
     started = time.perf_counter()
     seconds: dict[str, float] = {}
     opened = {name: open_dataset(data_dir, name) for name in dict.fromkeys([*expert_datasets, *eval_datasets])}
@@ -217,8 +268,8 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
     indexes, lexical = {}, {}
     for name, ds in opened.items():
         t = time.perf_counter()
-        indexes[name], lexical[name] = backend.ensure(ds, encoder.base, IndexConfig(index_type=index_type),
-                                                      lexical=True, progress=progress)
+        indexes[name], lexical[name] = backend.ensure(ds, encoder.base, index_config, lexical=True,
+                                                      progress=progress)
         seconds[f"index:{name}"] = round(time.perf_counter() - t, 1)
 
     overrides = overrides or {}

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -28,11 +29,18 @@ __all__ = [
     "atomic_file",
     "cached_artifact",
     "check_fields",
+    "check_finite",
     "check_metadata",
+    "check_output_dir",
+    "check_output_file",
+    "check_parents",
     "check_target",
     "checksum_files",
+    "directory_files",
     "library_version",
+    "json_text",
     "load_npy",
+    "parse_json",
     "read_json",
     "read_metadata",
     "remove_stale_temporaries",
@@ -104,10 +112,60 @@ def safe_name(name: object, what: str) -> str:
     return name
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary sibling, then rename)."""
+def json_text(data: Any) -> str:
+    """``data`` as the library writes JSON: indented, one trailing newline; a NaN or infinite number (which JSON
+    cannot hold: Python would write ``NaN``) is a ValueError."""
+    try:
+        return json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise ValueError(f"{err}: a NaN or infinite number cannot be written as JSON") from None
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON atomically (temporary sibling, then rename; ``atomic_file``)."""
+    try:
+        text = json_text(data)
+    except ValueError as err:
+        raise ValueError(f"refusing to write {path}: {err}") from None
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads``, refusing what JSON does not allow but Python reads: ``NaN``, ``Infinity`` and a number
+    too large for a float (``1e999``), as a ValueError naming it. Every JSON the library reads goes through it."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def check_finite(array, where: str) -> None:
+    """Refuse a float array holding a NaN or an infinity, as an ArtifactError naming ``where`` and the first
+    such position: the one finite-number check of everything loaded (``.npy`` files, adapters, BM25 weights)
+    and of vectors before they are saved. Reads a memory map in blocks."""
+    import numpy as np
+
+    if not np.issubdtype(array.dtype, np.inexact):
+        return
+    if array.ndim == 0:
+        array = array.reshape(1)
+    step = max(1, (1 << 22) // max(1, array[:1].size))  # rows per block: about 4M values
+    for start in range(0, len(array), step):
+        bad = np.argwhere(~np.isfinite(array[start : start + step]))
+        if len(bad):
+            at = (int(bad[0][0]) + start, *map(int, bad[0][1:]))
+            value = array[at]
+            raise ArtifactError(f"{where} holds a non-finite value ({value}) at index "
+                                f"{at[0] if len(at) == 1 else at}")
 
 
 def save_npy(path: Path, array) -> None:
@@ -120,21 +178,33 @@ def save_npy(path: Path, array) -> None:
 
 
 def load_npy(path: Path, mmap: bool = False):
-    """An array saved by ``save_npy`` (never a pickle); a missing, truncated or pickled file is an ArtifactError."""
+    """An array saved by ``save_npy`` (never a pickle); a missing, truncated or pickled file, or a NaN or infinite
+    value in it (``check_finite``), is an ArtifactError."""
     import numpy as np
 
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise ArtifactError(f"{path} is missing") from None
     except (ValueError, EOFError) as err:  # content: not .npy, truncated, pickled (other OSErrors pass through)
         raise ArtifactError(f"{path} is not a readable .npy array: {err}") from None
+    check_finite(array, str(path))
+    return array
 
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds."""
-    path = Path(path)
+    """Yield a temporary sibling of ``path`` to write; it replaces ``path`` only if the block succeeds. A link is
+    followed (the file it points to is replaced, never the link); a path that is not a regular file, such as a
+    FIFO or a device (``/dev/stdout``), is written through once the block succeeds, never replaced."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        with tempfile.TemporaryDirectory() as folder:
+            tmp = Path(folder) / f"output{Path(path).suffix}"
+            yield tmp
+            with open(tmp, "rb") as source, open(path, "wb") as target:
+                shutil.copyfileobj(source, target)
+        return
+    path = check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for other in path.parent.glob(f".{glob.escape(path.stem)}.tmp-*{glob.escape(path.suffix)}"):  # a killed writer's
         match = re.fullmatch(rf"\.{re.escape(path.stem)}\.tmp-(\d+){re.escape(path.suffix)}", other.name)
@@ -150,12 +220,13 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def read_json(path: Path, what: str = "JSON file") -> Any:
-    """Parse a JSON file the library wrote; unreadable bytes or malformed JSON are an ArtifactError naming it."""
+    """Parse a JSON file the library wrote; unreadable bytes, malformed JSON or a non-finite number
+    (``parse_json``) are an ArtifactError naming it."""
     try:
-        return json.loads(Path(path).read_bytes().decode("utf-8"))
+        return parse_json(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{what} {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # not UTF-8, malformed, or a non-finite number (parse_json)
         raise ArtifactError(f"{path} is not valid JSON: {err}") from None
 
 
@@ -251,11 +322,27 @@ def remove_stale_temporaries(target: Path) -> None:
             shutil.rmtree(other, ignore_errors=True)
 
 
+def directory_files(directory: Path) -> list[str]:
+    """Every file below ``directory``, as sorted '/'-separated relative paths (a link, even to a directory, is
+    listed as a file and never followed): what an artifact's metadata lists under ``files``."""
+    found = []
+    for folder, dirs, files in os.walk(directory):
+        here = Path(folder)
+        found += [(here / name).relative_to(directory).as_posix() for name in files]
+        found += [(here / name).relative_to(directory).as_posix() for name in dirs if (here / name).is_symlink()]
+    return sorted(found)
+
+
 def _describes(target: Path, describes: tuple[str, str]) -> bool:
+    """Whether ``target`` is that kind of artifact and nothing else: its metadata file says so and lists every
+    other file it holds (a directory that also holds anything else, a router say, is not replaceable)."""
     meta_name, kind = describes
     try:
-        return json.loads((target / meta_name).read_text(encoding="utf-8")).get("kind") == kind
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads((target / meta_name).read_text(encoding="utf-8"))
+        if meta.get("kind") != kind:
+            return False
+        return set(directory_files(target)) <= {meta_name, *meta["files"]}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return False
 
 
@@ -273,8 +360,8 @@ def _reserved_by(target: Path) -> int | None:
 
 
 def _replaceable(target: Path, describes: tuple[str, str]) -> bool:
-    """An existing directory ``--overwrite`` may replace: empty, that kind of artifact, or left reserved by a
-    writer that died."""
+    """An existing directory ``--overwrite`` may replace: empty, that kind of artifact holding nothing else, or
+    left reserved by a writer that died."""
     if not any(target.iterdir()) or _describes(target, describes):
         return True
     pid = _reserved_by(target)
@@ -322,18 +409,57 @@ def reuse_or_build(present: bool, label: str, load: Callable[[], Any], current: 
     return build()
 
 
+def check_parents(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with its links followed (a write goes through a link, never replaces it), once its
+    nearest existing ancestor is checked to be a directory (so a write cannot fail on it after long work)."""
+    path = Path(path).resolve()
+    parent = next((p for p in path.parents if p.exists()), path)
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {parent} is not a directory")
+    return path
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Where a file output goes (``check_parents``: its links followed), refused if it is a directory."""
+    path = check_parents(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a directory")
+    return path
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Where a directory of outputs goes (``check_parents``), refused if it exists and is not a directory."""
+    path = check_parents(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"cannot write into {path}: it is not a directory")
+    return path
+
+
+def _check_location(target: Path) -> Path:
+    """``check_parents``, and never the current directory or one that contains it (replacing it would pull the
+    directory out from under the process)."""
+    target = check_parents(target)
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise ValueError(f"{target} is the current directory or contains it; refusing to replace it (run the "
+                         "command from another directory)")
+    return target
+
+
 def check_target(target: str | os.PathLike, describes: tuple[str, str], overwrite: bool) -> None:
     """The refusals of ``atomic_directory``, without writing anything (so a command can fail before long work):
-    ``target`` is a file; with ``overwrite``, a directory that is not that kind of artifact; without it, any
-    existing ``target`` but a dead writer's reservation."""
-    target = Path(target)
+    ``target`` is a file, under a file, or the current directory (or contains it); with ``overwrite``, a
+    directory that is not that kind of artifact holding nothing else; without it, any existing ``target`` but
+    a dead writer's reservation."""
+    target = _check_location(Path(target))
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a directory; refusing to replace it")
     if not target.is_dir():
         return
     if overwrite and not _replaceable(target, describes):
         raise FileExistsError(
-            f"{target} exists and is not a {describes[1]} (no {describes[0]} saying so); refusing to replace it"
+            f"{target} exists and is not a {describes[1]} holding nothing else (its {describes[0]} must say so "
+            "and list every file in it); refusing to replace it"
         )
     pid = _reserved_by(target)
     if not overwrite and (pid is None or alive(pid)):
@@ -347,15 +473,17 @@ def atomic_directory(target: str | os.PathLike, describes: tuple[str, str], over
     """Yield a temporary sibling directory that replaces ``target`` only if the block succeeds.
 
     ``describes`` is ``(metadata file, kind)`` of the artifact written: an existing ``target`` is replaced only
-    if it is empty or that file says it is that kind of artifact, so a user's other directory is never deleted.
-    ``owned``: the path is the library's own (a cache entry), replaced whatever it holds, a damaged entry too.
+    if it is empty or that file says it is that kind of artifact and lists (under ``files``) every other file
+    it holds, so a user's other directory, or anything put inside the artifact, is never deleted. A link is
+    followed: the directory it points to is written. ``owned``: the path is the library's own (a cache entry),
+    replaced whatever it holds, a damaged entry too.
     Without ``overwrite`` the target is created exclusively at the start (a second writer fails at once, and
     an existing target is never touched). An exception (or a kill) inside the block leaves ``target`` exactly
     as it was; what a killed writer left is cleaned up by the next write (``remove_stale_temporaries``). The
     swap keeps the old directory until the new one is in place, so a kill between the two renames loses
     nothing: the next write puts the old one back first.
     """
-    target = Path(target)
+    target = _check_location(Path(target))
     if not owned:
         check_target(target, describes, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -92,10 +92,12 @@ class MilvusBackend(IndexBackend):
     name = "milvus"
 
     def __init__(self, uri: str):
+        from retriever.milvus import check_uri
+
         if not uri:
             raise ValueError("the milvus backend needs --uri: a .db file (Milvus Lite) or a server such as "
                              "http://localhost:19530")
-        self.uri = str(uri)
+        self.uri = check_uri(str(uri))  # before any model loads; connecting comes with the first use
 
     def ensure(self, dataset, encoder, config=None, *, lexical=False, progress=False):
         from retriever.lexical import LexicalConfig

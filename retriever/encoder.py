@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retriever.artifacts import ArtifactError, check_finite, read_json
+
 __all__ = [
     "DEFAULT_MODEL", "PRECISIONS", "Encoder", "ModelInfo", "check_device", "check_precision", "load_encoder",
     "resolve_model",
@@ -51,7 +53,25 @@ def resolve_model(model: str | os.PathLike | None) -> tuple[str, Path]:
             f"model {str(model)!r} is not a local sentence-transformers directory (no modules.json); "
             f"use {DEFAULT_MODEL!r} (packaged) or a directory saved by SentenceTransformer.save()"
         )
+    if not isinstance(read_json(path / "modules.json"), list):
+        raise ArtifactError(f"{path / 'modules.json'} must be a JSON list of the model's modules")
     return str(path.resolve()), path
+
+
+def _check_weights(path: Path) -> None:
+    """Refuse a model directory whose safetensors weights are truncated or damaged (safetensors checks a file's
+    header against its size) or hold a NaN or an infinity, naming the file and tensor."""
+    from safetensors import safe_open
+
+    for file in sorted(path.rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as weights:
+                for key in weights.keys():
+                    check_finite(weights.get_tensor(key).float().numpy(), f"{file} (tensor {key})")
+        except ArtifactError:
+            raise
+        except Exception as err:  # safetensors raises its own SafetensorError
+            raise ArtifactError(f"{file} is not a readable safetensors file: {err}") from None
 
 
 def _fingerprint(path: Path) -> str:
@@ -150,6 +170,8 @@ def check_device(device: str) -> None:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:
         raise ValueError(f"cannot use device {device!r}: {str(err).splitlines()[0]}") from None
+    if torch.device(device).type == "meta":
+        raise ValueError(f"cannot use device {device!r}: it holds no data to compute with (use cpu or cuda)")
 
 
 def load_encoder(model: str | os.PathLike | None = None, device: str | None = None,
@@ -162,7 +184,12 @@ def load_encoder(model: str | os.PathLike | None = None, device: str | None = No
     if device is not None:
         check_device(device)
     model_id, path = resolve_model(model)
-    st_model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    _check_weights(path)
+    try:
+        st_model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    except Exception as err:  # transformers, tokenizers and torch each raise their own errors for a damaged model
+        raise ArtifactError(f"cannot load the model in {path}: {type(err).__name__}: "
+                            f"{(str(err).strip().splitlines() or [''])[0]}") from None
     dim = st_model.get_embedding_dimension()
     info = ModelInfo(id=model_id, fingerprint=_fingerprint(path), dim=int(dim))
     logger.info("loaded base model %s (dim %d) on %s", model_id, dim, st_model.device)

@@ -35,6 +35,7 @@ from retriever.artifacts import (
     ArtifactError,
     atomic_directory,
     cached_artifact,
+    check_finite,
     check_target,
     checksum_files,
     library_version,
@@ -366,7 +367,9 @@ def build_index(
         with tqdm(total=n, desc="encoding corpus", unit="doc", disable=not progress) as bar:
             row = 0
             for chunk in chunks(stream(), CHUNK_SIZE):
-                vectors[row : row + len(chunk)] = encoder.encode([doc.content() for doc in chunk], progress=bar.update)
+                encoded = encoder.encode([doc.content() for doc in chunk], progress=bar.update)
+                check_finite(encoded, f"the vectors {encoder.info.id} gave documents {chunk[0].id!r}..")
+                vectors[row : row + len(chunk)] = encoded
                 row += len(chunk)
         if row != n:
             raise RuntimeError(f"corpus changed while indexing: {n} documents counted, {row} encoded")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,8 +28,10 @@ from retriever.artifacts import (
     ArtifactError,
     atomic_directory,
     cached_artifact,
+    check_finite,
     check_target,
     checksum_files,
+    directory_files,
     library_version,
     read_json,
     read_metadata,
@@ -63,8 +66,8 @@ class LexicalConfig:
     stopwords: str | None = "en"
 
     def __post_init__(self):
-        if not isinstance(self.k1, int | float) or isinstance(self.k1, bool) or self.k1 < 0:
-            raise ValueError(f"k1 must be a number >= 0, got {self.k1!r}")
+        if not isinstance(self.k1, int | float) or isinstance(self.k1, bool) or not 0 <= self.k1 < math.inf:
+            raise ValueError(f"k1 must be a finite number >= 0, got {self.k1!r}")
         if not isinstance(self.b, int | float) or isinstance(self.b, bool) or not 0 <= self.b <= 1:
             raise ValueError(f"b must be a number in [0, 1], got {self.b!r}")
         methods = ("lucene", "robertson", "atire", "bm25l", "bm25+")
@@ -167,6 +170,7 @@ class LexicalIndex:
         if bm25.scores.get("num_docs") != meta["count"]:
             raise ArtifactError(f"{path} indexes {bm25.scores.get('num_docs')} documents, lexical.json "
                                 f"says {meta['count']}")
+        check_finite(np.asarray(bm25.scores["data"]), str(path / "data.csc.index.npy"))
         return cls(path, meta, doc_ids, bm25)
 
 
@@ -182,7 +186,7 @@ def build_lexical_index(dataset, path: str | os.PathLike, config: LexicalConfig 
     with atomic_directory(path, ("lexical.json", KIND), overwrite=overwrite, owned=owned) as tmp:
         bm25.save(str(tmp), show_progress=False)
         (tmp / "doc_ids.json").write_text(json.dumps(doc_ids), encoding="utf-8")
-        files = ["doc_ids.json", *_BM25_FILES]
+        files = directory_files(tmp)  # bm25s's own files (some methods write more than _BM25_FILES) and the ids
         write_json(tmp / "lexical.json", {
             "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
             "config": config.to_json(), "tokenizer": tokenizer_versions(), "count": len(doc_ids),
@@ -219,7 +223,7 @@ def check_lexical_output(path: str | os.PathLike, overwrite: bool) -> None:
 
 def lexical_path_for(index_path: str | os.PathLike) -> Path:
     """Where ``routerretriever index --output DIR`` puts the lexical index: ``DIR-bm25`` beside it."""
-    index_path = Path(index_path)
+    index_path = Path(os.path.abspath(index_path))  # "." or "a/.." name their directory
     return index_path.with_name(f"{index_path.name}-bm25")
 
 

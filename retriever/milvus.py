@@ -29,15 +29,26 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import logging.handlers
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from retriever.artifacts import MODEL_SCHEMA, ArtifactError, alive, check_metadata, library_version, reuse_or_build
+from retriever.artifacts import (
+    MODEL_SCHEMA,
+    ArtifactError,
+    alive,
+    check_finite,
+    check_metadata,
+    library_version,
+    parse_json,
+    reuse_or_build,
+)
 from retriever.encoder import Encoder, ModelInfo
 from retriever.index import (
     DenseIndex,
@@ -50,7 +61,9 @@ from retriever.index import (
 )
 from retriever.lexical import LexicalConfig, fit_bm25, tokenize, tokenizer_versions
 
-__all__ = ["MilvusIndex", "MilvusLexicalIndex", "build_milvus_index", "default_collection", "ensure_milvus_index"]
+__all__ = [
+    "MilvusIndex", "MilvusLexicalIndex", "build_milvus_index", "check_uri", "default_collection", "ensure_milvus_index",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,23 +82,68 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,191}")
 _METRIC = {"inner_product": "IP"}
 
 
-def _client(uri: str):
-    from pymilvus import MilvusClient
-
-    if not isinstance(uri, str) or not uri:
-        raise ValueError(f"a Milvus URI is a .db file path (Milvus Lite) or a server address, got {uri!r}")
-    if not re.match(r"[a-z]+://", uri):
-        path = Path(uri).expanduser()
-        if path.suffix != ".db":
-            raise ValueError(f"Milvus Lite needs a file name ending in .db, got {uri!r} (or give a server URI such "
-                             "as http://localhost:19530)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        uri = str(path)
-    return MilvusClient(uri)
+SCHEMES = ("http", "https", "tcp", "unix")  # what pymilvus connects to, besides a Milvus Lite .db path
 
 
 def _is_local(uri: str) -> bool:
     return not re.match(r"[a-z]+://", uri)
+
+
+def check_uri(uri: object) -> str:
+    """``uri`` if it can name a Milvus, checked without connecting: a ``.db`` path (Milvus Lite: missing, or a
+    directory Milvus Lite made; never a file or folder of the user's, which Milvus Lite would write into), or
+    ``http(s)://`` / ``tcp://`` with a host, or ``unix://`` with a path. Anything else is a ValueError naming it
+    (pymilvus itself would read ``http://`` as localhost:19530)."""
+    if not isinstance(uri, str) or not uri:
+        raise ValueError(f"a Milvus URI is a .db file path (Milvus Lite) or a server address, got {uri!r}")
+    if _is_local(uri):
+        path = Path(uri).expanduser()
+        if path.suffix != ".db":
+            raise ValueError(f"Milvus Lite needs a file name ending in .db, got {uri!r} (or give a server URI such "
+                             "as http://localhost:19530)")
+        made_by_lite = path.is_dir() and ((path / "LOCK").is_file() or not any(path.iterdir()))
+        if path.exists() and not made_by_lite:
+            raise ValueError(f"{uri} is not a Milvus Lite database (Milvus Lite keeps a .db as a directory of its "
+                             "own, with a LOCK file); refusing to use it")
+        return uri
+    parsed = urlsplit(uri)
+    if parsed.scheme not in SCHEMES:
+        raise ValueError(f"unsupported Milvus URI scheme {parsed.scheme!r} in {uri!r}: use a .db file (Milvus Lite) "
+                         f"or {', '.join(f'{s}://' for s in SCHEMES)}, e.g. http://localhost:19530")
+    try:
+        parsed.port  # noqa: B018 (parses the port: out of range is a ValueError)
+    except ValueError as err:
+        raise ValueError(f"invalid Milvus URI {uri!r}: {err}") from None
+    if not (parsed.netloc or parsed.path if parsed.scheme == "unix" else parsed.hostname):
+        raise ValueError(f"Milvus URI {uri!r} names no server (e.g. http://localhost:19530)")
+    return uri
+
+
+def _client(uri: str):
+    """A connected ``MilvusClient`` (``check_uri`` first); a failure to connect, or Milvus Lite's to open the
+    file (another process holds it, say), is one ConnectionError naming the URI and the cause."""
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    check_uri(uri)
+    if _is_local(uri):
+        path = Path(uri).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        uri = str(path)
+    # Milvus Lite logs why it cannot serve a file as a traceback, and pymilvus then says only "Open local milvus
+    # failed": keep that record (off the console) for the message instead
+    log = logging.getLogger("milvus_lite.server_manager")
+    kept, propagate = logging.handlers.BufferingHandler(100), log.propagate
+    log.addHandler(kept)
+    log.propagate = False
+    try:
+        return MilvusClient(uri)
+    except MilvusException as err:
+        causes = [r.exc_info[1] for r in kept.buffer if r.exc_info and r.exc_info[1] is not None]
+        raise ConnectionError(f"cannot open Milvus at {uri}: {causes[-1] if causes else err.message}") from None
+    finally:
+        log.removeHandler(kept)
+        log.propagate = propagate
 
 
 def check_collection_name(name: object) -> str:
@@ -129,8 +187,8 @@ def _read_meta(client, uri: str, name: str) -> dict:
     if raw is None:
         raise ArtifactError(f"{where} is not a routerretriever index (no {META!r} property)")
     try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as err:
+        meta = parse_json(raw)
+    except ValueError as err:
         raise ArtifactError(f"{where}: property {META!r} is not valid JSON: {err}") from None
     return check_metadata(meta, where, KIND, FORMAT_VERSION, SCHEMA)
 
@@ -264,6 +322,7 @@ def insert_block(client, name: str, first: int, doc_ids: list[str], vectors: np.
     """Insert rows ``first..`` of a build (ids, vectors, BM25 weights); the sha256 of the block's vectors.
     The one insert of every build, in this process or in a Ray worker."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    check_finite(vectors, f"the vectors of documents {doc_ids[0]!r}..{doc_ids[-1]!r}")
     client.insert(name, [{"row": first + i, "doc_id": doc_id, "vector": vectors[i].tolist(),
                           **({"bm25": weights[i]} if weights else {})} for i, doc_id in enumerate(doc_ids)])
     return hashlib.sha256(vectors.tobytes()).hexdigest()

@@ -14,13 +14,16 @@ equal the local encoder's up to float rounding (tests/test_ray.py checks 1e-5).
 from __future__ import annotations
 
 import logging
+import math
+import re
+import socket
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from retriever.encoder import ModelInfo, check_precision
+from retriever.encoder import ModelInfo, check_precision, resolve_model
 
-__all__ = ["RayEncoder"]
+__all__ = ["RayEncoder", "check_address"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,20 @@ class _Worker:
         return len(texts), insert_block(self._client, collection, first, doc_ids, self.encoder.encode(texts), weights)
 
 
+def check_address(address: str, timeout: float = 10.0) -> None:
+    """Refuse a Ray address that is not ``auto``, ``local`` or ``[ray://]host:port``, or where nothing listens
+    (``ray.init`` would retry for many minutes), with one line."""
+    if address in ("auto", "local"):
+        return
+    match = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d{1,5})", str(address))
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"invalid Ray address {address!r}: use auto, local, host:port or ray://host:port")
+    try:
+        socket.create_connection((match.group(1), int(match.group(2))), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
+
+
 class RayEncoder:
     """Encodes texts with ``workers`` Ray actors, each holding the base model (``cpus`` threads, ``gpus`` GPUs each).
 
@@ -71,21 +88,37 @@ class RayEncoder:
 
         if not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if not isinstance(gpus, int | float) or isinstance(gpus, bool) or not 0 <= gpus < math.inf:
+            raise ValueError(f"gpus must be a finite number >= 0, got {gpus!r}")
         check_precision(precision)
         if block_size < 1:
             raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        if address is None:  # a local cluster's workers read this machine's files: the model must be here
+            resolve_model(model)
+        else:
+            check_address(address)
         self._started = not ray.is_initialized()
         if self._started:
-            if address is None:  # a local cluster with exactly the CPUs the workers ask for
-                ray.init(num_cpus=workers * cpus, num_gpus=int(np.ceil(workers * gpus)) or None,
-                         include_dashboard=False, log_to_driver=False, configure_logging=False)
-            else:
-                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            try:
+                if address is None:  # a local cluster with exactly the CPUs the workers ask for
+                    ray.init(num_cpus=workers * cpus, num_gpus=int(np.ceil(workers * gpus)) or None,
+                             include_dashboard=False, log_to_driver=False, configure_logging=False)
+                else:
+                    ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError) as err:  # RuntimeError: no GCS answered in Ray's retries
+                raise ConnectionError(f"cannot join the Ray cluster at {address or 'a new local cluster'}: "
+                                      f"{str(err).strip().splitlines()[0]}") from None
         device = "cuda" if gpus > 0 else "cpu"
         actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(_Worker)
         self._actors = [actor.remote(model, cpus, device, precision) for _ in range(workers)]
-        infos = ray.get([a.info.remote() for a in self._actors])  # fails here if a worker cannot load the model
+        try:
+            infos = ray.get([a.info.remote() for a in self._actors])  # fails if a worker cannot load the model
+        except ray.exceptions.RayError as err:
+            self.close()
+            raise ValueError(f"Ray workers could not load model {model or 'all-MiniLM-L6-v2'!r}: "
+                               f"{str(err).strip().splitlines()[-1]}") from None
         if len(set(infos)) != 1:
+            self.close()
             raise RuntimeError(f"Ray workers loaded different models: {sorted({i.fingerprint for i in infos})}")
         self.info: ModelInfo = infos[0]
         self.workers, self.block_size, self.precision = workers, block_size, precision

@@ -20,20 +20,26 @@ router kinds, datasets) pass ``retriever.artifacts.safe_name`` before they becom
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from retriever.artifacts import (
     MODEL_SCHEMA,
     ArtifactError,
     atomic_directory,
+    check_finite,
+    check_parents,
     checksum_files,
     library_version,
     read_json,
     read_metadata,
+    remove_stale_temporaries,
     safe_name,
     verify_checksums,
     write_json,
@@ -76,6 +82,40 @@ def _listing(folder: Path, metadata: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / metadata).is_file())
 
 
+def _read_adapter(path: Path, name: str) -> dict:
+    """The LoRA factors of expert ``name`` in directory ``path`` (peft's files; ``retriever.lora.lora_factors``),
+    every weight checked to be finite."""
+    from safetensors.torch import load_file
+
+    config = read_json(path / "adapter_config.json")
+    weights = path / "adapter_model.safetensors"
+    try:
+        state = load_file(weights)
+    except Exception as err:  # safetensors raises its own SafetensorError for damaged files
+        raise ArtifactError(f"{weights} is not a readable safetensors file: {err}") from None
+    for key, tensor in state.items():
+        check_finite(tensor.detach().float().numpy(), f"{weights} (tensor {key})")
+    try:
+        return lora_factors(state, config)
+    except ValueError as err:
+        raise ArtifactError(f"expert {name!r} in {path}: {err}") from None
+
+
+def _check_new_root(root: Path) -> None:
+    """A new router directory is created only where nothing is: a missing or empty directory (another process
+    creating the same router may have left its ``router.json`` temporary there), never inside another artifact or
+    a folder of the user's, which a later command could then replace or delete whole."""
+    check_parents(root)
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a directory; refusing to create a router directory there")
+    held = [p.name for p in root.iterdir() if not re.fullmatch(r"\.router\.tmp-\d+\.json", p.name)] \
+        if root.is_dir() else []
+    if held:
+        raise FileExistsError(f"{root} is not a router directory (no router.json) and is not empty (it holds "
+                              f"{', '.join(sorted(held)[:3])}{', ...' if len(held) > 3 else ''}); refusing to "
+                              "create a router directory in it")
+
+
 class RouterDirectory:
     """A router directory: its experts (all on one base model), its built routers and its routing-data caches."""
 
@@ -86,6 +126,7 @@ class RouterDirectory:
         if not meta_path.exists():
             if not create:
                 raise ArtifactError(f"not a router directory: {meta_path} does not exist")
+            _check_new_root(self.root)
             self.root.mkdir(parents=True, exist_ok=True)
             write_json(meta_path, {
                 "kind": ROUTER_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
@@ -234,6 +275,7 @@ class RouterDirectory:
             missing = [f for f in EXPERT_FILES if not (tmp / f).is_file()]
             if missing:
                 raise ArtifactError(f"expert {name!r}: adapter files missing after writing: {', '.join(missing)}")
+            _read_adapter(tmp, name)  # what is saved loads: a LoRA adapter, every weight finite
             write_json(tmp / "expert.json", {
                 "kind": EXPERT_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
                 "name": name, "base_model": self.base_model,
@@ -241,31 +283,48 @@ class RouterDirectory:
             })
         return target
 
-    def remove_expert(self, name: str) -> None:
-        path = self.expert_path(name)
-        for old in self.experts_dir.glob(".*.removing-*"):  # what an interrupted removal left
+    @contextlib.contextmanager
+    def changing_expert(self, name: str) -> Iterator[None]:
+        """Change expert ``name`` as one transaction. Inside the block its current version (if any) is set aside,
+        so the directory has no expert ``name`` unless the block saves a new one; the block then refits the
+        routers. If the block fails, the experts are as they were (what it saved is deleted, the old version put
+        back); if it succeeds, the old version is deleted. A kill inside the block is mended by the next change
+        of ``name`` (``retriever.artifacts.remove_stale_temporaries`` puts the old version back)."""
+        target = self.experts_dir / validate_name(name)
+        for old in self.experts_dir.glob(".*.removing-*"):  # what a removal killed by an earlier version left
             shutil.rmtree(old, ignore_errors=True)
-        trash = Path(tempfile.mkdtemp(prefix=f".{name}.removing-", dir=self.experts_dir))
-        path.rename(trash / name)  # atomic: the expert disappears at once, never half-deleted
-        shutil.rmtree(trash)
+        remove_stale_temporaries(target)
+        aside = None
+        if target.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{name}.old-{os.getpid()}-", dir=self.experts_dir))
+            target.rename(aside / "artifact")  # atomic: the expert disappears at once, never half-deleted
+        try:
+            yield
+        except BaseException:
+            if target.exists():
+                failed = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=self.experts_dir))
+                target.rename(failed / "artifact")
+                shutil.rmtree(failed, ignore_errors=True)
+            if aside is not None:
+                (aside / "artifact").rename(target)
+            raise
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+
+    def remove_expert(self, name: str) -> None:
+        """Delete expert ``name`` (the routers that name it are left as they are: ``experts.workflows.remove_expert``
+        removes it and refits them as one change)."""
+        self.expert_path(name)
+        with self.changing_expert(name):
+            pass
 
     def load_factors(self, name: str) -> dict:
-        from safetensors.torch import load_file
-
         path = self.expert_path(name)
         info = self.expert_info(name)
         self._check_base(info["base_model"], f"expert {name!r}")
         verify_checksums(path, info["files"])
-        config = read_json(path / "adapter_config.json")
-        try:
-            state = load_file(path / "adapter_model.safetensors")
-        except Exception as err:  # safetensors raises its own SafetensorError for damaged files
-            raise ArtifactError(f"{path / 'adapter_model.safetensors'} is not a readable safetensors file: "
-                                f"{err}") from None
-        try:
-            return lora_factors(state, config)
-        except ValueError as err:
-            raise ArtifactError(f"expert {name!r} in {path}: {err}") from None
+        return _read_adapter(path, name)
 
     def load_into(self, encoder: MultiExpertEncoder, names: list[str] | None = None) -> MultiExpertEncoder:
         for name in self.expert_names() if names is None else names:

@@ -127,15 +127,15 @@ class RouterRetriever:
                lexical: LexicalIndex | str | os.PathLike | None = None) -> list[RoutedResult]:
         """Route and search ``index`` (a ``CorpusIndex``, its directory, or a ``retriever.milvus.MilvusIndex``).
         ``lexical`` (a ``LexicalIndex`` or its directory) is needed when the router may choose BM25 or a hybrid; by
-        default the one ``routerretriever index`` wrote beside ``index`` is used (a Milvus index holds its own)."""
+        default the one ``routerretriever index`` wrote beside ``index`` is used (a Milvus index holds its own).
+        Every argument is checked before anything loads: one query is a list of one text, never a bare string."""
+        if isinstance(queries, str | bytes):  # else each character would be searched as a query
+            raise TypeError(f"queries must be a list of query texts or a {{id: text}} mapping, got the string "
+                            f"{queries[:80]!r}; for one query pass [{queries[:80]!r}]")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
         if index is None:
             raise ValueError("search needs an index: a CorpusIndex, the path of an index directory or a MilvusIndex")
-        if isinstance(index, str | os.PathLike):
-            index = CorpusIndex.load(index, self.encoder.info)
-        else:
-            index.check_model(self.encoder.info)
-        if self.lexical:
-            lexical = self._lexical_index(index, lexical)
         if isinstance(queries, Mapping):
             ids, texts = list(queries), list(queries.values())
         else:
@@ -144,6 +144,12 @@ class RouterRetriever:
         if empty:
             raise ValueError(f"empty query {empty[0]!r}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
                              + ": every query needs text to search for")
+        if isinstance(index, str | os.PathLike):
+            index = CorpusIndex.load(index, self.encoder.info)
+        else:
+            index.check_model(self.encoder.info)
+        if self.lexical:
+            lexical = self._lexical_index(index, lexical)
         vectors, choice, confidence, unfamiliar = self.encode_routed(texts)
         depth = max(k, FUSION_DEPTH) if any(is_lexical(s) for s in choice) else k
         dense = {}

@@ -110,7 +110,8 @@ def test_empty_corpus(tmp_path):
 def test_bad_qrels_rows(tmp_path):
     path = tmp_path / "test.tsv"
     path.write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n")
-    with pytest.raises(DataError, match=r"test\.tsv:2: score must be an integer, got 'high'"):
+    with pytest.raises(DataError, match=r"test\.tsv:2: score must be an integer in \[-2147483648, 2147483647\], "
+                                         r"got 'high'"):
         load_qrels(path)
     path.write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
     with pytest.raises(DataError, match=r"test\.tsv:2: expected 3 tab-separated columns, got 2"):

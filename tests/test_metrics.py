@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 
@@ -30,5 +31,9 @@ def test_trec_run_file(tmp_path):
     path = tmp_path / "run.trec"
     write_trec_run({"q1": {"d2": 0.5, "d1": 0.9}}, path, tag="base")
     assert path.read_text().splitlines() == ["q1 Q0 d1 1 0.900000 base", "q1 Q0 d2 2 0.500000 base"]
-    with pytest.raises(ValueError, match="run tag must be a non-empty string without spaces, got 'a b'"):
+    with pytest.raises(ValueError, match="run tag 'a b' cannot be written to a TREC run"):
         write_trec_run({}, path, tag="a b")
+    for results, what, bad in (({"q 1": {"d1": 0.5}}, "query", "q 1"), ({"q1": {"d\n1": 0.5}}, "document", "d\n1")):
+        with pytest.raises(ValueError, match=re.escape(f"{what} id {bad!r} cannot be written to a TREC run: a field")):
+            write_trec_run(results, tmp_path / "bad.trec", tag="base")  # a line would not split into 6 fields
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.trec"]

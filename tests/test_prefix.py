@@ -150,7 +150,8 @@ def test_a_router_on_the_prefix_saves_its_space_and_searches_in_one_pass(experts
 @pytest.mark.parametrize("damage, message", [
     (lambda meta, center: meta.update(space={}), "'space' names no layer"),
     (lambda meta, center: np.save(center, np.zeros(5, dtype=np.float32)), "center has shape \\(5,\\)"),
-    (lambda meta, center: np.save(center, np.full(32, np.nan, dtype=np.float32)), "finite 1-d center"),
+    (lambda meta, center: np.save(center, np.full(32, np.nan, dtype=np.float32)),  # the loaders' finite check
+     "space_center.npy holds a non-finite value \\(nan\\) at index 0"),
 ])
 def test_a_damaged_routing_space_is_refused_on_load(tmp_path, damage, message):
     """A prefix router whose saved space does not fit its vectors is an ArtifactError naming the problem (the

@@ -85,3 +85,18 @@ def test_cli_index_on_ray_equals_local(cluster, real_data_dir, tmp_path):
     assert ids[0] == ids[1]
     wrong = runner.invoke(cli.main, [*common, "--ray-address", "auto", "--output", str(tmp_path / "x")])
     assert wrong.exit_code == 2 and "are for --encoder ray" in wrong.output
+
+
+def test_workers_that_cannot_load_the_model_fail_in_one_line_and_free_the_cluster(cluster, toy_model_dir, tmp_path):
+    import shutil
+
+    from retriever.ray_encoder import RayEncoder
+
+    bad = shutil.copytree(toy_model_dir, tmp_path / "bad")  # found here, so only the workers' load fails
+    weights = bad / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"Ray workers could not load model '{bad}': .*{weights} is not a ") as err:
+        RayEncoder(str(bad), workers=2)
+    assert "\n" not in str(err.value)
+    encoder = RayEncoder(str(toy_model_dir), workers=2)  # the failed workers gave their CPUs back
+    encoder.close()

@@ -16,8 +16,8 @@ from retriever.routers.base import AUTO, BASE, ROUTERS, Router, RoutingData, bes
 from retriever.systems import dense_part, hybrid
 
 __all__ = [
-    "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "UNFAMILIAR_POLICIES", "best_threshold", "fit_router", "fold_gains",
-    "fold_routings", "fold_score", "in_domain_folds", "routed_fold_gain", "without_expert",
+    "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "UNFAMILIAR_POLICIES", "best_threshold", "check_threshold",
+    "fit_router", "fold_gains", "fold_routings", "fold_score", "in_domain_folds", "routed_fold_gain", "without_expert",
 ]
 
 FALLBACKS = ("none", "auto")
@@ -38,6 +38,11 @@ def _threshold(name: str, value: str | float, calibrate) -> float:
     if isinstance(value, int | float) and 0 <= value < 1:
         return float(value)
     raise ValueError(f"{name} must be 'none', 'auto' or a threshold in [0, 1), got {value!r}")
+
+
+def check_threshold(name: str, value: str | float) -> None:
+    """Refuse a ``fallback`` or ``novelty`` that ``fit_router`` would refuse, before any work."""
+    _threshold(name, value, lambda: 0.0)
 
 
 def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", novelty: str | float = "none",
