@@ -83,7 +83,8 @@ def main() -> None:
                    "default_system": routers[default].default, "queries": len(mine),
                    "routed": round(100 * routed.scores.ndcg_at_10, 2),
                    "hybrid_weight": data.systems.weight("hybrid:base"),
-                   "unfamiliar": len(routed.unfamiliar), "systems": dict(Counter(routed.chosen.values()))}
+                   "unfamiliar": len(routed.unfamiliar), "systems": dict(Counter(routed.chosen.values())),
+                   "unfamiliar_to": dict(Counter(routed.chosen[q] for q in routed.unfamiliar))}
             for name, single in singles.items():
                 diff, low, high = paired_bootstrap([(mine, single.scores.per_query_ndcg_at_10)])
                 row[name] = round(100 * single.scores.ndcg_at_10, 2)
