@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 
+from retriever.unfamiliar import top_agreement, trusts_lexical
+
 __all__ = [
     "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "SystemSet", "dense_part", "fuse", "hybrid",
     "is_lexical", "resolve", "run_system", "system_names",
@@ -113,8 +115,6 @@ def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results |
     """``{query id: system}`` with every ``auto:base`` replaced by what it decides for the queries sent there
     together: ``hybrid:base`` if their base (``dense``) and BM25 (``lexical``) rankings trust the lexical side
     (``retriever.unfamiliar.trusts_lexical``), else ``base``. Other systems stay."""
-    from retriever.unfamiliar import top_agreement, trusts_lexical
-
     auto = [q for q, system in choice.items() if system == AUTO]
     if not auto:
         return dict(choice)
