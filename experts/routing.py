@@ -307,14 +307,18 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                        dataset_systems, systems_set, space, auto)
 
 
-def _auto_scores(records: dict, datasets: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray:
+def _auto_scores(records: dict, datasets: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray | None:
     """Per query, the nDCG@10 of ``auto:base``: each dataset's routing queries decide together, as the unfamiliar
     queries of one call do, whether its BM25 side is trusted (``hybrid:base``) or not (``base``)."""
     columns = []
     for d in datasets:
         agreement = records[d][BASE_EXPERT].get("agreement")
         if not _agreement_complete(records[d][BASE_EXPERT], len(records[d][BASE_EXPERT]["ndcg@10"])):
-            raise ValueError(f"no current agreement of the base with BM25 on {d!r}; run build-router")
+            # routing data cached before auto:base existed: refits from the cache alone (experts remove) then send
+            # unfamiliar queries to the base, the safe choice, until build-router scores the agreement
+            logger.warning("no agreement of the base with BM25 cached for %r; unfamiliar queries go to the base "
+                           "until build-router is run again", d)
+            return None
         columns.append(hybrid_name(BASE_EXPERT) if trusts_lexical(agreement) else BASE_EXPERT)
     chosen = np.concatenate([[systems.index(c)] * len(records[d][BASE_EXPERT]["ndcg@10"])
                              for c, d in zip(columns, datasets, strict=True)])

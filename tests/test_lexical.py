@@ -274,3 +274,26 @@ def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world):
     familiar = RouterRetriever.load(store.root, "pilot", model=str(store.base.id))
     familiar.router.options.update(min_similarity=0.0)
     assert not any(h.unfamiliar for h in familiar.search(split.queries, k=10, index=index, lexical=lexical))
+
+
+def test_routing_data_from_before_auto_sends_unfamiliar_queries_to_the_base(lexical_world, tmp_path):
+    """A router directory whose cached routing scores predate the agreement record still refits from its cache
+    (as `experts remove` does): unfamiliar queries then go to the base, the safe default."""
+    import shutil
+
+    from experts import cached_routing_data
+    from retriever.router_dir import RouterDirectory
+    from retriever.routers import fit_router
+
+    store = lexical_world["store"]
+    root = shutil.copytree(store.root, tmp_path / "old-router")
+    for path in root.glob("routing-data/*/scores-base.json"):
+        record = json.loads(path.read_text())
+        assert record.pop("agreement") is not None
+        path.write_text(json.dumps(record))
+    old = RouterDirectory(root, store.base)
+    info = old.load_router("pilot").info
+    data = cached_routing_data(old, info["datasets"], info["lexical_keys"])
+    assert data.auto_scores is None
+    assert fit_router("pilot", data, novelty="auto").options["default"] == "base"
+    assert cached_routing_data(store, info["datasets"], info["lexical_keys"]).auto_scores is not None
