@@ -142,3 +142,9 @@ def test_train_expert_anchors(run, data_dir, tmp_path, toy_model_dir):
     assert result.exit_code == 0, result.output
     training = json.loads((router / "experts" / "long" / "expert.json").read_text())["training"]
     assert (training["anchor_texts"], training["hyperparameters"]["anchor_documents"]) == (7, 3)
+
+
+def test_build_router_refuses_an_unknown_unfamiliar_policy(run, tmp_path):
+    result = run("build-router", "--router", str(tmp_path / "r"), "--dataset", "toy", "--unfamiliar", "bm25")
+    assert result.exit_code == 2 and "Invalid value for '--unfamiliar'" in result.output
+    assert "'bm25' is not one of 'auto', 'calibrated'" in result.output and not (tmp_path / "r").exists()
