@@ -25,9 +25,19 @@ from retriever.ranking import search, search_lexical
 from retriever.router_dir import RouterDirectory
 from retriever.routers import ROUTERS, Router, RoutingData, RoutingSpace, best_expert, fit_router, novelty_kinds
 from retriever.routers.base import best_systems, unseen_rows
-from retriever.systems import BM25, FUSION_DEPTH, FUSION_VERSION, HYBRID, SystemSet, dense_part, fuse, system_names
+from retriever.systems import (
+    BM25,
+    FUSION_DEPTH,
+    FUSION_VERSION,
+    HYBRID,
+    SystemSet,
+    auto_choice,
+    dense_part,
+    fuse,
+    system_names,
+)
 from retriever.systems import hybrid as hybrid_name
-from retriever.unfamiliar import top_agreement, trusts_lexical
+from retriever.unfamiliar import top_agreement
 
 __all__ = [
     "HYBRID_WEIGHTS", "build_router", "build_routers_together", "cached_routing_data", "calibrate_hybrids",
@@ -302,27 +312,25 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
               for row, d in zip(scores, names, strict=True)]
     vectors = np.concatenate(vectors)
     space = RoutingSpace() if layer is None else RoutingSpace.fitted(layer, vectors)
-    auto = None if lexical is None else _auto_scores(records, datasets, scores, systems)
+    auto = None if lexical is None else _auto_scores(records, names, scores, systems)
     return RoutingData(space.vectors(vectors), labels, names, dataset_experts, systems, scores, trained_on,
                        dataset_systems, systems_set, space, auto)
 
 
-def _auto_scores(records: dict, datasets: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray | None:
-    """Per query, the nDCG@10 of ``auto:base``: each dataset's routing queries decide together, as the unfamiliar
-    queries of one call do, whether its BM25 side is trusted (``hybrid:base``) or not (``base``)."""
-    columns = []
-    for d in datasets:
-        agreement = records[d][BASE_EXPERT].get("agreement")
-        if not _agreement_complete(records[d][BASE_EXPERT], len(records[d][BASE_EXPERT]["ndcg@10"])):
+def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray | None:
+    """Per query (``names``: its dataset), the nDCG@10 of ``auto:base``: each dataset's routing queries decide
+    together (``auto_choice``), as the unfamiliar queries of one call do."""
+    decided = {}
+    for d in dict.fromkeys(names):
+        base = records[d][BASE_EXPERT]
+        if not _agreement_complete(base, len(base["ndcg@10"])):
             # routing data cached before auto:base existed: refits from the cache alone (experts remove) then send
             # unfamiliar queries to the base, the safe choice, until build-router scores the agreement
             logger.warning("no agreement of the base with BM25 cached for %r; unfamiliar queries go to the base "
                            "until build-router is run again", d)
             return None
-        columns.append(hybrid_name(BASE_EXPERT) if trusts_lexical(agreement) else BASE_EXPERT)
-    chosen = np.concatenate([[systems.index(c)] * len(records[d][BASE_EXPERT]["ndcg@10"])
-                             for c, d in zip(columns, datasets, strict=True)])
-    return scores[np.arange(len(scores)), chosen]
+        decided[d] = systems.index(auto_choice(base["agreement"]))
+    return scores[np.arange(len(scores)), [decided[d] for d in names]]
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,

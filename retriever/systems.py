@@ -14,14 +14,15 @@ fusion, ``sum 1 / (60 + rank)``, which needs no weight.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 
 from retriever.unfamiliar import top_agreement, trusts_lexical
 
 __all__ = [
-    "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "SystemSet", "dense_part", "fuse", "hybrid",
+    "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "SystemSet", "auto_choice", "dense_part", "fuse",
+    "hybrid",
     "is_lexical", "resolve", "run_system", "system_names",
 ]
 
@@ -111,14 +112,19 @@ class SystemSet:
         return {"fusion": self.fusion, "weights": dict(sorted(self.weights.items()))}
 
 
+def auto_choice(agreements: Iterable[float | None]) -> str:
+    """What ``auto:base`` is for queries with these ``top_agreement`` values taken together: ``hybrid:base`` if
+    they trust the lexical side (``retriever.unfamiliar.trusts_lexical``), else ``base``."""
+    return hybrid(BASE) if trusts_lexical(agreements) else BASE
+
+
 def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results | None) -> dict[str, str]:
-    """``{query id: system}`` with every ``auto:base`` replaced by what it decides for the queries sent there
-    together: ``hybrid:base`` if their base (``dense``) and BM25 (``lexical``) rankings trust the lexical side
-    (``retriever.unfamiliar.trusts_lexical``), else ``base``. Other systems stay."""
+    """``{query id: system}`` with every ``auto:base`` replaced by ``auto_choice`` of the queries sent there
+    together, from their base (``dense``) and BM25 (``lexical``) rankings. Other systems stay."""
     auto = [q for q, system in choice.items() if system == AUTO]
     if not auto:
         return dict(choice)
-    decided = hybrid(BASE) if trusts_lexical(top_agreement(dense[q], lexical[q]) for q in auto) else BASE
+    decided = auto_choice(top_agreement(dense[q], lexical[q]) for q in auto)
     return {q: decided if system == AUTO else system for q, system in choice.items()}
 
 
