@@ -25,13 +25,12 @@ import numpy as np
 
 DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l", "squad",
             "aila2019-statutes"]
-CALIBRATED = ("min_confidence", "min_similarity", "default")  # refitted, never carried over
 
 
 def main() -> None:
     from eval import open_dataset, paired_bootstrap
     from eval.runs import SplitRun
-    from experts import cached_routing_data, expert_key
+    from experts.routing import CALIBRATED_OPTIONS, best_router, cached_routing_data, expert_key
     from retriever import (
         UNFAMILIAR_POLICIES,
         FaissBackend,
@@ -73,9 +72,9 @@ def main() -> None:
         for policy in args.unfamiliar or [UNFAMILIAR_POLICIES[0]]:
             routers = {}
             for kind, router in saved.items():
-                options = {k: v for k, v in router.options.items() if k not in CALIBRATED}
+                options = {k: v for k, v in router.options.items() if k not in CALIBRATED_OPTIONS}
                 routers[kind] = fit_router(kind, data, **{**options, "unfamiliar": policy})
-            default = max(routers, key=lambda k: (routers[k].fold_gain["mean"], -kinds.index(k)))
+            default = best_router({kind: router.fold_gain["mean"] for kind, router in routers.items()})
             run.routers = routers
             routed = run.routed(default)
             mine = routed.scores.per_query_ndcg_at_10

@@ -40,15 +40,16 @@ from retriever.systems import hybrid as hybrid_name
 from retriever.unfamiliar import top_agreement
 
 __all__ = [
-    "HYBRID_WEIGHTS", "build_router", "build_routers_together", "cached_routing_data", "calibrate_hybrids",
-    "choose_default_router", "expert_key", "lexical_key", "refit_datasets", "refresh_routers", "routing_data",
-    "routing_info", "routing_sample", "score_experts",
+    "CALIBRATED_OPTIONS", "HYBRID_WEIGHTS", "best_router", "build_router", "build_routers_together",
+    "cached_routing_data", "calibrate_hybrids", "choose_default_router", "expert_key", "lexical_key",
+    "refit_datasets", "refresh_routers", "routing_data", "routing_info", "routing_sample", "score_experts",
 ]
 
 logger = logging.getLogger(__name__)
 
 SPLIT = "train"
 HYBRID_WEIGHTS = tuple(round(w, 1) for w in np.arange(0.0, 1.0001, 0.1))  # dense weights a hybrid is calibrated over
+CALIBRATED_OPTIONS = ("min_confidence", "min_similarity", "default")  # what fit_router sets: never carried over
 NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
 
 
@@ -362,7 +363,7 @@ def build_routers_together(store: RouterDirectory, jobs: list[tuple[str, Routing
         options = dict(options)
         if kind in novelty_kinds():
             options.setdefault("novelty", NOVELTY)
-        for calibrated in ("min_confidence", "min_similarity", "default"):  # refitting: "auto" is calibrated again
+        for calibrated in CALIBRATED_OPTIONS:  # refitting: "auto" is calibrated again
             options.pop(calibrated, None)
         router = fit_router(kind, data, **options)
         counts = {e: data.labels.count(e) for e in data.experts}
@@ -383,13 +384,17 @@ def choose_default_router(store: RouterDirectory, kinds: list[str] | None = None
     data; default: every built one) with the best mean gain on the routing folds (training queries only; ties:
     registry order, the pilot first). Returns it, or None if none has fold gains."""
     kinds = store.built_routers() if kinds is None else kinds
-    gains = {kind: store.load_router(kind).info.get("fold_gain", {}).get("mean") for kind in kinds}
-    ranked = [kind for kind in ROUTERS if isinstance(gains.get(kind), int | float)]
-    if not ranked:
-        return None
-    best = max(ranked, key=lambda kind: (gains[kind], -ranked.index(kind)))
-    store.set_default_router(best)
+    best = best_router({kind: store.load_router(kind).info.get("fold_gain", {}).get("mean") for kind in kinds})
+    if best is not None:
+        store.set_default_router(best)
     return best
+
+
+def best_router(gains: dict[str, float | None]) -> str | None:
+    """The router kind with the best mean gain on the routing folds (ties: registry order, the pilot first), or
+    None if none has one."""
+    ranked = [kind for kind in ROUTERS if isinstance(gains.get(kind), int | float)]
+    return max(ranked, key=lambda kind: (gains[kind], -ranked.index(kind))) if ranked else None
 
 
 def refit_datasets(store: RouterDirectory) -> list[str]:
