@@ -14,20 +14,21 @@ from eval.data import DATA_DIR_ENV
 from eval.report import check_plot_path
 from eval.runs import SYSTEMS
 from experts.config import ROUTE_ON, Negatives
-from retriever.artifacts import check_output_dir, check_output_file, parse_json
-from retriever.backends import BACKENDS
-from retriever.encoder import PRECISIONS
-from retriever.index import CACHE_DIR_ENV, IndexType, default_cache_dir
+from retriever.encoding.encoder import PRECISIONS
+from retriever.index.backends import BACKENDS
+from retriever.index.base import IndexType
+from retriever.ranking.systems import FUSIONS
 from retriever.routers import FALLBACKS, UNFAMILIAR_POLICIES, buildable_kinds, novelty_kinds
 from retriever.routers.pilot import PilotRouter
-from retriever.systems import FUSIONS
+from retriever.storage.cache import CACHE_DIR_ENV, default_cache_dir
+from retriever.storage.files import check_output_dir, check_output_file, parse_json
 
 
 class UserErrorGroup(click.Group):
     """Turns the library's user-facing errors into one-line messages and a non-zero exit."""
 
     def invoke(self, ctx):
-        from retriever.artifacts import ArtifactError
+        from retriever.storage.files import ArtifactError
 
         try:
             return super().invoke(ctx)
@@ -96,7 +97,7 @@ def backend_options(func):
                                 "http://localhost:19530.")
     @functools.wraps(func)
     def wrapper(*args, backend_name, uri, **kwargs):
-        from retriever.backends import make_backend
+        from retriever.index.backends import make_backend
 
         kwargs["backend"] = make_backend(backend_name, uri, kwargs.get("cache_dir"))
         return func(*args, **kwargs)
@@ -145,8 +146,8 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
           workers, ray_address, gpus_per_worker, precision, device, batch_size):
     """Encode a dataset's corpus with the base model and save a dense index and a BM25 index (FAISS or Milvus)."""
     from eval.data import open_dataset
-    from retriever.encoder import load_encoder
-    from retriever.index import IndexConfig
+    from retriever.encoding.encoder import load_encoder
+    from retriever.index.base import IndexConfig
 
     if encoder_kind == "local" and (ray_address or gpus_per_worker):
         raise click.UsageError("--ray-address and --gpus-per-worker are for --encoder ray")
@@ -157,7 +158,7 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
     if output is not None:  # fail before the model loads; the writes themselves are exclusive as well
         backend.check_target(output, overwrite, lexical=not no_lexical)
     if encoder_kind == "ray":
-        from retriever.ray_encoder import RayEncoder
+        from retriever.index.ray_encoder import RayEncoder
 
         encoder = RayEncoder(model, workers, ray_address, gpus=gpus_per_worker, precision=precision)
     else:
@@ -296,8 +297,8 @@ def experts():
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 def experts_list(router, model):
     """One line per expert: name, domain, held-out nDCG@10 (base -> expert), training time."""
-    from retriever.encoder import load_encoder
-    from retriever.router_dir import RouterDirectory
+    from retriever.encoding.encoder import load_encoder
+    from retriever.routers.directory import RouterDirectory
 
     store = RouterDirectory(router, load_encoder(model).info)
     for name in store.expert_names():
@@ -334,8 +335,8 @@ def experts_remove(router, name, model):
 def experts_export(router, name, output, overwrite, model):
     """Write the expert as a plain sentence-transformers model (LoRA merged) for query encoding."""
     from experts.export import export_expert
-    from retriever.encoder import load_encoder
-    from retriever.router_dir import RouterDirectory
+    from retriever.encoding.encoder import load_encoder
+    from retriever.routers.directory import RouterDirectory
 
     base = load_encoder(model)
     export_expert(RouterDirectory(router, base.info), name, base, output, overwrite=overwrite)

@@ -19,7 +19,7 @@ def main() -> None:
     from eval import SplitRun, open_dataset, paired_bootstrap
     from experts import expert_key
     from retriever import MultiExpertEncoder, RouterDirectory, ensure_index, ensure_lexical_index, load_encoder
-    from retriever.systems import system_names
+    from retriever.ranking.systems import system_names
 
     parser = common.parser(__doc__)
     parser.add_argument("dir_a", type=Path)

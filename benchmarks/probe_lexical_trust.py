@@ -4,7 +4,7 @@ For each dataset's routing sample of *training* queries (at most 500, seed 0; ne
 model and BM25 (top 100 each), scores ``base``, ``bm25`` and the convex hybrid at every dense weight 0, 0.1, ..., 1
 by per-query nDCG@10, and records label-free signals of the two rankings: how far BM25's top 10 are corroborated
 by the base's top 100 (``corroboration``), the top-10 overlap, and each system's top document's place in the other's
-list (``agreement``: ``retriever.unfamiliar.top_agreement``).
+list (``agreement``: ``retriever.ranking.unfamiliar.top_agreement``).
 
 Stress (``--stress``): the same queries with the lexical side made unhelpful but confident. ``random:S``: a share S
 of the BM25 index's documents answer as a random other document (a fixed permutation), so BM25 ranks wrong
@@ -13,7 +13,7 @@ other document in the base's space, so BM25's picks are plausible and wrong (wha
 stress family is a dose-response curve: how the hybrid's gain over the base falls with BM25's agreement.
 
 Prints one JSON line per dataset and stress level: the means of the scores and signals, whether
-``retriever.unfamiliar.trusts_lexical`` trusts BM25 on these queries taken together, and what ``auto:base`` then
+``retriever.ranking.unfamiliar.trusts_lexical`` trusts BM25 on these queries taken together, and what ``auto:base`` then
 scores (``hybrid`` at ``--weight`` if trusted, else ``base``). Caches the per-query
 rows in ``--cache``. Usage: ``python benchmarks/probe_lexical_trust.py --cache /work/probe-lexical.json``
 """
@@ -38,8 +38,8 @@ def collect(args) -> dict:
     from eval import per_query_ndcg
     from experts import routing_sample
     from retriever import ensure_lexical_index, load_encoder, search, search_lexical
-    from retriever.systems import fuse
-    from retriever.unfamiliar import top_agreement
+    from retriever.ranking.systems import fuse
+    from retriever.ranking.unfamiliar import top_agreement
 
     encoder = load_encoder()
     opened, indexes = common.open_indexed(args, args.dataset, encoder)
@@ -102,7 +102,7 @@ def _stressed(results: dict, index, stress: str) -> dict:
 
 
 def main() -> None:
-    from retriever.unfamiliar import trusts_lexical
+    from retriever.ranking.unfamiliar import trusts_lexical
 
     parser = common.parser(__doc__)
     parser.add_argument("--cache", type=Path, help="a JSON file keeping the per-query rows between runs")

@@ -24,7 +24,7 @@ def main() -> None:
     from eval import open_dataset
     from eval.metrics import evaluate
     from retriever import rank
-    from retriever.lexical import LexicalConfig, ensure_lexical_index, tokenize
+    from retriever.index.lexical import LexicalConfig, ensure_lexical_index, tokenize
 
     dataset = open_dataset(args.data_dir, args.dataset)
     docs = list(dataset.corpus())

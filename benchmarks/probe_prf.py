@@ -23,7 +23,7 @@ def main() -> None:
     from eval import per_query_ndcg
     from experts import routing_sample
     from retriever import ensure_lexical_index, load_encoder, search, search_lexical
-    from retriever.systems import fuse
+    from retriever.ranking.systems import fuse
 
     args = common.parser(__doc__).parse_args()
     encoder = load_encoder()

@@ -61,7 +61,7 @@ def collect(args) -> dict:
     from eval import per_query_ndcg
     from experts import routing_sample
     from retriever import ensure_lexical_index, load_encoder, search, search_lexical
-    from retriever.systems import fuse
+    from retriever.ranking.systems import fuse
 
     encoder = load_encoder()
     opened, indexes = common.open_indexed(args, DATASETS, encoder)

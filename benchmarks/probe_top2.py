@@ -24,7 +24,7 @@ def rankings(store, data, data_dir, cache_dir, encoder) -> dict[str, dict[str, d
     """``{system: {row key: {doc: score}}}`` for every routing query (row key: its row in ``data``), top 100."""
     from eval import open_dataset
     from retriever import ensure_index, ensure_lexical_index, search, search_lexical
-    from retriever.systems import FUSION_DEPTH, dense_part, is_lexical, run_system
+    from retriever.ranking.systems import FUSION_DEPTH, dense_part, is_lexical, run_system
 
     out = {system: {} for system in data.experts}
     first = 0
@@ -56,7 +56,7 @@ def main() -> None:
     from eval import open_dataset, per_query_ndcg
     from experts import cached_routing_data
     from retriever import ROUTERS, MultiExpertEncoder, RouterDirectory, fold_routings, load_encoder
-    from retriever.systems import fuse
+    from retriever.ranking.systems import fuse
 
     parser = common.parser(__doc__)
     parser.add_argument("router_dir")

@@ -20,7 +20,7 @@ from latency import indexes, round_robin
 
 def main() -> None:
     from retriever import RouterRetriever, search, search_lexical
-    from retriever.systems import FUSION_DEPTH, dense_part, is_lexical, run_system
+    from retriever.ranking.systems import FUSION_DEPTH, dense_part, is_lexical, run_system
 
     parser = common.parser(__doc__)
     parser.add_argument("--router", required=True)

@@ -40,7 +40,7 @@ def encoding(args, texts) -> dict:
     import ray
 
     from retriever import load_encoder
-    from retriever.ray_encoder import RayEncoder
+    from retriever.index.ray_encoder import RayEncoder
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     names = ["local", "ray-1", "ray-2"]
@@ -78,8 +78,8 @@ def _timed(fn, batches, repeats: int) -> float:
 def search_part(args, milvus_dir) -> list[dict]:
     from eval import open_dataset
     from retriever import IndexConfig, ensure_index, load_encoder
-    from retriever.lexical import LexicalConfig, ensure_lexical_index
-    from retriever.milvus import build_milvus_index
+    from retriever.index.lexical import LexicalConfig, ensure_lexical_index
+    from retriever.index.milvus import build_milvus_index
 
     encoder = load_encoder()
     dataset = open_dataset(args.data_dir, args.search_dataset)

@@ -61,7 +61,7 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
     from eval import open_dataset
     from experts import hybrid_label, prefix_file, score_experts
     from retriever import MultiExpertEncoder, ensure_index, ensure_lexical_index, load_encoder
-    from retriever.systems import AUTO, BM25, auto_choice, dense_part
+    from retriever.ranking.systems import AUTO, BM25, auto_choice, dense_part
 
     if name in store.domain_experts():
         raise SystemExit(f"{name} has an expert ({store.domain_experts()[name]}); name a dataset without one")

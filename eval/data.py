@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retriever.artifacts import parse_json, safe_name
+from retriever.storage.files import parse_json, safe_name
 
 __all__ = [
     "DATA_DIR_ENV",

@@ -9,7 +9,7 @@ import numpy as np
 import pytrec_eval
 from beir.retrieval.evaluation import EvaluateRetrieval
 
-from retriever.artifacts import atomic_file
+from retriever.storage.files import atomic_file
 
 __all__ = ["Scores", "check_trec_field", "evaluate", "paired_bootstrap", "per_query_ndcg", "write_trec_run"]
 
@@ -44,7 +44,7 @@ def per_query_ndcg(qrels: Qrels, results: Results, k: int = 10) -> dict[str, flo
 def evaluate(qrels: Qrels, results: Results) -> Scores:
     """nDCG@10, Recall@100, MAP@100 and MRR@10 as BEIR reports them, plus per-query nDCG@10.
 
-    Self-hits must already be removed (``retriever.ranking`` does), so BEIR is told not to remove them again.
+    Self-hits must already be removed (``retriever.ranking.topk`` does), so BEIR is told not to remove them again.
     """
     results = {qid: results.get(qid, {}) for qid in qrels}
     ndcg, map_, recall, _ = EvaluateRetrieval.evaluate(qrels, results, [10, 100], ignore_identical_ids=False)

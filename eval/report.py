@@ -11,9 +11,9 @@ import numpy as np
 
 from eval.metrics import paired_bootstrap
 from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, EvalResult
-from retriever.artifacts import atomic_file, check_output_file
-from retriever.expert_encoder import BASE_EXPERT
-from retriever.systems import BM25, HYBRID, dense_part, hybrid
+from retriever.encoding.expert_encoder import BASE_EXPERT
+from retriever.ranking.systems import BM25, HYBRID, dense_part, hybrid
+from retriever.storage.files import atomic_file, check_output_file
 
 SINGLE = (BASE_EXPERT, BM25, hybrid(BASE_EXPERT))  # the untrained single systems every router is held against
 

@@ -4,7 +4,7 @@ Systems (``SYSTEMS``): ``base``; ``expert:NAME``; ``multitask`` (the expert of t
 train split); the routers ``pilot``, ``classifier``, ``dataset``; and, for evaluation only,
 ``dataset-oracle`` (the best single system per dataset, chosen on test) and ``instance-oracle`` (the best
 system per query). Oracles and routers choose among systems: ``base``, the domain experts, ``bm25`` and each
-one's hybrid (``retriever.systems``).
+one's hybrid (``retriever.ranking.systems``).
 
 ``SplitRun`` encodes each query once per expert and shares those vectors between every system evaluated on
 the split, so a routed system or an oracle costs no extra encoding. Given a ``vector_cache`` folder and each
@@ -30,16 +30,13 @@ import numpy as np
 
 from eval.data import Dataset, open_dataset
 from eval.metrics import Scores, check_trec_field, evaluate, write_trec_run
-from retriever.artifacts import check_output_dir, json_text, load_npy, safe_name, save_npy, write_json
-from retriever.backends import FaissBackend, IndexBackend
-from retriever.encoder import load_encoder
-from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import CorpusIndex, IndexConfig
-from retriever.lexical import LexicalIndex
-from retriever.ranking import Results, search, search_lexical
-from retriever.router_dir import RouterDirectory
-from retriever.routers import Router, buildable_kinds
-from retriever.systems import (
+from retriever.encoding.encoder import load_encoder
+from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.index.backends import FaissBackend, IndexBackend
+from retriever.index.base import IndexConfig
+from retriever.index.faiss_index import CorpusIndex
+from retriever.index.lexical import LexicalIndex
+from retriever.ranking.systems import (
     AUTO,
     BM25,
     FUSION_DEPTH,
@@ -52,6 +49,10 @@ from retriever.systems import (
     run_system,
     system_names,
 )
+from retriever.ranking.topk import Results, search, search_lexical
+from retriever.routers import Router, buildable_kinds
+from retriever.routers.directory import RouterDirectory
+from retriever.storage.files import check_output_dir, json_text, load_npy, safe_name, save_npy, write_json
 
 __all__ = [
     "DEFAULT", "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "check_systems",

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retriever.artifacts import (
-    atomic_directory,
-    check_target,
-    checksum_files,
-    directory_files,
-    library_version,
-    write_json,
-)
-from retriever.encoder import Encoder
-from retriever.router_dir import RouterDirectory
+from retriever.encoding.encoder import Encoder
+from retriever.routers.directory import RouterDirectory
+from retriever.storage.artifacts import atomic_directory, check_target, directory_files
+from retriever.storage.files import checksum_files, library_version, write_json
 
 __all__ = ["export_expert"]
 

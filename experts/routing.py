@@ -19,13 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.metrics import per_query_ndcg
-from retriever.artifacts import ArtifactError, check_fields, load_npy, read_json, save_npy
-from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.ranking import search, search_lexical
-from retriever.router_dir import RouterDirectory
-from retriever.routers import ROUTERS, Router, RoutingData, RoutingSpace, best_expert, fit_router, novelty_kinds
-from retriever.routers.base import best_systems, unseen_rows
-from retriever.systems import (
+from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.ranking.systems import (
     BM25,
     FUSION_DEPTH,
     FUSION_VERSION,
@@ -36,8 +31,13 @@ from retriever.systems import (
     fuse,
     system_names,
 )
-from retriever.systems import hybrid as hybrid_name
-from retriever.unfamiliar import top_agreement
+from retriever.ranking.systems import hybrid as hybrid_name
+from retriever.ranking.topk import search, search_lexical
+from retriever.ranking.unfamiliar import top_agreement
+from retriever.routers import ROUTERS, Router, RoutingData, RoutingSpace, best_expert, fit_router, novelty_kinds
+from retriever.routers.base import best_systems, unseen_rows
+from retriever.routers.directory import RouterDirectory
+from retriever.storage.files import ArtifactError, check_fields, load_npy, read_json, save_npy
 
 __all__ = [
     "CALIBRATED_OPTIONS", "HYBRID_WEIGHTS", "best_router", "build_router", "build_routers_together",
@@ -144,7 +144,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
             record.update(lexical_key=lex_key, fusion_version=FUSION_VERSION)
             record["hybrid"] = {label: [fused[q] for q in qids] for label, fused in
                                 _hybrid_scores(qrels, qids, results, lexical_results()).items()}
-            if name == BASE_EXPERT:  # what auto:base decides from (retriever.unfamiliar)
+            if name == BASE_EXPERT:  # what auto:base decides from (retriever.ranking.unfamiliar)
                 record["agreement"] = [top_agreement(results[q], lexical_results()[q]) for q in qids]
         store.write_record(path, record)
 

@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 from eval.metrics import per_query_ndcg
 from experts.config import Negatives, TrainConfig
 from experts.pairs import data_fingerprint, split_heldout, training_examples
-from retriever.encoder import Encoder
-from retriever.index import CorpusIndex
-from retriever.ranking import search
+from retriever.encoding.encoder import Encoder
+from retriever.index.faiss_index import CorpusIndex
+from retriever.ranking.topk import search
 
 __all__ = [
     "TrainedExpert", "TrainingSource", "anchor_loss", "batch_loss", "epoch_batches", "heldout_split",

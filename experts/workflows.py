@@ -30,15 +30,16 @@ from experts.routing import (
     routing_info,
 )
 from experts.train import TrainConfig, TrainedExpert, heldout_split, train_expert
-from retriever.artifacts import check_fields, read_json
-from retriever.backends import FaissBackend, IndexBackend
-from retriever.encoder import Encoder, load_encoder
-from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import CorpusIndex, IndexConfig
-from retriever.router_dir import RouterDirectory, validate_name
+from retriever.encoding.encoder import Encoder, load_encoder
+from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.index.backends import FaissBackend, IndexBackend
+from retriever.index.base import IndexConfig
+from retriever.index.faiss_index import CorpusIndex
+from retriever.ranking.systems import BM25, FUSIONS, hybrid, system_names
 from retriever.routers import buildable_kinds, novelty_kinds
 from retriever.routers.calibration import check_threshold
-from retriever.systems import BM25, FUSIONS, hybrid, system_names
+from retriever.routers.directory import RouterDirectory, validate_name
+from retriever.storage.files import check_fields, read_json
 
 __all__ = [
     "DEFAULT_EXPERT_DATASETS", "DEFAULT_OVERRIDES", "add_expert", "build_routers", "load_overrides",

@@ -7,7 +7,7 @@
 Batched (``encode_routed``): the base pass routes, then one mixed pass takes every query routed to an expert
 through the layers its expert adapts (a router on base embeddings), or the base's lower layers route and every
 query then runs the upper layers once (a router on a prefix ``RoutingSpace``); queries routed to ``bm25`` or a
-hybrid also search the lexical index, and every ranking is made by ``retriever.systems.run_system``, as in
+hybrid also search the lexical index, and every ranking is made by ``retriever.ranking.systems.run_system``, as in
 evaluation.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.index import CorpusIndex
-from retriever.lexical import LexicalIndex, lexical_beside
-from retriever.ranking import search, search_lexical
+from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.index.faiss_index import CorpusIndex
+from retriever.index.lexical import LexicalIndex, lexical_beside
+from retriever.ranking.systems import FUSION_DEPTH, SystemSet, dense_part, is_lexical, resolve, run_system
+from retriever.ranking.topk import search, search_lexical
 from retriever.routers import Router
-from retriever.systems import FUSION_DEPTH, SystemSet, dense_part, is_lexical, resolve, run_system
 
 __all__ = ["RoutedResult", "RouterRetriever"]
 
@@ -71,8 +71,8 @@ class RouterRetriever:
              device: str | None = None) -> RouterRetriever:
         """Load the base model, the experts the router uses, the router saved as ``routers/<router>``
         (``default``: the one the routing folds favoured) and the hybrids' calibrated fusion."""
-        from retriever.encoder import load_encoder
-        from retriever.router_dir import RouterDirectory
+        from retriever.encoding.encoder import load_encoder
+        from retriever.routers.directory import RouterDirectory
 
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
         store = RouterDirectory(router_dir, encoder.info)
@@ -83,7 +83,7 @@ class RouterRetriever:
     @classmethod
     def base_only(cls, model: str | None = None, device: str | None = None) -> RouterRetriever:
         """The base model alone (every query routed to ``base``): plain dense search through the same facade."""
-        from retriever.encoder import load_encoder
+        from retriever.encoding.encoder import load_encoder
         from retriever.routers import FixedRouter
 
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
@@ -125,7 +125,7 @@ class RouterRetriever:
     def search(self, queries: Sequence[str] | Mapping[str, str], k: int = 10,
                index: CorpusIndex | str | os.PathLike | None = None,
                lexical: LexicalIndex | str | os.PathLike | None = None) -> list[RoutedResult]:
-        """Route and search ``index`` (a ``CorpusIndex``, its directory, or a ``retriever.milvus.MilvusIndex``).
+        """Route and search ``index`` (a ``CorpusIndex``, its directory, or a ``retriever.index.milvus.MilvusIndex``).
         ``lexical`` (a ``LexicalIndex`` or its directory) is needed when the router may choose BM25 or a hybrid; by
         default the one ``routerretriever index`` wrote beside ``index`` is used (a Milvus index holds its own).
         Every argument is checked before anything loads: one query is a list of one text, never a bare string."""

@@ -106,7 +106,7 @@ def other_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def toy_encoder(toy_model_dir):
-    from retriever.encoder import load_encoder
+    from retriever.encoding.encoder import load_encoder
 
     return load_encoder(toy_model_dir, device="cpu")
 
@@ -120,7 +120,7 @@ def real_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm():
-    from retriever.encoder import load_encoder
+    from retriever.encoding.encoder import load_encoder
 
     return load_encoder(device="cpu")
 
@@ -143,10 +143,10 @@ def build_toy_world(toy_encoder, root: Path, lexical: bool = False) -> dict:
     from eval.data import open_dataset
     from experts import TrainConfig, build_router, routing_data, train_expert
     from experts.routing import choose_default_router, lexical_key, routing_info
-    from retriever.expert_encoder import MultiExpertEncoder
-    from retriever.index import build_index
-    from retriever.lexical import build_lexical_index
-    from retriever.router_dir import RouterDirectory
+    from retriever.encoding.expert_encoder import MultiExpertEncoder
+    from retriever.index.faiss_index import build_index
+    from retriever.index.lexical import build_lexical_index
+    from retriever.routers.directory import RouterDirectory
 
     for name in ("toy", "other"):
         write_toy_dataset(root / "beir", name=name)
@@ -175,8 +175,8 @@ def train_toy_experts(toy_encoder, root: Path, configs: dict[str, dict]) -> dict
     one router directory."""
     from eval.data import open_dataset
     from experts import TrainConfig, train_expert
-    from retriever.index import build_index
-    from retriever.router_dir import RouterDirectory
+    from retriever.index.faiss_index import build_index
+    from retriever.routers.directory import RouterDirectory
 
     write_toy_dataset(root / "beir")
     dataset = open_dataset(root / "beir", "toy")

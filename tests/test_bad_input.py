@@ -24,10 +24,11 @@ from conftest import FAST, REPO, write_toy_dataset
 import cli
 from eval.data import DataError
 from experts import TrainConfig, train_expert
-from retriever.artifacts import ArtifactError, atomic_directory
-from retriever.index import KIND as INDEX_KIND
-from retriever.index import build_index
-from retriever.router_dir import RouterDirectory
+from retriever.index.faiss_index import KIND as INDEX_KIND
+from retriever.index.faiss_index import build_index
+from retriever.routers.directory import RouterDirectory
+from retriever.storage.artifacts import atomic_directory
+from retriever.storage.files import ArtifactError
 
 
 def sha256_tree(*roots: Path) -> dict[str, str]:
@@ -41,7 +42,7 @@ def world(toy_encoder, toy_model_dir, tmp_path_factory):
     """The toy dataset, its index and a router directory with one expert and a built pilot router."""
     from eval.data import open_dataset
     from experts.routing import build_router, routing_data
-    from retriever.expert_encoder import MultiExpertEncoder
+    from retriever.encoding.expert_encoder import MultiExpertEncoder
 
     root = tmp_path_factory.mktemp("bad-input")
     write_toy_dataset(root / "beir")
@@ -223,7 +224,7 @@ def test_damaged_index_metadata_and_faiss_file(world, cli_run, tmp_path, toy_enc
     result = cli_run("search", "--index", index, "--model", world["model"], "--query", "jazz")
     assert_one_line_error(result, "index.json lacks the field 'count'")
     hnsw = tmp_path / "hnsw"
-    from retriever.index import IndexConfig
+    from retriever.index.base import IndexConfig
 
     build_index(open_dataset(world["data"], "toy"), toy_encoder, hnsw, IndexConfig(index_type="hnsw"))
     data = bytearray((hnsw / "index.faiss").read_bytes())
@@ -282,7 +283,7 @@ def test_non_utf8_query_file(world, cli_run, tmp_path):
 # 9. A killed writer's temporary directory is removed by the next write; 11. --output is created exclusively.
 WRITER = """
 import sys, time
-from retriever.artifacts import atomic_directory
+from retriever.storage.artifacts import atomic_directory
 with atomic_directory(sys.argv[1], ("index.json", "routerretriever-corpus-index"), overwrite=sys.argv[2] == "1") as t:
     (t / "embeddings.npy").write_bytes(b"partial")
     print("writing", flush=True)
@@ -417,7 +418,7 @@ METADATA_FILES = [f for f in ARTIFACT_FILES if f.endswith(".json")]
 
 
 def _load_everything(root: Path, toy_encoder):
-    from retriever.index import CorpusIndex
+    from retriever.index.faiss_index import CorpusIndex
     from retriever.routers import load_router
 
     for load in (lambda: CorpusIndex.load(root / "index", toy_encoder.info, verify=False),
@@ -480,7 +481,7 @@ def test_hidden_leftovers_are_not_experts_or_routers(world, cli_run, tmp_path):
 
 
 def world_encoder_info(world):
-    from retriever.encoder import load_encoder
+    from retriever.encoding.encoder import load_encoder
 
     return load_encoder(world["model"]).info
 
@@ -717,7 +718,7 @@ NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
 
 
 def _load_index(root, encoder):
-    from retriever.index import CorpusIndex
+    from retriever.index.faiss_index import CorpusIndex
 
     return CorpusIndex.load(root / "index", encoder.info)
 

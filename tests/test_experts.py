@@ -9,11 +9,11 @@ from sentence_transformers import SentenceTransformer
 from eval.data import open_dataset
 from experts import TrainConfig, export_expert, split_heldout, train_expert
 from experts.pairs import Example, anchor_texts
-from retriever.artifacts import ArtifactError
-from retriever.encoder import load_encoder
-from retriever.expert_encoder import MultiExpertEncoder
-from retriever.index import build_index
-from retriever.router_dir import RouterDirectory, validate_name
+from retriever.encoding.encoder import load_encoder
+from retriever.encoding.expert_encoder import MultiExpertEncoder
+from retriever.index.faiss_index import build_index
+from retriever.routers.directory import RouterDirectory, validate_name
+from retriever.storage.files import ArtifactError
 
 QUERIES = ["what is known about volcanoes", "jazz from new orleans", "blood sugar", "the moon and tides"]
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import assert_device_search_agrees
 
-from retriever.index import CorpusIndex, IndexConfig
+from retriever.index.base import IndexConfig
+from retriever.index.faiss_index import CorpusIndex
 
 
 @pytest.mark.gpu
@@ -34,7 +35,7 @@ def test_faiss_gpu_index_matches_cpu(tmp_path):
     """With a FAISS GPU build (the ``gpu`` extra): ``to("cuda")`` searches with FAISS on the GPU, same top 10."""
     import faiss
 
-    from retriever.index import faiss_gpus
+    from retriever.index.faiss_index import faiss_gpus
 
     if faiss_gpus() == 0:
         pytest.skip("the installed FAISS has no GPU support")
@@ -58,7 +59,7 @@ def test_autocast_corpus_encoding_on_cuda():
     """bf16 / fp16 autocast encoding on the GPU stays within 0.999 cosine of the fp32 path."""
     import torch
 
-    from retriever.encoder import load_encoder
+    from retriever.encoding.encoder import load_encoder
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")

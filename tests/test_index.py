@@ -6,10 +6,11 @@ import pytest
 from conftest import assert_device_search_agrees
 
 from eval.data import open_dataset
-from retriever.artifacts import ArtifactError
-from retriever.encoder import Encoder, load_encoder
-from retriever.index import CorpusIndex, IndexConfig, IndexType, build_index, ensure_index
-from retriever.ranking import search
+from retriever.encoding.encoder import Encoder, load_encoder
+from retriever.index.base import IndexConfig, IndexType
+from retriever.index.faiss_index import CorpusIndex, build_index, ensure_index
+from retriever.ranking.topk import search
+from retriever.storage.files import ArtifactError
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_interrupted_build_keeps_previous_index(toy, toy_encoder, tmp_path, monk
     path = tmp_path / "out" / "idx"
     build_index(toy, toy_encoder, path)
     before = {p.name: p.read_bytes() for p in path.iterdir()}
-    monkeypatch.setattr("retriever.index.CHUNK_SIZE", 8)
+    monkeypatch.setattr("retriever.index.faiss_index.CHUNK_SIZE", 8)
     with pytest.raises(KeyboardInterrupt):
         build_index(toy, ExplodingEncoder(toy_encoder), path)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
@@ -129,7 +130,7 @@ def test_interrupted_build_keeps_previous_index(toy, toy_encoder, tmp_path, monk
 
 
 def test_interrupted_first_build_leaves_nothing(toy, toy_encoder, tmp_path, monkeypatch):
-    monkeypatch.setattr("retriever.index.CHUNK_SIZE", 8)
+    monkeypatch.setattr("retriever.index.faiss_index.CHUNK_SIZE", 8)
     with pytest.raises(KeyboardInterrupt):
         build_index(toy, ExplodingEncoder(toy_encoder), tmp_path / "out" / "idx")
     assert os.listdir(tmp_path / "out") == []

@@ -1,5 +1,6 @@
 """The layout the tree promises: packages form a DAG (function-local imports counted), the search path imports
-no other project package, and no script lives in an installed package."""
+no other project package, ``retriever``'s subpackages import only those below them, no script lives in an
+installed package, and no module or function outgrows what a reader takes in at once."""
 
 from __future__ import annotations
 
@@ -10,16 +11,25 @@ from conftest import REPO
 
 PACKAGES = ("retriever", "eval", "experts")
 ALLOWED = {"retriever": set(), "eval": {"retriever"}, "experts": {"retriever", "eval"}}  # cli and benchmarks: all
+# retriever's subpackages, lowest first: each imports only those before it (its top-level modules, the facade
+# ``router_retriever``, may import any; ``lazy`` is the helper every ``__init__`` imports)
+SUBPACKAGES = ("storage", "encoding", "index", "ranking", "routers")
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 80
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of the modules ``path`` imports anywhere (module level or inside functions)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        found |= {alias.name for alias in node.names} if isinstance(node, ast.Import) else \
+            {node.module or ""} if isinstance(node, ast.ImportFrom) and node.level == 0 else set()
+    return found
 
 
 def imported_packages(path: Path) -> set[str]:
-    """Project packages that ``path`` imports anywhere (module level or inside functions)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
-            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
-        found |= {name.split(".")[0] for name in names} & set(PACKAGES)
-    return found
+    """Project packages that ``path`` imports anywhere."""
+    return {name.split(".")[0] for name in imported_modules(path)} & set(PACKAGES)
 
 
 def module_imports(path: Path) -> set[str]:
@@ -42,6 +52,34 @@ def test_packages_form_a_dag_and_retriever_stands_alone():
     assert edges == {"retriever": set(), "eval": {"retriever"}, "experts": {"retriever", "eval"}}
 
 
+def test_retriever_subpackages_import_only_those_below():
+    order = {"lazy": -1} | {name: rank for rank, name in enumerate(SUBPACKAGES)}  # lazy: the __init__s' helper
+    assert {p.name for p in (REPO / "retriever").iterdir() if (p / "__init__.py").is_file()} == set(SUBPACKAGES)
+    for sub in SUBPACKAGES:
+        for path in sorted((REPO / "retriever" / sub).rglob("*.py")):
+            targets = {name.split(".")[1] for name in imported_modules(path)
+                       if name.startswith("retriever.") and name.count(".") >= 1}
+            targets |= {value.split(".")[1] for value in module_imports(path) if value.startswith("retriever.")} \
+                if path.name == "__init__.py" else set()
+            above = {t for t in targets if order.get(t, len(SUBPACKAGES)) > order[sub]}
+            assert not above, f"{path.relative_to(REPO)} imports retriever.{sorted(above)}, above {sub!r}"
+
+
+def test_no_module_or_function_too_long_to_read():
+    paths = [REPO / "cli.py", *(p for package in PACKAGES for p in sorted((REPO / package).rglob("*.py")))]
+    long = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            long.append(f"{path.relative_to(REPO)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {length} lines")
+    assert not long, f"over {MAX_MODULE_LINES} lines a module or {MAX_FUNCTION_LINES} a function:\n" + "\n".join(long)
+
+
 def test_no_script_in_an_installed_package():
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
@@ -50,7 +88,7 @@ def test_no_script_in_an_installed_package():
 
 
 def test_every_package_says_what_lives_there():
-    for package in (*PACKAGES, "retriever/routers"):
+    for package in (*PACKAGES, *(f"retriever/{sub}" for sub in SUBPACKAGES)):
         init = ast.parse((REPO / package / "__init__.py").read_text(encoding="utf-8"))
         assert ast.get_docstring(init), package
         assert any(isinstance(n, ast.Assign) and "__all__" in ast.unparse(n.targets[0])

@@ -1,5 +1,6 @@
-"""The lexical side (``retriever.lexical``), fusion and systems (``retriever.systems``), and routing among systems:
-BM25 as bm25s ranks it, a self-describing cached index, hybrids fused one way everywhere, routers over systems."""
+"""The lexical side (``retriever.index.lexical``), fusion and systems (``retriever.ranking.systems``), and routing among
+systems: BM25 as bm25s ranks it, a self-describing cached index, hybrids fused one way everywhere, routers over
+systems."""
 
 import json
 
@@ -9,10 +10,10 @@ import pytest
 from conftest import write_toy_dataset
 
 from eval.data import open_dataset
-from retriever.artifacts import ArtifactError
-from retriever.lexical import LexicalConfig, LexicalIndex, build_lexical_index, ensure_lexical_index
-from retriever.ranking import search_lexical
-from retriever.systems import SystemSet, dense_part, fuse, is_lexical, run_system, system_names
+from retriever.index.lexical import LexicalConfig, LexicalIndex, build_lexical_index, ensure_lexical_index
+from retriever.ranking.systems import SystemSet, dense_part, fuse, is_lexical, run_system, system_names
+from retriever.ranking.topk import search_lexical
+from retriever.storage.files import ArtifactError
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ def test_routed_search_equals_evaluation(lexical_world, tmp_path):
     assert [h.hits for h in rr.search(split.queries, k=5, index=index)] == [h.hits[:5] for h in hits]  # idx-bm25
     import shutil
 
-    from retriever.index import CorpusIndex
+    from retriever.index.faiss_index import CorpusIndex
 
     lonely = CorpusIndex.load(shutil.copytree(index.path, lexical_world["root"] / "lonely"))
     with pytest.raises(ValueError, match="no lexical index was found beside .*lonely"):
@@ -218,7 +219,7 @@ def test_directory_without_its_default_router_still_evaluates(lexical_world, tmp
 
 
 def test_top_agreement_and_trust():
-    from retriever.unfamiliar import MIN_AGREEMENT, PRIOR_QUERIES, top_agreement, trusts_lexical
+    from retriever.ranking.unfamiliar import MIN_AGREEMENT, PRIOR_QUERIES, top_agreement, trusts_lexical
 
     assert top_agreement({"a": 2.0, "b": 1.0}, {"a": 9.0, "c": 1.0}) == 1.0  # same first document
     assert top_agreement({"a": 2.0, "b": 1.0}, {"b": 9.0, "a": 1.0}) == pytest.approx(0.5)  # each other's second
@@ -232,7 +233,7 @@ def test_top_agreement_and_trust():
 
 
 def test_auto_resolves_per_call_and_stays_one_system():
-    from retriever.systems import AUTO, resolve
+    from retriever.ranking.systems import AUTO, resolve
 
     dense = {f"q{i}": {"a": 2.0, "b": 1.0} for i in range(40)}
     agree = {q: {"a": 5.0, "c": 1.0} for q in dense}
@@ -282,8 +283,8 @@ def test_routing_data_from_before_auto_sends_unfamiliar_queries_to_the_base(lexi
     import shutil
 
     from experts import cached_routing_data
-    from retriever.router_dir import RouterDirectory
     from retriever.routers import fit_router
+    from retriever.routers.directory import RouterDirectory
 
     store = lexical_world["store"]
     root = shutil.copytree(store.root, tmp_path / "old-router")

@@ -1,4 +1,5 @@
-"""The Milvus backend (``retriever.milvus``, ``retriever.backends``) on a real Milvus Lite server started on a
+"""The Milvus backend (``retriever.index.milvus``, ``retriever.index.backends``) on a real Milvus Lite server started
+on a
 temporary ``.db`` file: the same rankings as FAISS and bm25s, a self-describing collection, no half-built index,
 the CLI and the routed facade on it, and on real data the acceptance check (evaluate equals the FAISS path)."""
 
@@ -12,12 +13,13 @@ from conftest import write_toy_dataset
 
 import cli
 from eval.data import open_dataset
-from retriever.artifacts import ArtifactError
-from retriever.backends import FaissBackend, MilvusBackend, make_backend
-from retriever.index import IndexConfig, build_index
-from retriever.lexical import LexicalConfig, build_lexical_index
-from retriever.milvus import INCOMPLETE, META, MilvusIndex, _client, build_milvus_index, default_collection
-from retriever.ranking import search, search_lexical
+from retriever.index.backends import FaissBackend, MilvusBackend, make_backend
+from retriever.index.base import IndexConfig
+from retriever.index.faiss_index import build_index
+from retriever.index.lexical import LexicalConfig, build_lexical_index
+from retriever.index.milvus import INCOMPLETE, META, MilvusIndex, _client, build_milvus_index, default_collection
+from retriever.ranking.topk import search, search_lexical
+from retriever.storage.files import ArtifactError
 
 pytest.importorskip("pymilvus")
 
@@ -65,7 +67,7 @@ def test_approximate_types(toy, toy_encoder, tmp_path, uri, index_type):
 
 
 def test_collection_describes_itself_and_is_checked(toy, toy_encoder, other_model_dir, uri):
-    from retriever.encoder import load_encoder
+    from retriever.encoding.encoder import load_encoder
 
     index = build_milvus_index(toy, toy_encoder, uri, "mine")
     meta = index.meta

@@ -9,9 +9,9 @@ import pytest
 from conftest import train_toy_experts
 
 from experts import TrainConfig
-from retriever.expert_encoder import MultiExpertEncoder
-from retriever.lora import adapted_layers
-from retriever.ranking import search
+from retriever.encoding.expert_encoder import MultiExpertEncoder
+from retriever.encoding.lora import adapted_layers
+from retriever.ranking.topk import search
 
 TEXTS = ["what is known about volcanoes", "jazz from new orleans and its history in the twentieth century",
          "blood sugar", "the moon and tides", "a", "why do whales sing to each other across the ocean at night"] * 6
@@ -158,8 +158,8 @@ def test_a_damaged_routing_space_is_refused_on_load(tmp_path, damage, message):
     files re-checksummed, as a careless edit would leave them)."""
     import json
 
-    from retriever.artifacts import ArtifactError, checksum_files
     from retriever.routers import ROUTERS, RoutingData, RoutingSpace, load_router
+    from retriever.storage.files import ArtifactError, checksum_files
 
     rng = np.random.default_rng(0)
     raw = rng.standard_normal((12, 32)).astype(np.float32)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from retriever.ranking import rank, search
+from retriever.ranking.topk import rank, search
 
 
 def test_rank_drops_self_hits_and_padding():
@@ -15,7 +15,7 @@ def test_rank_drops_self_hits_and_padding():
 
 def test_search_arguments(toy_encoder, data_dir, tmp_path):
     from eval.data import open_dataset
-    from retriever.index import build_index
+    from retriever.index.faiss_index import build_index
 
     index = build_index(open_dataset(data_dir, "toy"), toy_encoder, tmp_path / "idx")
     vectors = toy_encoder.encode(["jazz"])

@@ -1,4 +1,4 @@
-"""Corpus encoding on Ray (``retriever.ray_encoder``) on a real local Ray cluster with 2 CPUs: the vectors equal
+"""Corpus encoding on Ray (``retriever.index.ray_encoder``) on a real local Ray cluster with 2 CPUs: the vectors equal
 the local encoder's (1e-5), in corpus order, into either backend, and through ``routerretriever index``."""
 
 import json
@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 import cli
 from eval.data import open_dataset
-from retriever.index import build_index
-from retriever.milvus import build_milvus_index
+from retriever.index.faiss_index import build_index
+from retriever.index.milvus import build_milvus_index
 
 ray = pytest.importorskip("ray")
 
@@ -26,7 +26,7 @@ def cluster():
 @pytest.fixture
 def ray_encoder(cluster, toy_model_dir):
     """Two actors holding the cluster's 2 CPUs until the test ends (so a test that needs them waits for none)."""
-    from retriever.ray_encoder import RayEncoder
+    from retriever.index.ray_encoder import RayEncoder
 
     encoder = RayEncoder(str(toy_model_dir), workers=2, block_size=3)
     yield encoder
@@ -49,13 +49,13 @@ def test_both_backends_take_ray_vectors(ray_encoder, toy_encoder, data_dir, tmp_
     local = build_index(toy, toy_encoder, tmp_path / "local")
     on_ray = build_index(toy, ray_encoder, tmp_path / "ray")
     np.testing.assert_allclose(on_ray.embeddings, local.embeddings, atol=1e-5)
-    from retriever.lexical import LexicalConfig
+    from retriever.index.lexical import LexicalConfig
 
     # Milvus: the workers insert their blocks themselves (into this Milvus Lite file through its server's port)
     milvus = build_milvus_index(toy, ray_encoder, str(tmp_path / "m.db"), "toy_ray", lexical=LexicalConfig())
     np.testing.assert_allclose(milvus.embeddings, local.embeddings, atol=1e-5)
     assert milvus.doc_ids == local.doc_ids and len(milvus) == 20
-    from retriever.ranking import search_lexical
+    from retriever.ranking.topk import search_lexical
 
     alone = build_milvus_index(toy, toy_encoder, str(tmp_path / "m.db"), "toy_local", lexical=LexicalConfig())
     query = ["blue whale largest animal"]
@@ -63,7 +63,7 @@ def test_both_backends_take_ray_vectors(ray_encoder, toy_encoder, data_dir, tmp_
 
 
 def test_bad_worker_count(cluster):
-    from retriever.ray_encoder import RayEncoder
+    from retriever.index.ray_encoder import RayEncoder
 
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         RayEncoder(workers=0)
@@ -90,7 +90,7 @@ def test_cli_index_on_ray_equals_local(cluster, real_data_dir, tmp_path):
 def test_workers_that_cannot_load_the_model_fail_in_one_line_and_free_the_cluster(cluster, toy_model_dir, tmp_path):
     import shutil
 
-    from retriever.ray_encoder import RayEncoder
+    from retriever.index.ray_encoder import RayEncoder
 
     bad = shutil.copytree(toy_model_dir, tmp_path / "bad")  # found here, so only the workers' load fails
     weights = bad / "model.safetensors"

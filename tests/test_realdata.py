@@ -73,8 +73,8 @@ def test_expected_base_scores(real_data_dir, minilm, name, tmp_path_factory):
     import os
 
     from eval.runs import SplitRun
-    from retriever.expert_encoder import MultiExpertEncoder
-    from retriever.index import ensure_index
+    from retriever.encoding.expert_encoder import MultiExpertEncoder
+    from retriever.index.faiss_index import ensure_index
 
     cache = os.environ.get("ROUTERRETRIEVER_CACHE_DIR") or tmp_path_factory.getbasetemp() / "cache"
     dataset = open_dataset(real_data_dir, name)
@@ -90,7 +90,7 @@ def test_expected_demo_scores(real_data_dir):
     import os
 
     from experts.workflows import DEFAULT_OVERRIDES, load_overrides, run_comparison
-    from retriever.index import default_cache_dir
+    from retriever.storage.cache import default_cache_dir
 
     demo = EXPECTED["demo"]
     if not os.environ.get("ROUTERRETRIEVER_CACHE_DIR"):  # never train into the user's own cache by surprise

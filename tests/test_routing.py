@@ -11,10 +11,10 @@ from conftest import FAST
 import cli
 from experts import TrainConfig, train_expert
 from experts.routing import cached_routing_data, refresh_routers, routing_data
-from retriever.expert_encoder import MultiExpertEncoder
-from retriever.router_dir import RouterDirectory
+from retriever.encoding.expert_encoder import MultiExpertEncoder
 from retriever.router_retriever import RouterRetriever
 from retriever.routers import ROUTERS, load_router
+from retriever.routers.directory import RouterDirectory
 
 
 def test_routing_labels_come_from_train_queries_only(world, monkeypatch):
@@ -76,7 +76,7 @@ def test_router_retriever_search(world):
     for r, conf in zip(results, routing.confidence, strict=True):
         assert len(r.hits) == 3 and 0 < r.confidence <= 1 and r.confidence == pytest.approx(float(conf))
     vectors = rr.encoder.encode_routed(list(queries.values()), routing.choice)
-    from retriever.ranking import search
+    from retriever.ranking.topk import search
 
     expected = search(index, vectors, list(queries), k=3)
     assert [dict(r.hits) for r in results] == [expected[q] for q in queries]

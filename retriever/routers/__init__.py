@@ -15,9 +15,11 @@ saved as JSON + ``.npy`` under ``<router dir>/routers/<name>/`` (no pickle; skle
 
 Layout (peft's shape: one module per method, registered by name): ``base`` — the ``Router`` interface,
 ``Routing``, ``RoutingData``, the registry and ``load_router``; one module per router, each registering itself
-(``@register_router``); ``calibration`` — the routing folds and the thresholds fitted on them. Adding a router
-is one new module here: every module of this package is imported below, so it registers itself. Tested in
-``tests/test_routers.py`` (one contract test every registered router passes).
+(``@register_router``); ``calibration`` — the routing folds and the thresholds fitted on them; ``directory`` —
+``RouterDirectory``, the one owner of a router directory's layout (experts, built routers, routing-data
+caches). Adding a router is one new module here: every module of this package but those three is imported
+below, so it registers itself. Tested in ``tests/test_routers.py`` (one contract test every registered router
+passes).
 """
 
 import importlib
@@ -50,8 +52,10 @@ from retriever.routers.calibration import (
     without_expert,
 )
 
+_SUPPORT = {"base", "calibration", "directory"}  # not routers: the interface, the folds, the router directory
 for _module in pkgutil.iter_modules(__path__):  # each router module registers its router on import
-    importlib.import_module(f"{__name__}.{_module.name}")
+    if _module.name not in _SUPPORT:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 from retriever.routers.fixed import FixedRouter  # noqa: E402  (the one router callers build by hand)
 

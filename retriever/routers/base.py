@@ -15,10 +15,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from retriever.artifacts import (
+from retriever.ranking.systems import AUTO, BASE, SystemSet
+from retriever.storage.artifacts import atomic_directory
+from retriever.storage.files import (
     MODEL_SCHEMA,
     ArtifactError,
-    atomic_directory,
     checksum_files,
     library_version,
     load_npy,
@@ -26,7 +27,6 @@ from retriever.artifacts import (
     verify_checksums,
     write_json,
 )
-from retriever.systems import AUTO, BASE, SystemSet
 
 __all__ = [
     "AUTO", "BASE", "ROUTERS", "Router", "Routing", "RoutingData", "RoutingSpace", "best_expert", "best_systems",
@@ -81,7 +81,7 @@ class RoutingSpace:
 @dataclass(frozen=True)
 class Routing:
     """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``experts[j]`` (an expert or any
-    other system, ``retriever.systems``); queries marked in ``fallback`` (below the router's confidence or
+    other system, ``retriever.ranking.systems``); queries marked in ``fallback`` (below the router's confidence or
     novelty threshold) go to the ``default`` system (the base model unless calibrated otherwise)."""
 
     experts: list[str]
@@ -110,7 +110,7 @@ class Routing:
 class RoutingData:
     """Training queries for fitting a router. ``labels``: best system per query; ``datasets``: its source.
     "Experts" here are the systems a router chooses among: dense experts, and with a lexical index ``bm25`` and
-    ``hybrid:<expert>`` (``retriever.systems``)."""
+    ``hybrid:<expert>`` (``retriever.ranking.systems``)."""
 
     vectors: np.ndarray
     labels: list[str]

@@ -12,8 +12,8 @@ from functools import cache
 
 import numpy as np
 
+from retriever.ranking.systems import dense_part, hybrid
 from retriever.routers.base import AUTO, BASE, ROUTERS, Router, RoutingData, best_expert, best_systems, novelty_kinds
-from retriever.systems import dense_part, hybrid
 
 __all__ = [
     "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "UNFAMILIAR_POLICIES", "best_threshold", "check_threshold",
@@ -23,7 +23,7 @@ __all__ = [
 FALLBACKS = ("none", "auto")
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # candidate confidence thresholds for fallback="auto"
 SIMILARITIES = np.round(np.arange(0.0, 0.5001, 0.025), 3)  # candidate similarity thresholds for novelty="auto"
-# where queries the router does not recognise go: "auto" — auto:base (retriever.unfamiliar decides per corpus
+# where queries the router does not recognise go: "auto" — auto:base (retriever.ranking.unfamiliar decides per corpus
 # whether BM25 is trusted), the base for routers without lexical systems; "calibrated" — whichever of base and
 # hybrid:base the routing folds favour (one global choice, fitted on the training domains: before 2026-12-04)
 UNFAMILIAR_POLICIES = ("auto", "calibrated")

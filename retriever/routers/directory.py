@@ -15,7 +15,7 @@
 
 The set of experts is the set of ``experts/<name>/expert.json`` files: nothing else lists them, so adding or
 removing one touches only its own directory. Each expert and router is written atomically. Names (experts,
-router kinds, datasets) pass ``retriever.artifacts.safe_name`` before they become a path.
+router kinds, datasets) pass ``retriever.storage.files.safe_name`` before they become a path.
 """
 
 from __future__ import annotations
@@ -29,26 +29,25 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from retriever.artifacts import (
+from retriever.encoding.encoder import ModelInfo
+from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.encoding.lora import lora_factors
+from retriever.ranking.systems import BM25, SystemSet
+from retriever.routers import Router, load_router
+from retriever.storage.artifacts import atomic_directory, remove_stale_temporaries
+from retriever.storage.files import (
     MODEL_SCHEMA,
     ArtifactError,
-    atomic_directory,
     check_finite,
     check_parents,
     checksum_files,
     library_version,
     read_json,
     read_metadata,
-    remove_stale_temporaries,
     safe_name,
     verify_checksums,
     write_json,
 )
-from retriever.encoder import ModelInfo
-from retriever.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.lora import lora_factors
-from retriever.routers import Router, load_router
-from retriever.systems import BM25, SystemSet
 
 __all__ = ["EXPERT_FILES", "RouterDirectory", "validate_name"]
 
@@ -63,7 +62,7 @@ EXPERT_SCHEMA = {"files": dict, "base_model": MODEL_SCHEMA, "domain?": str, "tra
 
 
 def validate_name(name: str) -> str:
-    """An expert name (``retriever.artifacts.safe_name``), never the reserved ``base``."""
+    """An expert name (``retriever.storage.files.safe_name``), never the reserved ``base``."""
     safe_name(name, "expert")
     if name in (BASE_EXPERT, BM25):
         what = "the base model" if name == BASE_EXPERT else "the BM25 system"
@@ -83,8 +82,8 @@ def _listing(folder: Path, metadata: str) -> list[str]:
 
 
 def _read_adapter(path: Path, name: str) -> dict:
-    """The LoRA factors of expert ``name`` in directory ``path`` (peft's files; ``retriever.lora.lora_factors``),
-    every weight checked to be finite."""
+    """The LoRA factors of expert ``name`` in directory ``path`` (peft's files;
+    ``retriever.encoding.lora.lora_factors``), every weight checked to be finite."""
     from safetensors.torch import load_file
 
     config = read_json(path / "adapter_config.json")
@@ -289,7 +288,7 @@ class RouterDirectory:
         so the directory has no expert ``name`` unless the block saves a new one; the block then refits the
         routers. If the block fails, the experts are as they were (what it saved is deleted, the old version put
         back); if it succeeds, the old version is deleted. A kill inside the block is mended by the next change
-        of ``name`` (``retriever.artifacts.remove_stale_temporaries`` puts the old version back)."""
+        of ``name`` (``retriever.storage.artifacts.remove_stale_temporaries`` puts the old version back)."""
         target = self.experts_dir / validate_name(name)
         for old in self.experts_dir.glob(".*.removing-*"):  # what a removal killed by an earlier version left
             shutil.rmtree(old, ignore_errors=True)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from retriever.encoder import ModelInfo, check_precision, resolve_model
+from retriever.encoding.encoder import ModelInfo, check_precision, resolve_model
 
 __all__ = ["RayEncoder", "check_address"]
 
@@ -36,7 +36,7 @@ class _Worker:
     def __init__(self, model: str | None, threads: int, device: str | None, precision: str):
         import torch
 
-        from retriever.encoder import load_encoder
+        from retriever.encoding.encoder import load_encoder
 
         torch.set_num_threads(threads)
         self.encoder = load_encoder(model, device=device, precision=precision)
@@ -53,7 +53,7 @@ class _Worker:
         """Encode a block and insert it into the Milvus collection itself; ``(rows, sha256 of its vectors)``."""
         from pymilvus import MilvusClient
 
-        from retriever.milvus import insert_block
+        from retriever.index.milvus import insert_block
 
         if self._client is None or self._uri != uri:
             self._client, self._uri = MilvusClient(uri), uri

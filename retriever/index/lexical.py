@@ -9,7 +9,7 @@ A lexical index directory describes itself like the dense one::
 
 It is cached beside the dense index (``<cache>/indexes/<dataset>-bm25-<settings key>``) and rebuilt when the
 corpus or the settings change. ``search`` returns raw rows like ``CorpusIndex.search``, so every ranking ends
-in ``retriever.ranking.rank`` (self-hits dropped in one place).
+in ``retriever.ranking.topk.rank`` (self-hits dropped in one place).
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.artifacts import (
+from retriever.index.base import corpus_source
+from retriever.storage.artifacts import atomic_directory, cached_artifact, check_target, directory_files
+from retriever.storage.files import (
     ArtifactError,
-    atomic_directory,
-    cached_artifact,
     check_finite,
-    check_target,
     checksum_files,
-    directory_files,
     library_version,
     read_json,
     read_metadata,
@@ -39,7 +37,6 @@ from retriever.artifacts import (
     verify_checksums,
     write_json,
 )
-from retriever.index import corpus_source
 
 __all__ = [
     "LexicalConfig", "LexicalIndex", "build_lexical_index", "ensure_lexical_index", "fit_bm25", "lexical_beside",
@@ -217,7 +214,7 @@ def ensure_lexical_index(dataset, cache_dir: str | os.PathLike, config: LexicalC
 
 
 def check_lexical_output(path: str | os.PathLike, overwrite: bool) -> None:
-    """Whether ``build_lexical_index`` may write ``path`` (``retriever.artifacts.check_target``)."""
+    """Whether ``build_lexical_index`` may write ``path`` (``retriever.storage.artifacts.check_target``)."""
     check_target(path, ("lexical.json", KIND), overwrite)
 
 

@@ -1,6 +1,6 @@
 """Systems: what answers a query over the shared corpus. A dense expert (``base`` or an expert's name), ``bm25``
 (the lexical index), ``hybrid:<expert>`` (that expert's ranking fused with BM25's), or ``auto:base``, where routers
-send queries they do not recognise: ``hybrid:base`` or ``base``, whichever ``retriever.unfamiliar`` decides for
+send queries they do not recognise: ``hybrid:base`` or ``base``, whichever ``retriever.ranking.unfamiliar`` decides for
 the call's queries sent there from their two rankings (``resolve``).
 
 Routers choose among systems by these names; ``run_system`` is the one place a system's ranking is made from
@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 
-from retriever.unfamiliar import top_agreement, trusts_lexical
+from retriever.encoding.expert_encoder import BASE
+from retriever.ranking.unfamiliar import top_agreement, trusts_lexical
 
 __all__ = [
     "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "SystemSet", "auto_choice", "dense_part", "fuse",
@@ -26,7 +27,6 @@ __all__ = [
     "is_lexical", "resolve", "run_system", "system_names",
 ]
 
-BASE = "base"  # the base model itself, a system and the reserved expert name
 BM25 = "bm25"
 HYBRID = "hybrid:"
 AUTO = "auto:base"  # unfamiliar queries: hybrid:base where the corpus's lexical side agrees with the base, else base
@@ -114,7 +114,7 @@ class SystemSet:
 
 def auto_choice(agreements: Iterable[float | None]) -> str:
     """What ``auto:base`` is for queries with these ``top_agreement`` values taken together: ``hybrid:base`` if
-    they trust the lexical side (``retriever.unfamiliar.trusts_lexical``), else ``base``."""
+    they trust the lexical side (``retriever.ranking.unfamiliar.trusts_lexical``), else ``base``."""
     return hybrid(BASE) if trusts_lexical(agreements) else BASE
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retriever.index import CorpusIndex
+from retriever.index.faiss_index import CorpusIndex
 
 __all__ = ["Results", "rank", "search", "search_lexical"]
 
@@ -42,7 +42,7 @@ def search(index: CorpusIndex, query_vectors: np.ndarray, query_ids: Sequence[st
 
 
 def search_lexical(index, texts: Sequence[str], query_ids: Sequence[str], k: int = 10) -> Results:
-    """Top-``k`` BM25 documents (``retriever.lexical.LexicalIndex``) for each query text; self-hits dropped and
+    """Top-``k`` BM25 documents (``retriever.index.lexical.LexicalIndex``) for each query text; self-hits dropped and
     documents sharing no term with the query left out, by the same ``rank``."""
     return _ranked(index, list(texts), query_ids, k, "query texts")
 

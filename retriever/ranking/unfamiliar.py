@@ -1,7 +1,7 @@
 """Queries the router does not recognise: whether to trust lexical (BM25) evidence for them, without labels.
 
 A query unlike every domain the router was fitted on (below its novelty threshold) goes to the system
-``auto:base`` (``retriever.systems.AUTO``): ``hybrid:base`` when the corpus's lexical side agrees with the base
+``auto:base`` (``retriever.ranking.systems.AUTO``): ``hybrid:base`` when the corpus's lexical side agrees with the base
 model, ``base`` otherwise. The evidence is the two rankings themselves, no label:
 
 - ``top_agreement`` of one query: how high each system ranks the other's top document, ``(1 / rank in BM25 of the

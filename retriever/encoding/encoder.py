@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.artifacts import ArtifactError, check_finite, read_json
+from retriever.storage.files import ArtifactError, check_finite, read_json
 
 __all__ = [
     "DEFAULT_MODEL", "PRECISIONS", "Encoder", "ModelInfo", "check_device", "check_precision", "load_encoder",
@@ -76,7 +76,7 @@ def _check_weights(path: Path) -> None:
 
 def _fingerprint(path: Path) -> str:
     """sha256 over the model's weight files and module layout, so a changed model never matches an index."""
-    from retriever.artifacts import sha256_file
+    from retriever.storage.files import sha256_file
 
     digest = hashlib.sha256()
     files = sorted(

@@ -39,7 +39,13 @@ from urllib.parse import urlsplit
 import numpy as np
 from tqdm.auto import tqdm
 
-from retriever.artifacts import (
+from retriever.encoding.encoder import Encoder, ModelInfo
+from retriever.index.base import DenseIndex, IndexConfig, IndexType, corpus_source
+from retriever.index.faiss_index import ivf_nlist
+from retriever.index.lexical import LexicalConfig, fit_bm25, tokenize, tokenizer_versions
+from retriever.storage.artifacts import reuse_or_build
+from retriever.storage.cache import built_precision, precision_suffix
+from retriever.storage.files import (
     MODEL_SCHEMA,
     ArtifactError,
     alive,
@@ -47,19 +53,7 @@ from retriever.artifacts import (
     check_metadata,
     library_version,
     parse_json,
-    reuse_or_build,
 )
-from retriever.encoder import Encoder, ModelInfo
-from retriever.index import (
-    DenseIndex,
-    IndexConfig,
-    IndexType,
-    built_precision,
-    corpus_source,
-    ivf_nlist,
-    precision_suffix,
-)
-from retriever.lexical import LexicalConfig, fit_bm25, tokenize, tokenizer_versions
 
 __all__ = [
     "MilvusIndex", "MilvusLexicalIndex", "build_milvus_index", "check_uri", "default_collection", "ensure_milvus_index",

@@ -2,13 +2,13 @@
 
 ``encode(texts, expert)`` runs one expert; ``encode_routed(texts, experts)`` takes one expert name per text and
 runs each expert once over its group. The reserved expert ``base`` is the plain base model (which also encodes
-every document). Expert choice is per call and per thread (``retriever.lora.active_expert``), never global.
+every document). Expert choice is per call and per thread (``retriever.encoding.lora.active_expert``), never global.
 
 Routed search reuses the base pass (``encode_keeping`` then ``resume``): an expert whose LoRA starts at layer L
 (a shared-prefix expert, ``TrainConfig.lora_layers``) leaves layers below L as the base's, so the base pass keeps
 the hidden states entering layer L and the expert runs only layers L.. and the pooling. The routed rows of
 every base batch are regrouped by length and go through those layers in one mixed pass, each row with its own
-expert's factors (``retriever.lora.active_rows``). With ``stop`` the base pass runs only the shared prefix, and
+expert's factors (``retriever.encoding.lora.active_rows``). With ``stop`` the base pass runs only the shared prefix, and
 ``resume(..., base_from=stop)`` takes base-routed rows through the rest too (routing on a prefix space). The vectors
 equal a full pass of each expert to float rounding
 (``tests/test_prefix.py``).
@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retriever.encoder import Encoder
-from retriever.lora import active_expert, active_rows, adapted_layers, attach_adapter, detach_adapter
-from retriever.systems import BASE
+from retriever.encoding.encoder import Encoder
+from retriever.encoding.lora import active_expert, active_rows, adapted_layers, attach_adapter, detach_adapter
 
-__all__ = ["BASE_EXPERT", "MultiExpertEncoder"]
+__all__ = ["BASE", "BASE_EXPERT", "MultiExpertEncoder"]
 
 
 def _lengths(mask) -> list[int]:
@@ -36,6 +35,7 @@ def _lengths(mask) -> list[int]:
     positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
     return [max(1, n) for n in (mask.bool() * positions).max(dim=1).values.tolist()]
 
+BASE = "base"  # the base model itself: a system and the reserved expert name
 BASE_EXPERT = BASE  # the reserved expert: the plain base model
 
 

@@ -9,7 +9,7 @@ An index directory describes itself::
                       cached document side for expert training)
     index.faiss       only for approximate types (hnsw, ivf)
 
-It is written to a temporary sibling and renamed into place (``retriever.artifacts.atomic_directory``).
+It is written to a temporary sibling and renamed into place (``retriever.storage.artifacts.atomic_directory``).
 """
 
 from __future__ import annotations
@@ -19,40 +19,33 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from enum import Enum, StrEnum
-from itertools import islice
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
 import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from retriever.artifacts import (
+from retriever.encoding.encoder import Encoder, ModelInfo, check_device
+from retriever.index.base import CorpusSource, DenseIndex, Doc, IndexConfig, IndexType, Metric, chunks, corpus_source
+from retriever.storage.artifacts import atomic_directory, cached_artifact, check_target
+from retriever.storage.cache import built_precision, precision_suffix
+from retriever.storage.files import (
     MODEL_SCHEMA,
     ArtifactError,
-    atomic_directory,
-    cached_artifact,
     check_finite,
-    check_target,
     checksum_files,
     library_version,
     load_npy,
     read_json,
     read_metadata,
     safe_name,
-    sha256_file,
     verify_checksums,
     write_json,
 )
-from retriever.encoder import Encoder, ModelInfo, check_device
 
-__all__ = [
-    "CACHE_DIR_ENV", "CorpusIndex", "DenseIndex", "IndexConfig", "IndexType", "Metric", "build_index",
-    "default_cache_dir", "ensure_index", "faiss_gpus",
-]
+__all__ = ["CorpusIndex", "build_index", "check_output", "cuda_ordinal", "default_index_path", "ensure_index",
+           "faiss_gpus", "ivf_nlist"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,70 +57,7 @@ SCHEMA = {"files": dict, "model": MODEL_SCHEMA, "dim": int, "count": int, "confi
           "precision?": str}
 
 
-class IndexType(StrEnum):
-    FLAT = "flat"
-    HNSW = "hnsw"
-    IVF = "ivf"
-
-
-class Metric(StrEnum):
-    INNER_PRODUCT = "inner_product"
-
-
 _FAISS_METRIC = {Metric.INNER_PRODUCT: faiss.METRIC_INNER_PRODUCT}
-
-
-def _enum_value(enum: type[Enum], value, what: str):
-    try:
-        return enum(value)
-    except ValueError:
-        valid = ", ".join(member.value for member in enum)
-        raise ValueError(f"unknown {what} {value!r}; valid: {valid}") from None
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """How document vectors are searched. Exact inner product (``flat``) is the default."""
-
-    index_type: IndexType = IndexType.FLAT
-    metric: Metric = Metric.INNER_PRODUCT
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 200
-    hnsw_ef_search: int = 256
-    ivf_nlist: int | None = None  # default: about 4 * sqrt(n)
-    ivf_nprobe: int = 32
-
-    def __post_init__(self):
-        object.__setattr__(self, "index_type", _enum_value(IndexType, self.index_type, "index type"))
-        object.__setattr__(self, "metric", _enum_value(Metric, self.metric, "metric"))
-        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.ivf_nlist is not None and (not isinstance(self.ivf_nlist, int) or self.ivf_nlist < 1):
-            raise ValueError(f"ivf_nlist must be a positive integer or None, got {self.ivf_nlist!r}")
-
-    def to_json(self) -> dict:
-        return {
-            "index_type": self.index_type.value, "metric": self.metric.value,
-            "hnsw_m": self.hnsw_m, "hnsw_ef_construction": self.hnsw_ef_construction,
-            "hnsw_ef_search": self.hnsw_ef_search, "ivf_nlist": self.ivf_nlist, "ivf_nprobe": self.ivf_nprobe,
-        }
-
-
-class Doc(Protocol):
-    id: str
-
-    def content(self) -> str: ...
-
-
-class CorpusSource(Protocol):
-    """What ``ensure_index`` needs of a dataset (``eval.Dataset`` is one)."""
-
-    name: str
-    corpus_path: Path
-
-    def corpus(self) -> Iterator[Doc]: ...
 
 
 def ivf_nlist(config: IndexConfig, n: int) -> int:
@@ -163,45 +93,8 @@ def _apply_search_params(index: faiss.Index, config: IndexConfig) -> None:
         index.nprobe = config.ivf_nprobe
 
 
-class DenseIndex:
-    """What every dense index shares (``CorpusIndex`` here, ``retriever.milvus.MilvusIndex``): ``doc_ids``,
-    ``meta`` (as ``index.json`` holds it), ``path`` (names it in messages) and the checks of a search and a model.
-    ``search(query_vectors, k) -> (scores, rows)`` is each backend's own."""
-
-    doc_ids: list[str]
-    meta: dict
-    path: object
-
-    def __len__(self) -> int:
-        return len(self.doc_ids)
-
-    @property
-    def dim(self) -> int:
-        return int(self.meta["dim"])
-
-    @property
-    def config(self) -> IndexConfig:
-        return IndexConfig(**self.meta["config"])
-
-    def _queries(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, int]:
-        query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
-        if query_vectors.ndim != 2 or query_vectors.shape[1] != self.dim:
-            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {query_vectors.shape}")
-        return query_vectors, min(k, len(self))
-
-    def check_model(self, model: ModelInfo) -> None:
-        """Refuse query vectors from a model other than the one that encoded the corpus."""
-        built = self.meta["model"]
-        if built["fingerprint"] != model.fingerprint or int(built["dim"]) != model.dim:
-            raise ArtifactError(
-                f"index {self.path} was built with model {built['id']!r} (dim {built['dim']}, fingerprint "
-                f"{built['fingerprint'][:12]}), but the query model is {model.id!r} (dim {model.dim}, "
-                f"fingerprint {model.fingerprint[:12]}); rebuild the index with this model"
-            )
-
-
 class CorpusIndex(DenseIndex):
-    """A loaded corpus index. ``search`` returns raw rows; ``retriever.ranking`` maps them to ids.
+    """A loaded corpus index. ``search`` returns raw rows; ``retriever.ranking.topk`` maps them to ids.
 
     Search runs on FAISS. With ``device`` set (``"cuda"``, ``"cuda:1"``, ``"cpu"``): on a CUDA device with a FAISS
     GPU build installed (the ``gpu`` extra, ``faiss-gpu-cu12``), the FAISS index is copied to that GPU (flat and
@@ -329,12 +222,6 @@ def cuda_ordinal(device: str | None) -> int | None:
     return int(number) if number.isdigit() else 0
 
 
-def chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
 def build_index(
     docs: Iterable[Doc] | CorpusSource,
     encoder: Encoder,
@@ -399,28 +286,10 @@ def build_index(
     return CorpusIndex.load(path, encoder.info, verify=False)
 
 
-CACHE_DIR_ENV = "ROUTERRETRIEVER_CACHE_DIR"
-
-
-def default_cache_dir() -> Path:
-    """Where corpus indexes are cached unless told otherwise: ``$ROUTERRETRIEVER_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/routerretriever`` (``~/.cache/routerretriever``). Read when called, never at import."""
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "routerretriever"
-
-
 def check_output(path: str | os.PathLike, overwrite: bool) -> None:
-    """Whether ``build_index`` may write ``path`` (``retriever.artifacts.check_target``), before any encoding."""
+    """Whether ``build_index`` may write ``path`` (``retriever.storage.artifacts.check_target``), before any
+    encoding."""
     check_target(path, ("index.json", KIND), overwrite)
-
-
-def corpus_source(docs) -> dict:
-    """What an index records of the corpus it was built from: a dataset's name, corpus file and its sha256 (``{}``
-    for a plain collection of documents)."""
-    if not hasattr(docs, "corpus_path"):
-        return {}
-    return {"dataset": docs.name, "corpus": str(docs.corpus_path), "corpus_sha256": sha256_file(docs.corpus_path)}
 
 
 def default_index_path(cache_dir: str | os.PathLike, name: str, model: ModelInfo, config: IndexConfig,
@@ -428,16 +297,6 @@ def default_index_path(cache_dir: str | os.PathLike, name: str, model: ModelInfo
     name = safe_name(name, "dataset")
     return Path(cache_dir) / "indexes" / f"{name}-{model.fingerprint[:12]}-{config.index_type.value}" \
         f"{precision_suffix(precision, '-')}"
-
-
-def precision_suffix(precision: str, sep: str) -> str:
-    """What a cache entry's name adds for a corpus encoded in ``precision`` (nothing for fp32, the default)."""
-    return "" if precision == "fp32" else f"{sep}{precision}"
-
-
-def built_precision(meta: dict) -> str:
-    """The precision an index's corpus was encoded in (indexes written before it was recorded: fp32)."""
-    return meta.get("precision", "fp32")
 
 
 def ensure_index(

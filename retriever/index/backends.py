@@ -3,10 +3,10 @@
 - ``FaissBackend`` (the default): index directories, cached under ``<cache>/indexes`` (dense FAISS index and the
   bm25s BM25 index beside it), or written where ``--output`` says.
 - ``MilvusBackend``: one Milvus collection per corpus (dense vectors and BM25 weights), on Milvus Lite (a ``.db``
-  file) or a Milvus server (``http://host:19530``); see ``retriever.milvus``.
+  file) or a Milvus server (``http://host:19530``); see ``retriever.index.milvus``.
 
 Both give indexes with the same ``search`` / ``doc_ids`` / ``meta`` interface, so every ranking still ends in
-``retriever.ranking.rank``. ``make_backend`` builds one from the CLI's ``--backend`` and ``--uri``.
+``retriever.ranking.topk.rank``. ``make_backend`` builds one from the CLI's ``--backend`` and ``--uri``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from retriever.encoder import Encoder, ModelInfo
-from retriever.index import IndexConfig
+from retriever.encoding.encoder import Encoder, ModelInfo
+from retriever.index.base import IndexConfig
 
 __all__ = ["BACKENDS", "FaissBackend", "IndexBackend", "MilvusBackend", "make_backend"]
 
@@ -56,34 +56,34 @@ class FaissBackend(IndexBackend):
     name = "faiss"
 
     def __init__(self, cache_dir: str | os.PathLike | None = None):
-        from retriever.index import default_cache_dir
+        from retriever.storage.cache import default_cache_dir
 
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     def ensure(self, dataset, encoder, config=None, *, lexical=False, progress=False):
-        from retriever.index import ensure_index
-        from retriever.lexical import ensure_lexical_index
+        from retriever.index.faiss_index import ensure_index
+        from retriever.index.lexical import ensure_lexical_index
 
         index = ensure_index(dataset, encoder, self.cache_dir, config, progress=progress)
         return index, ensure_lexical_index(dataset, self.cache_dir) if lexical else None
 
     def check_target(self, target, overwrite, lexical=True):
-        from retriever.index import check_output
-        from retriever.lexical import check_lexical_output, lexical_path_for
+        from retriever.index.faiss_index import check_output
+        from retriever.index.lexical import check_lexical_output, lexical_path_for
 
         check_output(target, overwrite)
         if lexical:
             check_lexical_output(lexical_path_for(target), overwrite)
 
     def build(self, dataset, encoder, target, config=None, *, lexical=True, overwrite=False, progress=False):
-        from retriever.index import build_index
-        from retriever.lexical import build_lexical_index, lexical_path_for
+        from retriever.index.faiss_index import build_index
+        from retriever.index.lexical import build_lexical_index, lexical_path_for
 
         index = build_index(dataset, encoder, target, config, progress=progress, overwrite=overwrite)
         return index, build_lexical_index(dataset, lexical_path_for(target), overwrite=overwrite) if lexical else None
 
     def open(self, target, model=None, device=None):
-        from retriever.index import CorpusIndex
+        from retriever.index.faiss_index import CorpusIndex
 
         return CorpusIndex.load(target, model, device=device)
 
@@ -92,7 +92,7 @@ class MilvusBackend(IndexBackend):
     name = "milvus"
 
     def __init__(self, uri: str):
-        from retriever.milvus import check_uri
+        from retriever.index.milvus import check_uri
 
         if not uri:
             raise ValueError("the milvus backend needs --uri: a .db file (Milvus Lite) or a server such as "
@@ -100,28 +100,28 @@ class MilvusBackend(IndexBackend):
         self.uri = check_uri(str(uri))  # before any model loads; connecting comes with the first use
 
     def ensure(self, dataset, encoder, config=None, *, lexical=False, progress=False):
-        from retriever.lexical import LexicalConfig
-        from retriever.milvus import ensure_milvus_index
+        from retriever.index.lexical import LexicalConfig
+        from retriever.index.milvus import ensure_milvus_index
 
         index = ensure_milvus_index(dataset, encoder, self.uri, config, LexicalConfig() if lexical else None,
                                     progress=progress)
         return index, index.lexical() if lexical else None
 
     def check_target(self, target, overwrite, lexical=True):
-        from retriever.milvus import check_milvus_target
+        from retriever.index.milvus import check_milvus_target
 
         check_milvus_target(self.uri, target, overwrite)
 
     def build(self, dataset, encoder, target, config=None, *, lexical=True, overwrite=False, progress=False):
-        from retriever.lexical import LexicalConfig
-        from retriever.milvus import build_milvus_index
+        from retriever.index.lexical import LexicalConfig
+        from retriever.index.milvus import build_milvus_index
 
         index = build_milvus_index(dataset, encoder, self.uri, target, config, LexicalConfig() if lexical else None,
                                    progress=progress, overwrite=overwrite)
         return index, index.lexical()
 
     def open(self, target, model=None, device=None):
-        from retriever.milvus import MilvusIndex
+        from retriever.index.milvus import MilvusIndex
 
         if device is not None:
             raise ValueError(f"device {device!r}: a Milvus collection searches on its server, not on a torch device")

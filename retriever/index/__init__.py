@@ -1,0 +1,33 @@
+"""Corpus indexes: ``base`` (``IndexConfig``, ``DenseIndex``, ``LexicalSearch``: what every index offers),
+``faiss_index`` (the index directory: exact, HNSW, IVF; CPU, FAISS GPU or torch), ``lexical`` (BM25 with bm25s,
+beside the dense index), ``milvus`` (dense and BM25 in one Milvus collection), ``ray_encoder`` (corpus encoding on
+Ray actors) and ``backends`` (``IndexBackend``: the one way callers build, cache and open indexes). Imports
+``retriever.storage`` and ``retriever.encoding``. Tested in ``tests/test_index.py``, ``test_lexical.py``,
+``test_milvus.py``, ``test_ray.py`` and ``test_backends.py`` (the contract both backends pass).
+"""
+
+from retriever.lazy import lazy_exports
+
+__all__, __getattr__ = lazy_exports(__name__, {
+    "BACKENDS": "retriever.index.backends",
+    "CorpusIndex": "retriever.index.faiss_index",
+    "DenseIndex": "retriever.index.base",
+    "FaissBackend": "retriever.index.backends",
+    "IndexBackend": "retriever.index.backends",
+    "IndexConfig": "retriever.index.base",
+    "IndexType": "retriever.index.base",
+    "LexicalConfig": "retriever.index.lexical",
+    "LexicalIndex": "retriever.index.lexical",
+    "Metric": "retriever.index.base",
+    "MilvusBackend": "retriever.index.backends",
+    "MilvusIndex": "retriever.index.milvus",
+    "RayEncoder": "retriever.index.ray_encoder",
+    "build_index": "retriever.index.faiss_index",
+    "build_lexical_index": "retriever.index.lexical",
+    "build_milvus_index": "retriever.index.milvus",
+    "ensure_index": "retriever.index.faiss_index",
+    "ensure_lexical_index": "retriever.index.lexical",
+    "ensure_milvus_index": "retriever.index.milvus",
+    "faiss_gpus": "retriever.index.faiss_index",
+    "make_backend": "retriever.index.backends",
+})

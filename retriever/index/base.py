@@ -1,0 +1,137 @@
+"""What every corpus index shares: its configuration (``IndexConfig``, closed sets as enums), what it indexes
+(``Doc``, ``CorpusSource``) and the dense-index base class (``DenseIndex``) that FAISS (``faiss_index``) and
+Milvus (``milvus``) indexes extend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from itertools import islice
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from retriever.encoding.encoder import ModelInfo
+from retriever.storage.files import (
+    ArtifactError,
+    sha256_file,
+)
+
+__all__ = ["CorpusSource", "DenseIndex", "Doc", "IndexConfig", "IndexType", "Metric", "chunks", "corpus_source"]
+
+
+class IndexType(StrEnum):
+    FLAT = "flat"
+    HNSW = "hnsw"
+    IVF = "ivf"
+
+
+class Metric(StrEnum):
+    INNER_PRODUCT = "inner_product"
+
+
+def _enum_value(enum: type[Enum], value, what: str):
+    try:
+        return enum(value)
+    except ValueError:
+        valid = ", ".join(member.value for member in enum)
+        raise ValueError(f"unknown {what} {value!r}; valid: {valid}") from None
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How document vectors are searched. Exact inner product (``flat``) is the default."""
+
+    index_type: IndexType = IndexType.FLAT
+    metric: Metric = Metric.INNER_PRODUCT
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 256
+    ivf_nlist: int | None = None  # default: about 4 * sqrt(n)
+    ivf_nprobe: int = 32
+
+    def __post_init__(self):
+        object.__setattr__(self, "index_type", _enum_value(IndexType, self.index_type, "index type"))
+        object.__setattr__(self, "metric", _enum_value(Metric, self.metric, "metric"))
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.ivf_nlist is not None and (not isinstance(self.ivf_nlist, int) or self.ivf_nlist < 1):
+            raise ValueError(f"ivf_nlist must be a positive integer or None, got {self.ivf_nlist!r}")
+
+    def to_json(self) -> dict:
+        return {
+            "index_type": self.index_type.value, "metric": self.metric.value,
+            "hnsw_m": self.hnsw_m, "hnsw_ef_construction": self.hnsw_ef_construction,
+            "hnsw_ef_search": self.hnsw_ef_search, "ivf_nlist": self.ivf_nlist, "ivf_nprobe": self.ivf_nprobe,
+        }
+
+
+class Doc(Protocol):
+    id: str
+
+    def content(self) -> str: ...
+
+
+class CorpusSource(Protocol):
+    """What ``ensure_index`` needs of a dataset (``eval.Dataset`` is one)."""
+
+    name: str
+    corpus_path: Path
+
+    def corpus(self) -> Iterator[Doc]: ...
+
+
+class DenseIndex:
+    """What every dense index shares (``CorpusIndex`` here, ``retriever.index.milvus.MilvusIndex``): ``doc_ids``,
+    ``meta`` (as ``index.json`` holds it), ``path`` (names it in messages) and the checks of a search and a model.
+    ``search(query_vectors, k) -> (scores, rows)`` is each backend's own."""
+
+    doc_ids: list[str]
+    meta: dict
+    path: object
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def config(self) -> IndexConfig:
+        return IndexConfig(**self.meta["config"])
+
+    def _queries(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+        query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
+        if query_vectors.ndim != 2 or query_vectors.shape[1] != self.dim:
+            raise ValueError(f"query vectors must have shape (n, {self.dim}), got {query_vectors.shape}")
+        return query_vectors, min(k, len(self))
+
+    def check_model(self, model: ModelInfo) -> None:
+        """Refuse query vectors from a model other than the one that encoded the corpus."""
+        built = self.meta["model"]
+        if built["fingerprint"] != model.fingerprint or int(built["dim"]) != model.dim:
+            raise ArtifactError(
+                f"index {self.path} was built with model {built['id']!r} (dim {built['dim']}, fingerprint "
+                f"{built['fingerprint'][:12]}), but the query model is {model.id!r} (dim {model.dim}, "
+                f"fingerprint {model.fingerprint[:12]}); rebuild the index with this model"
+            )
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def corpus_source(docs) -> dict:
+    """What an index records of the corpus it was built from: a dataset's name, corpus file and its sha256 (``{}``
+    for a plain collection of documents)."""
+    if not hasattr(docs, "corpus_path"):
+        return {}
+    return {"dataset": docs.name, "corpus": str(docs.corpus_path), "corpus_sha256": sha256_file(docs.corpus_path)}
+
