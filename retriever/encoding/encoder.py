@@ -40,6 +40,15 @@ class ModelInfo:
     fingerprint: str
     dim: int
 
+    def record(self) -> dict:
+        """How artifacts record this model (``retriever.storage.files.MODEL_SCHEMA``)."""
+        return {"id": self.id, "fingerprint": self.fingerprint, "dim": self.dim}
+
+    def built(self, record: dict) -> bool:
+        """Whether an artifact whose metadata records ``record`` was made with this model (same weights and
+        output dimension; the id is only a name)."""
+        return record["fingerprint"] == self.fingerprint and int(record["dim"]) == self.dim
+
 
 def resolve_model(model: str | os.PathLike | None) -> tuple[str, Path]:
     """Map a model name to ``(id, local directory)``. Only local models: nothing is downloaded."""
