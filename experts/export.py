@@ -35,7 +35,7 @@ def export_expert(store: RouterDirectory, name: str, base: Encoder, output: str 
         model.save(str(tmp))
         write_json(tmp / METADATA, {
             "kind": KIND, "format_version": 1, "library_version": library_version(), "expert": name,
-            "base_model": {"id": base.info.id, "fingerprint": base.info.fingerprint, "dim": base.info.dim},
+            "base_model": base.info.record(),
             "adapter_sha256": store.expert_info(name)["files"]["adapter_model.safetensors"],
             "files": checksum_files(tmp, directory_files(tmp)),  # what --overwrite may replace
         })
