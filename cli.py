@@ -51,6 +51,14 @@ def _checked(check):
     return callback
 
 
+def _usage(check, *args) -> None:
+    """Run a workflow's option check; what it refuses is a usage error (exit 2, with the usage line)."""
+    try:
+        check(*args)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+
+
 def output_json_option(**kwargs):
     return click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
                         callback=_checked(check_output_file), **kwargs)
@@ -145,35 +153,14 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output, overwrite, no_lexical, encoder_kind,
           workers, ray_address, gpus_per_worker, precision, device, batch_size):
     """Encode a dataset's corpus with the base model and save a dense index and a BM25 index (FAISS or Milvus)."""
-    from eval.data import open_dataset
-    from retriever.encoding.encoder import load_encoder
-    from retriever.index.base import IndexConfig
+    from experts.workflows.indexing import check_encoder_options, index_dataset
 
-    if encoder_kind == "local" and (ray_address or gpus_per_worker):
-        raise click.UsageError("--ray-address and --gpus-per-worker are for --encoder ray")
-    if encoder_kind == "ray" and (device or batch_size):
-        raise click.UsageError("--device and --batch-size are for --encoder local (Ray workers: --gpus-per-worker)")
-    ds = open_dataset(data_dir, dataset)
-    config = IndexConfig(index_type=index_type)
-    if output is not None:  # fail before the model loads; the writes themselves are exclusive as well
-        backend.check_target(output, overwrite, lexical=not no_lexical)
-    if encoder_kind == "ray":
-        from retriever.index.ray_encoder import RayEncoder
-
-        encoder = RayEncoder(model, workers, ray_address, gpus=gpus_per_worker, precision=precision)
-    else:
-        encoder = load_encoder(model, device=device, precision=precision)
-        encoder.batch_size = batch_size or encoder.batch_size
-    try:
-        if output is None:
-            built, lexical = backend.ensure(ds, encoder, config, lexical=not no_lexical, progress=obj["progress"])
-        else:  # created exclusively: a second run on the same --output fails instead of replacing the first's
-            built, lexical = backend.build(ds, encoder, output, config, lexical=not no_lexical, overwrite=overwrite,
-                                           progress=obj["progress"])
-    finally:
-        if encoder_kind == "ray":
-            encoder.close()
-    click.echo(f"{built.path}\t{len(built)} documents\t{config.index_type.value}\t{encoder.info.id}")
+    _usage(check_encoder_options, encoder_kind, ray_address, gpus_per_worker, device, batch_size)
+    built, lexical, config, encoder_id = index_dataset(
+        data_dir, dataset, model, index_type, backend, cache_dir, output, overwrite, lexical=not no_lexical,
+        encoder_kind=encoder_kind, workers=workers, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+        precision=precision, device=device, batch_size=batch_size, progress=obj["progress"])
+    click.echo(f"{built.path}\t{len(built)} documents\t{config.index_type.value}\t{encoder_id}")
     if lexical is not None:
         click.echo(f"{lexical.path}\t{len(lexical)} documents\tbm25 (k1 {lexical.config.k1}, b {lexical.config.b})")
 
@@ -201,20 +188,12 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, routing, model, top_k, as_json,
            device):
     """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
-    from eval.data import merge_queries
-    from retriever.router_retriever import RouterRetriever
+    from experts.workflows.searching import check_search_options, search_index
 
-    if router is None and routing != "default":
-        raise click.UsageError("--routing chooses a router of --router DIR; give --router too")
-    queries = merge_queries(query_texts, queries_file)
-    if router is None:
-        retriever = RouterRetriever.base_only(model, device=device)
-    else:
-        retriever = RouterRetriever.load(router, routing, model=model, device=device)
-    if backend.name == "milvus" and lexical_dir is not None:
-        raise click.UsageError("--lexical is for FAISS indexes; a Milvus collection holds its own BM25 side")
-    corpus_index = backend.open(index_dir, retriever.encoder.info, device=device)
-    for hit in retriever.search(queries, k=top_k, index=corpus_index, lexical=lexical_dir):
+    _usage(check_search_options, router, routing, backend.name, lexical_dir)
+    queries, hits = search_index(index_dir, query_texts, queries_file, backend, lexical_dir, router, routing, model,
+                                 top_k, device)
+    for hit in hits:
         if as_json:
             click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "system": hit.system,
                                    "expert": hit.expert, "mode": hit.mode, "confidence": round(hit.confidence, 4),
@@ -297,20 +276,10 @@ def experts():
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 def experts_list(router, model):
     """One line per expert: name, domain, held-out nDCG@10 (base -> expert), training time."""
-    from retriever.encoding.encoder import load_encoder
-    from retriever.routers.directory import RouterDirectory
+    from experts.workflows.expert_store import describe_experts
 
-    store = RouterDirectory(router, load_encoder(model).info)
-    for name in store.expert_names():
-        info = store.expert_info(name)
-        metrics, training = info.get("metrics", {}), info.get("training", {})
-        scores = [metrics.get(key) for key in ("heldout_base_ndcg@10", "heldout_ndcg@10")]
-        held_out = " -> ".join(f"{v:.4f}" if isinstance(v, int | float) else "?" for v in scores)
-        mismatch = "" if store.matches_base(name) else (
-            f"\tBASE MODEL MISMATCH: trained on {info['base_model']['id']!r} "
-            f"(fingerprint {info['base_model']['fingerprint'][:12]}), not the loaded {store.base.id!r}")
-        click.echo(f"{name}\t{info.get('domain', '?')}\theld-out nDCG@10 {held_out}\t{training.get('seconds', '?')}s"
-                   + mismatch)
+    for line in describe_experts(router, model):
+        click.echo(line)
 
 
 @experts.command("remove")
@@ -334,14 +303,9 @@ def experts_remove(router, name, model):
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 def experts_export(router, name, output, overwrite, model):
     """Write the expert as a plain sentence-transformers model (LoRA merged) for query encoding."""
-    from experts.export import export_expert
-    from retriever.encoding.encoder import load_encoder
-    from retriever.routers.directory import RouterDirectory
+    from experts.workflows.expert_store import export_expert_model
 
-    base = load_encoder(model)
-    export_expert(RouterDirectory(router, base.info), name, base, output, overwrite=overwrite)
-    click.echo(str(output))
-
+    click.echo(str(export_expert_model(router, name, output, overwrite=overwrite, model=model)))
 
 
 @main.command()
@@ -362,12 +326,11 @@ def experts_export(router, name, output, overwrite, model):
 def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, index_type, backend, output_json,
              run_dir):
     """Evaluate systems on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
-    from eval.runs import evaluate_systems, format_table, write_results_json
+    from eval.runs import format_table
+    from experts.workflows.evaluation import evaluate_systems
 
-    rows, default = evaluate_systems(data_dir, datasets, systems, split, router, model, cache_dir, index_type,
-                                     run_dir, progress=obj["progress"], backend=backend)
-    if output_json is not None:
-        write_results_json(rows, output_json, {"default_system": default})
+    rows, _ = evaluate_systems(data_dir, datasets, systems, split, router, model, cache_dir, index_type, run_dir,
+                               progress=obj["progress"], backend=backend, output_json=output_json)
     click.echo(format_table(rows), err=str(output_json) == "-")
 
 
@@ -461,18 +424,13 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
               output_json, markdown, plot, route_on, model, cache_dir, index_type, backend):
     """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
-    from eval.report import write_report
-    from eval.runs import write_results_json
-    from experts.workflows import DEFAULT_OVERRIDES, load_overrides, run_comparison
+    from experts.workflows.benchmark import run_benchmark
 
-    comparison = run_comparison(data_dir, router, cache_dir, expert_datasets, eval_datasets, model=model,
-                                overrides=load_overrides(train_overrides or DEFAULT_OVERRIDES),
-                                max_queries=max_queries, multitask=not no_multitask, index_type=index_type,
-                                progress=obj["progress"], backend=backend, route_on=route_on)
-    write_results_json(comparison.results, output_json,
-                       {"default_system": comparison.default, "fold_gains": comparison.fold_gains,
-                        "fusion": comparison.fusion, "routing": comparison.routing(), "seconds": comparison.seconds})
-    click.echo(write_report(comparison, markdown, plot), err=str(output_json) == "-")
+    _, report = run_benchmark(data_dir, router, cache_dir, expert_datasets, eval_datasets, output_json=output_json,
+                              markdown=markdown, plot=plot, train_overrides=train_overrides, model=model,
+                              max_queries=max_queries, multitask=not no_multitask, index_type=index_type,
+                              progress=obj["progress"], backend=backend, route_on=route_on)
+    click.echo(report, err=str(output_json) == "-")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,5 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "Comparison": "eval.report",
     "write_report": "eval.report",
     "merge_queries": "eval.data",
-    "evaluate_systems": "eval.runs",
     "paired_bootstrap": "eval.metrics",
 })

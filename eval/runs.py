@@ -11,6 +11,9 @@ the split, so a routed system or an oracle costs no extra encoding. Given a ``ve
 expert's weights key, it also keeps every expert's vectors of the whole split on disk, so a later run (a new
 router, one retrained expert) encodes only what changed; one file per expert and split, a retrained expert's
 new vectors replacing its old ones.
+
+A whole run (loading the base model, opening each dataset's indexes) is a workflow:
+``experts.workflows.evaluation.evaluate_systems`` (``evaluate``) and ``experts.workflows.benchmark``.
 """
 
 from __future__ import annotations
@@ -28,12 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.data import Dataset, open_dataset
-from eval.metrics import Scores, check_trec_field, evaluate, write_trec_run
-from retriever.encoding.encoder import load_encoder
+from eval.data import Dataset
+from eval.metrics import Scores, evaluate
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.index.backends import FaissBackend, IndexBackend
-from retriever.index.base import IndexConfig
 from retriever.index.faiss_index import CorpusIndex
 from retriever.index.lexical import LexicalIndex
 from retriever.ranking.systems import (
@@ -52,12 +52,11 @@ from retriever.ranking.systems import (
 from retriever.ranking.topk import Results, search, search_lexical
 from retriever.routers import Router, buildable_kinds
 from retriever.routers.directory import RouterDirectory
-from retriever.storage.files import check_output_dir, json_text, load_npy, safe_name, save_npy, write_json
+from retriever.storage.files import json_text, load_npy, safe_name, save_npy, write_json
 
 __all__ = [
     "DEFAULT", "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "check_systems",
-    "display_name", "evaluate_systems", "format_table", "load_systems", "parse_system", "results_json",
-    "write_results_json",
+    "display_name", "format_table", "load_systems", "parse_system", "results_json", "write_results_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,45 +140,6 @@ def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: Multi
         with contextlib.suppress(ValueError):
             aliases[DEFAULT] = store.default_router()
     return routers, candidates, store.load_systems(), aliases
-
-
-def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], split: str = "test",
-                     router_dir: Path | None = None, model: str | None = None, cache_dir=None,
-                     index_type: str = "flat", run_dir: Path | None = None, progress: bool = False,
-                     backend: IndexBackend | None = None) -> tuple[list[EvalResult], str | None]:
-    """``evaluate``: every system on every dataset's ``split`` (a system or dataset given twice counts once),
-    sharing query vectors per split; TREC runs in ``run_dir``. Returns the rows and the router directory's default
-    router (None without one)."""
-    systems = list(dict.fromkeys(systems))
-    check_systems(systems, router_dir)  # before any data or model loads (load_systems checks again, cheaply)
-    if run_dir is not None:
-        check_output_dir(run_dir)
-    opened = [open_dataset(data_dir, name) for name in dict.fromkeys(datasets)]  # a dataset given twice: once
-    for ds in opened:
-        ds.qrels(split)
-        if run_dir is not None:  # every id a run may hold fits a TREC line, before any work
-            for query_id in ds.split(split).queries:
-                check_trec_field(query_id, f"{ds.queries_path}: query id")
-            for doc_id in ds.doc_ids():
-                check_trec_field(doc_id, f"{ds.corpus_path}: document id")
-    encoder = MultiExpertEncoder(load_encoder(model))
-    routers, candidates, fusion, aliases = load_systems(systems, router_dir, encoder)
-    backend = backend or FaissBackend(cache_dir)
-    needs_lexical = any(is_lexical(parse_system(s)[1] or "") for s in systems) or any(
-        is_lexical(e) for router in routers.values() for e in router.experts) or any(s in ORACLES for s in systems)
-    rows = []
-    for ds in opened:
-        index, lexical = backend.ensure(ds, encoder.base, IndexConfig(index_type=index_type), lexical=needs_lexical,
-                                        progress=progress)
-        run = SplitRun(ds, split, encoder, index, routers, candidates, lexical=lexical, systems=fusion,
-                       aliases=aliases)
-        for system in systems:
-            result = run.run(system)
-            rows.append(result)
-            if run_dir is not None:
-                tag = system.replace(":", "-")
-                write_trec_run(result.results, Path(run_dir) / f"{ds.name}.{split}.{tag}.trec", tag=tag)
-    return rows, aliases.get(DEFAULT)
 
 
 def _load_vectors(path: Path) -> np.ndarray | None:

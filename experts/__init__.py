@@ -5,7 +5,8 @@ and compare. Imports ``retriever`` and ``eval``.
 - ``train``     — contrastive (InfoNCE) training against cached frozen-base document vectors, with peft.
 - ``routing``   — every expert scored on training queries, best-expert labels, routers fitted and refitted.
 - ``export``    — an expert as a plain sentence-transformers model (LoRA merged).
-- ``workflows`` — add an expert, build routers, the paper-style comparison (what the CLI commands run).
+- ``workflows`` — every CLI command as a library function: index, search, add/remove/list/export an expert,
+  build routers, evaluate, the paper-style comparison (a package, one module per group).
 
 The reserved expert ``base`` is the base model itself. Tested in ``tests/test_experts.py``,
 ``test_routing.py``, ``test_cli.py``.
@@ -38,6 +39,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "heldout_split": "experts.train",
     "cached_routing_data": "experts.routing",
     "DEFAULT_EXPERT_DATASETS": "experts.workflows",
+    "evaluate_systems": "experts.workflows",
     "choose_default_router": "experts.routing",
     "expert_key": "experts.routing",
     "lexical_key": "experts.routing",

@@ -209,6 +209,105 @@ def anchor_loss(model, anchors: Sequence[str], anchor_vectors: torch.Tensor, con
     return ((vectors - anchor_vectors[torch.from_numpy(picked)]) ** 2).sum(dim=1).mean()
 
 
+def _check_training(sources, encoder: Encoder, config: TrainConfig, split: str, anchors: Sequence[str]) -> None:
+    if split == "test":
+        raise ValueError("experts are never trained on the test split")
+    if not sources:
+        raise ValueError("no training datasets given")
+    if config.anchor_weight > 0 and not anchors:
+        raise ValueError(f"anchor_weight is {config.anchor_weight} but no anchors were given: pass other domains' "
+                         "queries as anchors, or set anchor_weight to 0")
+    for _, index in sources:
+        index.check_model(encoder.info)
+
+
+class _Selection:
+    """Model selection on held-out nDCG@10: the base's score, the best score and weights so far, the checks since
+    the last improvement (patience) and the history of every check."""
+
+    def __init__(self, model, data: list[TrainingSource], config: TrainConfig):
+        self.model, self.data, self.config = model, data, config
+        self.names = "+".join(source.name for source in data)
+        self.base_score = self.best_score = self.heldout()
+        self.best_state, self.best_step, self.best_epoch, self.stale = self.snapshot(), 0, 0, 0
+        self.history = [{"step": 0, "epoch": 0, "heldout_ndcg@10": round(self.base_score, 5)}]
+
+    def heldout(self) -> float:
+        self.model.eval()
+        return float(np.mean([source.heldout_ndcg(self.model) for source in self.data]))
+
+    def snapshot(self) -> dict:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model[0].model).items()}
+
+    def check(self, step: int, epoch: int, losses: list[float]) -> bool:
+        """Score the held-out slice after ``step``, keep the weights if they are the best (or always, without
+        ``select_on_heldout``); True once ``patience`` checks in a row have not improved."""
+        score = self.heldout()
+        self.history.append({"step": step, "epoch": epoch, "loss": round(float(np.mean(losses)), 5),
+                             "heldout_ndcg@10": round(score, 5)})
+        logger.info("%s step %d (epoch %d): loss %.4f, held-out nDCG@10 %.4f", self.names, step, epoch,
+                    np.mean(losses), score)
+        if score > self.best_score or not self.config.select_on_heldout:
+            self.best_score, self.best_step, self.best_epoch, self.best_state = score, step, epoch, self.snapshot()
+            self.stale = 0
+            return False
+        self.stale += 1
+        return self.stale > self.config.patience
+
+    def restore(self) -> None:
+        """The best weights back into the model, in eval mode."""
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model[0].model, self.best_state)
+        self.model.eval()
+
+
+def _step(model, optimizer, source: TrainingSource, batch: np.ndarray, config: TrainConfig,
+          rng: np.random.Generator, anchors: Sequence[str], anchor_vectors, names: str, step: int) -> float:
+    """One optimizer step on ``batch`` (plus an anchor batch); its loss. A loss that is not finite stops training
+    before the weights change."""
+    model.train()
+    loss = batch_loss(model, source, batch, config, rng)
+    if anchors:
+        loss = loss + config.anchor_weight * anchor_loss(model, anchors, anchor_vectors, config, rng)
+    if not torch.isfinite(loss):  # never step (nor save) weights that are NaN from here on
+        raise ValueError(f"training {names} diverged at step {step + 1}: the loss is "
+                         f"{loss.item()}; try a lower learning rate or a higher temperature")
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _train_steps(model, optimizer, data: list[TrainingSource], config: TrainConfig, rng: np.random.Generator,
+                 anchors: Sequence[str], anchor_vectors, selection: _Selection, progress: bool) -> None:
+    """Epochs of steps, a held-out check every ``eval_steps`` (and after the last), until ``max_steps``, the last
+    epoch or the patience runs out."""
+    names = selection.names
+    steps_per_epoch = len(epoch_batches(data, config, np.random.default_rng(0)))
+    total = min(config.epochs * steps_per_epoch, config.max_steps)
+    eval_every = min(steps_per_epoch, config.eval_steps)
+    bar = tqdm(total=total, desc=f"training {names}"[:60], unit="step", disable=not progress)
+    step, losses, stop = 0, [], False
+    for epoch in range(1, config.epochs + 1):
+        for s, batch in epoch_batches(data, config, rng):
+            losses.append(_step(model, optimizer, data[s], batch, config, rng, anchors, anchor_vectors, names, step))
+            step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}", best=f"{selection.best_score:.4f}")
+            if step % eval_every and step < total:
+                continue
+            stop = selection.check(step, epoch, losses)
+            losses = []
+            if stop or step >= total:
+                break
+        if stop or step >= total:
+            break
+    bar.close()
+
+
 def train_expert(
     sources: Sequence[tuple[object, CorpusIndex]],
     encoder: Encoder,
@@ -224,18 +323,8 @@ def train_expert(
     ``anchors`` are texts from other domains (``experts.pairs.anchor_texts``): with ``config.anchor_weight > 0``
     each step adds the mean squared distance between the expert's and the base's vectors of ``anchor_batch`` of
     them, so that a query the router sends to the wrong expert is encoded much as the base would encode it."""
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
     config = config or TrainConfig()
-    if split == "test":
-        raise ValueError("experts are never trained on the test split")
-    if not sources:
-        raise ValueError("no training datasets given")
-    if config.anchor_weight > 0 and not anchors:
-        raise ValueError(f"anchor_weight is {config.anchor_weight} but no anchors were given: pass other domains' "
-                         "queries as anchors, or set anchor_weight to 0")
-    for _, index in sources:
-        index.check_model(encoder.info)
+    _check_training(sources, encoder, config, split, anchors)
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -245,71 +334,20 @@ def train_expert(
             source.mine_hard_negatives(encoder, config.hard_negatives)
 
     model = lora_query_model(encoder, config)
-    peft_model = model[0].model
     anchors = [" ".join(text.split()[: config.anchor_words]) for text in anchors] if config.anchor_weight > 0 else []
     anchor_vectors = torch.from_numpy(encoder.encode(anchors)) if anchors else None
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-
-    def heldout() -> float:
-        model.eval()
-        return float(np.mean([source.heldout_ndcg(model) for source in data]))
-
-    def snapshot() -> dict:
-        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
-
-    names = [source.name for source in data]
-    base_score = best_score = heldout()
-    best_state, best_step, best_epoch, stale = snapshot(), 0, 0, 0
-    history = [{"step": 0, "epoch": 0, "heldout_ndcg@10": round(base_score, 5)}]
-    logger.info("%s: %d train / %d held-out queries; base held-out nDCG@10 %.4f", "+".join(names),
-                sum(len(s.train) for s in data), sum(len(s.heldout) for s in data), base_score)
-    steps_per_epoch = len(epoch_batches(data, config, np.random.default_rng(0)))
-    total = min(config.epochs * steps_per_epoch, config.max_steps)
-    eval_every = min(steps_per_epoch, config.eval_steps)
-    bar = tqdm(total=total, desc=f"training {'+'.join(names)}"[:60], unit="step", disable=not progress)
-    step, losses, stop = 0, [], False
-    for epoch in range(1, config.epochs + 1):
-        for s, batch in epoch_batches(data, config, rng):
-            model.train()
-            loss = batch_loss(model, data[s], batch, config, rng)
-            if anchors:
-                loss = loss + config.anchor_weight * anchor_loss(model, anchors, anchor_vectors, config, rng)
-            if not torch.isfinite(loss):  # never step (nor save) weights that are NaN from here on
-                raise ValueError(f"training {'+'.join(names)} diverged at step {step + 1}: the loss is "
-                                 f"{loss.item()}; try a lower learning rate or a higher temperature")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses[-20:]):.3f}", best=f"{best_score:.4f}")
-            if step % eval_every and step < total:
-                continue
-            score = heldout()
-            history.append({"step": step, "epoch": epoch, "loss": round(float(np.mean(losses)), 5),
-                            "heldout_ndcg@10": round(score, 5)})
-            logger.info("%s step %d (epoch %d): loss %.4f, held-out nDCG@10 %.4f", "+".join(names), step, epoch,
-                        np.mean(losses), score)
-            losses = []
-            if score > best_score or not config.select_on_heldout:
-                best_score, best_step, best_epoch, best_state, stale = score, step, epoch, snapshot(), 0
-            else:
-                stale += 1
-                stop = stale > config.patience
-            if stop or step >= total:
-                break
-        if stop or step >= total:
-            break
-    bar.close()
-    set_peft_model_state_dict(peft_model, best_state)
-    model.eval()
+    selection = _Selection(model, data, config)
+    logger.info("%s: %d train / %d held-out queries; base held-out nDCG@10 %.4f", selection.names,
+                sum(len(s.train) for s in data), sum(len(s.heldout) for s in data), selection.base_score)
+    _train_steps(model, optimizer, data, config, rng, anchors, anchor_vectors, selection, progress)
+    selection.restore()
     fingerprint = data_fingerprint([(s.name, s.examples, s.index.doc_ids) for s in data])
     return TrainedExpert(
-        model=model, config=config, datasets=names, split=split, data_fingerprint=fingerprint,
-        train_queries=sum(len(s.train) for s in data), heldout_queries=sum(len(s.heldout) for s in data),
-        anchor_texts=len(anchors),
-        best_step=best_step, best_epoch=best_epoch, heldout_ndcg_at_10=round(best_score, 5),
-        heldout_base_ndcg_at_10=round(base_score, 5),
-        seconds=time.perf_counter() - started, history=history,
+        model=model, config=config, datasets=[source.name for source in data], split=split,
+        data_fingerprint=fingerprint, train_queries=sum(len(s.train) for s in data),
+        heldout_queries=sum(len(s.heldout) for s in data), anchor_texts=len(anchors),
+        best_step=selection.best_step, best_epoch=selection.best_epoch,
+        heldout_ndcg_at_10=round(selection.best_score, 5), heldout_base_ndcg_at_10=round(selection.base_score, 5),
+        seconds=time.perf_counter() - started, history=selection.history,
     )

@@ -21,7 +21,9 @@ def run(data_dir, tmp_path, toy_model_dir, monkeypatch):
     return invoke
 
 
-def test_evaluate_writes_json_and_table(run, tmp_path):
+def test_evaluate_writes_json_and_table(run, data_dir, tmp_path, toy_model_dir):
+    from experts.workflows import evaluate_systems
+
     out = tmp_path / "results.json"
     result = run("evaluate", "--dataset", "toy", "--output-json", str(out), "--run-dir", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
@@ -31,7 +33,11 @@ def test_evaluate_writes_json_and_table(run, tmp_path):
     row = rows[0]
     assert set(row) == {"dataset", "split", "system", "ndcg@10", "recall@100", "map@100", "mrr@10", "queries"}
     assert (row["dataset"], row["split"], row["system"], row["queries"]) == ("toy", "test", "base", 6)
-    assert 0.0 <= row["ndcg@10"] <= 1.0
+    assert f"{row['ndcg@10']:.4f}" in result.output  # the table shows what the JSON holds
+    rows, default = evaluate_systems(data_dir, ["toy"], ["base"], model=str(toy_model_dir),
+                                     cache_dir=tmp_path / "cache", output_json=tmp_path / "python.json")
+    assert [r.row() for r in rows] == [row] and default is None  # the workflow from Python: the CLI's result
+    assert json.loads((tmp_path / "python.json").read_text()) == json.loads(out.read_text())
     run_lines = (tmp_path / "runs" / "toy.test.base.trec").read_text().splitlines()
     assert len(run_lines) == 6 * 20 and run_lines[0].split()[1] == "Q0"
 
@@ -95,7 +101,8 @@ def test_no_data_dir(run):
 
 
 def test_search_with_wrong_model_is_clear(run, tmp_path, other_model_dir):
-    run("index", "--dataset", "toy", "--output", str(tmp_path / "idx"))
+    built = run("index", "--dataset", "toy", "--output", str(tmp_path / "idx"))
+    assert built.exit_code == 0, built.output
     result = run("search", "--index", str(tmp_path / "idx"), "--model", str(other_model_dir), "--query", "x")
     assert result.exit_code != 0
     assert "rebuild the index with this model" in result.output and "Traceback" not in result.output
@@ -148,3 +155,41 @@ def test_build_router_refuses_an_unknown_unfamiliar_policy(run, tmp_path):
     result = run("build-router", "--router", str(tmp_path / "r"), "--dataset", "toy", "--unfamiliar", "bm25")
     assert result.exit_code == 2 and "Invalid value for '--unfamiliar'" in result.output
     assert "'bm25' is not one of 'auto', 'calibrated'" in result.output and not (tmp_path / "r").exists()
+
+
+def test_benchmark_from_python_matches_the_cli(run, data_dir, tmp_path, toy_model_dir, monkeypatch):
+    """``run_benchmark`` writes the JSON and tables the command writes (timings aside), and ``cache_dir=None``
+    caches query vectors in the default cache directory instead of failing after training."""
+    from conftest import write_toy_dataset
+
+    from experts.workflows import benchmark_results, run_benchmark
+    from retriever.storage.cache import CACHE_DIR_ENV
+
+    write_toy_dataset(data_dir, "other")
+    overrides = tmp_path / "overrides.json"
+    overrides.write_text(json.dumps({"datasets": {"toy": {"max_steps": 2}, "other": {"max_steps": 2}}}))
+    result = run("benchmark", "--router", str(tmp_path / "cli-router"), "--model", str(toy_model_dir),
+                 "--cache-dir", str(tmp_path / "cli-cache"), "--expert-dataset", "toy", "--expert-dataset", "other",
+                 "--no-multitask", "--train-overrides", str(overrides), "--output-json", str(tmp_path / "cli.json"),
+                 "--markdown", str(tmp_path / "cli.md"))
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "default-cache"))
+    comparison, report = run_benchmark(data_dir, tmp_path / "python-router", None, ["toy", "other"],
+                                       model=str(toy_model_dir), multitask=False, train_overrides=overrides,
+                                       output_json=tmp_path / "python.json", markdown=tmp_path / "python.md")
+    assert (tmp_path / "default-cache" / "query-vectors").is_dir()
+
+    def untimed(text):  # the wall times differ from run to run; nothing else may
+        data = json.loads(text)
+        return {**data, "seconds": sorted(data["seconds"])}
+
+    cli_json, python_json = (tmp_path / "cli.json").read_text(), (tmp_path / "python.json").read_text()
+    assert untimed(python_json) == untimed(cli_json)
+    assert json.loads(json.dumps(benchmark_results(comparison))) == json.loads(python_json)
+    assert {r["system"] for r in json.loads(cli_json)["results"]} >= {"base", "bm25", "pilot", "expert:toy"}
+
+    def tables(text):
+        return [line for line in text.splitlines() if not line.startswith("Wall time")]
+
+    assert tables((tmp_path / "python.md").read_text()) == tables((tmp_path / "cli.md").read_text())
+    assert tables(report) == tables(result.output.strip())

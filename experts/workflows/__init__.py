@@ -1,0 +1,41 @@
+"""The workflows the CLI runs, as library functions: one call per command, with the same result as the command
+(files written, values returned); ``cli.py`` only declares options, calls one of these and prints.
+
+Each reuses what is saved (corpus indexes in the cache, experts and routing scores in the router directory),
+checks its input before any long work, and loads the models and opens the index backends it needs.
+
+- ``indexing``     — ``index``: encode a corpus (in process or on Ray actors) into a dense and a BM25 index.
+- ``searching``    — ``search``: base-only or routed search over an index.
+- ``expert_store`` — ``train-expert`` (train, save, refit the routers), ``experts remove/list/export``.
+- ``routers``      — ``build-router``: score every system, label queries, fit routers, choose the default.
+- ``evaluation``   — ``evaluate``: systems on datasets' splits (``eval.runs.SplitRun``), TREC runs, results JSON.
+- ``benchmark``    — ``benchmark``: the paper-style comparison, its results JSON, tables and plot.
+- ``common``       — what several share (opening a dataset with its indexes, routing settings' checks).
+
+Tested in ``tests/test_cli.py``, ``test_runs.py``, ``test_experts.py``, ``test_routing.py``, ``test_bad_input.py``.
+"""
+
+from retriever.lazy import lazy_exports
+
+__all__, __getattr__ = lazy_exports(__name__, {
+    "Indexed": "experts.workflows.indexing",
+    "check_encoder_options": "experts.workflows.indexing",
+    "index_dataset": "experts.workflows.indexing",
+    "check_search_options": "experts.workflows.searching",
+    "search_index": "experts.workflows.searching",
+    "add_expert": "experts.workflows.expert_store",
+    "describe_experts": "experts.workflows.expert_store",
+    "export_expert_model": "experts.workflows.expert_store",
+    "remove_expert": "experts.workflows.expert_store",
+    "train_and_save": "experts.workflows.expert_store",
+    "build_routers": "experts.workflows.routers",
+    "fit_routers": "experts.workflows.routers",
+    "evaluate_systems": "experts.workflows.evaluation",
+    "DEFAULT_EXPERT_DATASETS": "experts.workflows.benchmark",
+    "DEFAULT_OVERRIDES": "experts.workflows.benchmark",
+    "NO_EXPERT_DATASETS": "experts.workflows.benchmark",
+    "benchmark_results": "experts.workflows.benchmark",
+    "load_overrides": "experts.workflows.benchmark",
+    "run_benchmark": "experts.workflows.benchmark",
+    "run_comparison": "experts.workflows.benchmark",
+})

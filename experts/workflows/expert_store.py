@@ -1,0 +1,137 @@
+"""The expert workflows: ``train-expert`` (train one, save it, refit the routers already built), ``experts remove``
+(remove one and refit without it), ``experts list`` and ``experts export``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from eval.data import Dataset, open_dataset
+from experts.pairs import anchor_texts
+from experts.routing import refit_datasets, refresh_routers
+from experts.train import TrainConfig, TrainedExpert, heldout_split, train_expert
+from experts.workflows.common import opener
+from retriever.encoding.encoder import Encoder, load_encoder
+from retriever.encoding.expert_encoder import MultiExpertEncoder
+from retriever.index.backends import FaissBackend, IndexBackend
+from retriever.index.base import IndexConfig
+from retriever.index.faiss_index import CorpusIndex
+from retriever.routers.directory import RouterDirectory, validate_name
+
+__all__ = ["add_expert", "describe_experts", "export_expert_model", "remove_expert", "train_and_save"]
+
+
+def _check_training_request(name: str, dataset: Dataset, split: str, config: TrainConfig,
+                            anchor_sets: Sequence[Dataset]) -> None:
+    validate_name(name)
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (TrainConfig.from_fields takes a dict), got {config!r}")
+    if split == "test":
+        raise ValueError("experts are never trained on the test split")
+    heldout_split(dataset, sorted(dataset.doc_ids()), split, config)  # an unknown split, too few queries fail here
+    if bool(anchor_sets) != (config.anchor_weight > 0):
+        raise ValueError(f"an anchor weight > 0 (got {config.anchor_weight}) and anchor datasets (--anchor-dataset) "
+                         "go together")
+    if dataset.name in {other.name for other in anchor_sets}:
+        raise ValueError(f"anchor dataset {dataset.name!r} is the expert's own dataset")
+
+
+def _check_new(store: RouterDirectory, name: str, overwrite: bool) -> None:
+    if name in store.expert_names() and not overwrite:
+        raise FileExistsError(f"expert {name!r} already exists in {store.root}; pass --overwrite to replace it")
+
+
+def train_and_save(store: RouterDirectory, name: str, dataset: Dataset, index: CorpusIndex, encoder: Encoder,
+                   config: TrainConfig, split: str = "train", anchor_sets: Sequence[Dataset] = (),
+                   overwrite: bool = False, progress: bool = False) -> TrainedExpert:
+    """Train expert ``name`` on ``dataset``'s ``split`` against ``index`` (anchored on ``anchor_sets``' texts when
+    ``config.anchor_weight > 0``) and save it into the router directory."""
+    _check_training_request(name, dataset, split, config, anchor_sets)
+    _check_new(store, name, overwrite)
+    trained = _train(dataset, index, encoder, config, split, anchor_sets, progress)
+    store.save_expert(name, trained.write, trained.meta(), overwrite=overwrite)
+    return trained
+
+
+def _train(dataset, index, encoder, config, split, anchor_sets, progress) -> TrainedExpert:
+    """Train (in memory) once the request is checked (``_check_training_request``)."""
+    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
+    return train_expert([(dataset, index)], encoder, config, split, anchors=anchors, progress=progress)
+
+
+def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str, name: str, config: TrainConfig,
+               split: str = "train", anchor_datasets: Sequence[str] = (), model: str | None = None,
+               index_type: str = "flat", overwrite: bool = False, progress: bool = False,
+               backend: IndexBackend | None = None) -> tuple[Path, TrainedExpert, list[str]]:
+    """``train-expert``: train one expert, then save it and refit the routers already built in the router
+    directory so they can choose it (nothing else is retrained), as one change (``RouterDirectory.
+    changing_expert``): if the routers cannot be refitted, the experts are as they were. Everything the refit
+    reads (the routers' datasets under ``data_dir``) is checked before training. Returns ``(expert path,
+    trained, refitted routers)``."""
+    ds = open_dataset(data_dir, dataset)
+    anchor_sets = [open_dataset(data_dir, other) for other in dict.fromkeys(anchor_datasets)]  # unknown names fail
+    _check_training_request(name, ds, split, config, anchor_sets)  # before any model loads
+    index_config = IndexConfig(index_type=index_type)
+    encoder = load_encoder(model)
+    store = RouterDirectory(router_dir, encoder.info, create=True)
+    _check_new(store, name, overwrite)  # before any corpus is encoded
+    for other in refit_datasets(store):
+        try:
+            open_dataset(data_dir, other).qrels("train")
+        except ValueError as err:
+            raise ValueError(f"the routers in {store.root} were built on dataset {other!r}, which adding an expert "
+                             f"refits them on: {err}") from None
+    backend = backend or FaissBackend(cache_dir)
+    index, _ = backend.ensure(ds, encoder, index_config, progress=progress)
+    trained = _train(ds, index, encoder, config, split, anchor_sets, progress)
+    with store.changing_expert(name):
+        store.save_expert(name, trained.write, trained.meta())
+        refitted = []
+        if store.built_routers():  # fold the new expert into the routers already built
+            routed = store.load_into(MultiExpertEncoder(encoder))
+            refitted = refresh_routers(store, routed, opener(data_dir, backend, encoder, index_type, progress),
+                                       progress=progress)
+    return store.expert_path(name), trained, refitted
+
+
+def remove_expert(router_dir: str | os.PathLike, name: str, model: str | None = None) -> list[str]:
+    """``experts remove``: remove expert ``name`` and refit the routers built in the router directory without it,
+    as one change: if they cannot be refitted (their cached routing data is missing or damaged, say), nothing is
+    removed. Returns the refitted routers."""
+    store = RouterDirectory(router_dir, load_encoder(model).info)
+    store.expert_path(name)  # an unknown name fails here, naming the experts
+    try:
+        with store.changing_expert(name):
+            return refresh_routers(store)
+    except ValueError as err:
+        raise ValueError(f"expert {name!r} was not removed: the routers in {store.root} cannot be refitted without "
+                         f"it: {err}") from None
+
+
+def describe_experts(router_dir: str | os.PathLike, model: str | None = None) -> list[str]:
+    """``experts list``: one line per expert: name, domain, held-out nDCG@10 (base -> expert), training time, and
+    a warning where it was trained on another base model."""
+    store = RouterDirectory(router_dir, load_encoder(model).info)
+    lines = []
+    for name in store.expert_names():
+        info = store.expert_info(name)
+        metrics, training = info.get("metrics", {}), info.get("training", {})
+        scores = [metrics.get(key) for key in ("heldout_base_ndcg@10", "heldout_ndcg@10")]
+        held_out = " -> ".join(f"{v:.4f}" if isinstance(v, int | float) else "?" for v in scores)
+        mismatch = "" if store.matches_base(name) else (
+            f"\tBASE MODEL MISMATCH: trained on {info['base_model']['id']!r} "
+            f"(fingerprint {info['base_model']['fingerprint'][:12]}), not the loaded {store.base.id!r}")
+        lines.append(f"{name}\t{info.get('domain', '?')}\theld-out nDCG@10 {held_out}\t"
+                     f"{training.get('seconds', '?')}s" + mismatch)
+    return lines
+
+
+def export_expert_model(router_dir: str | os.PathLike, name: str, output: str | os.PathLike,
+                        overwrite: bool = False, model: str | None = None) -> Path:
+    """``experts export``: expert ``name`` as a plain sentence-transformers model (LoRA merged) at ``output``."""
+    from experts.export import export_expert
+
+    base = load_encoder(model)
+    export_expert(RouterDirectory(router_dir, base.info), name, base, output, overwrite=overwrite)
+    return Path(output)

@@ -1,0 +1,94 @@
+"""``routerretriever build-router``: score every system on training queries, label each query by its best
+system and fit routers; the one the routing folds favour becomes the router directory's default."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from eval.data import open_dataset
+from experts.routing import (
+    build_routers_together,
+    choose_default_router,
+    lexical_key,
+    prefix_layer,
+    routing_data,
+    routing_info,
+)
+from experts.workflows.common import check_routing_settings, opener
+from retriever.encoding.encoder import load_encoder
+from retriever.encoding.expert_encoder import MultiExpertEncoder
+from retriever.index.backends import FaissBackend, IndexBackend
+from retriever.ranking.systems import FUSIONS
+from retriever.routers import buildable_kinds, novelty_kinds
+from retriever.routers.calibration import check_threshold
+from retriever.routers.directory import RouterDirectory
+
+__all__ = ["build_routers", "fit_routers"]
+
+logger = logging.getLogger(__name__)
+
+
+def fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
+                 max_queries: int, fusion: str, progress: bool, options_for,
+                 route_on: str = "embeddings") -> tuple[list, object]:
+    """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``.
+    ``route_on="embeddings"`` routes on base embeddings (the paper's), ``"prefix"`` on the experts' shared prefix
+    (``prefix_layer``; base embeddings where the experts have none)."""
+    layer = prefix_layer(store, encoder) if route_on == "prefix" else None
+    if route_on == "prefix" and layer is None:
+        logger.warning("routing on base embeddings: no expert in %s leaves a shared prefix (an expert adapts every "
+                       "layer, or there is none)", store.root)
+    data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress, lexical=lexical,
+                        fusion=fusion, layer=layer)
+    keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
+    info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion)
+    paths = build_routers_together(store, [(kind, data, info, options_for(kind)) for kind in kinds])
+    choose_default_router(store, list(kinds))
+    return paths, data
+
+
+def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: Sequence[str], kinds: Sequence[str],
+                  max_queries: int = 500, pilot_options: dict | None = None, fallback: str | float = "none",
+                  novelty: str | float | None = None, unfamiliar: str = "auto", model: str | None = None,
+                  index_type: str = "flat", lexical: bool = True, fusion: str = "convex", progress: bool = False,
+                  backend: IndexBackend | None = None,
+                  route_on: str = "embeddings") -> tuple[list[tuple[Path, str, int, list[str], str]], str]:
+    """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
+    BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
+    the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems,
+    what it routes on)`` per router, and the default router. A dataset given twice counts once; every setting is
+    checked before any work."""
+    unknown = [kind for kind in kinds if kind not in buildable_kinds()]
+    if unknown or not kinds:
+        raise ValueError(f"unknown router kind(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid: "
+                         f"{', '.join(buildable_kinds())}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
+    check_threshold("fallback", fallback)
+    if novelty is not None:
+        check_threshold("novelty", novelty)
+    check_routing_settings(max_queries, route_on)
+    opened = [open_dataset(data_dir, name) for name in dict.fromkeys(datasets)]
+    for ds in opened:
+        ds.qrels("train")
+    kinds = list(dict.fromkeys(kinds))
+    encoder = MultiExpertEncoder(load_encoder(model))
+    store = RouterDirectory(router_dir, encoder.info)
+    store.load_into(encoder)
+    open_source = opener(data_dir, backend or FaissBackend(cache_dir), encoder.base, index_type, progress)
+    triples = [open_source(ds.name, lexical) for ds in opened]
+    lexical_indexes = {ds.name: lex for ds, _, lex in triples} if lexical else None
+
+    def options_for(kind):
+        options = dict(pilot_options or {}) if kind == "pilot" else {}
+        if novelty is not None and kind in novelty_kinds():  # else build_router's default
+            options["novelty"] = novelty
+        return {"fallback": fallback, "unfamiliar": unfamiliar, **options}
+
+    paths, data = fit_routers(store, kinds, [(ds, index) for ds, index, _ in triples], lexical_indexes, encoder,
+                               max_queries, fusion, progress, options_for, route_on)
+    return [(path, kind, len(data.labels), data.experts, data.space.describe())
+            for path, kind in zip(paths, kinds, strict=True)], store.default_router()
