@@ -101,20 +101,20 @@ class MilvusBackend(IndexBackend):
 
     def ensure(self, dataset, encoder, config=None, *, lexical=False, progress=False):
         from retriever.index.lexical import LexicalConfig
-        from retriever.index.milvus import ensure_milvus_index
+        from retriever.index.milvus_build import ensure_milvus_index
 
         index = ensure_milvus_index(dataset, encoder, self.uri, config, LexicalConfig() if lexical else None,
                                     progress=progress)
         return index, index.lexical() if lexical else None
 
     def check_target(self, target, overwrite, lexical=True):
-        from retriever.index.milvus import check_milvus_target
+        from retriever.index.milvus_build import check_milvus_target
 
         check_milvus_target(self.uri, target, overwrite)
 
     def build(self, dataset, encoder, target, config=None, *, lexical=True, overwrite=False, progress=False):
         from retriever.index.lexical import LexicalConfig
-        from retriever.index.milvus import build_milvus_index
+        from retriever.index.milvus_build import build_milvus_index
 
         index = build_milvus_index(dataset, encoder, self.uri, target, config, LexicalConfig() if lexical else None,
                                    progress=progress, overwrite=overwrite)
