@@ -79,7 +79,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "MilvusBackend": "retriever.index.backends",
     "make_backend": "retriever.index.backends",
     "MilvusIndex": "retriever.index.milvus",
-    "build_milvus_index": "retriever.index.milvus",
-    "ensure_milvus_index": "retriever.index.milvus",
+    "build_milvus_index": "retriever.index.milvus_build",
+    "ensure_milvus_index": "retriever.index.milvus_build",
     "RayEncoder": "retriever.index.ray_encoder",
 })

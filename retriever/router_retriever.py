@@ -16,16 +16,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
-from retriever.index.faiss_index import CorpusIndex
-from retriever.index.lexical import LexicalIndex, lexical_beside
+from retriever.index.backends import FaissBackend, IndexBackend, backend_for
+from retriever.index.base import DenseIndex, LexicalSearch
 from retriever.ranking.systems import FUSION_DEPTH, SystemSet, dense_part, is_lexical, resolve, run_system
 from retriever.ranking.topk import search, search_lexical
 from retriever.routers import Router
+from retriever.storage.files import ArtifactError
 
 __all__ = ["RoutedResult", "RouterRetriever"]
 
@@ -123,12 +123,13 @@ class RouterRetriever:
         return vectors, choices, np.asarray(confidence, dtype=np.float32), np.asarray(unfamiliar, dtype=bool)
 
     def search(self, queries: Sequence[str] | Mapping[str, str], k: int = 10,
-               index: CorpusIndex | str | os.PathLike | None = None,
-               lexical: LexicalIndex | str | os.PathLike | None = None) -> list[RoutedResult]:
-        """Route and search ``index`` (a ``CorpusIndex``, its directory, or a ``retriever.index.milvus.MilvusIndex``).
-        ``lexical`` (a ``LexicalIndex`` or its directory) is needed when the router may choose BM25 or a hybrid; by
-        default the one ``routerretriever index`` wrote beside ``index`` is used (a Milvus index holds its own).
-        Every argument is checked before anything loads: one query is a list of one text, never a bare string."""
+               index: DenseIndex | str | os.PathLike | None = None,
+               lexical: LexicalSearch | str | os.PathLike | None = None) -> list[RoutedResult]:
+        """Route and search ``index`` (a ``CorpusIndex``, its directory, or a ``retriever.index.milvus.MilvusIndex``),
+        opened through its ``IndexBackend`` (``backend_for``). ``lexical`` (a ``LexicalIndex`` or its directory) is
+        needed when the router may choose BM25 or a hybrid; by default the backend's ``lexical_of(index)`` is used:
+        the one ``routerretriever index`` wrote beside a FAISS index, a Milvus collection's own. Every argument is
+        checked before anything loads: one query is a list of one text, never a bare string."""
         if isinstance(queries, str | bytes):  # else each character would be searched as a query
             raise TypeError(f"queries must be a list of query texts or a {{id: text}} mapping, got the string "
                             f"{queries[:80]!r}; for one query pass [{queries[:80]!r}]")
@@ -144,12 +145,13 @@ class RouterRetriever:
         if empty:
             raise ValueError(f"empty query {empty[0]!r}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
                              + ": every query needs text to search for")
+        backend = backend_for(index)
         if isinstance(index, str | os.PathLike):
-            index = CorpusIndex.load(index, self.encoder.info)
+            index = backend.open(index, self.encoder.info)
         else:
             index.check_model(self.encoder.info)
         if self.lexical:
-            lexical = self._lexical_index(index, lexical)
+            lexical = self._lexical_index(backend, index, lexical)
         vectors, choice, confidence, unfamiliar = self.encode_routed(texts)
         depth = max(k, FUSION_DEPTH) if any(is_lexical(s) for s in choice) else k
         dense = {}
@@ -166,26 +168,19 @@ class RouterRetriever:
         return [RoutedResult(qid, chosen[qid], float(conf), list(results[qid].items()), bool(new))
                 for qid, conf, new in zip(ids, confidence, unfamiliar, strict=True)]
 
-    def _lexical_index(self, index: CorpusIndex, lexical) -> LexicalIndex:
-        """The lexical index to search with ``index``: the one given, or the one beside it (loaded and checked
-        once per index path, not on every search)."""
-        if lexical is None and index.path in self._beside:
-            return self._beside[index.path]
-        given = lexical is not None
-        if lexical is None and hasattr(index, "lexical"):  # a Milvus collection with its BM25 side
-            lexical = index.lexical()
-            if lexical is None:
-                raise ValueError(f"this router may choose BM25 or hybrid systems, and {index.path} was built "
-                                 "without BM25; rebuild it with `routerretriever index` (without --no-lexical)")
-        elif lexical is None:
-            path = lexical_beside(index)
-            if path is None:
-                raise ValueError(f"this router may choose BM25 or hybrid systems, and no lexical index was found "
-                                 f"beside {index.path}; build it with `routerretriever index` (without --no-lexical)")
-            lexical = path
-        if isinstance(lexical, str | os.PathLike):
-            lexical = LexicalIndex.load(Path(lexical))
-        lexical.check_corpus(index)
-        if not given:
-            self._beside[index.path] = lexical
-        return lexical
+    def _lexical_index(self, backend: IndexBackend, index: DenseIndex, lexical) -> LexicalSearch:
+        """The lexical index to search with ``index``: the one given (a path: a bm25s index directory), or the one
+        ``backend`` says belongs to it (found and checked once per index path, not on every search)."""
+        if lexical is not None:
+            if isinstance(lexical, str | os.PathLike):
+                return FaissBackend().open_lexical(lexical, index)
+            lexical.check_corpus(index)
+            return lexical
+        if index.path not in self._beside:
+            try:
+                self._beside[index.path] = backend.lexical_of(index)
+            except ArtifactError:
+                raise
+            except ValueError as err:  # it has none
+                raise ValueError(f"this router may choose BM25 or hybrid systems, and {err}") from None
+        return self._beside[index.path]

@@ -17,7 +17,8 @@ from retriever.index.backends import FaissBackend, MilvusBackend, make_backend
 from retriever.index.base import IndexConfig
 from retriever.index.faiss_index import build_index
 from retriever.index.lexical import LexicalConfig, build_lexical_index
-from retriever.index.milvus import INCOMPLETE, META, MilvusIndex, _client, build_milvus_index, default_collection
+from retriever.index.milvus import INCOMPLETE, META, MilvusIndex, _client, default_collection
+from retriever.index.milvus_build import build_milvus_index
 from retriever.ranking.topk import search, search_lexical
 from retriever.storage.files import ArtifactError
 

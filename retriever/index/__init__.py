@@ -1,7 +1,8 @@
 """Corpus indexes: ``base`` (``IndexConfig``, ``DenseIndex``, ``LexicalSearch``: what every index offers),
 ``faiss_index`` (the index directory: exact, HNSW, IVF; CPU, FAISS GPU or torch), ``lexical`` (BM25 with bm25s,
-beside the dense index), ``milvus`` (dense and BM25 in one Milvus collection), ``ray_encoder`` (corpus encoding on
-Ray actors) and ``backends`` (``IndexBackend``: the one way callers build, cache and open indexes). Imports
+beside the dense index), ``milvus`` (dense and BM25 in one Milvus collection) and ``milvus_build`` (building and
+reusing one), ``ray_encoder`` (corpus encoding on Ray actors) and ``backends`` (``IndexBackend``: the one way
+callers build, cache and open indexes and find an index's lexical side; ``backend_for`` an index or path). Imports
 ``retriever.storage`` and ``retriever.encoding``. Tested in ``tests/test_index.py``, ``test_lexical.py``,
 ``test_milvus.py``, ``test_ray.py`` and ``test_backends.py`` (the contract both backends pass).
 """
@@ -16,18 +17,20 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "IndexBackend": "retriever.index.backends",
     "IndexConfig": "retriever.index.base",
     "IndexType": "retriever.index.base",
+    "LexicalSearch": "retriever.index.base",
     "LexicalConfig": "retriever.index.lexical",
     "LexicalIndex": "retriever.index.lexical",
     "Metric": "retriever.index.base",
     "MilvusBackend": "retriever.index.backends",
     "MilvusIndex": "retriever.index.milvus",
     "RayEncoder": "retriever.index.ray_encoder",
+    "backend_for": "retriever.index.backends",
     "build_index": "retriever.index.faiss_index",
     "build_lexical_index": "retriever.index.lexical",
-    "build_milvus_index": "retriever.index.milvus",
+    "build_milvus_index": "retriever.index.milvus_build",
     "ensure_index": "retriever.index.faiss_index",
     "ensure_lexical_index": "retriever.index.lexical",
-    "ensure_milvus_index": "retriever.index.milvus",
+    "ensure_milvus_index": "retriever.index.milvus_build",
     "faiss_gpus": "retriever.index.faiss_index",
     "make_backend": "retriever.index.backends",
 })

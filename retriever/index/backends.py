@@ -5,8 +5,10 @@
 - ``MilvusBackend``: one Milvus collection per corpus (dense vectors and BM25 weights), on Milvus Lite (a ``.db``
   file) or a Milvus server (``http://host:19530``); see ``retriever.index.milvus``.
 
-Both give indexes with the same ``search`` / ``doc_ids`` / ``meta`` interface, so every ranking still ends in
-``retriever.ranking.topk.rank``. ``make_backend`` builds one from the CLI's ``--backend`` and ``--uri``.
+Both give dense indexes with the same ``search`` / ``doc_ids`` / ``meta`` interface (``DenseIndex``) and lexical
+ones with the same ``LexicalSearch`` interface, so every ranking still ends in ``retriever.ranking.topk.rank``.
+``make_backend`` builds one from the CLI's ``--backend`` and ``--uri``; ``backend_for`` is the one an index (or an
+index directory's path) belongs to.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from retriever.encoding.encoder import Encoder, ModelInfo
-from retriever.index.base import IndexConfig
+from retriever.index.base import DenseIndex, IndexConfig, LexicalSearch
 
-__all__ = ["BACKENDS", "FaissBackend", "IndexBackend", "MilvusBackend", "make_backend"]
+__all__ = ["BACKENDS", "FaissBackend", "IndexBackend", "MilvusBackend", "backend_for", "make_backend"]
 
 BACKENDS = ("faiss", "milvus")
 
@@ -31,7 +33,7 @@ class IndexBackend(ABC):
 
     @abstractmethod
     def ensure(self, dataset, encoder: Encoder, config: IndexConfig | None = None, *, lexical: bool = False,
-               progress: bool = False):
+               progress: bool = False) -> tuple[DenseIndex, LexicalSearch | None]:
         """``(dense index, lexical index or None)`` of ``dataset``, reused when current, else built."""
 
     @abstractmethod
@@ -40,16 +42,18 @@ class IndexBackend(ABC):
 
     @abstractmethod
     def build(self, dataset, encoder: Encoder, target: str, config: IndexConfig | None = None, *,
-              lexical: bool = True, overwrite: bool = False, progress: bool = False):
+              lexical: bool = True, overwrite: bool = False, progress: bool = False
+              ) -> tuple[DenseIndex, LexicalSearch | None]:
         """Build ``dataset``'s indexes at ``target``; ``(dense index, lexical index or None)``."""
 
     @abstractmethod
-    def open(self, target: str, model: ModelInfo | None = None, device: str | None = None):
+    def open(self, target: str, model: ModelInfo | None = None, device: str | None = None) -> DenseIndex:
         """The dense index at ``target`` (checked against ``model``); ``device``: search there with torch."""
 
-    def lexical_of(self, index):
-        """The lexical index that belongs to ``index``, or None."""
-        return None
+    @abstractmethod
+    def lexical_of(self, index: DenseIndex) -> LexicalSearch:
+        """The lexical index that belongs to ``index`` (one this backend opened or built), checked against its
+        corpus; a ValueError naming ``index`` and how to build one when it has none."""
 
 
 class FaissBackend(IndexBackend):
@@ -87,6 +91,26 @@ class FaissBackend(IndexBackend):
 
         return CorpusIndex.load(target, model, device=device)
 
+    def lexical_of(self, index):
+        """The BM25 index written beside ``index``: ``DIR-bm25`` beside an ``--output`` directory, or the cache
+        entry of the same dataset beside a cached one (``lexical_beside``)."""
+        from retriever.index.lexical import lexical_beside
+
+        path = lexical_beside(index)
+        if path is None:
+            raise ValueError(f"no lexical index was found beside {index.path}; build it with `routerretriever index` "
+                             "(without --no-lexical)")
+        return self.open_lexical(path, index)
+
+    def open_lexical(self, target: str | os.PathLike, index: DenseIndex | None = None) -> LexicalSearch:
+        """The bm25s index directory at ``target`` (checked against the corpus of ``index``, when given)."""
+        from retriever.index.lexical import LexicalIndex
+
+        lexical = LexicalIndex.load(Path(target))
+        if index is not None:
+            lexical.check_corpus(index)
+        return lexical
+
 
 class MilvusBackend(IndexBackend):
     name = "milvus"
@@ -101,20 +125,20 @@ class MilvusBackend(IndexBackend):
 
     def ensure(self, dataset, encoder, config=None, *, lexical=False, progress=False):
         from retriever.index.lexical import LexicalConfig
-        from retriever.index.milvus import ensure_milvus_index
+        from retriever.index.milvus_build import ensure_milvus_index
 
         index = ensure_milvus_index(dataset, encoder, self.uri, config, LexicalConfig() if lexical else None,
                                     progress=progress)
         return index, index.lexical() if lexical else None
 
     def check_target(self, target, overwrite, lexical=True):
-        from retriever.index.milvus import check_milvus_target
+        from retriever.index.milvus_build import check_milvus_target
 
         check_milvus_target(self.uri, target, overwrite)
 
     def build(self, dataset, encoder, target, config=None, *, lexical=True, overwrite=False, progress=False):
         from retriever.index.lexical import LexicalConfig
-        from retriever.index.milvus import build_milvus_index
+        from retriever.index.milvus_build import build_milvus_index
 
         index = build_milvus_index(dataset, encoder, self.uri, target, config, LexicalConfig() if lexical else None,
                                    progress=progress, overwrite=overwrite)
@@ -128,7 +152,21 @@ class MilvusBackend(IndexBackend):
         return MilvusIndex.load(self.uri, str(target), model)
 
     def lexical_of(self, index):
-        return index.lexical()
+        """The collection's own BM25 side."""
+        lexical = index.lexical()
+        if lexical is None:
+            raise ValueError(f"{index.path} was built without BM25; rebuild it with `routerretriever index` (without "
+                             "--no-lexical)")
+        lexical.check_corpus(index)
+        return lexical
+
+
+def backend_for(index: DenseIndex | str | os.PathLike) -> IndexBackend:
+    """The backend ``index`` belongs to: ``MilvusBackend`` (at its URI) for a ``MilvusIndex``, else
+    ``FaissBackend`` (a ``CorpusIndex``, or the path of an index directory)."""
+    from retriever.index.milvus import MilvusIndex
+
+    return MilvusBackend(index.uri) if isinstance(index, MilvusIndex) else FaissBackend()
 
 
 def make_backend(name: str = "faiss", uri: str | None = None, cache_dir: str | os.PathLike | None = None

@@ -1,6 +1,8 @@
 """What every corpus index shares: its configuration (``IndexConfig``, closed sets as enums), what it indexes
-(``Doc``, ``CorpusSource``) and the dense-index base class (``DenseIndex``) that FAISS (``faiss_index``) and
-Milvus (``milvus``) indexes extend."""
+(``Doc``, ``CorpusSource``), the dense-index base class (``DenseIndex``) that FAISS (``faiss_index``) and
+Milvus (``milvus``) indexes extend, the lexical-index interface (``LexicalSearch``) that bm25s (``lexical``) and
+Milvus lexical indexes implement, and what every cache entry and build record of a dense index holds
+(``is_current``, ``dense_record``)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,23 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from itertools import islice
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from retriever.encoding.encoder import ModelInfo
+from retriever.encoding.encoder import Encoder, ModelInfo
+from retriever.storage.cache import built_precision
 from retriever.storage.files import (
     ArtifactError,
+    library_version,
     sha256_file,
 )
 
-__all__ = ["CorpusSource", "DenseIndex", "Doc", "IndexConfig", "IndexType", "Metric", "chunks", "corpus_source"]
+if TYPE_CHECKING:
+    from retriever.index.lexical import LexicalConfig
+
+__all__ = ["CorpusSource", "DenseIndex", "Doc", "IndexConfig", "IndexType", "LexicalSearch", "Metric", "chunks",
+           "corpus_source", "dense_record", "is_current"]
 
 
 class IndexType(StrEnum):
@@ -122,6 +130,26 @@ class DenseIndex:
             )
 
 
+class LexicalSearch(Protocol):
+    """A lexical (BM25) index, as every caller uses one: ``LexicalIndex`` (bm25s, beside a FAISS index) and
+    ``MilvusLexicalIndex`` (the BM25 side of a Milvus collection). ``search(texts, k) -> (scores, rows)`` with rows
+    of -1 for documents sharing no term with the query; ``check_corpus`` refuses a dense index over other documents;
+    ``meta["files"]`` identifies its content; ``path`` names it in messages."""
+
+    doc_ids: list[str]
+    meta: dict
+    path: object
+
+    def __len__(self) -> int: ...
+
+    @property
+    def config(self) -> LexicalConfig: ...
+
+    def search(self, texts: list[str], k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def check_corpus(self, index: DenseIndex) -> None: ...
+
+
 def chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -135,3 +163,31 @@ def corpus_source(docs) -> dict:
         return {}
     return {"dataset": docs.name, "corpus": str(docs.corpus_path), "corpus_sha256": sha256_file(docs.corpus_path)}
 
+
+
+def is_current(meta: dict, source: dict, config: dict, precision: str | None = None) -> bool:
+    """Whether a cache entry (its metadata ``meta``) still fits: built from the corpus ``source`` describes (the same
+    sha256), with the settings ``config`` (``to_json()``) and, for a dense index, in ``precision``."""
+    return meta["source"].get("corpus_sha256") == source["corpus_sha256"] and meta["config"] == config and \
+        (precision is None or built_precision(meta) == precision)
+
+
+def dense_record(kind: str, format_version: int, encoder: Encoder, config: IndexConfig, count: int,
+                 source: dict) -> dict:
+    """What a dense index records of itself (FAISS ``index.json``, the Milvus collection property), before its
+    backend's own fields: kind, format and library version, model, precision, dim, metric, index type, settings,
+    document count and corpus source."""
+    return {
+        "kind": kind,
+        "format_version": format_version,
+        "library_version": library_version(),
+        "model": {"id": encoder.info.id, "fingerprint": encoder.info.fingerprint, "dim": encoder.dim},
+        "precision": encoder.precision,
+        "dim": encoder.dim,
+        "normalized": True,
+        "metric": config.metric.value,
+        "index_type": config.index_type.value,
+        "config": config.to_json(),
+        "count": count,
+        "source": source,
+    }

@@ -27,15 +27,25 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from retriever.encoding.encoder import Encoder, ModelInfo, check_device
-from retriever.index.base import CorpusSource, DenseIndex, Doc, IndexConfig, IndexType, Metric, chunks, corpus_source
+from retriever.index.base import (
+    CorpusSource,
+    DenseIndex,
+    Doc,
+    IndexConfig,
+    IndexType,
+    Metric,
+    chunks,
+    corpus_source,
+    dense_record,
+    is_current,
+)
 from retriever.storage.artifacts import atomic_directory, cached_artifact, check_target
-from retriever.storage.cache import built_precision, precision_suffix
+from retriever.storage.cache import precision_suffix
 from retriever.storage.files import (
     MODEL_SCHEMA,
     ArtifactError,
     check_finite,
     checksum_files,
-    library_version,
     load_npy,
     read_json,
     read_metadata,
@@ -267,21 +277,9 @@ def build_index(
             faiss.write_index(_faiss_index(config, vectors), str(tmp / "index.faiss"))
             files.append("index.faiss")
         del vectors
-        write_json(tmp / "index.json", {
-            "kind": KIND,
-            "format_version": FORMAT_VERSION,
-            "library_version": library_version(),
-            "model": {"id": encoder.info.id, "fingerprint": encoder.info.fingerprint, "dim": dim},
-            "precision": encoder.precision,
-            "dim": dim,
-            "normalized": True,
-            "metric": config.metric.value,
-            "index_type": config.index_type.value,
-            "config": config.to_json(),
-            "count": n,
-            "source": source if source is not None else corpus_source(docs),
-            "files": checksum_files(tmp, files),
-        })
+        record = dense_record(KIND, FORMAT_VERSION, encoder, config, n,
+                              source if source is not None else corpus_source(docs))
+        write_json(tmp / "index.json", {**record, "files": checksum_files(tmp, files)})
     logger.info("indexed %d documents into %s", n, path)
     return CorpusIndex.load(path, encoder.info, verify=False)
 
@@ -313,8 +311,7 @@ def ensure_index(
     source = corpus_source(dataset)
 
     def current(index: CorpusIndex) -> bool:
-        return index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
-            index.meta["config"] == config.to_json() and built_precision(index.meta) == encoder.precision
+        return is_current(index.meta, source, config.to_json(), encoder.precision)
 
     return cached_artifact(path, "index.json", "index", lambda p: CorpusIndex.load(p, encoder.info), current,
                            lambda: build_index(dataset, encoder, path, config, progress=progress, source=source,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retriever.index.base import corpus_source
+from retriever.index.base import DenseIndex, corpus_source, is_current
 from retriever.storage.artifacts import atomic_directory, cached_artifact, check_target, directory_files
 from retriever.storage.files import (
     ArtifactError,
@@ -109,8 +109,9 @@ def fit_bm25(texts: list[str], config: LexicalConfig):
 
 
 class LexicalIndex:
-    """A loaded BM25 index. ``search(texts, k)`` gives ``(scores, rows)``; rows of documents sharing no term with
-    the query are -1 (``rank`` skips them), so a query without known terms ranks nothing."""
+    """A loaded BM25 index (a ``retriever.index.base.LexicalSearch``). ``search(texts, k)`` gives ``(scores, rows)``;
+    rows of documents sharing no term with the query are -1 (``rank`` skips them), so a query without known terms
+    ranks nothing."""
 
     def __init__(self, path: Path | None, meta: dict, doc_ids: list[str], bm25):
         self.path, self.meta, self.doc_ids, self.bm25 = path, meta, doc_ids, bm25
@@ -132,8 +133,8 @@ class LexicalIndex:
         rows[scores <= 0] = -1  # no shared term: not a match
         return scores, rows
 
-    def check_corpus(self, index) -> None:
-        """Refuse a dense ``CorpusIndex`` over other documents: other ids, another order, or (where both record
+    def check_corpus(self, index: DenseIndex) -> None:
+        """Refuse a dense index over other documents: other ids, another order, or (where both record
         it) another corpus file content."""
         dense_sha = index.meta.get("source", {}).get("corpus_sha256")
         mine = self.meta["source"].get("corpus_sha256")
@@ -206,8 +207,7 @@ def ensure_lexical_index(dataset, cache_dir: str | os.PathLike, config: LexicalC
     source = corpus_source(dataset)
 
     def current(index: LexicalIndex) -> bool:
-        return index.meta["source"].get("corpus_sha256") == source["corpus_sha256"] and \
-            index.meta["config"] == config.to_json() and index.meta.get("tokenizer") == tokenizer_versions()
+        return is_current(index.meta, source, config.to_json()) and index.meta.get("tokenizer") == tokenizer_versions()
 
     return cached_artifact(path, "lexical.json", "lexical index", LexicalIndex.load, current,
                            lambda: build_lexical_index(dataset, path, config, source=source, owned=True))
