@@ -122,7 +122,7 @@ class DenseIndex:
     def check_model(self, model: ModelInfo) -> None:
         """Refuse query vectors from a model other than the one that encoded the corpus."""
         built = self.meta["model"]
-        if built["fingerprint"] != model.fingerprint or int(built["dim"]) != model.dim:
+        if not model.built(built):
             raise ArtifactError(
                 f"index {self.path} was built with model {built['id']!r} (dim {built['dim']}, fingerprint "
                 f"{built['fingerprint'][:12]}), but the query model is {model.id!r} (dim {model.dim}, "
@@ -181,7 +181,7 @@ def dense_record(kind: str, format_version: int, encoder: Encoder, config: Index
         "kind": kind,
         "format_version": format_version,
         "library_version": library_version(),
-        "model": {"id": encoder.info.id, "fingerprint": encoder.info.fingerprint, "dim": encoder.dim},
+        "model": encoder.info.record(),
         "precision": encoder.precision,
         "dim": encoder.dim,
         "normalized": True,
