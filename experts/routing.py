@@ -34,7 +34,16 @@ from retriever.ranking.systems import (
 from retriever.ranking.systems import hybrid as hybrid_name
 from retriever.ranking.topk import search, search_lexical
 from retriever.ranking.unfamiliar import top_agreement
-from retriever.routers import ROUTERS, Router, RoutingData, RoutingSpace, best_expert, fit_router, novelty_kinds
+from retriever.routers import (
+    CALIBRATED_OPTIONS,
+    ROUTERS,
+    Router,
+    RoutingData,
+    RoutingSpace,
+    best_expert,
+    fit_router,
+    novelty_kinds,
+)
 from retriever.routers.base import best_systems, unseen_rows
 from retriever.routers.directory import RouterDirectory
 from retriever.storage.files import ArtifactError, check_fields, load_npy, read_json, save_npy
@@ -49,7 +58,6 @@ logger = logging.getLogger(__name__)
 
 SPLIT = "train"
 HYBRID_WEIGHTS = tuple(round(w, 1) for w in np.arange(0.0, 1.0001, 0.1))  # dense weights a hybrid is calibrated over
-CALIBRATED_OPTIONS = ("min_confidence", "min_similarity", "default")  # what fit_router sets: never carried over
 NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
 
 
