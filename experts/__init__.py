@@ -3,7 +3,8 @@ and compare. Imports ``retriever`` and ``eval``.
 
 - ``pairs``     — training examples from a BEIR split's qrels (positives: score >= 1), held-out slices, anchors.
 - ``train``     — contrastive (InfoNCE) training against cached frozen-base document vectors, with peft.
-- ``routing``   — every expert scored on training queries, best-expert labels, routers fitted and refitted.
+- ``routing_cache`` — every expert scored on training queries (cached), best-system labels (the routing data).
+- ``routing``   — routers fitted on that data, refitted for the current experts, the default router chosen.
 - ``export``    — an expert as a plain sentence-transformers model (LoRA merged).
 - ``workflows`` — every CLI command as a library function: index, search, add/remove/list/export an expert,
   build routers, evaluate, the paper-style comparison (a package, one module per group).
@@ -25,7 +26,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "train_expert": "experts.train",
     "build_router": "experts.routing",
     "refresh_routers": "experts.routing",
-    "routing_data": "experts.routing",
+    "routing_data": "experts.routing_cache",
     "export_expert": "experts.export",
     "add_expert": "experts.workflows",
     "build_routers": "experts.workflows",
@@ -37,17 +38,17 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "batch_loss": "experts.train",
     "epoch_batches": "experts.train",
     "heldout_split": "experts.train",
-    "cached_routing_data": "experts.routing",
+    "cached_routing_data": "experts.routing_cache",
     "DEFAULT_EXPERT_DATASETS": "experts.workflows",
     "evaluate_systems": "experts.workflows",
     "choose_default_router": "experts.routing",
-    "expert_key": "experts.routing",
-    "lexical_key": "experts.routing",
-    "score_experts": "experts.routing",
-    "routing_sample": "experts.routing",
-    "prefix_layer": "experts.routing",
-    "prefix_file": "experts.routing",
-    "hybrid_label": "experts.routing",
+    "expert_key": "experts.routing_cache",
+    "lexical_key": "experts.routing_cache",
+    "score_experts": "experts.routing_cache",
+    "routing_sample": "experts.routing_cache",
+    "prefix_layer": "experts.routing_cache",
+    "prefix_file": "experts.routing_cache",
+    "hybrid_label": "experts.routing_cache",
     "lora_query_model": "experts.train",
     "anchor_loss": "experts.train",
 })

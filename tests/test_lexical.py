@@ -252,15 +252,13 @@ def test_auto_resolves_per_call_and_stays_one_system():
 def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world):
     """A query unlike every training domain goes to auto:base; the facade says so and names what answered, and
     evaluation decides the same."""
-    import copy
 
     from eval.runs import SplitRun
     from retriever.router_retriever import RouterRetriever
 
     store = lexical_world["store"]
     rr = RouterRetriever.load(store.root, "pilot", model=str(store.base.id))
-    rr.router = copy.deepcopy(rr.router)
-    rr.router.options.update(min_similarity=1.01, default="auto:base")  # every query is unfamiliar
+    rr.router = rr.router.recalibrated(min_similarity=1.01, default="auto:base")  # every query is unfamiliar
     dataset, index, lexical = (lexical_world[k]["toy"] for k in ("datasets", "indexes", "lexical"))
     split = dataset.split("test")
     hits = rr.search(split.queries, k=10, index=index, lexical=lexical)
@@ -273,7 +271,7 @@ def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world):
     for h in hits:
         assert dict(h.hits) == pytest.approx(dict(list(routed.results[h.query_id].items())[:10]))
     familiar = RouterRetriever.load(store.root, "pilot", model=str(store.base.id))
-    familiar.router.options.update(min_similarity=0.0)
+    familiar.router = familiar.router.recalibrated(min_similarity=0.0)
     assert not any(h.unfamiliar for h in familiar.search(split.queries, k=10, index=index, lexical=lexical))
 
 

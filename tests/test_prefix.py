@@ -123,8 +123,8 @@ def test_a_router_on_the_prefix_saves_its_space_and_searches_in_one_pass(experts
     np.testing.assert_allclose(space.center, raw.mean(axis=0), atol=1e-6)
     labels = (["top", "all", "base"] * 12)[: len(TEXTS)]
     data = RoutingData(vectors, labels, ["toy"] * len(TEXTS), {}, ["base", "all", "top"], space=space)
-    router = ROUTERS["pilot"].fit(data)
-    router.space = space
+    router = ROUTERS["pilot"].fit(data)  # routing in data.space, as fitted
+    assert router.space is space
     loaded = load_router(router.save(tmp_path / "pilot"))
     assert loaded.space.layer == 1 and np.array_equal(loaded.space.center, space.center)
     queries = {f"q{i}": t for i, t in enumerate(TEXTS)}
@@ -165,8 +165,8 @@ def test_a_damaged_routing_space_is_refused_on_load(tmp_path, damage, message):
     raw = rng.standard_normal((12, 32)).astype(np.float32)
     space = RoutingSpace.fitted(1, raw)
     data = RoutingData(space.vectors(raw), ["a", "b", "base"] * 4, ["d"] * 12, {}, ["base", "a", "b"], space=space)
-    router = ROUTERS["pilot"].fit(data)
-    router.space = space
+    router = ROUTERS["pilot"].fit(data)  # routing in data.space, as fitted
+    assert router.space is space
     path = router.save(tmp_path / "pilot")
     meta = json.loads((path / "routing.json").read_text())
     damage(meta, path / "space_center.npy")

@@ -1,10 +1,18 @@
 """Routers (``retriever.routers``): the contract every registered router passes, each router's behaviour on
 synthetic routing data, and the thresholds calibrated on the routing folds."""
 
+import json
+from dataclasses import FrozenInstanceError
+
 import numpy as np
 import pytest
 
-from retriever.routers import ROUTERS, RoutingData, fit_router, load_router
+from retriever.routers import ROUTERS, RoutingData, RoutingSpace, fit_router, load_router, novelty_kinds
+from retriever.routers.classifier import ClassifierOptions
+from retriever.routers.dataset import DatasetOptions
+from retriever.routers.fixed import FixedOptions
+from retriever.routers.pilot import PilotOptions
+from retriever.routers.settings import Calibration, FallbackRequests
 
 
 def synthetic(seed=0, n=60, dim=8):
@@ -31,7 +39,9 @@ def test_router_contract(name, tmp_path):
     assert routing.experts == ["base", "a", "b"]
     assert routing.weights.shape == (60, 3)
     np.testing.assert_allclose(routing.weights.sum(axis=1), 1.0, atol=1e-5)
-    assert np.all(routing.confidence == routing.weights.max(axis=1))
+    one = router.route(data.vectors[5:6])  # a query is routed alike alone and in a batch
+    np.testing.assert_allclose(one.weights, routing.weights[5:6], atol=1e-6)
+    assert router.space is data.space  # fitted complete: it routes in the data's space
     reloaded = load_router(router.save(tmp_path / name))
     np.testing.assert_allclose(reloaded.route(data.vectors).weights, routing.weights, atol=1e-6)
     assert reloaded.options == router.options
@@ -110,7 +120,12 @@ def test_fallback_is_calibrated_on_domains_left_out():
     # Where experts help everywhere, nothing falls back.
     assert fit_router("pilot", three_domains(gain_elsewhere=0.1), fallback="auto").options["min_confidence"] == 0.0
     fixed = fit_router("pilot", data, fallback=0.99)
-    assert fixed.options == {**fixed.options, "fallback": 0.99, "min_confidence": 0.99}
+    assert {k: fixed.options[k] for k in ("fallback", "min_confidence")} == {"fallback": 0.99, "min_confidence": 0.99}
+    assert fixed.route(new_domain).choice == ["base"] * 3
+    confident = router.route(data.vectors)
+    unsure = fixed.route(data.vectors)  # a higher threshold only ever sends more queries to the base
+    assert np.all(unsure.unfamiliar >= confident.unfamiliar)
+    assert unsure.choice == ["base" if c < 0.99 else e for c, e in zip(unsure.confidence, data.labels, strict=True)]
 
 
 def test_novelty_sends_queries_unlike_every_domain_to_the_base():
@@ -186,3 +201,88 @@ def test_routing_data_validation():
         RoutingData(np.zeros((1, 2)), ["z"], ["d"], {}, ["base"])
 
 
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: PilotOptions(aggregate="median"), "unknown aggregate 'median'; valid: density, weighted, mean, max"),
+    (lambda: PilotOptions(clusters=0), "clusters must be a positive integer, got 0"),
+    (lambda: PilotOptions(seed="1"), "seed must be an integer, got '1'"),
+    (lambda: ClassifierOptions(c=0), "c must be a finite number > 0, got 0"),
+    (lambda: DatasetOptions(per_dataset=-1), "per_dataset must be a positive integer, got -1"),
+    (lambda: FixedOptions(expert=""), "expert must be an expert's name .*, got ''"),
+    (lambda: PilotOptions.from_json({"aggregate": "max", "clusters": 1, "seed": 0, "k": 3}),
+     "unknown router option 'k'; valid: aggregate, clusters, seed"),
+    (lambda: DatasetOptions.from_json({"seed": 0}), "missing router option 'per_dataset'; valid: per_dataset, seed"),
+    (lambda: FallbackRequests(fallback="often"),
+     "fallback must be 'none', 'auto' or a threshold in \\[0, 1\\), got 'often'"),
+    (lambda: FallbackRequests(novelty=1.0), "novelty must be 'none', 'auto' or a threshold in \\[0, 1\\), got 1.0"),
+    (lambda: FallbackRequests(unfamiliar="bm25"), "unfamiliar must be one of auto, calibrated, got 'bm25'"),
+    (lambda: Calibration(min_confidence=-0.1), "min_confidence must be a finite number >= 0 .*, got -0.1"),
+    (lambda: Calibration(min_similarity=float("nan")), "min_similarity must be a finite number >= 0 .*, got nan"),
+    (lambda: Calibration(default=""), "default must be a system name .*, got ''"),
+    (lambda: Calibration(fold_gain={"mean": "high"}), "fold_gain must map fold settings to finite numbers"),
+])
+def test_settings_refuse_bad_values_naming_them(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_settings_are_frozen_and_options_read_only():
+    """A fitted router's settings cannot be changed in place (a change would not be saved, or would be saved
+    without being fitted): ``recalibrated`` gives a changed copy."""
+    data = three_domains(gain_elsewhere=-0.3)
+    router = fit_router("pilot", data, novelty="auto")
+    with pytest.raises(FrozenInstanceError):
+        router.calibration.min_similarity = 0.0
+    with pytest.raises(TypeError):
+        router.options["min_similarity"] = 0.0
+    far = np.eye(6, dtype=np.float32)[3:] + 0.1 * np.eye(6, dtype=np.float32)[0]
+    far /= np.linalg.norm(far, axis=1, keepdims=True)
+    assert router.route(far).choice == ["base"] * 3
+    lenient = router.recalibrated(min_similarity=0.0)
+    assert lenient.route(far).choice == ["a"] * 3 and router.route(far).choice == ["base"] * 3
+    assert lenient.options["min_similarity"] == 0.0 and router.options["min_similarity"] > 0
+
+
+@pytest.mark.parametrize("name", sorted(ROUTERS))
+def test_saved_router_saves_again_unchanged(name, tmp_path):
+    """Fitted with calibrated fallbacks, saved, loaded and saved again: the same routing.json and the same
+    routing (choices, fallbacks, default system)."""
+    data = three_domains(gain_elsewhere=-0.3)
+    novelty = "auto" if name in novelty_kinds() else "none"
+    router = fit_router(name, data, fallback="auto", novelty=novelty)
+    first = router.save(tmp_path / "first", info={"datasets": ["d1", "d2", "d3"]})
+    loaded = load_router(first)
+    second = loaded.save(tmp_path / "second", info=loaded.info)
+    assert (first / "routing.json").read_text() == (second / "routing.json").read_text()
+    queries = np.vstack([data.vectors, np.eye(6, dtype=np.float32)[3:]])
+    for other in (loaded, load_router(second)):
+        want, got = router.route(queries), other.route(queries)
+        assert got.choice == want.choice and np.array_equal(got.unfamiliar, want.unfamiliar)
+        np.testing.assert_allclose(got.weights, want.weights, atol=1e-6)
+
+
+def test_routing_json_from_before_the_unfamiliar_policy_loads_as_written(tmp_path):
+    """A routing.json written before ``unfamiliar`` and ``default`` existed: its options are read as written
+    (nothing invented: the base is the default), route as they did, and are written back unchanged."""
+    data = three_domains(gain_elsewhere=-0.3)
+    path = fit_router("pilot", data, fallback=0.6).save(tmp_path / "old")
+    meta = json.loads((path / "routing.json").read_text())
+    meta["options"] = {"aggregate": "density", "clusters": 1, "seed": 0, "fallback": 0.6, "min_confidence": 0.6}
+    (path / "routing.json").write_text(json.dumps(meta))
+    old = load_router(path)
+    assert dict(old.options) == meta["options"] and old.default == "base"
+    resaved = json.loads((old.save(tmp_path / "again") / "routing.json").read_text())
+    assert list(resaved["options"].items()) == list(meta["options"].items())
+    new_domain = np.eye(6, dtype=np.float32)[3:]
+    routing = old.route(new_domain)
+    assert routing.choice == ["base"] * 3 and np.all(routing.confidence < 0.6)
+
+
+def test_fit_router_takes_the_routing_space_from_the_data():
+    data = three_domains(gain_elsewhere=-0.3)
+    space = RoutingSpace.fitted(1, data.vectors)
+    prefixed = RoutingData(space.vectors(data.vectors), data.labels, data.datasets, data.dataset_experts,
+                           data.experts, data.scores, space=space)
+    router = fit_router("dataset", prefixed, novelty="auto")
+    assert router.space is space and router.fold_gain is not None and router.calibration.fold_gain == router.fold_gain

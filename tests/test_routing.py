@@ -12,12 +12,13 @@ import cli
 from experts import TrainConfig, train_expert
 from experts.routing import cached_routing_data, refresh_routers, routing_data
 from retriever.encoding.expert_encoder import MultiExpertEncoder
+from retriever.ranking.systems import dense_part
 from retriever.router_retriever import RouterRetriever
-from retriever.routers import ROUTERS, load_router
+from retriever.routers import ROUTERS, SIMILARITIES, THRESHOLDS, load_router
 from retriever.routers.directory import RouterDirectory
 
 
-def test_routing_labels_come_from_train_queries_only(world, monkeypatch):
+def test_routing_labels_come_from_train_queries_only(world, monkeypatch, tmp_path):
     data = world["data"]
     assert data.experts == ["base", "other-expert", "toy-expert"]
     assert data.dataset_experts == {"toy": "toy-expert", "other": "other-expert"}
@@ -47,8 +48,19 @@ def test_routing_labels_come_from_train_queries_only(world, monkeypatch):
 
     monkeypatch.setattr(Dataset, "split", guarded)
     import shutil
-    shutil.rmtree(world["store"].root / "routing-data" / "other")
-    routing_data(world["sources"], world["encoder"], world["store"], max_queries=100)
+
+    store = copy_store(world, tmp_path)  # the module's world is shared: recompute in a copy
+    shutil.rmtree(store.root / "routing-data" / "other")
+    again = routing_data(world["sources"], world["encoder"], store, max_queries=100)
+    assert again.labels == data.labels and np.array_equal(again.scores, data.scores)
+
+
+def copy_store(world, tmp_path) -> RouterDirectory:
+    """A copy of the module's router directory, for a test that changes it."""
+    import shutil
+
+    root = shutil.copytree(world["store"].root, tmp_path / "router-copy")
+    return RouterDirectory(root, world["store"].base)
 
 
 def test_label_ties_prefer_own_expert_then_base(world):
@@ -74,7 +86,7 @@ def test_router_retriever_search(world):
     routing = rr.router.route(rr.encoder.encode(list(queries.values())))
     assert [r.expert for r in results] == routing.choice
     for r, conf in zip(results, routing.confidence, strict=True):
-        assert len(r.hits) == 3 and 0 < r.confidence <= 1 and r.confidence == pytest.approx(float(conf))
+        assert len(r.hits) == 3 and r.confidence == pytest.approx(float(conf))
     vectors = rr.encoder.encode_routed(list(queries.values()), routing.choice)
     from retriever.ranking.topk import search
 
@@ -126,14 +138,14 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
     assert "8 labelled queries" in built.output
     saved = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["options"]
     assert saved["fallback"] == "none" and saved["min_confidence"] == 0  # the top expert, however unsure
-    assert saved["novelty"] == "auto" and 0 <= saved["min_similarity"] < 1  # unless the query is unlike them all
+    assert saved["novelty"] == "auto" and saved["min_similarity"] in SIMILARITIES  # calibrated on the folds
     classifier = json.loads((router / "routers" / "classifier" / "routing.json").read_text())["options"]
     assert "novelty" not in classifier and "min_similarity" not in classifier
     auto = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
                                     "--dataset", "other", "--kind", "pilot", "--fallback", "auto"])
     assert auto.exit_code == 0, auto.output
     saved = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["options"]
-    assert saved["fallback"] == "auto" and 0 <= saved["min_confidence"] <= 1
+    assert saved["fallback"] == "auto" and saved["min_confidence"] in THRESHOLDS  # calibrated on the folds
     bad = runner.invoke(cli.main, ["-q", "build-router", *common, "--router", str(router), "--dataset", "toy",
                                    "--fallback", "1.5"])
     assert bad.exit_code == 2 and "'1.5' is not 'none', 'auto' or a number in [0, 1)" in bad.output
@@ -154,7 +166,11 @@ def test_cli_router_commands(world, tmp_path, toy_model_dir):
                                      "--model", model, "--query", "jazz music", "--json"])
     assert found.exit_code == 0, found.output
     line = json.loads(found.stdout.splitlines()[0])
-    assert line["expert"] in ("base", "toy-expert", "other-expert") and len(line["hits"]) == 10
+    routed = RouterRetriever.load(router, model=model)  # the CLI routes as the library does
+    chosen = routed.router.route(routed.encoder.encode(["jazz music"])).choice[0]
+    assert line["system"] == chosen or (chosen == "auto:base" and line["unfamiliar"])
+    assert line["expert"] == dense_part(line["system"])
+    assert len(line["hits"]) == 10
     removed = runner.invoke(cli.main, ["experts", "remove", "--router", str(router), "--model", model, "other-expert"])
     assert removed.exit_code == 0 and "refitted routers: classifier, dataset, pilot" in removed.output
 
@@ -189,8 +205,11 @@ def test_cli_benchmark_trains_builds_evaluates_and_reuses(world, tmp_path, toy_m
         assert rows[d, "default"] == rows[d, report["default_system"]]
         assert rows[d, "instance-oracle"] >= max(v for (dd, s), v in rows.items() if dd == d and "oracle" not in s)
     assert {r["dataset"] for r in report["results"]} == {"toy", "other"}
-    assert set(report["routing"]["pilot"]["confusion"]) == {"toy", "other"}
-    assert 0 <= report["routing"]["pilot"]["accuracy"] <= 1
+    pilot = report["routing"]["pilot"]
+    assert set(pilot["confusion"]) == {"toy", "other"}
+    right = sum(n for d, counts in pilot["confusion"].items() for s, n in counts.items() if s in (d, f"hybrid:{d}"))
+    total = sum(n for counts in pilot["confusion"].values() for n in counts.values())
+    assert pilot["accuracy"] == round(right / total, 4)  # the share routed to their own dataset's expert
     markdown = (tmp_path / "b.md").read_text()
     assert "| system | toy | other | avg |" in markdown and "Routing accuracy" in markdown
     assert "The default router: " in markdown and "default - best [95% CI]" in markdown
@@ -203,13 +222,13 @@ def test_cli_benchmark_trains_builds_evaluates_and_reuses(world, tmp_path, toy_m
     assert json.loads((tmp_path / "b.json").read_text())["results"] == report["results"]
 
 
-def test_routing_data_on_a_prefix_space(world):
+def test_routing_data_on_a_prefix_space(world, tmp_path):
     """``layer``: the routing vectors are the base's states entering that layer, mean-pooled and centered on the
     routing queries, cached beside the base vectors; a router fitted on them carries the space."""
     from experts.routing import build_router, prefix_layer
     from retriever.routers import RoutingSpace
 
-    store = world["store"]
+    store = copy_store(world, tmp_path)  # routers are built into it: the module's world is shared
     assert prefix_layer(store, world["encoder"]) is None  # the toy experts adapt every layer: they route on embeddings
     with pytest.raises(ValueError, match="no current routing vectors prefix-1.npy"):
         cached_routing_data(store, ["toy", "other"], layer=1)

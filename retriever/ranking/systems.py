@@ -16,21 +16,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from itertools import islice
 
 from retriever.encoding.expert_encoder import BASE
 from retriever.ranking.unfamiliar import top_agreement, trusts_lexical
 
 __all__ = [
-    "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "SystemSet", "auto_choice", "dense_part", "fuse",
-    "hybrid",
+    "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "Fusion", "HYBRID", "SystemSet", "auto_choice", "dense_part",
+    "fuse", "hybrid",
     "is_lexical", "resolve", "run_system", "system_names",
 ]
 
 BM25 = "bm25"
 HYBRID = "hybrid:"
 AUTO = "auto:base"  # unfamiliar queries: hybrid:base where the corpus's lexical side agrees with the base, else base
-FUSIONS = ("convex", "rrf")
+
+
+class Fusion(StrEnum):
+    """How a hybrid fuses the dense and the BM25 ranking (``fuse``)."""
+
+    CONVEX = "convex"  # a weighted sum of min-max normalised scores
+    RRF = "rrf"  # reciprocal rank fusion
+
+
+FUSIONS = tuple(method.value for method in Fusion)
 RRF_K = 60
 DEFAULT_WEIGHT = 0.5  # an uncalibrated hybrid: equal weight
 FUSION_DEPTH = 100  # each list's top-k that a hybrid fuses, whatever k the caller asks for
@@ -74,10 +84,10 @@ def _normalised(hits: Mapping[str, float]) -> dict[str, float]:
 def fuse(dense: Mapping[str, float], lexical: Mapping[str, float], weight: float, method: str = "convex",
          k: int = FUSION_DEPTH) -> dict[str, float]:
     """One query's fused ranking of two ``{doc id: score}`` lists, best first, at most ``k`` documents."""
-    if method == "convex":
+    if method == Fusion.CONVEX:
         d, s = _normalised(dense), _normalised(lexical)
         scores = {doc: weight * d.get(doc, 0.0) + (1 - weight) * s.get(doc, 0.0) for doc in {**d, **s}}
-    elif method == "rrf":
+    elif method == Fusion.RRF:
         scores = {}
         for hits in (dense, lexical):
             for rank, doc in enumerate(sorted(hits, key=hits.__getitem__, reverse=True), start=1):
@@ -94,12 +104,13 @@ def fuse(dense: Mapping[str, float], lexical: Mapping[str, float], weight: float
 class SystemSet:
     """How hybrids are fused: the method and each hybrid's dense weight (uncalibrated ones weigh 0.5)."""
 
-    fusion: str = "convex"
+    fusion: Fusion = Fusion.CONVEX
     weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.fusion not in FUSIONS:
+        if not isinstance(self.fusion, str) or self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
+        object.__setattr__(self, "fusion", Fusion(self.fusion))
         for name, weight in self.weights.items():
             if not name.startswith(HYBRID) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
                 raise ValueError(f"hybrid weight {name!r}: {weight!r} (expected hybrid:<expert> and a weight in "

@@ -17,9 +17,10 @@ Layout (peft's shape: one module per method, registered by name): ``base`` — t
 ``Routing``, ``RoutingData``, the registry and ``load_router``; one module per router, each registering itself
 (``@register_router``); ``calibration`` — the routing folds and the thresholds fitted on them; ``directory`` —
 ``RouterDirectory``, the one owner of a router directory's layout (experts, built routers, routing-data
-caches). Adding a router is one new module here: every module of this package but those three is imported
-below, so it registers itself. Tested in ``tests/test_routers.py`` (one contract test every registered router
-passes).
+caches); ``settings`` — the routers' settings as frozen dataclasses (each kind's options, the fallback
+requests, the calibrated values) and the enums of their closed sets. Adding a router is one new module here:
+every module of this package but those four is imported below, so it registers itself. Tested in
+``tests/test_routers.py`` (one contract test every registered router passes).
 """
 
 import importlib
@@ -51,8 +52,16 @@ from retriever.routers.calibration import (
     in_domain_folds,
     without_expert,
 )
+from retriever.routers.settings import (
+    CALIBRATED_OPTIONS,
+    Calibration,
+    FallbackRequests,
+    RouterOptions,
+    ThresholdRequest,
+    UnfamiliarPolicy,
+)
 
-_SUPPORT = {"base", "calibration", "directory"}  # not routers: the interface, the folds, the router directory
+_SUPPORT = {"base", "calibration", "directory", "settings"}  # not routers: interface, folds, directory, settings
 for _module in pkgutil.iter_modules(__path__):  # each router module registers its router on import
     if _module.name not in _SUPPORT:
         importlib.import_module(f"{__name__}.{_module.name}")
@@ -61,16 +70,22 @@ from retriever.routers.fixed import FixedRouter  # noqa: E402  (the one router c
 
 __all__ = [
     "BASE",
+    "CALIBRATED_OPTIONS",
+    "Calibration",
     "FALLBACKS",
+    "FallbackRequests",
     "ROUTERS",
     "FixedRouter",
     "Router",
     "Routing",
     "RoutingSpace",
     "RoutingData",
+    "RouterOptions",
     "SIMILARITIES",
     "THRESHOLDS",
+    "ThresholdRequest",
     "UNFAMILIAR_POLICIES",
+    "UnfamiliarPolicy",
     "best_expert",
     "best_threshold",
     "buildable_kinds",

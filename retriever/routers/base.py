@@ -8,14 +8,18 @@ by ``load_router``.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import ClassVar
 
 import numpy as np
 
 from retriever.ranking.systems import AUTO, BASE, SystemSet
+from retriever.routers.settings import Calibration, FallbackRequests, RouterOptions, saved_options, split_options
 from retriever.storage.artifacts import atomic_directory
 from retriever.storage.files import (
     MODEL_SCHEMA,
@@ -155,24 +159,64 @@ def softmax(scores: np.ndarray, temperature: float = SOFTMAX_TEMPERATURE) -> np.
 
 
 class Router(ABC):
-    """Routes base query vectors to experts. Subclasses set ``name`` and implement fit/route/state."""
+    """Routes base query vectors to experts. Subclasses set ``name`` and ``Options`` (their ``RouterOptions``) and
+    implement ``_fit``/``_route``/``arrays``/``from_arrays``.
+
+    Its settings are three frozen dataclasses (``retriever.routers.settings``): ``settings`` (the kind's options),
+    ``requests`` (the fallbacks asked for) and ``calibration`` (the thresholds and default system chosen from
+    them); ``options`` is the read-only mapping of the three as ``routing.json`` saves them."""
 
     name: ClassVar[str]
+    Options: ClassVar[type[RouterOptions]] = RouterOptions
     fitted: ClassVar[bool] = True  # fitted from routing data (False: a fixed choice)
     order: ClassVar[int] = 50  # where it is listed (CLI choices, benchmark tables): lower first
 
-    def __init__(self, experts: list[str], options: dict):
+    def __init__(self, experts: list[str], options: RouterOptions | Mapping, *, space: RoutingSpace = RoutingSpace(),
+                 requests: FallbackRequests | None = None, calibration: Calibration | None = None):
+        """``options``: the kind's ``Options``, or a mapping as saved (the kind's options, and the requests and
+        calibrated values where ``requests`` and ``calibration`` are not given)."""
         self.experts = list(experts)
-        self.options = dict(options)
+        if isinstance(options, RouterOptions):
+            settings, saved_requests, saved_calibration = options, FallbackRequests(), Calibration()
+        else:
+            settings, saved_requests, saved_calibration = split_options(self.Options, options)
+        if not isinstance(settings, self.Options):
+            raise TypeError(f"the {self.name} router takes {self.Options.__name__}, got {type(settings).__name__}")
+        self.settings = settings
+        self.requests = saved_requests if requests is None else requests
+        self.calibration = saved_calibration if calibration is None else calibration
+        self.space = space  # what its input vectors are (``RoutingSpace``), as fitted and saved
         self.info: dict = {}  # what it was built from (datasets, sample size), as saved with it
         self.base_model: dict | None = None  # the base model whose query vectors it routes, as saved with it
-        self.fold_gain: dict | None = None  # its gain over the base on the routing folds, when fitted with scores
         self.systems: SystemSet | None = None  # how the hybrids it may choose are fused, as saved with it
-        self.space = RoutingSpace()  # what its input vectors are (``RoutingSpace``), as fitted and saved
+
+    @property
+    def options(self) -> Mapping:
+        """Read-only: the router's options, requests and calibrated values as ``routing.json`` saves them."""
+        return MappingProxyType(saved_options(self.settings, self.requests, self.calibration))
+
+    @property
+    def fold_gain(self) -> dict | None:
+        """Its gain over the base on the routing folds, when fitted with scores (``Calibration.fold_gain``)."""
+        return self.calibration.fold_gain
+
+    def recalibrated(self, **changes) -> Router:
+        """A copy of this router with these ``Calibration`` fields changed (``min_similarity=...``, ...)."""
+        router = copy.copy(self)
+        router.calibration = replace(self.calibration, **changes)
+        return router
+
+    @classmethod
+    def fit(cls, data: RoutingData, *, requests: FallbackRequests | None = None,
+            calibration: Calibration | None = None, **options) -> Router:
+        """The router fitted on ``data`` with the kind's ``options`` (``Options``' fields), routing in
+        ``data.space``; ``requests`` and ``calibration`` as ``fit_router`` chose them (none: no fallback)."""
+        return cls._fit(data, cls.Options(**options), space=data.space, requests=requests, calibration=calibration)
 
     @classmethod
     @abstractmethod
-    def fit(cls, data: RoutingData, **options) -> Router: ...
+    def _fit(cls, data: RoutingData, options: RouterOptions, **context) -> Router:
+        """Fit on ``data``; ``context`` (space, requests, calibration) goes to the constructor unchanged."""
 
     @abstractmethod
     def _route(self, vectors: np.ndarray) -> Routing: ...
@@ -186,8 +230,8 @@ class Router(ABC):
         """Route base query vectors; a query below the fitted ``min_confidence``, or less similar than
         ``min_similarity`` to everything the router was fitted on, falls back to the base model."""
         routing = self._route(vectors)
-        confidence = self.options.get("min_confidence", 0.0)
-        similarity = self.options.get("min_similarity", 0.0)
+        confidence = self.calibration.min_confidence or 0.0
+        similarity = self.calibration.min_similarity or 0.0
         if self.default not in (*self.experts, AUTO) or not (confidence > 0 or similarity > 0):
             return routing
         back = routing.confidence < confidence
@@ -197,10 +241,10 @@ class Router(ABC):
 
     @property
     def default(self) -> str:
-        """The system a query falls back to (``options["default"]``: ``auto:base`` where the router may choose BM25
+        """The system a query falls back to (``Calibration.default``: ``auto:base`` where the router may choose BM25
         and hybrids, else the base; with ``unfamiliar="calibrated"`` the one of base and hybrid:base the folds
         favour)."""
-        return self.options.get("default", BASE)
+        return self.calibration.default or BASE
 
     @abstractmethod
     def arrays(self) -> dict[str, np.ndarray]:
@@ -208,7 +252,10 @@ class Router(ABC):
 
     @classmethod
     @abstractmethod
-    def from_arrays(cls, experts: list[str], options: dict, arrays: dict[str, np.ndarray], extra: dict) -> Router: ...
+    def from_arrays(cls, experts: list[str], options: Mapping, arrays: dict[str, np.ndarray], extra: dict,
+                    **context) -> Router:
+        """The router saved as ``options`` (the saved mapping), ``arrays`` and ``extra``; ``context`` (its space)
+        goes to the constructor unchanged."""
 
     def extra(self) -> dict:
         """JSON-able state besides arrays."""
@@ -229,7 +276,7 @@ class Router(ABC):
             write_json(tmp / "routing.json", {
                 "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
                 **({"base_model": base_model} if base_model else {}), "router": self.name, "experts": self.experts,
-                "options": self.options, "state": self.extra(), "info": info or {},
+                "options": dict(self.options), "state": self.extra(), "info": info or {},
                 **({"space": {"layer": self.space.layer}} if self.space.layer is not None else {}),
                 "files": checksum_files(tmp, files),
             })
@@ -318,8 +365,7 @@ def load_router(path: str | Path) -> Router:
             if meta["space"].get("layer") is None:
                 raise ValueError(f"'space' names no layer: {meta['space']!r}")
             space = RoutingSpace(meta["space"]["layer"], arrays.pop(SPACE_CENTER))
-        router = cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}))
-        router.space = space
+        router = cls.from_arrays(meta["experts"], meta["options"], arrays, meta.get("state", {}), space=space)
         dims = [a.shape[1] for a in arrays.values() if a.ndim == 2]
         dim = dims[0] if dims else 1
         if space.layer is not None and space.center.shape != (dim,):

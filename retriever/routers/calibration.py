@@ -14,35 +14,38 @@ import numpy as np
 
 from retriever.ranking.systems import dense_part, hybrid
 from retriever.routers.base import AUTO, BASE, ROUTERS, Router, RoutingData, best_expert, best_systems, novelty_kinds
+from retriever.routers.settings import (
+    FALLBACKS,
+    UNFAMILIAR_POLICIES,
+    Calibration,
+    FallbackRequests,
+    ThresholdRequest,
+    UnfamiliarPolicy,
+    check_threshold,
+    check_unfamiliar,
+)
 
 __all__ = [
-    "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "UNFAMILIAR_POLICIES", "best_threshold", "check_threshold",
-    "fit_router", "fold_gains", "fold_routings", "fold_score", "in_domain_folds", "routed_fold_gain", "without_expert",
+    "FALLBACKS", "SIMILARITIES", "THRESHOLDS", "UNFAMILIAR_POLICIES", "UnfamiliarPolicy", "best_threshold",
+    "calibrate", "check_threshold", "default_candidates", "fit_router", "fold_gains", "fold_routings", "fold_score",
+    "in_domain_folds", "routed_fold_gain", "without_expert",
 ]
 
-FALLBACKS = ("none", "auto")
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # candidate confidence thresholds for fallback="auto"
 SIMILARITIES = np.round(np.arange(0.0, 0.5001, 0.025), 3)  # candidate similarity thresholds for novelty="auto"
-# where queries the router does not recognise go: "auto" — auto:base (retriever.ranking.unfamiliar decides per corpus
-# whether BM25 is trusted), the base for routers without lexical systems; "calibrated" — whichever of base and
-# hybrid:base the routing folds favour (one global choice, fitted on the training domains: before 2026-12-04)
-UNFAMILIAR_POLICIES = ("auto", "calibrated")
-
+# where queries the router does not recognise go (``UnfamiliarPolicy``): "auto" — auto:base
+# (retriever.ranking.unfamiliar decides per corpus whether BM25 is trusted), the base for routers without lexical
+# systems; "calibrated" — whichever of base and hybrid:base the routing folds favour (one global choice, fitted on
+# the training domains: before 2026-12-04)
 
 
 def _threshold(name: str, value: str | float, calibrate) -> float:
-    if value == "none":
+    check_threshold(name, value)
+    if value == ThresholdRequest.NONE:
         return 0.0
-    if value == "auto":
+    if value == ThresholdRequest.AUTO:
         return calibrate()
-    if isinstance(value, int | float) and 0 <= value < 1:
-        return float(value)
-    raise ValueError(f"{name} must be 'none', 'auto' or a threshold in [0, 1), got {value!r}")
-
-
-def check_threshold(name: str, value: str | float) -> None:
-    """Refuse a ``fallback`` or ``novelty`` that ``fit_router`` would refuse, before any work."""
-    _threshold(name, value, lambda: 0.0)
+    return float(value)
 
 
 def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", novelty: str | float = "none",
@@ -51,36 +54,39 @@ def fit_router(kind: str, data: RoutingData, fallback: str | float = "none", nov
     in [0, 1), or ``"auto"`` (chosen on the training data's folds, ``fold_gains``): ``fallback``, the router's
     confidence below which; ``novelty``, the similarity to the router's nearest reference vector (pilot,
     stored query) below which — a query unlike every training domain (routers without reference vectors:
-    ``"none"`` only). ``unfamiliar`` (``UNFAMILIAR_POLICIES``) says what the default system is."""
+    ``"none"`` only). ``unfamiliar`` (``UnfamiliarPolicy``) says what the default system is. The fallbacks are
+    calibrated first (``calibrate``); the router is then fitted with them, complete."""
     if kind not in ROUTERS:
         raise ValueError(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
-    if unfamiliar not in UNFAMILIAR_POLICIES:
-        raise ValueError(f"unfamiliar must be one of {', '.join(UNFAMILIAR_POLICIES)}, got {unfamiliar!r}")
+    policy = check_unfamiliar(unfamiliar)
     cls = ROUTERS[kind]
     if novelty != "none" and kind not in novelty_kinds():
         raise ValueError(f"the {kind} router keeps no reference vectors to measure novelty; use novelty='none'")
-    parts = cache(lambda: fold_gains(cls, data, options))  # measured once, and only for an "auto" threshold
-    candidates = default_candidates(data, unfamiliar)
+    requests = FallbackRequests(fallback, policy, novelty if kind in novelty_kinds() else None)
+    cls.Options(**options)  # the kind's options checked before any fold is fitted
+    calibration = calibrate(cls, data, requests, options)
+    return cls.fit(data, requests=requests, calibration=calibration, **options)
+
+
+def calibrate(cls: type[Router], data: RoutingData, requests: FallbackRequests, options: dict) -> Calibration:
+    """The ``Calibration`` of router ``cls`` (fitted with ``options``) for ``requests``: each threshold as given or,
+    for ``"auto"``, chosen on the routing folds (measured once, and only then); the default system a fallback goes
+    to; the router's gain on the folds (with per-query scores: what choosing the default router compares)."""
+    parts = cache(lambda: fold_gains(cls, data, options))
+    candidates = default_candidates(data, requests.unfamiliar)
     defaults = {}
-    min_confidence = _threshold("fallback", fallback,
+    min_confidence = _threshold("fallback", requests.fallback,
                                 lambda: _calibrate(parts, data, "confidence", THRESHOLDS, candidates, defaults))
-    min_similarity = _threshold("novelty", novelty,
-                                lambda: _calibrate(parts, data, "similarity", SIMILARITIES, candidates, defaults))
-    router = cls.fit(data, **options)
-    router.space = data.space
-    router.options.update(fallback=fallback, min_confidence=min_confidence, unfamiliar=unfamiliar)
-    if kind in novelty_kinds():
-        router.options.update(novelty=novelty, min_similarity=min_similarity)
+    min_similarity = None if requests.novelty is None else _threshold(
+        "novelty", requests.novelty, lambda: _calibrate(parts, data, "similarity", SIMILARITIES, candidates, defaults))
     # the default system a fallback goes to: the one calibrated with the threshold that sends queries there
     # (novelty's first); for thresholds given as numbers or none at all, the policy's first candidate
-    min_similarity_set = router.options.get("min_similarity", 0.0)
-    signal = "similarity" if min_similarity_set > 0 and "similarity" in defaults else \
+    signal = "similarity" if (min_similarity or 0.0) > 0 and "similarity" in defaults else \
         "confidence" if min_confidence > 0 and "confidence" in defaults else None
-    router.options["default"] = defaults.get(signal, candidates[0])
-    if data.scores is not None:  # how it does on the folds, as fitted: what choosing the default router compares
-        router.fold_gain = routed_fold_gain(parts(), data, min_confidence,
-                                            router.options.get("min_similarity", 0.0), router.options["default"])
-    return router
+    default = defaults.get(signal, candidates[0])
+    fold_gain = None if data.scores is None else routed_fold_gain(parts(), data, min_confidence,
+                                                                  min_similarity or 0.0, default)
+    return Calibration(min_confidence, min_similarity, default, fold_gain)
 
 
 def routed_fold_gain(parts: dict[str, tuple[np.ndarray, ...]], data: RoutingData, min_confidence: float,
@@ -182,11 +188,11 @@ def fold_score(parts: dict[str, tuple[np.ndarray, ...]], setting: str, threshold
     return float(np.mean([kept[names == d].mean() for d in np.unique(names)])) if len(kept) else 0.0
 
 
-def default_candidates(data: RoutingData, unfamiliar: str = "auto") -> list[str]:
+def default_candidates(data: RoutingData, unfamiliar: str = UnfamiliarPolicy.AUTO) -> list[str]:
     """Systems a fallback may send a query to under policy ``unfamiliar``: ``auto:base`` where the routing data
     scored it (routers over lexical systems), else the base; ``calibrated``: the base model, and the base hybrid
     where it is a system."""
-    if unfamiliar == "auto":
+    if unfamiliar == UnfamiliarPolicy.AUTO:
         return [AUTO] if data.auto_scores is not None and hybrid(BASE) in data.experts else [BASE]
     return [system for system in (BASE, hybrid(BASE)) if system in data.experts]
 

@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from retriever.routers.base import Router, Routing, RoutingData, cosines, register_router, softmax
+from retriever.routers.settings import RouterOptions, check_seed
 
-__all__ = ["DatasetRouter"]
+__all__ = ["DatasetOptions", "DatasetRouter"]
+
+
+@dataclass(frozen=True)
+class DatasetOptions(RouterOptions):
+    """``per_dataset``: training queries kept per dataset (a seeded sample, ``seed``)."""
+
+    per_dataset: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.per_dataset, int) or isinstance(self.per_dataset, bool) or self.per_dataset < 1:
+            raise ValueError(f"per_dataset must be a positive integer, got {self.per_dataset!r}")
+        check_seed(self.seed)
 
 
 @register_router
 class DatasetRouter(Router):
     name = "dataset"
+    Options = DatasetOptions
     order = 20
 
-    def __init__(self, experts, options, vectors: np.ndarray, owners: np.ndarray):
-        super().__init__(experts, options)
+    def __init__(self, experts, options, vectors: np.ndarray, owners: np.ndarray, **context):
+        super().__init__(experts, options, **context)
         self.vectors, self.owners = vectors, owners
 
     @classmethod
-    def fit(cls, data: RoutingData, per_dataset: int = 100, seed: int = 0) -> DatasetRouter:
-        rng = np.random.default_rng(seed)
+    def _fit(cls, data: RoutingData, options: DatasetOptions, **context) -> DatasetRouter:
+        rng = np.random.default_rng(options.seed)
         keep, owners = [], []
         own = data.dataset_systems or data.dataset_experts  # a dataset's best system, else its own expert
         for dataset in sorted(set(data.datasets)):
@@ -28,13 +45,13 @@ class DatasetRouter(Router):
             if expert is None:
                 continue
             rows = np.flatnonzero(np.array(data.datasets) == dataset)
-            rows = np.sort(rng.permutation(rows)[:per_dataset])
+            rows = np.sort(rng.permutation(rows)[:options.per_dataset])
             keep += rows.tolist()
             owners += [data.experts.index(expert)] * len(rows)
         if not keep:
             raise ValueError("the dataset router needs at least one dataset that has its own expert")
-        options = {"per_dataset": per_dataset, "seed": seed}
-        return cls(data.experts, options, data.vectors[keep].astype(np.float32), np.array(owners, dtype=np.int64))
+        return cls(data.experts, options, data.vectors[keep].astype(np.float32), np.array(owners, dtype=np.int64),
+                   **context)
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
         return cosines(vectors, self.vectors).max(axis=1)
@@ -50,5 +67,5 @@ class DatasetRouter(Router):
         return {"vectors": self.vectors, "owners": self.owners}
 
     @classmethod
-    def from_arrays(cls, experts, options, arrays, extra):
-        return cls(experts, options, arrays["vectors"], arrays["owners"])
+    def from_arrays(cls, experts, options, arrays, extra, **context):
+        return cls(experts, options, arrays["vectors"], arrays["owners"], **context)

@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from retriever.routers.base import Router, Routing, RoutingData, register_router
+from retriever.routers.base import BASE, Router, Routing, RoutingData, register_router
+from retriever.routers.settings import RouterOptions
 
-__all__ = ["FixedRouter"]
+__all__ = ["FixedOptions", "FixedRouter"]
+
+
+@dataclass(frozen=True)
+class FixedOptions(RouterOptions):
+    """``expert``: the one expert (system) every query goes to."""
+
+    expert: str = BASE
+
+    def __post_init__(self):
+        if not isinstance(self.expert, str) or not self.expert:
+            raise ValueError(f"expert must be an expert's name (base for the base model), got {self.expert!r}")
 
 
 @register_router
 class FixedRouter(Router):
     name = "fixed"
+    Options = FixedOptions
     order = 90
     fitted = False
 
     @classmethod
-    def fit(cls, data: RoutingData, expert: str = "base") -> FixedRouter:
-        if expert not in data.experts:
-            raise ValueError(f"unknown expert {expert!r}; available: {', '.join(data.experts)}")
-        return cls(data.experts, {"expert": expert})
+    def _fit(cls, data: RoutingData, options: FixedOptions, **context) -> FixedRouter:
+        if options.expert not in data.experts:
+            raise ValueError(f"unknown expert {options.expert!r}; available: {', '.join(data.experts)}")
+        return cls(data.experts, options, **context)
 
     def _route(self, vectors: np.ndarray) -> Routing:
         weights = np.zeros((len(vectors), len(self.experts)), dtype=np.float32)
-        weights[:, self.experts.index(self.options["expert"])] = 1.0
+        weights[:, self.experts.index(self.settings.expert)] = 1.0
         return Routing(self.experts, weights)
 
     def arrays(self):
         return {}
 
     @classmethod
-    def from_arrays(cls, experts, options, arrays, extra):
-        return cls(experts, options)
+    def from_arrays(cls, experts, options, arrays, extra, **context):
+        return cls(experts, options, **context)

@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
+
 import numpy as np
 
 from retriever.routers.base import Router, Routing, RoutingData, cosines, register_router, softmax
+from retriever.routers.settings import RouterOptions, check_seed
 
-__all__ = ["PilotRouter"]
+__all__ = ["AGGREGATES", "Aggregate", "PilotOptions", "PilotRouter"]
+
+
+class Aggregate(StrEnum):
+    """How a pilot router turns an expert's pilots into its score (``PilotRouter``)."""
+
+    DENSITY = "density"
+    WEIGHTED = "weighted"
+    MEAN = "mean"
+    MAX = "max"
+
+
+AGGREGATES = tuple(aggregate.value for aggregate in Aggregate)
+
+
+@dataclass(frozen=True)
+class PilotOptions(RouterOptions):
+    """``aggregate`` (``Aggregate``); ``clusters``: k-means centroids per group of training queries (1: their
+    mean); ``seed``: k-means'."""
+
+    aggregate: Aggregate = Aggregate.DENSITY
+    clusters: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.aggregate, str) or self.aggregate not in AGGREGATES:
+            raise ValueError(f"unknown aggregate {self.aggregate!r}; valid: {', '.join(AGGREGATES)}")
+        object.__setattr__(self, "aggregate", Aggregate(self.aggregate))
+        if not isinstance(self.clusters, int) or isinstance(self.clusters, bool) or self.clusters < 1:
+            raise ValueError(f"clusters must be a positive integer, got {self.clusters!r}")
+        check_seed(self.seed)
 
 
 @register_router
@@ -25,22 +59,21 @@ class PilotRouter(Router):
     """
 
     name = "pilot"
+    Options = PilotOptions
     order = 0
-    AGGREGATES = ("density", "weighted", "mean", "max")
+    AGGREGATES = AGGREGATES
     DENSITY_TEMPERATURE = 0.1  # kernel width, in cosine similarity
 
-    def __init__(self, experts, options, pilots: np.ndarray, pilot_experts: np.ndarray, pilot_sizes: np.ndarray):
-        super().__init__(experts, options)
+    def __init__(self, experts, options, pilots: np.ndarray, pilot_experts: np.ndarray, pilot_sizes: np.ndarray,
+                 **context):
+        super().__init__(experts, options, **context)
         self.pilots = pilots
         self.pilot_experts = pilot_experts  # index into self.experts, one per pilot
         self.pilot_sizes = pilot_sizes  # training queries behind each pilot
 
     @classmethod
-    def fit(cls, data: RoutingData, aggregate: str = "density", clusters: int = 1, seed: int = 0) -> PilotRouter:
-        if aggregate not in cls.AGGREGATES:
-            raise ValueError(f"unknown aggregate {aggregate!r}; valid: {', '.join(cls.AGGREGATES)}")
-        if not isinstance(clusters, int) or clusters < 1:
-            raise ValueError(f"clusters must be a positive integer, got {clusters!r}")
+    def _fit(cls, data: RoutingData, options: PilotOptions, **context) -> PilotRouter:
+        clusters = options.clusters
         pilots, owners, sizes = [], [], []
         groups: dict[tuple[str, str], list[int]] = {}
         for i, (dataset, label) in enumerate(zip(data.datasets, data.labels, strict=True)):
@@ -52,14 +85,13 @@ class PilotRouter(Router):
             else:
                 from sklearn.cluster import KMeans
 
-                km = KMeans(n_clusters=clusters, n_init=10, random_state=seed).fit(members)
+                km = KMeans(n_clusters=clusters, n_init=10, random_state=options.seed).fit(members)
                 centroids, counts = km.cluster_centers_, np.bincount(km.labels_, minlength=clusters).tolist()
             pilots.append(centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
             owners += [data.experts.index(label)] * len(centroids)
             sizes += counts
-        options = {"aggregate": aggregate, "clusters": clusters, "seed": seed}
         return cls(data.experts, options, np.concatenate(pilots).astype(np.float32), np.array(owners, dtype=np.int64),
-                   np.array(sizes, dtype=np.float32))
+                   np.array(sizes, dtype=np.float32), **context)
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
         return cosines(vectors, self.pilots).max(axis=1)
@@ -67,7 +99,7 @@ class PilotRouter(Router):
     def _route(self, vectors: np.ndarray) -> Routing:
         sims = cosines(vectors, self.pilots)
         scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
-        aggregate = self.options["aggregate"]
+        aggregate = self.settings.aggregate
         for j in range(len(self.experts)):
             mine = self.pilot_experts == j
             if not mine.any():
@@ -90,7 +122,5 @@ class PilotRouter(Router):
         return {"pilots": self.pilots, "pilot_experts": self.pilot_experts, "pilot_sizes": self.pilot_sizes}
 
     @classmethod
-    def from_arrays(cls, experts, options, arrays, extra):
-        if options.get("aggregate") not in cls.AGGREGATES:
-            raise ValueError(f"unknown aggregate {options.get('aggregate')!r}; valid: {', '.join(cls.AGGREGATES)}")
-        return cls(experts, options, arrays["pilots"], arrays["pilot_experts"], arrays["pilot_sizes"])
+    def from_arrays(cls, experts, options, arrays, extra, **context):
+        return cls(experts, options, arrays["pilots"], arrays["pilot_experts"], arrays["pilot_sizes"], **context)
