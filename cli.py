@@ -175,7 +175,7 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 @click.option("--query", "query_texts", multiple=True, help="A query (repeatable).")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Queries: BEIR queries.jsonl, or plain text with one query per line.")
-@click.option("--router", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--router", "router_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Route each query to a system of this router directory (default: base model only).")
 @click.option("--routing", default="default", show_default=True,
               help=f"Which built router to use with --router: {', '.join(buildable_kinds())}, or default (the one "
@@ -185,13 +185,13 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @click.option("--device", help="Encode and search on this torch device (e.g. cuda; flat indexes, and IVF with "
                                "FAISS's GPU build) [default: encode on the best device, search with FAISS on the CPU].")
-def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, routing, model, top_k, as_json,
+def search(index_dir, backend, lexical_dir, query_texts, queries_file, router_dir, routing, model, top_k, as_json,
            device):
     """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
     from experts.workflows.searching import check_search_options, search_index
 
-    _usage(check_search_options, router, routing, backend.name, lexical_dir)
-    queries, hits = search_index(index_dir, query_texts, queries_file, backend, lexical_dir, router, routing, model,
+    _usage(check_search_options, router_dir, routing, backend.name, lexical_dir)
+    queries, hits = search_index(index_dir, query_texts, queries_file, backend, lexical_dir, router_dir, routing, model,
                                  top_k, device)
     for hit in hits:
         if as_json:
@@ -208,7 +208,7 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router, r
 
 
 def router_option(required: bool):
-    return click.option("--router", type=click.Path(file_okay=False, path_type=Path), required=required,
+    return click.option("--router", "router_dir", type=click.Path(file_okay=False, path_type=Path), required=required,
                         help="Router directory (holds experts/<name>/ and router.json).")
 
 
@@ -239,13 +239,13 @@ def router_option(required: bool):
                    "(see experts/training_overrides.json); the options above take precedence.")
 @backend_options
 @click.pass_obj
-def train_expert(obj, data_dir, dataset, split, router, name, overwrite, model, cache_dir, index_type, anchor_datasets,
-                 config_json, backend, **hyper):
+def train_expert(obj, data_dir, dataset, split, router_dir, name, overwrite, model, cache_dir, index_type,
+                 anchor_datasets, config_json, backend, **hyper):
     """Train a LoRA query expert on one dataset and save it into a router directory."""
     from experts.workflows import add_expert
 
     config = _train_config(config_json, {key: value for key, value in hyper.items() if value is not None})
-    path, trained, refitted = add_expert(router, data_dir, cache_dir, dataset, name, config, split, anchor_datasets,
+    path, trained, refitted = add_expert(router_dir, data_dir, cache_dir, dataset, name, config, split, anchor_datasets,
                                          model=model, index_type=index_type, overwrite=overwrite,
                                          progress=obj["progress"], backend=backend)
     if refitted:
@@ -274,11 +274,11 @@ def experts():
 @experts.command("list")
 @router_option(required=True)
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
-def experts_list(router, model):
+def experts_list(router_dir, model):
     """One line per expert: name, domain, held-out nDCG@10 (base -> expert), training time."""
     from experts.workflows.expert_store import describe_experts
 
-    for line in describe_experts(router, model):
+    for line in describe_experts(router_dir, model):
         click.echo(line)
 
 
@@ -286,12 +286,12 @@ def experts_list(router, model):
 @router_option(required=True)
 @click.argument("name")
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
-def experts_remove(router, name, model):
+def experts_remove(router_dir, name, model):
     """Remove one expert and refit the routers without it (if they cannot be, nothing is removed); the other
     experts are untouched."""
     from experts.workflows import remove_expert
 
-    refitted = remove_expert(router, name, model)
+    refitted = remove_expert(router_dir, name, model)
     click.echo(f"removed {name}" + (f"; refitted routers: {', '.join(refitted)}" if refitted else ""))
 
 
@@ -301,11 +301,11 @@ def experts_remove(router, name, model):
 @click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--overwrite", is_flag=True)
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
-def experts_export(router, name, output, overwrite, model):
+def experts_export(router_dir, name, output, overwrite, model):
     """Write the expert as a plain sentence-transformers model (LoRA merged) for query encoding."""
     from experts.workflows.expert_store import export_expert_model
 
-    click.echo(str(export_expert_model(router, name, output, overwrite=overwrite, model=model)))
+    click.echo(str(export_expert_model(router_dir, name, output, overwrite=overwrite, model=model)))
 
 
 @main.command()
@@ -323,13 +323,13 @@ def experts_export(router, name, output, overwrite, model):
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), callback=_checked(check_output_dir),
               help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset and system here.")
 @click.pass_obj
-def evaluate(obj, data_dir, datasets, split, systems, router, model, cache_dir, index_type, backend, output_json,
+def evaluate(obj, data_dir, datasets, split, systems, router_dir, model, cache_dir, index_type, backend, output_json,
              run_dir):
     """Evaluate systems on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
     from eval.runs import format_table
     from experts.workflows.evaluation import evaluate_systems
 
-    rows, _ = evaluate_systems(data_dir, datasets, systems, split, router, model, cache_dir, index_type, run_dir,
+    rows, _ = evaluate_systems(data_dir, datasets, systems, split, router_dir, model, cache_dir, index_type, run_dir,
                                progress=obj["progress"], backend=backend, output_json=output_json)
     click.echo(format_table(rows), err=str(output_json) == "-")
 
@@ -383,12 +383,12 @@ def _threshold_value(ctx, param, value):
 @model_options
 @backend_options
 @click.pass_obj
-def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
+def build_router(obj, data_dir, router_dir, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
                  unfamiliar, no_lexical, fusion, route_on, model, cache_dir, index_type, backend):
     """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
-    built, default = build_routers(router, data_dir, cache_dir, datasets, kinds, max_queries,
+    built, default = build_routers(router_dir, data_dir, cache_dir, datasets, kinds, max_queries,
                                    pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
                                    novelty=novelty, unfamiliar=unfamiliar, model=model, index_type=index_type,
                                    lexical=not no_lexical,
@@ -421,12 +421,12 @@ def build_router(obj, data_dir, router, datasets, kinds, max_queries, aggregate,
 @model_options
 @backend_options
 @click.pass_obj
-def benchmark(obj, data_dir, router, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
+def benchmark(obj, data_dir, router_dir, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
               output_json, markdown, plot, route_on, model, cache_dir, index_type, backend):
     """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
     from experts.workflows.benchmark import run_benchmark
 
-    _, report = run_benchmark(data_dir, router, cache_dir, expert_datasets, eval_datasets, output_json=output_json,
+    _, report = run_benchmark(data_dir, router_dir, cache_dir, expert_datasets, eval_datasets, output_json=output_json,
                               markdown=markdown, plot=plot, train_overrides=train_overrides, model=model,
                               max_queries=max_queries, multitask=not no_multitask, index_type=index_type,
                               progress=obj["progress"], backend=backend, route_on=route_on)

@@ -42,7 +42,7 @@ def main() -> None:
         run = SplitRun(dataset, "test", encoder, ensure_index(dataset, encoder.base, args.cache_dir), routers,
                        system_names(stores[0].candidates()), vector_cache=Path(args.cache_dir) / "query-vectors",
                        expert_keys=expert_keys, lexical=ensure_lexical_index(dataset, args.cache_dir),
-                       systems=stores[0].load_systems())
+                       fusion=stores[0].load_fusion())
         a, b = (run.routed(key).scores.per_query_ndcg_at_10 for key in ("0", "1"))
         pairs.append((a, b))
         diff, low, high = paired_bootstrap([(a, b)])

@@ -66,8 +66,8 @@ def main() -> None:
             data = without_expert(data, store.domain_experts()[left])
         dataset = open_dataset(args.data_dir, left)
         index, lexical = backend.ensure(dataset, encoder.base, IndexConfig(), lexical=True)
-        run = SplitRun(dataset, "test", encoder, index, {}, data.experts, Path(args.cache_dir) / "query-vectors",
-                       keys, lexical, data.systems)
+        run = SplitRun(dataset, "test", encoder, index, {}, data.systems, Path(args.cache_dir) / "query-vectors",
+                       keys, lexical, data.fusion)
         singles = {s: run.fixed(s) for s in ("base", "bm25", "hybrid:base")}
         for policy in args.unfamiliar or [UNFAMILIAR_POLICIES[0]]:
             routers = {}
@@ -81,7 +81,7 @@ def main() -> None:
             row = {"left_out": left, "router": default, "unfamiliar_policy": policy,
                    "default_system": routers[default].default, "queries": len(mine),
                    "routed": round(100 * routed.scores.ndcg_at_10, 2),
-                   "hybrid_weight": data.systems.weight("hybrid:base"),
+                   "hybrid_weight": data.fusion.weight("hybrid:base"),
                    "unfamiliar": len(routed.unfamiliar), "systems": dict(Counter(routed.chosen.values())),
                    "unfamiliar_to": dict(Counter(routed.chosen[q] for q in routed.unfamiliar))}
             for name, single in singles.items():

@@ -26,7 +26,7 @@ def rankings(store, data, data_dir, cache_dir, encoder) -> dict[str, dict[str, d
     from retriever import ensure_index, ensure_lexical_index, search, search_lexical
     from retriever.ranking.systems import FUSION_DEPTH, dense_part, is_lexical, run_system
 
-    out = {system: {} for system in data.experts}
+    out = {system: {} for system in data.systems}
     first = 0
     for name in dict.fromkeys(data.datasets):
         rows = sum(1 for d in data.datasets if d == name)
@@ -38,11 +38,11 @@ def rankings(store, data, data_dir, cache_dir, encoder) -> dict[str, dict[str, d
         lexical = ensure_lexical_index(dataset, cache_dir)
         keys = [str(first + i) for i in range(rows)]
         lexical_hits = search_lexical(lexical, texts, keys, FUSION_DEPTH)
-        for expert in sorted({dense_part(s) for s in data.experts} - {None}):
+        for expert in sorted({dense_part(s) for s in data.systems} - {None}):
             dense = search(index, encoder.encode(texts, expert), keys, k=FUSION_DEPTH)
-            for system in [s for s in data.experts if dense_part(s) == expert or (expert == "base" and s == "bm25")]:
+            for system in [s for s in data.systems if dense_part(s) == expert or (expert == "base" and s == "bm25")]:
                 out[system].update(_floats(run_system(system, keys, dense, lexical_hits if is_lexical(system) else None,
-                                              data.systems, FUSION_DEPTH)))
+                                              data.fusion, FUSION_DEPTH)))
         print(json.dumps({"ranked": name, "queries": rows}), flush=True)
         first += rows
     return out
@@ -86,7 +86,7 @@ def main() -> None:
     fit_options = {k: v for k, v in saved.options.items() if k not in NOT_FIT_OPTIONS}
     min_similarity = saved.options.get("min_similarity", 0.0)
     default = saved.options.get("default", "base")
-    base = data.experts.index("base")
+    base = data.systems.index("base")
     thresholds = np.round(np.arange(0.0, 1.0001, 0.05), 2)
     curves = {"rrf": {}, "weighted": {}}
     for setting, held, router, routing in fold_routings(ROUTERS[saved.name], data, fit_options):
@@ -94,8 +94,8 @@ def main() -> None:
         order = np.argsort(-routing.weights, axis=1)
         similarity = router.similarity(data.vectors[held])
         back = np.zeros(len(rows), bool) if similarity is None else similarity < min_similarity
-        top1 = [data.experts[j] for j in order[:, 0]]
-        top2 = [data.experts[j] for j in order[:, 1]]
+        top1 = [data.systems[j] for j in order[:, 0]]
+        top2 = [data.systems[j] for j in order[:, 1]]
         one = np.array([data.system_scores(default if b else s)[r]
                         for r, s, b in zip(rows, top1, back, strict=True)])
         fused = {}

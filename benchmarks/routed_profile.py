@@ -35,7 +35,7 @@ def main() -> None:
     index, lexical = indexes(args, args.index_dataset, encoder.base, None)
     queries = round_robin(args.data_dir, args.dataset)
     ids = [f"q{i}" for i in range(len(queries))]
-    layers = {encoder.start_layer(e) for e in {dense_part(s) for s in rr.router.experts} - {None, "base"}}
+    layers = {encoder.start_layer(e) for e in {dense_part(s) for s in rr.router.systems} - {None, "base"}}
     base, kept = encoder.encode_keeping(queries, layers)
     choice = rr.router.route(base).choice
     names = [dense_part(s) for s in choice]
@@ -55,7 +55,7 @@ def main() -> None:
     def fused():
         for system in set(choice):
             run_system(system, [ids[i] for i, s in enumerate(choice) if s == system], dense, lexical_hits,
-                       rr.systems, 10)
+                       rr.fusion, 10)
 
     steps = {"base pass (keeping states)": lambda: encoder.encode_keeping(queries, layers),
              "route": lambda: rr.router.route(base),

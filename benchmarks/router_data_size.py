@@ -25,7 +25,7 @@ def main() -> None:
     args, kinds, data = common.routing_arguments(parser, ["pilot", "classifier"])
     if data.trained_on is None:
         raise SystemExit("the routing data does not say which queries the experts were trained on; rebuild it")
-    datasets, base, folds = np.array(data.datasets), data.experts.index(BASE), in_domain_folds(data)
+    datasets, base, folds = np.array(data.datasets), data.systems.index(BASE), in_domain_folds(data)
     held_out = int(sum(held.sum() for _, held in folds))
     print(json.dumps({"routing queries": len(datasets), "held-out unseen queries": held_out}))
     for kind in kinds:
@@ -37,8 +37,8 @@ def main() -> None:
                 for fit, held in folds:
                     rows = np.flatnonzero(fit & (rng.random(len(datasets)) < fraction))
                     fitted = RoutingData(data.vectors[rows], [data.labels[i] for i in rows], datasets[rows].tolist(),
-                                         data.dataset_experts, data.experts)
-                    chosen = [data.experts.index(e) for e in ROUTERS[kind].fit(fitted).route(data.vectors[held]).choice]
+                                         data.dataset_experts, data.systems)
+                    chosen = [data.systems.index(e) for e in ROUTERS[kind].fit(fitted).route(data.vectors[held]).choice]
                     gains.append(data.scores[held, chosen] - data.scores[held, base])
                     names.append(datasets[held])
                 gain, name = np.concatenate(gains), np.concatenate(names)

@@ -73,7 +73,7 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
     score_experts(dataset, index, encoder, store, store.candidates(), info["max_queries"], info["seed"],
                   lexical=lexical, layer=saved.space.layer)
     folder = store.routing_data_path(name)
-    fused = saved.systems or store.load_systems()  # the hybrids fused as the router's labels were
+    fused = saved.fusion or store.load_fusion()  # the hybrids fused as the router's labels were
 
     def column(system: str) -> np.ndarray:
         expert = dense_part(system)

@@ -41,8 +41,9 @@ from retriever.ranking.systems import (
     BM25,
     FUSION_DEPTH,
     HYBRID,
-    SystemSet,
+    FusionSettings,
     dense_part,
+    group_rows,
     hybrid,
     is_lexical,
     resolve,
@@ -113,13 +114,13 @@ def check_systems(systems: Sequence[str], router_dir: Path | None) -> None:
 
 
 def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: MultiExpertEncoder
-                 ) -> tuple[dict[str, Router], list[str] | None, SystemSet, dict[str, str]]:
+                 ) -> tuple[dict[str, Router], list[str] | None, FusionSettings, dict[str, str]]:
     """Load into ``encoder`` the experts that ``systems`` need from the router directory, and the routers they
     name: ``(routers, candidates, hybrid fusion, {"default": router kind})`` for ``SplitRun`` (candidates:
     what oracles choose among)."""
     check_systems(systems, router_dir)
     if router_dir is None:
-        return {}, None, SystemSet(), {}
+        return {}, None, FusionSettings(), {}
     store = RouterDirectory(router_dir, encoder.info)
     candidates = system_names(store.candidates())
     routers, names, aliases = {}, [], {}
@@ -132,14 +133,14 @@ def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: Multi
             if kind == DEFAULT:
                 kind = aliases[DEFAULT] = store.default_router()
             routers[kind] = store.load_router(kind)
-            names += [dense_part(s) for s in routers[kind].experts]
+            names += [dense_part(s) for s in routers[kind].systems]
         else:  # an oracle: every system
             names += [dense_part(s) for s in candidates]
     store.load_into(encoder, [n for n in dict.fromkeys(names) if n not in (None, *encoder.names)])
     if DEFAULT not in aliases:  # for the results JSON only: a directory without one is not an error here
         with contextlib.suppress(ValueError):
             aliases[DEFAULT] = store.default_router()
-    return routers, candidates, store.load_systems(), aliases
+    return routers, candidates, store.load_fusion(), aliases
 
 
 def _load_vectors(path: Path) -> np.ndarray | None:
@@ -169,7 +170,7 @@ class SplitRun:
     def __init__(self, dataset: Dataset, split: str, encoder: MultiExpertEncoder, index: CorpusIndex,
                  routers: dict[str, Router] | None = None, candidates: Sequence[str] | None = None,
                  vector_cache: Path | None = None, expert_keys: dict[str, str] | None = None,
-                 lexical: LexicalIndex | None = None, systems: SystemSet | None = None,
+                 lexical: LexicalIndex | None = None, fusion: FusionSettings | None = None,
                  aliases: dict[str, str] | None = None):
         index.check_model(encoder.info)
         if lexical is not None:
@@ -180,7 +181,7 @@ class SplitRun:
         self.texts = [self.data.queries[q] for q in self.query_ids]
         self.routers = routers or {}
         self.aliases = aliases or {}  # "default" -> the router it stands for
-        self.systems = systems or SystemSet()
+        self.fusion = fusion or FusionSettings()
         self.candidates = list(candidates) if candidates is not None else encoder.names  # for oracles
         if lexical is None:
             self.candidates = [c for c in self.candidates if not is_lexical(c)]
@@ -243,9 +244,9 @@ class SplitRun:
                 done.update(search(self.index, self.vectors(source, todo), ids, RETRIEVE_K))
         return {self.query_ids[i]: done[self.query_ids[i]] for i in rows}
 
-    def system_results(self, system: str, rows: list[int] | None = None, systems: SystemSet | None = None
+    def system_results(self, system: str, rows: list[int] | None = None, fusion: FusionSettings | None = None
                        ) -> Results:
-        """``system``'s ranking (routing-space name) of ``rows`` (all by default); hybrids fused as ``systems``
+        """``system``'s ranking (routing-space name) of ``rows`` (all by default); hybrids fused as ``fusion``
         says (default: the run's)."""
         rows = list(range(len(self.query_ids))) if rows is None else list(rows)
         expert = dense_part(system)
@@ -255,7 +256,7 @@ class SplitRun:
             raise ValueError(f"system {system!r} needs the corpus's lexical (BM25) index")
         dense = None if expert is None else self._ranking(expert, rows)
         lexical = self._ranking(BM25, rows) if is_lexical(system) else None
-        return run_system(system, [self.query_ids[i] for i in rows], dense, lexical, systems or self.systems,
+        return run_system(system, [self.query_ids[i] for i in rows], dense, lexical, fusion or self.fusion,
                           RETRIEVE_K)
 
     def _scored(self, system: str, results: Results, chosen: dict[str, str] | None) -> EvalResult:
@@ -279,9 +280,8 @@ class SplitRun:
         if auto:  # the unfamiliar queries decide together, as in RouterRetriever.search
             choice = resolve(choice, self._ranking(BASE_EXPERT, auto), self._ranking(BM25, auto))
         results: Results = {}
-        for system in sorted(set(choice.values())):  # hybrids fused as the router's labels were
-            results.update(self.system_results(system, [i for i, q in enumerate(self.query_ids) if choice[q] == system],
-                                               router.systems))
+        for system, rows in group_rows([choice[q] for q in self.query_ids]).items():
+            results.update(self.system_results(system, rows, router.fusion))  # fused as the router's labels were
         results = {q: results[q] for q in self.query_ids}
         unfamiliar = frozenset(q for q, new in zip(self.query_ids, routing.unfamiliar, strict=True) if new)
         return replace(self._scored(label or name, results, choice), unfamiliar=unfamiliar)

@@ -58,15 +58,15 @@ def build_routers_together(store: RouterDirectory, jobs: list[tuple[str, Routing
         for calibrated in CALIBRATED_OPTIONS:  # refitting: "auto" is calibrated again
             options.pop(calibrated, None)
         router = fit_router(kind, data, **options)
-        counts = {e: data.labels.count(e) for e in data.experts}
+        counts = {e: data.labels.count(e) for e in data.systems}
         extra = {} if router.fold_gain is None else {"fold_gain": router.fold_gain}
-        if data.systems is not None:  # the hybrids' fusion its labels were made with: saved with it
-            extra["systems"] = data.systems.to_json()
+        if data.fusion is not None:  # the hybrids' fusion its labels were made with: saved with it
+            extra["systems"] = data.fusion.to_json()
         fitted.append((router, data, {**info, "label_counts": counts, **extra}))
     paths = []
     for router, data, info in fitted:
-        if data.systems is not None:  # and as the directory's latest, for evaluating hybrids without a router
-            store.save_systems(data.systems)
+        if data.fusion is not None:  # and as the directory's latest, for evaluating hybrids without a router
+            store.save_fusion(data.fusion)
         paths.append(store.save_router(router, info))
     return paths
 

@@ -26,7 +26,7 @@ from retriever.ranking.systems import (
     FUSION_DEPTH,
     FUSION_VERSION,
     HYBRID,
-    SystemSet,
+    FusionSettings,
     auto_choice,
     dense_part,
     fuse,
@@ -160,7 +160,7 @@ def prefix_layer(store: RouterDirectory, encoder: MultiExpertEncoder) -> int | N
     return min(starts) if starts and min(starts) > 0 else None
 
 
-def hybrid_label(systems: SystemSet, system: str) -> str:
+def hybrid_label(systems: FusionSettings, system: str) -> str:
     """Which of a score record's ``hybrid`` columns is ``system`` as ``systems`` fuses it: its calibrated weight,
     or ``rrf``."""
     return "rrf" if systems.fusion == "rrf" else f"{systems.weight(system):.1f}"
@@ -230,12 +230,12 @@ def _column(store: RouterDirectory, dataset: str, name: str, key_field: str, key
 
 
 def calibrate_hybrids(store: RouterDirectory, datasets: list[str], hybrid: dict[str, dict[str, dict]],
-                      trained: dict[str, dict[str, np.ndarray | None]], fusion: str = "convex") -> SystemSet:
+                      trained: dict[str, dict[str, np.ndarray | None]], fusion: str = "convex") -> FusionSettings:
     """Each hybrid's dense weight from ``HYBRID_WEIGHTS``: the one with the best mean nDCG@10 on training queries
     the expert did not train on — an expert's own dataset's, the base model's over every dataset (mean of the
     datasets' means). Ties go to the lower weight. Training queries only: the routing data has no test split."""
     if fusion == "rrf":
-        return SystemSet("rrf")
+        return FusionSettings("rrf")
     home = {expert: dataset for dataset, expert in store.domain_experts().items() if dataset in datasets}
     weights = {}
     for expert, by_dataset in hybrid.items():
@@ -250,7 +250,7 @@ def calibrate_hybrids(store: RouterDirectory, datasets: list[str], hybrid: dict[
 
         values = [mean_at(f"{w:.1f}") for w in HYBRID_WEIGHTS]
         weights[hybrid_name(expert)] = float(HYBRID_WEIGHTS[int(np.argmax(values))])
-    return SystemSet("convex", weights)
+    return FusionSettings("convex", weights)
 
 
 def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: dict[str, str] | None = None,
@@ -267,7 +267,7 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     trained = {name: {d: (None if records[d][name].get("trained_on") is None else
                           np.asarray(records[d][name]["trained_on"], dtype=bool)) for d in datasets}
                for name in experts}
-    systems_set = None
+    fusion_settings = None
     if lexical is not None:
         for d in datasets:
             for name in experts:
@@ -275,7 +275,7 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                 if record.get("lexical_key") != lexical[d] or not _hybrid_complete(record, len(record["ndcg@10"])):
                     raise ValueError(f"no current hybrid scores of {name!r} on {d!r}; run build-router")
         hybrid = {name: {d: records[d][name]["hybrid"] for d in datasets} for name in experts}
-        systems_set = calibrate_hybrids(store, datasets, hybrid, trained, fusion)
+        fusion_settings = calibrate_hybrids(store, datasets, hybrid, trained, fusion)
     systems = system_names(experts, lexical is not None)
     vectors, labels, names, all_scores, all_trained = [], [], [], [], []
     for d in datasets:
@@ -288,7 +288,7 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                 continue
             record = records[d][expert]
             if system.startswith(HYBRID):
-                columns.append(record["hybrid"][hybrid_label(systems_set, system)])
+                columns.append(record["hybrid"][hybrid_label(fusion_settings, system)])
             else:
                 columns.append(record["ndcg@10"])
             masks.append(trained[expert][d])
@@ -313,7 +313,7 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     space = RoutingSpace() if layer is None else RoutingSpace.fitted(layer, vectors)
     auto = None if lexical is None else _auto_scores(records, names, scores, systems)
     return RoutingData(space.vectors(vectors), labels, names, dataset_experts, systems, scores, trained_on,
-                       dataset_systems, systems_set, space, auto)
+                       dataset_systems, fusion_settings, space, auto)
 
 
 def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray | None:

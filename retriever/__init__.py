@@ -72,6 +72,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "LexicalIndex": "retriever.index.lexical",
     "build_lexical_index": "retriever.index.lexical",
     "ensure_lexical_index": "retriever.index.lexical",
+    "FusionSettings": "retriever.ranking.systems",
     "SystemSet": "retriever.ranking.systems",
     "search_lexical": "retriever.ranking.topk",
     "IndexBackend": "retriever.index.backends",

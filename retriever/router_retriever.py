@@ -22,7 +22,15 @@ import numpy as np
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index.backends import FaissBackend, IndexBackend, backend_for
 from retriever.index.base import DenseIndex, LexicalSearch
-from retriever.ranking.systems import FUSION_DEPTH, SystemSet, dense_part, is_lexical, resolve, run_system
+from retriever.ranking.systems import (
+    FUSION_DEPTH,
+    FusionSettings,
+    dense_part,
+    group_rows,
+    is_lexical,
+    resolve,
+    run_system,
+)
 from retriever.ranking.topk import search, search_lexical
 from retriever.routers import Router
 from retriever.storage.files import ArtifactError
@@ -52,19 +60,19 @@ class RoutedResult:
 class RouterRetriever:
     ENCODE_CHUNK = 1024  # queries per base pass whose hidden states are kept for the routed pass
 
-    def __init__(self, encoder: MultiExpertEncoder, router: Router, systems: SystemSet | None = None):
-        missing = sorted({dense_part(s) for s in router.experts} - {None, *encoder.names})
+    def __init__(self, encoder: MultiExpertEncoder, router: Router, fusion: FusionSettings | None = None):
+        missing = sorted({dense_part(s) for s in router.systems} - {None, *encoder.names})
         if missing:
             raise ValueError(f"router uses experts that are not loaded: {', '.join(missing)}")
         self.encoder = encoder
         self.router = router
-        self.systems = systems or SystemSet()
+        self.fusion = fusion or FusionSettings()
         self._beside: dict = {}  # dense index path -> its lexical index, found and checked once
 
     @property
     def lexical(self) -> bool:
         """Whether the router may choose a system that needs the lexical (BM25) index."""
-        return any(is_lexical(s) for s in self.router.experts)
+        return any(is_lexical(s) for s in self.router.systems)
 
     @classmethod
     def load(cls, router_dir: str | os.PathLike, router: str = "default", model: str | None = None,
@@ -77,8 +85,8 @@ class RouterRetriever:
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
         store = RouterDirectory(router_dir, encoder.info)
         routing_model = store.load_router(store.default_router() if router == "default" else router)
-        store.load_into(encoder, sorted({dense_part(e) for e in routing_model.experts} - {None, BASE_EXPERT}))
-        return cls(encoder, routing_model, routing_model.systems or store.load_systems())
+        store.load_into(encoder, sorted({dense_part(e) for e in routing_model.systems} - {None, BASE_EXPERT}))
+        return cls(encoder, routing_model, routing_model.fusion or store.load_fusion())
 
     @classmethod
     def base_only(cls, model: str | None = None, device: str | None = None) -> RouterRetriever:
@@ -98,7 +106,7 @@ class RouterRetriever:
         (``MultiExpertEncoder.encode_keeping`` / ``resume``). A router on a prefix ``RoutingSpace`` (layer L): the
         base's layers below L, route, then one mixed pass of every query but ``bm25``'s through the layers from L,
         each with its expert or the base's: one encoder pass in all."""
-        experts = {dense_part(s) for s in self.router.experts} - {None, BASE_EXPERT}
+        experts = {dense_part(s) for s in self.router.systems} - {None, BASE_EXPERT}
         layers = {self.encoder.start_layer(e) for e in experts}
         space = self.router.space
         vectors = np.zeros((len(texts), self.encoder.dim), dtype=np.float32)
@@ -155,16 +163,15 @@ class RouterRetriever:
         vectors, choice, confidence, unfamiliar = self.encode_routed(texts)
         depth = max(k, FUSION_DEPTH) if any(is_lexical(s) for s in choice) else k
         dense = {}
-        for expert in sorted({dense_part(s) for s in choice} - {None}):
-            rows = [i for i, s in enumerate(choice) if dense_part(s) == expert]
-            dense.update(search(index, vectors[rows], [ids[i] for i in rows], k=depth))
+        for expert, rows in group_rows([dense_part(s) for s in choice]).items():
+            if expert is not None:  # bm25 alone needs no dense ranking
+                dense.update(search(index, vectors[rows], [ids[i] for i in rows], k=depth))
         rows = [i for i, s in enumerate(choice) if is_lexical(s)]
         lexical_hits = search_lexical(lexical, [texts[i] for i in rows], [ids[i] for i in rows], depth) if rows else {}
         chosen = resolve(dict(zip(ids, choice, strict=True)), dense, lexical_hits)  # auto:base decided here
         results = {}
-        for system in set(chosen.values()):
-            members = [q for q in ids if chosen[q] == system]
-            results.update(run_system(system, members, dense, lexical_hits, self.systems, k))
+        for system, rows in group_rows([chosen[q] for q in ids]).items():
+            results.update(run_system(system, [ids[i] for i in rows], dense, lexical_hits, self.fusion, k))
         return [RoutedResult(qid, chosen[qid], float(conf), list(results[qid].items()), bool(new))
                 for qid, conf, new in zip(ids, confidence, unfamiliar, strict=True)]
 

@@ -588,7 +588,7 @@ def test_remove_refits_the_routers_without_the_expert(world, cli_run, tmp_path):
     router = copy_router(world, tmp_path)
     result = cli_run("experts", "remove", "--router", router, "--model", world["model"], "toy")
     assert result.exit_code == 0 and "removed toy; refitted routers: pilot" in result.output, result.output
-    assert load_router(router / "routers" / "pilot").experts == ["base"]
+    assert load_router(router / "routers" / "pilot").systems == ["base"]
     assert sorted(os.listdir(router / "experts")) == []
 
 

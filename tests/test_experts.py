@@ -150,7 +150,7 @@ def test_routed_batch_and_threads(trained, toy_encoder):
     encoder = trained["store"].load_into(MultiExpertEncoder(toy_encoder))
     try:
         alone = {name: encoder.encode(QUERIES, name) for name in encoder.names}
-        routed = encoder.encode_routed(QUERIES, ["alpha", "beta", "base", "alpha"])
+        routed = encoder.encode_each(QUERIES, ["alpha", "beta", "base", "alpha"])
         np.testing.assert_allclose(routed, np.stack([alone["alpha"][0], alone["beta"][1], alone["base"][2],
                                                      alone["alpha"][3]]), atol=1e-6)
         outputs, errors = {}, []

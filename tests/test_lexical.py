@@ -11,7 +11,7 @@ from conftest import write_toy_dataset
 
 from eval.data import open_dataset
 from retriever.index.lexical import LexicalConfig, LexicalIndex, build_lexical_index, ensure_lexical_index
-from retriever.ranking.systems import SystemSet, dense_part, fuse, is_lexical, run_system, system_names
+from retriever.ranking.systems import FusionSettings, dense_part, fuse, is_lexical, run_system, system_names
 from retriever.ranking.topk import search_lexical
 from retriever.storage.files import ArtifactError
 
@@ -101,20 +101,20 @@ def test_system_names_and_run_system():
     assert [is_lexical(s) for s in ("base", "bm25", "hybrid:base")] == [False, True, True]
     dense = {"q": {"a": 2.0, "b": 1.0}}
     lexical = {"q": {"b": 3.0, "c": 1.0}}
-    systems = SystemSet("convex", {"hybrid:base": 0.2})
+    systems = FusionSettings("convex", {"hybrid:base": 0.2})
     assert run_system("base", ["q"], dense, None, systems, 1) == {"q": {"a": 2.0}}
     assert run_system("bm25", ["q"], None, lexical, systems, 5) == {"q": {"b": 3.0, "c": 1.0}}
     assert list(run_system("hybrid:base", ["q"], dense, lexical, systems, 3)["q"]) == ["b", "a", "c"]  # w 0.2
     with pytest.raises(ValueError, match="hybrid weight 'hybrid:x': 1.5"):
-        SystemSet("convex", {"hybrid:x": 1.5})
+        FusionSettings("convex", {"hybrid:x": 1.5})
 
 
 def test_routing_data_over_systems(lexical_world):
     data, store = lexical_world["data"], lexical_world["store"]
-    assert data.experts == ["base", "other-expert", "toy-expert", "bm25", "hybrid:base", "hybrid:other-expert",
+    assert data.systems == ["base", "other-expert", "toy-expert", "bm25", "hybrid:base", "hybrid:other-expert",
                             "hybrid:toy-expert"]
-    assert data.scores.shape == (8, 7) and set(data.labels) <= set(data.experts)
-    weights = store.load_systems().weights
+    assert data.scores.shape == (8, 7) and set(data.labels) <= set(data.systems)
+    weights = store.load_fusion().weights
     assert set(weights) == {"hybrid:base", "hybrid:other-expert", "hybrid:toy-expert"}
     assert all(0 <= w <= 1 for w in weights.values())
     bm25 = json.loads((store.routing_data_path("toy") / "scores-bm25.json").read_text())
@@ -135,7 +135,7 @@ def test_routed_search_equals_evaluation(lexical_world, tmp_path):
     dataset, index, lexical = (lexical_world[k]["toy"] for k in ("datasets", "indexes", "lexical"))
     split = dataset.split("test")
     hits = rr.search(split.queries, k=100, index=index, lexical=lexical)
-    run = SplitRun(dataset, "test", rr.encoder, index, {"r": rr.router}, lexical=lexical, systems=rr.systems)
+    run = SplitRun(dataset, "test", rr.encoder, index, {"r": rr.router}, lexical=lexical, fusion=rr.fusion)
     routed = run.routed("r")
     assert {h.query_id: h.system for h in hits} == routed.chosen
     for h in hits:
@@ -241,7 +241,7 @@ def test_auto_resolves_per_call_and_stays_one_system():
     choice = {**dict.fromkeys(dense, AUTO), "other": "bm25"}
     assert resolve(choice, dense, agree) == {**dict.fromkeys(dense, "hybrid:base"), "other": "bm25"}
     assert resolve(choice, dense, disagree) == {**dict.fromkeys(dense, "base"), "other": "bm25"}
-    systems = SystemSet("convex", {"hybrid:base": 0.5})
+    systems = FusionSettings("convex", {"hybrid:base": 0.5})
     assert run_system(AUTO, ["q1"], dense, agree, systems, 10) == run_system("base", ["q1"], dense, agree, systems, 10)
     many = list(dense)
     assert run_system(AUTO, many, dense, agree, systems, 10) == run_system("hybrid:base", many, dense, agree,
@@ -265,7 +265,7 @@ def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world):
     assert all(h.unfamiliar for h in hits) and len({h.system for h in hits}) == 1
     assert hits[0].system in ("base", "hybrid:base")
     routed = SplitRun(dataset, "test", rr.encoder, index, {"r": rr.router}, lexical=lexical,
-                      systems=rr.systems).routed("r")
+                      fusion=rr.fusion).routed("r")
     assert routed.unfamiliar == set(split.queries)
     assert {h.query_id: h.system for h in hits} == routed.chosen
     for h in hits:

@@ -28,3 +28,11 @@ def test_search_arguments(toy_encoder, data_dir, tmp_path):
     assert len(search(index, vectors, ["q"], k=50)["q"]) == 20  # k larger than the corpus
     # A query whose id is a document id never retrieves that document.
     assert "jazz-1" not in search(index, vectors, ["jazz-1"], k=20)["jazz-1"]
+
+
+def test_group_rows_splits_a_batch_by_system_once_each():
+    from retriever.ranking.systems import group_rows
+
+    groups = group_rows(["hybrid:a", None, "base", "hybrid:a", "base", None])
+    assert list(groups.items()) == [(None, [1, 5]), ("base", [2, 4]), ("hybrid:a", [0, 3])]
+    assert group_rows([]) == {}

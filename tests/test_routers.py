@@ -36,7 +36,7 @@ def test_router_contract(name, tmp_path):
     data = synthetic()
     router = ROUTERS[name].fit(data)
     routing = router.route(data.vectors)
-    assert routing.experts == ["base", "a", "b"]
+    assert routing.systems == ["base", "a", "b"]
     assert routing.weights.shape == (60, 3)
     np.testing.assert_allclose(routing.weights.sum(axis=1), 1.0, atol=1e-5)
     one = router.route(data.vectors[5:6])  # a query is routed alike alone and in a batch
@@ -156,13 +156,13 @@ def test_fallback_calibration_ignores_scores_on_training_queries():
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     scores, trained_on = data.scores.copy(), np.zeros(data.scores.shape, dtype=bool)
     for i, dataset in enumerate(data.datasets):
-        own = data.experts.index(data.dataset_experts[dataset])
+        own = data.systems.index(data.dataset_experts[dataset])
         if i % 4:
             trained_on[i, own] = True  # a training query: +0.3 over the base
         else:
             scores[i, own] = 0.4  # a new query: 0.1 below the base
-    labels = [data.experts[int(np.argmax(row))] for row in scores]
-    args = (vectors, labels, data.datasets, data.dataset_experts, data.experts, scores)
+    labels = [data.systems[int(np.argmax(row))] for row in scores]
+    args = (vectors, labels, data.datasets, data.dataset_experts, data.systems, scores)
     naive = fit_router("pilot", RoutingData(*args), fallback="auto").options["min_confidence"]
     aware = fit_router("pilot", RoutingData(*args, trained_on), fallback="auto").options["min_confidence"]
     assert naive < 1.0 and aware == 1.0  # every query falls back: no expert helps a query it has not seen
@@ -197,10 +197,8 @@ def test_density_is_not_diluted_by_an_experts_pilots_elsewhere():
 
 
 def test_routing_data_validation():
-    with pytest.raises(ValueError, match="labels name experts the router does not know: z"):
+    with pytest.raises(ValueError, match="labels name systems the router does not know: z"):
         RoutingData(np.zeros((1, 2)), ["z"], ["d"], {}, ["base"])
-
-
 
 
 @pytest.mark.parametrize("make, message", [
@@ -283,6 +281,6 @@ def test_fit_router_takes_the_routing_space_from_the_data():
     data = three_domains(gain_elsewhere=-0.3)
     space = RoutingSpace.fitted(1, data.vectors)
     prefixed = RoutingData(space.vectors(data.vectors), data.labels, data.datasets, data.dataset_experts,
-                           data.experts, data.scores, space=space)
+                           data.systems, data.scores, space=space)
     router = fit_router("dataset", prefixed, novelty="auto")
     assert router.space is space and router.fold_gain is not None and router.calibration.fold_gain == router.fold_gain

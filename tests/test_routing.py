@@ -20,7 +20,7 @@ from retriever.routers.directory import RouterDirectory
 
 def test_routing_labels_come_from_train_queries_only(world, monkeypatch, tmp_path):
     data = world["data"]
-    assert data.experts == ["base", "other-expert", "toy-expert"]
+    assert data.systems == ["base", "other-expert", "toy-expert"]
     assert data.dataset_experts == {"toy": "toy-expert", "other": "other-expert"}
     assert len(data.labels) == 8  # 4 train queries in each toy dataset
     scores = json.loads((world["store"].root / "routing-data" / "toy" / "scores-base.json").read_text())
@@ -34,9 +34,9 @@ def test_routing_labels_come_from_train_queries_only(world, monkeypatch, tmp_pat
         config = TrainConfig(**world["store"].expert_info(expert)["training"]["hyperparameters"])
         _, train, heldout = heldout_split(world["datasets"][dataset], world["indexes"][dataset].doc_ids, "train",
                                           config)
-        assert data.trained_on[rows, data.experts.index(expert)].sum() == len(train) and heldout
-        other = [e for e in data.experts if e not in ("base", expert)]
-        assert not data.trained_on[np.ix_(rows, [data.experts.index(e) for e in other])].any()
+        assert data.trained_on[rows, data.systems.index(expert)].sum() == len(train) and heldout
+        other = [e for e in data.systems if e not in ("base", expert)]
+        assert not data.trained_on[np.ix_(rows, [data.systems.index(e) for e in other])].any()
 
     from eval.data import Dataset
 
@@ -67,11 +67,11 @@ def test_label_ties_prefer_own_expert_then_base(world):
     data = cached_routing_data(world["store"], ["toy", "other"])
     folder = world["store"].root / "routing-data"
     for dataset in ("toy", "other"):
-        per = {e: json.loads((folder / dataset / f"scores-{e}.json").read_text())["ndcg@10"] for e in data.experts}
+        per = {e: json.loads((folder / dataset / f"scores-{e}.json").read_text())["ndcg@10"] for e in data.systems}
         rows = [i for i, d in enumerate(data.datasets) if d == dataset]
         for k, i in enumerate(rows):
-            best = max(per[e][k] for e in data.experts)
-            winners = [e for e in data.experts if per[e][k] == best]
+            best = max(per[e][k] for e in data.systems)
+            winners = [e for e in data.systems if per[e][k] == best]
             own = f"{dataset}-expert"
             expected = own if own in winners else "base" if "base" in winners else winners[0]
             assert data.labels[i] == expected
@@ -87,7 +87,7 @@ def test_router_retriever_search(world):
     assert [r.expert for r in results] == routing.choice
     for r, conf in zip(results, routing.confidence, strict=True):
         assert len(r.hits) == 3 and r.confidence == pytest.approx(float(conf))
-    vectors = rr.encoder.encode_routed(list(queries.values()), routing.choice)
+    vectors = rr.encoder.encode_each(list(queries.values()), routing.choice)
     from retriever.ranking.topk import search
 
     expected = search(index, vectors, list(queries), k=3)
@@ -106,7 +106,7 @@ def test_adding_and_removing_experts_refits_routers(world, toy_encoder, tmp_path
     store.remove_expert("other-expert")
     assert refresh_routers(store) == ["classifier", "dataset", "pilot"]  # no encoder: nothing is encoded
     for kind in ("pilot", "classifier", "dataset"):
-        assert load_router(root / "routers" / kind).experts == ["base", "toy-expert"]
+        assert load_router(root / "routers" / kind).systems == ["base", "toy-expert"]
 
     trained = train_expert([(world["datasets"]["other"], world["indexes"]["other"])], toy_encoder,
                            TrainConfig(seed=5, **FAST))
@@ -118,7 +118,7 @@ def test_adding_and_removing_experts_refits_routers(world, toy_encoder, tmp_path
     finally:
         for name in encoder.names[1:]:
             encoder.remove(name)
-    assert load_router(root / "routers" / "pilot").experts == ["base", "other-new", "toy-expert"]
+    assert load_router(root / "routers" / "pilot").systems == ["base", "other-new", "toy-expert"]
     assert (root / "routing-data" / "other" / "scores-other-new.json").is_file()
     for path, content in scores_before.items():  # the kept experts' scores were reused, not recomputed
         if "other-expert" not in path.name:

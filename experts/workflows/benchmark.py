@@ -128,13 +128,13 @@ def _evaluate_all(store: RouterDirectory, corpora: _Corpora, expert_datasets: li
     systems = [BASE_EXPERT, *([MULTITASK] if MULTITASK in store.expert_names() else []), BM25, hybrid(BASE_EXPERT),
                *ROUTED, DEFAULT, *ORACLES, *[f"expert:{e}" for e in experts], *[hybrid(e) for e in experts]]
     keys = {name: expert_key(store, name) for name in encoder.names}
-    fusion = store.load_systems()
+    fusion = store.load_fusion()
     results = []
     t = time.perf_counter()
     for name in eval_datasets:
         run = SplitRun(corpora.opened[name], "test", encoder, corpora.indexes[name], routers, candidates,
                        vector_cache=vector_cache, expert_keys=keys, lexical=corpora.lexical[name],
-                       systems=fusion, aliases={DEFAULT: default})
+                       fusion=fusion, aliases={DEFAULT: default})
         results += [run.run(system) for system in systems]
     seconds["evaluate"] = round(time.perf_counter() - t, 1)
     return results, own, fusion

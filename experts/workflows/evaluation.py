@@ -54,12 +54,12 @@ def evaluate_systems(data_dir, datasets: Sequence[str], systems: Sequence[str], 
     routers, candidates, fusion, aliases = load_systems(systems, router_dir, encoder)
     backend = backend or FaissBackend(cache_dir)
     needs_lexical = any(is_lexical(parse_system(s)[1] or "") for s in systems) or any(
-        is_lexical(e) for router in routers.values() for e in router.experts) or any(s in ORACLES for s in systems)
+        is_lexical(e) for router in routers.values() for e in router.systems) or any(s in ORACLES for s in systems)
     rows = []
     for ds in opened:
         index, lexical = backend.ensure(ds, encoder.base, IndexConfig(index_type=index_type), lexical=needs_lexical,
                                         progress=progress)
-        run = SplitRun(ds, split, encoder, index, routers, candidates, lexical=lexical, systems=fusion,
+        run = SplitRun(ds, split, encoder, index, routers, candidates, lexical=lexical, fusion=fusion,
                        aliases=aliases)
         for system in systems:
             result = run.run(system)

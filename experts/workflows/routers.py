@@ -90,5 +90,5 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
 
     paths, data = fit_routers(store, kinds, [(ds, index) for ds, index, _ in triples], lexical_indexes, encoder,
                                max_queries, fusion, progress, options_for, route_on)
-    return [(path, kind, len(data.labels), data.experts, data.space.describe())
+    return [(path, kind, len(data.labels), data.systems, data.space.describe())
             for path, kind in zip(paths, kinds, strict=True)], store.default_router()

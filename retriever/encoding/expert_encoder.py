@@ -1,6 +1,6 @@
 """The multi-expert query encoder: one base model in memory, LoRA query experts applied per call.
 
-``encode(texts, expert)`` runs one expert; ``encode_routed(texts, experts)`` takes one expert name per text and
+``encode(texts, expert)`` runs one expert; ``encode_each(texts, experts)`` takes one expert name per text and
 runs each expert once over its group. The reserved expert ``base`` is the plain base model (which also encodes
 every document). Expert choice is per call and per thread (``retriever.encoding.lora.active_expert``), never global.
 
@@ -239,7 +239,7 @@ class MultiExpertEncoder:
         with active_expert(None if expert == BASE_EXPERT else expert):
             return self.base.encode(texts, progress=progress)
 
-    def encode_routed(self, texts: Sequence[str], experts: Sequence[str]) -> np.ndarray:
+    def encode_each(self, texts: Sequence[str], experts: Sequence[str]) -> np.ndarray:
         """Encode ``texts[i]`` with ``experts[i]``; each expert runs once over its group."""
         if len(texts) != len(experts):
             raise ValueError(f"{len(texts)} texts but {len(experts)} expert names")

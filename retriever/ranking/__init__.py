@@ -11,6 +11,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "AUTO": "retriever.ranking.systems",
     "BM25": "retriever.ranking.systems",
     "Results": "retriever.ranking.topk",
+    "FusionSettings": "retriever.ranking.systems",
     "SystemSet": "retriever.ranking.systems",
     "rank": "retriever.ranking.topk",
     "run_system": "retriever.ranking.systems",

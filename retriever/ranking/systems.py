@@ -4,7 +4,7 @@ send queries they do not recognise: ``hybrid:base`` or ``base``, whichever ``ret
 the call's queries sent there from their two rankings (``resolve``).
 
 Routers choose among systems by these names; ``run_system`` is the one place a system's ranking is made from
-the dense and lexical rankings it needs (``RouterRetriever`` and evaluation both call it), and ``SystemSet``
+the dense and lexical rankings it needs (``RouterRetriever`` and evaluation both call it), and ``FusionSettings``
 holds each hybrid's fusion weight, calibrated on training queries and saved with the router directory.
 
 Fusion (``fuse``): ``convex`` — each list's scores min-max normalised over its top-k, then
@@ -14,7 +14,7 @@ fusion, ``sum 1 / (60 + rank)``, which needs no weight.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
@@ -23,9 +23,8 @@ from retriever.encoding.expert_encoder import BASE
 from retriever.ranking.unfamiliar import top_agreement, trusts_lexical
 
 __all__ = [
-    "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "Fusion", "HYBRID", "SystemSet", "auto_choice", "dense_part",
-    "fuse", "hybrid",
-    "is_lexical", "resolve", "run_system", "system_names",
+    "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "FusionMethod", "FusionSettings", "SystemSet",
+    "auto_choice", "dense_part", "fuse", "group_rows", "hybrid", "is_lexical", "resolve", "run_system", "system_names",
 ]
 
 BM25 = "bm25"
@@ -33,14 +32,14 @@ HYBRID = "hybrid:"
 AUTO = "auto:base"  # unfamiliar queries: hybrid:base where the corpus's lexical side agrees with the base, else base
 
 
-class Fusion(StrEnum):
+class FusionMethod(StrEnum):
     """How a hybrid fuses the dense and the BM25 ranking (``fuse``)."""
 
     CONVEX = "convex"  # a weighted sum of min-max normalised scores
     RRF = "rrf"  # reciprocal rank fusion
 
 
-FUSIONS = tuple(method.value for method in Fusion)
+FUSIONS = tuple(method.value for method in FusionMethod)
 RRF_K = 60
 DEFAULT_WEIGHT = 0.5  # an uncalibrated hybrid: equal weight
 FUSION_DEPTH = 100  # each list's top-k that a hybrid fuses, whatever k the caller asks for
@@ -84,10 +83,10 @@ def _normalised(hits: Mapping[str, float]) -> dict[str, float]:
 def fuse(dense: Mapping[str, float], lexical: Mapping[str, float], weight: float, method: str = "convex",
          k: int = FUSION_DEPTH) -> dict[str, float]:
     """One query's fused ranking of two ``{doc id: score}`` lists, best first, at most ``k`` documents."""
-    if method == Fusion.CONVEX:
+    if method == FusionMethod.CONVEX:
         d, s = _normalised(dense), _normalised(lexical)
         scores = {doc: weight * d.get(doc, 0.0) + (1 - weight) * s.get(doc, 0.0) for doc in {**d, **s}}
-    elif method == Fusion.RRF:
+    elif method == FusionMethod.RRF:
         scores = {}
         for hits in (dense, lexical):
             for rank, doc in enumerate(sorted(hits, key=hits.__getitem__, reverse=True), start=1):
@@ -101,16 +100,16 @@ def fuse(dense: Mapping[str, float], lexical: Mapping[str, float], weight: float
 
 
 @dataclass(frozen=True)
-class SystemSet:
+class FusionSettings:
     """How hybrids are fused: the method and each hybrid's dense weight (uncalibrated ones weigh 0.5)."""
 
-    fusion: Fusion = Fusion.CONVEX
+    fusion: FusionMethod = FusionMethod.CONVEX
     weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.fusion, str) or self.fusion not in FUSIONS:
             raise ValueError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
-        object.__setattr__(self, "fusion", Fusion(self.fusion))
+        object.__setattr__(self, "fusion", FusionMethod(self.fusion))
         for name, weight in self.weights.items():
             if not name.startswith(HYBRID) or not isinstance(weight, int | float) or not 0 <= weight <= 1:
                 raise ValueError(f"hybrid weight {name!r}: {weight!r} (expected hybrid:<expert> and a weight in "
@@ -121,6 +120,9 @@ class SystemSet:
 
     def to_json(self) -> dict:
         return {"fusion": self.fusion, "weights": dict(sorted(self.weights.items()))}
+
+
+SystemSet = FusionSettings  # its name before 0.2 (it holds fusion settings, not a set of systems)
 
 
 def auto_choice(agreements: Iterable[float | None]) -> str:
@@ -139,7 +141,16 @@ def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results |
     return {q: decided if system == AUTO else system for q, system in choice.items()}
 
 
-def run_system(system: str, query_ids, dense: Results | None, lexical: Results | None, systems: SystemSet,
+def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:
+    """The rows of each label (a system, or a dense expert), labels in sorted order (``None`` first): how every
+    batch of queries routed to different systems is split, so each system runs once per batch."""
+    rows: dict[str | None, list[int]] = {}
+    for row, label in enumerate(labels):
+        rows.setdefault(label, []).append(row)
+    return dict(sorted(rows.items(), key=lambda item: (item[0] is not None, item[0] or "")))
+
+
+def run_system(system: str, query_ids, dense: Results | None, lexical: Results | None, fusion: FusionSettings,
                k: int) -> Results:
     """``system``'s top-``k`` for ``query_ids`` from the rankings it needs: ``dense`` (its dense expert's, at least
     ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's); ``auto:base`` as ``resolve`` decides for these
@@ -151,8 +162,8 @@ def run_system(system: str, query_ids, dense: Results | None, lexical: Results |
         return {q: dict(list(lexical[q].items())[:k]) for q in query_ids}
     if not system.startswith(HYBRID):
         return {q: dict(list(dense[q].items())[:k]) for q in query_ids}
-    weight = systems.weight(system)
-    return {q: fuse(_top(dense[q]), _top(lexical[q]), weight, systems.fusion, k) for q in query_ids}
+    weight = fusion.weight(system)
+    return {q: fuse(_top(dense[q]), _top(lexical[q]), weight, fusion.fusion, k) for q in query_ids}
 
 
 def _top(hits: Mapping[str, float]) -> dict[str, float]:

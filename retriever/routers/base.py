@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from retriever.ranking.systems import AUTO, BASE, SystemSet
+from retriever.ranking.systems import AUTO, BASE, FusionSettings
 from retriever.routers.settings import Calibration, FallbackRequests, RouterOptions, saved_options, split_options
 from retriever.storage.artifacts import atomic_directory
 from retriever.storage.files import (
@@ -84,18 +84,18 @@ class RoutingSpace:
 
 @dataclass(frozen=True)
 class Routing:
-    """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``experts[j]`` (an expert or any
+    """Per-query routing decisions: ``weights[i, j]`` is query i's weight for ``systems[j]`` (an expert or any
     other system, ``retriever.ranking.systems``); queries marked in ``fallback`` (below the router's confidence or
     novelty threshold) go to the ``default`` system (the base model unless calibrated otherwise)."""
 
-    experts: list[str]
+    systems: list[str]
     weights: np.ndarray
     fallback: np.ndarray | None = None
     default: str = BASE
 
     @property
     def choice(self) -> list[str]:
-        chosen = [self.experts[j] for j in self.weights.argmax(axis=1)]
+        chosen = [self.systems[j] for j in self.weights.argmax(axis=1)]
         if self.fallback is None:
             return chosen
         return [self.default if back else expert for expert, back in zip(chosen, self.fallback, strict=True)]
@@ -113,42 +113,42 @@ class Routing:
 @dataclass(frozen=True)
 class RoutingData:
     """Training queries for fitting a router. ``labels``: best system per query; ``datasets``: its source.
-    "Experts" here are the systems a router chooses among: dense experts, and with a lexical index ``bm25`` and
-    ``hybrid:<expert>`` (``retriever.ranking.systems``)."""
+    ``systems``: what a router chooses among — dense experts, and with a lexical index ``bm25`` and
+    ``hybrid:<expert>`` (``retriever.ranking.systems``); ``dataset_experts``: each dataset's own (dense) expert."""
 
     vectors: np.ndarray
     labels: list[str]
     datasets: list[str]
     dataset_experts: dict[str, str]  # dataset -> its own expert
-    experts: list[str]  # every system the router may choose, "base" included
-    scores: np.ndarray | None = None  # per-query nDCG@10 of each system (columns: experts), for calibration
+    systems: list[str]  # every system the router may choose, "base" included
+    scores: np.ndarray | None = None  # per-query nDCG@10 of each system (columns: systems), for calibration
     trained_on: np.ndarray | None = None  # same shape, bool: the system's expert was trained on that query
     dataset_systems: dict[str, str] | None = None  # dataset -> its best system on unseen queries (dataset router)
-    systems: SystemSet | None = None  # how the hybrid columns were fused (saved beside the routers)
+    fusion: FusionSettings | None = None  # how the hybrid columns were fused (saved beside the routers)
     space: RoutingSpace = RoutingSpace()  # what ``vectors`` are: base embeddings, or a prefix routing space
     auto_scores: np.ndarray | None = None  # per-query nDCG@10 of ``auto:base`` (unfamiliar queries' default)
 
     def __post_init__(self):
         if not (len(self.vectors) == len(self.labels) == len(self.datasets)):
             raise ValueError("vectors, labels and datasets must have the same length")
-        if self.scores is not None and self.scores.shape != (len(self.vectors), len(self.experts)):
-            raise ValueError(f"scores must have shape {(len(self.vectors), len(self.experts))}, "
+        if self.scores is not None and self.scores.shape != (len(self.vectors), len(self.systems)):
+            raise ValueError(f"scores must have shape {(len(self.vectors), len(self.systems))}, "
                              f"got {self.scores.shape}")
         if self.trained_on is not None and (self.scores is None or self.trained_on.shape != self.scores.shape):
             raise ValueError("trained_on must come with scores and have their shape")
         if self.auto_scores is not None and (self.scores is None or self.auto_scores.shape != (len(self.vectors),)):
             raise ValueError("auto_scores must come with scores and have one value per query")
-        unknown = sorted(set(self.labels) - set(self.experts))
+        unknown = sorted(set(self.labels) - set(self.systems))
         if unknown:
-            raise ValueError(f"labels name experts the router does not know: {', '.join(unknown)}")
+            raise ValueError(f"labels name systems the router does not know: {', '.join(unknown)}")
 
     def system_scores(self, system: str) -> np.ndarray:
         """Per-query nDCG@10 of ``system``: a column of ``scores``, or ``auto_scores`` for ``auto:base``."""
         if system == AUTO and self.auto_scores is not None:
             return self.auto_scores
-        if system not in self.experts:
-            raise ValueError(f"no scores of system {system!r}; scored: {', '.join(self.experts)}")
-        return self.scores[:, self.experts.index(system)]
+        if system not in self.systems:
+            raise ValueError(f"no scores of system {system!r}; scored: {', '.join(self.systems)}")
+        return self.scores[:, self.systems.index(system)]
 
 
 def softmax(scores: np.ndarray, temperature: float = SOFTMAX_TEMPERATURE) -> np.ndarray:
@@ -171,11 +171,11 @@ class Router(ABC):
     fitted: ClassVar[bool] = True  # fitted from routing data (False: a fixed choice)
     order: ClassVar[int] = 50  # where it is listed (CLI choices, benchmark tables): lower first
 
-    def __init__(self, experts: list[str], options: RouterOptions | Mapping, *, space: RoutingSpace = RoutingSpace(),
+    def __init__(self, systems: list[str], options: RouterOptions | Mapping, *, space: RoutingSpace = RoutingSpace(),
                  requests: FallbackRequests | None = None, calibration: Calibration | None = None):
         """``options``: the kind's ``Options``, or a mapping as saved (the kind's options, and the requests and
         calibrated values where ``requests`` and ``calibration`` are not given)."""
-        self.experts = list(experts)
+        self.systems = list(systems)
         if isinstance(options, RouterOptions):
             settings, saved_requests, saved_calibration = options, FallbackRequests(), Calibration()
         else:
@@ -188,7 +188,7 @@ class Router(ABC):
         self.space = space  # what its input vectors are (``RoutingSpace``), as fitted and saved
         self.info: dict = {}  # what it was built from (datasets, sample size), as saved with it
         self.base_model: dict | None = None  # the base model whose query vectors it routes, as saved with it
-        self.systems: SystemSet | None = None  # how the hybrids it may choose are fused, as saved with it
+        self.fusion: FusionSettings | None = None  # how the hybrids it may choose are fused, as saved with it
 
     @property
     def options(self) -> Mapping:
@@ -232,12 +232,12 @@ class Router(ABC):
         routing = self._route(vectors)
         confidence = self.calibration.min_confidence or 0.0
         similarity = self.calibration.min_similarity or 0.0
-        if self.default not in (*self.experts, AUTO) or not (confidence > 0 or similarity > 0):
+        if self.default not in (*self.systems, AUTO) or not (confidence > 0 or similarity > 0):
             return routing
         back = routing.confidence < confidence
         if similarity > 0:
             back |= self.similarity(vectors) < similarity
-        return Routing(routing.experts, routing.weights, back, self.default)
+        return Routing(routing.systems, routing.weights, back, self.default)
 
     @property
     def default(self) -> str:
@@ -252,7 +252,7 @@ class Router(ABC):
 
     @classmethod
     @abstractmethod
-    def from_arrays(cls, experts: list[str], options: Mapping, arrays: dict[str, np.ndarray], extra: dict,
+    def from_arrays(cls, systems: list[str], options: Mapping, arrays: dict[str, np.ndarray], extra: dict,
                     **context) -> Router:
         """The router saved as ``options`` (the saved mapping), ``arrays`` and ``extra``; ``context`` (its space)
         goes to the constructor unchanged."""
@@ -275,7 +275,7 @@ class Router(ABC):
                 files.append(f"{key}.npy")
             write_json(tmp / "routing.json", {
                 "kind": KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
-                **({"base_model": base_model} if base_model else {}), "router": self.name, "experts": self.experts,
+                **({"base_model": base_model} if base_model else {}), "router": self.name, "experts": self.systems,
                 "options": dict(self.options), "state": self.extra(), "info": info or {},
                 **({"space": {"layer": self.space.layer}} if self.space.layer is not None else {}),
                 "files": checksum_files(tmp, files),
@@ -376,7 +376,8 @@ def load_router(path: str | Path) -> Router:
     router.info = meta.get("info", {})
     router.base_model = meta.get("base_model")
     try:  # the hybrids' fusion its labels were made with (routers over systems)
-        router.systems = SystemSet(**router.info["systems"]) if isinstance(router.info.get("systems"), dict) else None
+        saved = router.info.get("systems")  # the record's name in routing.json
+        router.fusion = FusionSettings(**saved) if isinstance(saved, dict) else None
     except (TypeError, ValueError) as err:
         raise ArtifactError(f"{path / 'routing.json'}: bad 'systems' record: {err}") from None
     return router

@@ -106,8 +106,8 @@ def routed_fold_gain(parts: dict[str, tuple[np.ndarray, ...]], data: RoutingData
 def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> RoutingData:
     """Rows of ``data``; with ``drop``, that expert (and every system that uses it, its hybrid) is removed and
     its queries relabelled among the rest."""
-    experts = [e for e in data.experts if drop is None or dense_part(e) != drop]
-    columns = [data.experts.index(e) for e in experts]
+    systems = [e for e in data.systems if drop is None or dense_part(e) != drop]
+    columns = [data.systems.index(e) for e in systems]
     scores = data.scores[rows][:, columns]
     trained_on = None if data.trained_on is None else data.trained_on[rows][:, columns]
     datasets = [data.datasets[i] for i in np.flatnonzero(rows)]
@@ -115,15 +115,15 @@ def _subset(data: RoutingData, rows: np.ndarray, drop: str | None = None) -> Rou
     dataset_experts = {d: e for d, e in data.dataset_experts.items() if e != drop}
     dataset_systems = None
     if data.dataset_systems is not None:  # judged again on these rows alone: held-out rows never choose it
-        dataset_systems = best_systems(datasets, experts, scores, trained_on, dataset_experts)
-        labels = [best_expert(row, experts, [dataset_systems.get(d), dataset_experts.get(d)])
+        dataset_systems = best_systems(datasets, systems, scores, trained_on, dataset_experts)
+        labels = [best_expert(row, systems, [dataset_systems.get(d), dataset_experts.get(d)])
                   for row, d in zip(scores, datasets, strict=True)]
     elif drop is not None:
-        labels = [best_expert(row, experts, dataset_experts.get(d)) if label not in experts else label
+        labels = [best_expert(row, systems, dataset_experts.get(d)) if label not in systems else label
                   for row, d, label in zip(scores, datasets, labels, strict=True)]
     auto = None if data.auto_scores is None else data.auto_scores[rows]
-    return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, experts, scores, trained_on,
-                       dataset_systems, data.systems, data.space, auto)
+    return RoutingData(data.vectors[rows], labels, datasets, dataset_experts, systems, scores, trained_on,
+                       dataset_systems, data.fusion, data.space, auto)
 
 
 def without_expert(data: RoutingData, expert: str) -> RoutingData:
@@ -166,11 +166,11 @@ def fold_gains(cls: type[Router], data: RoutingData, options: dict) -> dict[str,
     if data.scores is None:
         raise ValueError("measuring a router on folds needs the routing data's per-query scores (RoutingData.scores)")
     datasets = np.array(data.datasets)
-    base = data.experts.index(BASE)
+    base = data.systems.index(BASE)
     parts: dict[str, list[tuple[np.ndarray, ...]]] = {}
     for setting, held, router, routing in fold_routings(cls, data, options):
         similarity = router.similarity(data.vectors[held])
-        chosen = [data.experts.index(e) for e in routing.choice]
+        chosen = [data.systems.index(e) for e in routing.choice]
         gain = data.scores[held, chosen] - data.scores[held, base]
         parts.setdefault(setting, []).append((routing.confidence, np.zeros(len(gain)) if similarity is None else
                                               similarity, gain, datasets[held], np.flatnonzero(held)))
@@ -193,8 +193,8 @@ def default_candidates(data: RoutingData, unfamiliar: str = UnfamiliarPolicy.AUT
     scored it (routers over lexical systems), else the base; ``calibrated``: the base model, and the base hybrid
     where it is a system."""
     if unfamiliar == UnfamiliarPolicy.AUTO:
-        return [AUTO] if data.auto_scores is not None and hybrid(BASE) in data.experts else [BASE]
-    return [system for system in (BASE, hybrid(BASE)) if system in data.experts]
+        return [AUTO] if data.auto_scores is not None and hybrid(BASE) in data.systems else [BASE]
+    return [system for system in (BASE, hybrid(BASE)) if system in data.systems]
 
 
 def _calibrate(parts: Callable[[], dict], data: RoutingData, signal: str, thresholds: np.ndarray,

@@ -31,36 +31,36 @@ class ClassifierRouter(Router):
     Options = ClassifierOptions
     order = 10
 
-    def __init__(self, experts, options, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, **context):
-        super().__init__(experts, options, **context)
+    def __init__(self, systems, options, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, **context):
+        super().__init__(systems, options, **context)
         self.coef, self.intercept, self.classes = coef, intercept, classes  # classes: index into experts
 
     @classmethod
     def _fit(cls, data: RoutingData, options: ClassifierOptions, **context) -> ClassifierRouter:
         from sklearn.linear_model import LogisticRegression
 
-        y = np.array([data.experts.index(label) for label in data.labels])
+        y = np.array([data.systems.index(label) for label in data.labels])
         classes = np.unique(y)
         if len(classes) == 1:  # one label only: a constant router
             coef = np.zeros((1, data.vectors.shape[1]), dtype=np.float32)
-            return cls(data.experts, options, coef, np.zeros(1, np.float32), classes, **context)
+            return cls(data.systems, options, coef, np.zeros(1, np.float32), classes, **context)
         model = LogisticRegression(C=options.c, max_iter=2000, random_state=options.seed).fit(data.vectors, y)
         coef, intercept = model.coef_, model.intercept_
         if len(classes) == 2:  # sklearn keeps one row for two classes: make it a two-way softmax
             coef, intercept = np.vstack([-coef / 2, coef / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-        return cls(data.experts, options, coef.astype(np.float32), intercept.astype(np.float32), model.classes_,
+        return cls(data.systems, options, coef.astype(np.float32), intercept.astype(np.float32), model.classes_,
                    **context)
 
     def _route(self, vectors: np.ndarray) -> Routing:
         vectors = check_dim(vectors, self.coef.shape[1])
         probs = softmax(vectors @ self.coef.T + self.intercept, temperature=1.0)
-        weights = np.zeros((len(vectors), len(self.experts)), dtype=np.float32)
+        weights = np.zeros((len(vectors), len(self.systems)), dtype=np.float32)
         weights[:, self.classes] = probs
-        return Routing(self.experts, weights)
+        return Routing(self.systems, weights)
 
     def arrays(self):
         return {"coef": self.coef, "intercept": self.intercept, "classes": self.classes}
 
     @classmethod
-    def from_arrays(cls, experts, options, arrays, extra, **context):
-        return cls(experts, options, arrays["coef"], arrays["intercept"], arrays["classes"], **context)
+    def from_arrays(cls, systems, options, arrays, extra, **context):
+        return cls(systems, options, arrays["coef"], arrays["intercept"], arrays["classes"], **context)

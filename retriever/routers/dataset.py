@@ -31,8 +31,8 @@ class DatasetRouter(Router):
     Options = DatasetOptions
     order = 20
 
-    def __init__(self, experts, options, vectors: np.ndarray, owners: np.ndarray, **context):
-        super().__init__(experts, options, **context)
+    def __init__(self, systems, options, vectors: np.ndarray, owners: np.ndarray, **context):
+        super().__init__(systems, options, **context)
         self.vectors, self.owners = vectors, owners
 
     @classmethod
@@ -47,10 +47,10 @@ class DatasetRouter(Router):
             rows = np.flatnonzero(np.array(data.datasets) == dataset)
             rows = np.sort(rng.permutation(rows)[:options.per_dataset])
             keep += rows.tolist()
-            owners += [data.experts.index(expert)] * len(rows)
+            owners += [data.systems.index(expert)] * len(rows)
         if not keep:
             raise ValueError("the dataset router needs at least one dataset that has its own expert")
-        return cls(data.experts, options, data.vectors[keep].astype(np.float32), np.array(owners, dtype=np.int64),
+        return cls(data.systems, options, data.vectors[keep].astype(np.float32), np.array(owners, dtype=np.int64),
                    **context)
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
@@ -58,14 +58,14 @@ class DatasetRouter(Router):
 
     def _route(self, vectors: np.ndarray) -> Routing:
         sims = cosines(vectors, self.vectors)
-        scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
+        scores = np.full((len(vectors), len(self.systems)), -np.inf, dtype=np.float32)
         for j in np.unique(self.owners):
             scores[:, j] = sims[:, self.owners == j].max(axis=1)
-        return Routing(self.experts, softmax(scores))
+        return Routing(self.systems, softmax(scores))
 
     def arrays(self):
         return {"vectors": self.vectors, "owners": self.owners}
 
     @classmethod
-    def from_arrays(cls, experts, options, arrays, extra, **context):
-        return cls(experts, options, arrays["vectors"], arrays["owners"], **context)
+    def from_arrays(cls, systems, options, arrays, extra, **context):
+        return cls(systems, options, arrays["vectors"], arrays["owners"], **context)

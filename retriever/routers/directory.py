@@ -32,7 +32,7 @@ from pathlib import Path
 from retriever.encoding.encoder import ModelInfo
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.encoding.lora import lora_factors
-from retriever.ranking.systems import BM25, SystemSet
+from retriever.ranking.systems import BM25, FusionSettings
 from retriever.routers import Router, load_router
 from retriever.storage.artifacts import atomic_directory, remove_stale_temporaries
 from retriever.storage.files import (
@@ -198,21 +198,21 @@ class RouterDirectory:
     def systems_path(self) -> Path:
         return self.root / "systems.json"
 
-    def save_systems(self, systems: SystemSet) -> None:
+    def save_fusion(self, systems: FusionSettings) -> None:
         """Record how this directory's hybrid systems are fused (method, calibrated weights)."""
         write_json(self.systems_path, {"kind": SYSTEMS_KIND, "format_version": FORMAT_VERSION,
                                        "library_version": library_version(), "base_model": self.base_model,
                                        **systems.to_json()})
 
-    def load_systems(self) -> SystemSet:
+    def load_fusion(self) -> FusionSettings:
         """The hybrids' fusion as calibrated by the last build-router; uncalibrated (weight 0.5) if none was."""
         if not self.systems_path.is_file():
-            return SystemSet()
+            return FusionSettings()
         meta = read_metadata(self.systems_path, SYSTEMS_KIND, FORMAT_VERSION,
                              {"base_model": MODEL_SCHEMA, "fusion": str, "weights": dict})
         self._check_base(meta["base_model"], f"systems {self.systems_path}")
         try:
-            return SystemSet(meta["fusion"], meta["weights"])
+            return FusionSettings(meta["fusion"], meta["weights"])
         except ValueError as err:
             raise ArtifactError(f"{self.systems_path}: {err}") from None
 

@@ -32,18 +32,18 @@ class FixedRouter(Router):
 
     @classmethod
     def _fit(cls, data: RoutingData, options: FixedOptions, **context) -> FixedRouter:
-        if options.expert not in data.experts:
-            raise ValueError(f"unknown expert {options.expert!r}; available: {', '.join(data.experts)}")
-        return cls(data.experts, options, **context)
+        if options.expert not in data.systems:
+            raise ValueError(f"unknown expert {options.expert!r}; available: {', '.join(data.systems)}")
+        return cls(data.systems, options, **context)
 
     def _route(self, vectors: np.ndarray) -> Routing:
-        weights = np.zeros((len(vectors), len(self.experts)), dtype=np.float32)
-        weights[:, self.experts.index(self.settings.expert)] = 1.0
-        return Routing(self.experts, weights)
+        weights = np.zeros((len(vectors), len(self.systems)), dtype=np.float32)
+        weights[:, self.systems.index(self.settings.expert)] = 1.0
+        return Routing(self.systems, weights)
 
     def arrays(self):
         return {}
 
     @classmethod
-    def from_arrays(cls, experts, options, arrays, extra, **context):
-        return cls(experts, options, **context)
+    def from_arrays(cls, systems, options, arrays, extra, **context):
+        return cls(systems, options, **context)

@@ -64,11 +64,11 @@ class PilotRouter(Router):
     AGGREGATES = AGGREGATES
     DENSITY_TEMPERATURE = 0.1  # kernel width, in cosine similarity
 
-    def __init__(self, experts, options, pilots: np.ndarray, pilot_experts: np.ndarray, pilot_sizes: np.ndarray,
+    def __init__(self, systems, options, pilots: np.ndarray, pilot_experts: np.ndarray, pilot_sizes: np.ndarray,
                  **context):
-        super().__init__(experts, options, **context)
+        super().__init__(systems, options, **context)
         self.pilots = pilots
-        self.pilot_experts = pilot_experts  # index into self.experts, one per pilot
+        self.pilot_experts = pilot_experts  # index into self.systems, one per pilot
         self.pilot_sizes = pilot_sizes  # training queries behind each pilot
 
     @classmethod
@@ -88,9 +88,9 @@ class PilotRouter(Router):
                 km = KMeans(n_clusters=clusters, n_init=10, random_state=options.seed).fit(members)
                 centroids, counts = km.cluster_centers_, np.bincount(km.labels_, minlength=clusters).tolist()
             pilots.append(centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
-            owners += [data.experts.index(label)] * len(centroids)
+            owners += [data.systems.index(label)] * len(centroids)
             sizes += counts
-        return cls(data.experts, options, np.concatenate(pilots).astype(np.float32), np.array(owners, dtype=np.int64),
+        return cls(data.systems, options, np.concatenate(pilots).astype(np.float32), np.array(owners, dtype=np.int64),
                    np.array(sizes, dtype=np.float32), **context)
 
     def similarity(self, vectors: np.ndarray) -> np.ndarray:
@@ -98,9 +98,9 @@ class PilotRouter(Router):
 
     def _route(self, vectors: np.ndarray) -> Routing:
         sims = cosines(vectors, self.pilots)
-        scores = np.full((len(vectors), len(self.experts)), -np.inf, dtype=np.float32)
+        scores = np.full((len(vectors), len(self.systems)), -np.inf, dtype=np.float32)
         aggregate = self.settings.aggregate
-        for j in range(len(self.experts)):
+        for j in range(len(self.systems)):
             mine = self.pilot_experts == j
             if not mine.any():
                 continue
@@ -115,12 +115,12 @@ class PilotRouter(Router):
             else:
                 scores[:, j] = part.mean(axis=1) if aggregate == "mean" else part.max(axis=1)
         if aggregate == "density":  # the densities' share per expert: P(expert | query) under the kernel model
-            return Routing(self.experts, softmax(scores, temperature=1.0))
-        return Routing(self.experts, softmax(scores))
+            return Routing(self.systems, softmax(scores, temperature=1.0))
+        return Routing(self.systems, softmax(scores))
 
     def arrays(self):
         return {"pilots": self.pilots, "pilot_experts": self.pilot_experts, "pilot_sizes": self.pilot_sizes}
 
     @classmethod
-    def from_arrays(cls, experts, options, arrays, extra, **context):
-        return cls(experts, options, arrays["pilots"], arrays["pilot_experts"], arrays["pilot_sizes"], **context)
+    def from_arrays(cls, systems, options, arrays, extra, **context):
+        return cls(systems, options, arrays["pilots"], arrays["pilot_experts"], arrays["pilot_sizes"], **context)
