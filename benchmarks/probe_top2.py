@@ -17,7 +17,6 @@ from pathlib import Path
 
 import common
 import numpy as np
-from unseen_domains import NOT_FIT_OPTIONS
 
 
 def rankings(store, data, data_dir, cache_dir, encoder) -> dict[str, dict[str, dict]]:
@@ -83,7 +82,7 @@ def main() -> None:
         judged = open_dataset(args.data_dir, name).split("train").qrels
         qrels.update({str(first + i): judged[q] for i, q in enumerate(qids)})
         first += len(qids)
-    fit_options = {k: v for k, v in saved.options.items() if k not in NOT_FIT_OPTIONS}
+    fit_options = saved.settings.to_json()
     min_similarity = saved.options.get("min_similarity", 0.0)
     default = saved.options.get("default", "base")
     base = data.systems.index("base")

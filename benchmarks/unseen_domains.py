@@ -19,8 +19,6 @@ import json
 import common
 import numpy as np
 
-NOT_FIT_OPTIONS = ("fallback", "min_confidence", "novelty", "min_similarity", "default", "unfamiliar")
-
 
 def main() -> None:
     from experts import cached_routing_data
@@ -36,7 +34,7 @@ def main() -> None:
     info = saved.info
     data = cached_routing_data(store, info["datasets"], info.get("lexical_keys"), info.get("fusion", "convex"),
                                saved.space.layer)  # the vectors the saved router routes on
-    options = {k: v for k, v in saved.options.items() if k not in NOT_FIT_OPTIONS}
+    options = saved.settings.to_json()  # the kind's own options, without requests and calibrated values
     confidence, similarity, gain, names, rows = fold_gains(ROUTERS[saved.name], data, options)["left out"]
     default = saved.options.get("default", "base")
     back = (similarity < saved.options.get("min_similarity", 0.0)) | \

@@ -34,8 +34,8 @@ import numpy as np
 from eval.data import Dataset
 from eval.metrics import Scores, evaluate
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.index.base import LexicalSearch
 from retriever.index.faiss_index import CorpusIndex
-from retriever.index.lexical import LexicalIndex
 from retriever.ranking.systems import (
     AUTO,
     BM25,
@@ -170,7 +170,7 @@ class SplitRun:
     def __init__(self, dataset: Dataset, split: str, encoder: MultiExpertEncoder, index: CorpusIndex,
                  routers: dict[str, Router] | None = None, candidates: Sequence[str] | None = None,
                  vector_cache: Path | None = None, expert_keys: dict[str, str] | None = None,
-                 lexical: LexicalIndex | None = None, fusion: FusionSettings | None = None,
+                 lexical: LexicalSearch | None = None, fusion: FusionSettings | None = None,
                  aliases: dict[str, str] | None = None):
         index.check_model(encoder.info)
         if lexical is not None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retriever.index.faiss_index import CorpusIndex
+from retriever.index.base import DenseIndex, LexicalSearch
 
 __all__ = ["Results", "rank", "search", "search_lexical"]
 
@@ -36,18 +36,18 @@ def rank(
     return results
 
 
-def search(index: CorpusIndex, query_vectors: np.ndarray, query_ids: Sequence[str], k: int = 10) -> Results:
+def search(index: DenseIndex, query_vectors: np.ndarray, query_ids: Sequence[str], k: int = 10) -> Results:
     """Top-``k`` documents for each query vector; a document whose id equals the query id is never returned."""
     return _ranked(index, query_vectors, query_ids, k, "query vectors")
 
 
-def search_lexical(index, texts: Sequence[str], query_ids: Sequence[str], k: int = 10) -> Results:
+def search_lexical(index: LexicalSearch, texts: Sequence[str], query_ids: Sequence[str], k: int = 10) -> Results:
     """Top-``k`` BM25 documents (``retriever.index.lexical.LexicalIndex``) for each query text; self-hits dropped and
     documents sharing no term with the query left out, by the same ``rank``."""
     return _ranked(index, list(texts), query_ids, k, "query texts")
 
 
-def _ranked(index, queries, query_ids: Sequence[str], k: int, what: str) -> Results:
+def _ranked(index: DenseIndex | LexicalSearch, queries, query_ids: Sequence[str], k: int, what: str) -> Results:
     """Ask ``index`` (dense or lexical: ``search(queries, k) -> (scores, rows)``) for one more than ``k`` rows per
     query, so that ``rank`` can drop a self-hit and still keep ``k``."""
     if k < 1:

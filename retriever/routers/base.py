@@ -227,8 +227,9 @@ class Router(ABC):
         return None
 
     def route(self, vectors: np.ndarray) -> Routing:
-        """Route base query vectors; a query below the fitted ``min_confidence``, or less similar than
-        ``min_similarity`` to everything the router was fitted on, falls back to the base model."""
+        """Route routing vectors; a query below the fitted ``min_confidence``, or less similar than
+        ``min_similarity`` to everything the router was fitted on, goes to the router's ``default`` system
+        (``auto:base`` for routers over lexical systems, else ``base``): ``Routing.unfamiliar`` marks it."""
         routing = self._route(vectors)
         confidence = self.calibration.min_confidence or 0.0
         similarity = self.calibration.min_similarity or 0.0

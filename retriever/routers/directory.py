@@ -70,10 +70,6 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _model_record(model: ModelInfo) -> dict:
-    return {"id": model.id, "fingerprint": model.fingerprint, "dim": model.dim}
-
-
 def _listing(folder: Path, metadata: str) -> list[str]:
     """Names of ``folder``'s artifact directories (those holding ``metadata``), never hidden ones."""
     if not folder.is_dir():
@@ -129,14 +125,14 @@ class RouterDirectory:
             self.root.mkdir(parents=True, exist_ok=True)
             write_json(meta_path, {
                 "kind": ROUTER_KIND, "format_version": FORMAT_VERSION, "library_version": library_version(),
-                "base_model": _model_record(base),
+                "base_model": base.record(),
             })
         meta = read_metadata(meta_path, ROUTER_KIND, FORMAT_VERSION, {"base_model": MODEL_SCHEMA})
         self._check_base(meta["base_model"], f"router {self.root}")
         self.meta = meta
 
     def _check_base(self, built: dict, what: str) -> None:
-        if built["fingerprint"] != self.base.fingerprint or int(built["dim"]) != self.base.dim:
+        if not self.base.built(built):
             raise ArtifactError(
                 f"{what} was built on base model {built['id']!r} (dim {built['dim']}, fingerprint "
                 f"{built['fingerprint'][:12]}), but the loaded base model is {self.base.id!r} (dim "
@@ -162,7 +158,7 @@ class RouterDirectory:
     @property
     def base_model(self) -> dict:
         """The base model as every artifact of this directory records it."""
-        return _model_record(self.base)
+        return self.base.record()
 
     def save_router(self, router: Router, info: dict) -> Path:
         """Save a fitted ``retriever.routers.Router`` as ``routers/<its name>/``."""
@@ -262,8 +258,7 @@ class RouterDirectory:
 
     def matches_base(self, name: str) -> bool:
         """Whether expert ``name`` was trained on this store's base model (``experts list`` flags those not)."""
-        built = self.expert_info(name)["base_model"]
-        return built["fingerprint"] == self.base.fingerprint and built["dim"] == self.base.dim
+        return self.base.built(self.expert_info(name)["base_model"])
 
     def save_expert(self, name: str, write: Callable[[Path], None], meta: dict, overwrite: bool = False) -> Path:
         """Write an expert: ``write(tmpdir)`` puts the adapter files there; ``meta`` goes into expert.json."""
