@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from retriever.index.base import Document
 from retriever.storage.files import parse_json, safe_name
 
 __all__ = [
@@ -47,17 +48,6 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")  # ASCII digits (int() also reads "1_0" an
 
 class DataError(ValueError):
     """A dataset is missing or malformed; the message names the file, line and offending value."""
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str
-    title: str
-    text: str
-
-    def content(self) -> str:
-        """The text that is embedded: ``title + " " + text``, as BEIR's SentenceBERT encodes documents."""
-        return f"{self.title} {self.text}".strip()
 
 
 @dataclass(frozen=True)

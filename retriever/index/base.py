@@ -6,12 +6,12 @@ Milvus lexical indexes implement, and what every cache entry and build record of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,8 +26,8 @@ from retriever.storage.files import (
 if TYPE_CHECKING:
     from retriever.index.lexical import LexicalConfig
 
-__all__ = ["CorpusSource", "DenseIndex", "Doc", "IndexConfig", "IndexType", "LexicalSearch", "Metric", "chunks",
-           "corpus_source", "dense_record", "is_current"]
+__all__ = ["CorpusSource", "DenseIndex", "Doc", "Document", "IndexConfig", "IndexType", "LexicalSearch", "Metric",
+           "chunks", "corpus_source", "dense_record", "is_current"]
 
 
 class IndexType(StrEnum):
@@ -82,6 +82,21 @@ class Doc(Protocol):
     id: str
 
     def content(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document of a corpus or collection: what is indexed (``content``) and what search hits carry back
+    (``title``, ``text``, ``metadata``: JSON-serialisable fields of the source row)."""
+
+    id: str
+    title: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def content(self) -> str:
+        """The text that is embedded: ``title + " " + text``, as BEIR's SentenceBERT encodes documents."""
+        return f"{self.title} {self.text}".strip()
 
 
 class CorpusSource(Protocol):
