@@ -185,26 +185,27 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @click.option("--device", help="Encode and search on this torch device (e.g. cuda; flat indexes, and IVF with "
                                "FAISS's GPU build) [default: encode on the best device, search with FAISS on the CPU].")
+@click.option("--fields/--no-fields", default=True, show_default=True,
+              help="Each hit's title, text and metadata from the index's document store (--no-fields: ids and "
+                   "scores only, no store lookup).")
 def search(index_dir, backend, lexical_dir, query_texts, queries_file, router_dir, routing, model, top_k, as_json,
-           device):
+           device, fields):
     """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
-    from experts.workflows.searching import check_search_options, search_index
+    from experts.workflows.searching import check_search_options, result_record, search_index
 
     _usage(check_search_options, router_dir, routing, backend.name, lexical_dir)
     queries, hits = search_index(index_dir, query_texts, queries_file, backend, lexical_dir, router_dir, routing, model,
-                                 top_k, device)
+                                 top_k, device, fields)
     for hit in hits:
         if as_json:
-            click.echo(json.dumps({"query_id": hit.query_id, "query": queries[hit.query_id], "system": hit.system,
-                                   "expert": hit.expert, "mode": hit.mode, "confidence": round(hit.confidence, 4),
-                                   "unfamiliar": hit.unfamiliar,
-                                   "hits": [{"doc_id": d, "score": s} for d, s in hit.hits]}, allow_nan=False))
+            click.echo(json.dumps(result_record(hit, queries[hit.query_id]), allow_nan=False))
             continue
         new = ", unfamiliar" if hit.unfamiliar else ""
         click.echo(f"{hit.query_id} [{hit.system} ({hit.mode}), confidence {hit.confidence:.2f}{new}]: "
                    f"{queries[hit.query_id]}")
-        for rank, (doc_id, score) in enumerate(hit.hits, start=1):
-            click.echo(f"  {rank:>3}  {score:.4f}  {doc_id}")
+        for rank, record in enumerate(result_record(hit, queries[hit.query_id])["hits"], start=1):
+            shown = " ".join(f"{record.get('title', '')} {record.get('text', '')}".split())[:100]
+            click.echo(f"  {rank:>3}  {record['score']:.4f}  {record['doc_id']}" + (f"  {shown}" if shown else ""))
 
 
 def router_option(required: bool):

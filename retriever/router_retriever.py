@@ -45,6 +45,8 @@ class RoutedResult:
     confidence: float
     hits: list[tuple[str, float]]  # (doc id, score), best first
     unfamiliar: bool = False  # the router did not recognise the query: ``system`` is what its default decided
+    documents: tuple[dict | None, ...] = ()  # per hit: {"id", "title", "text", "metadata"} from the index's store
+    # (None for a hit it does not hold; empty with ``fields=False`` or an index built without its documents' text)
 
     @property
     def expert(self) -> str | None:
@@ -132,12 +134,14 @@ class RouterRetriever:
 
     def search(self, queries: Sequence[str] | Mapping[str, str], k: int = 10,
                index: DenseIndex | str | os.PathLike | None = None,
-               lexical: LexicalSearch | str | os.PathLike | None = None) -> list[RoutedResult]:
+               lexical: LexicalSearch | str | os.PathLike | None = None, fields: bool = True) -> list[RoutedResult]:
         """Route and search ``index`` (a ``CorpusIndex``, its directory, or a ``retriever.index.milvus.MilvusIndex``),
         opened through its ``IndexBackend`` (``backend_for``). ``lexical`` (a ``LexicalIndex`` or its directory) is
         needed when the router may choose BM25 or a hybrid; by default the backend's ``lexical_of(index)`` is used:
         the one ``routerretriever index`` wrote beside a FAISS index, a Milvus collection's own. Every argument is
-        checked before anything loads: one query is a list of one text, never a bare string."""
+        checked before anything loads: one query is a list of one text, never a bare string. ``fields``: each hit's
+        title, text and metadata from the index's document store (``RoutedResult.documents``); False skips the
+        lookup."""
         if isinstance(queries, str | bytes):  # else each character would be searched as a query
             raise TypeError(f"queries must be a list of query texts or a {{id: text}} mapping, got the string "
                             f"{queries[:80]!r}; for one query pass [{queries[:80]!r}]")
@@ -172,7 +176,9 @@ class RouterRetriever:
         results = {}
         for system, rows in group_rows([chosen[q] for q in ids]).items():
             results.update(run_system(system, [ids[i] for i in rows], dense, lexical_hits, self.fusion, k))
-        return [RoutedResult(qid, chosen[qid], float(conf), list(results[qid].items()), bool(new))
+        docs = index.documents([doc_id for hits in results.values() for doc_id in hits]) if fields else {}
+        return [RoutedResult(qid, chosen[qid], float(conf), list(results[qid].items()), bool(new),
+                             tuple(docs.get(doc_id) for doc_id in results[qid]) if docs else ())
                 for qid, conf, new in zip(ids, confidence, unfamiliar, strict=True)]
 
     def _lexical_index(self, backend: IndexBackend, index: DenseIndex, lexical) -> LexicalSearch:

@@ -25,7 +25,7 @@ def test_index_describes_itself(toy, toy_encoder, tmp_path):
     assert meta["format_version"] == 1
     assert meta["model"] == {"id": toy_encoder.info.id, "fingerprint": toy_encoder.info.fingerprint, "dim": 32}
     assert (meta["dim"], meta["metric"], meta["index_type"], meta["count"]) == (32, "inner_product", "flat", 20)
-    assert set(meta["files"]) == {"embeddings.npy", "doc_ids.json"}
+    assert set(meta["files"]) == {"embeddings.npy", "doc_ids.json", "docs.sqlite"}
     assert meta["library_version"]
     assert len(index) == 20
     stored = np.load(tmp_path / "idx" / "embeddings.npy", allow_pickle=False)

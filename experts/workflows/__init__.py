@@ -23,6 +23,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "index_dataset": "experts.workflows.indexing",
     "check_search_options": "experts.workflows.searching",
     "search_index": "experts.workflows.searching",
+    "result_record": "experts.workflows.searching",
     "add_expert": "experts.workflows.expert_store",
     "describe_experts": "experts.workflows.expert_store",
     "export_expert_model": "experts.workflows.expert_store",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from eval.data import merge_queries
 from retriever.index.backends import FaissBackend, IndexBackend
 
-__all__ = ["check_search_options", "search_index"]
+__all__ = ["check_search_options", "result_record", "search_index"]
 
 
 def check_search_options(router_dir=None, routing: str = "default", backend_name: str = "faiss",
@@ -22,9 +22,10 @@ def check_search_options(router_dir=None, routing: str = "default", backend_name
 
 def search_index(index_dir, query_texts: Sequence[str] = (), queries_file=None, backend: IndexBackend | None = None,
                  lexical_dir=None, router_dir=None, routing: str = "default", model: str | None = None,
-                 top_k: int = 10, device: str | None = None) -> tuple[dict[str, str], list]:
+                 top_k: int = 10, device: str | None = None, fields: bool = True) -> tuple[dict[str, str], list]:
     """``(queries by id, one RoutedResult per query)``: the queries given one by one and from ``queries_file``
-    (``eval.data.merge_queries``), searched in ``index_dir`` of the backend (FAISS by default)."""
+    (``eval.data.merge_queries``), searched in ``index_dir`` of the backend (FAISS by default); ``fields``: hits
+    carry their documents' title, text and metadata."""
     from retriever.router_retriever import RouterRetriever
 
     backend = backend or FaissBackend()
@@ -35,4 +36,15 @@ def search_index(index_dir, query_texts: Sequence[str] = (), queries_file=None, 
     else:
         retriever = RouterRetriever.load(router_dir, routing, model=model, device=device)
     corpus_index = backend.open(index_dir, retriever.encoder.info, device=device)
-    return queries, retriever.search(queries, k=top_k, index=corpus_index, lexical=lexical_dir)
+    return queries, retriever.search(queries, k=top_k, index=corpus_index, lexical=lexical_dir, fields=fields)
+
+
+def result_record(result, query: str) -> dict:
+    """One query's answer as ``search --json`` prints it: the routing decision, and each hit's id and score with
+    its document's title, text and metadata where the index stores them."""
+    documents = result.documents or (None,) * len(result.hits)
+    return {"query_id": result.query_id, "query": query, "system": result.system, "expert": result.expert,
+            "mode": result.mode, "confidence": round(result.confidence, 4), "unfamiliar": result.unfamiliar,
+            "hits": [{"doc_id": doc_id, "score": score,
+                      **({} if doc is None else {k: doc[k] for k in ("title", "text", "metadata")})}
+                     for (doc_id, score), doc in zip(result.hits, documents, strict=True)]}

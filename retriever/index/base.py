@@ -6,7 +6,7 @@ Milvus lexical indexes implement, and what every cache entry and build record of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from itertools import islice
@@ -119,6 +119,11 @@ class DenseIndex:
 
     def __len__(self) -> int:
         return len(self.doc_ids)
+
+    def documents(self, ids: Sequence[str]) -> dict[str, dict]:
+        """The stored documents of ``ids`` (``{"id", "title", "text", "metadata"}`` by id; those the index holds):
+        what search hits carry back. Empty for an index built without its documents' text."""
+        return {}
 
     @property
     def dim(self) -> int:

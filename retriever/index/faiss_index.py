@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import faiss
@@ -41,6 +41,7 @@ from retriever.index.base import (
 )
 from retriever.storage.artifacts import atomic_directory, cached_artifact, check_target
 from retriever.storage.cache import precision_suffix
+from retriever.storage.docstore import STORE_FILE, DocStore, StoredDoc
 from retriever.storage.files import (
     MODEL_SCHEMA,
     ArtifactError,
@@ -123,8 +124,22 @@ class CorpusIndex(DenseIndex):
         self.device = None
         self._device_docs = None
         self._gpu_index = None  # (FAISS GPU resources, the index on the GPU, its lock) with a FAISS GPU build
+        self._store: DocStore | None = None  # opened on first use
         if device is not None:
             self.to(device)
+
+    @property
+    def store(self) -> DocStore | None:
+        """The document store beside the vectors (``docs.sqlite``), or None for an index built before stores."""
+        if self._store is None and STORE_FILE in self.meta["files"]:
+            store = DocStore.open(self.path / STORE_FILE)
+            if len(store) != len(self):
+                raise ArtifactError(f"{self.path / STORE_FILE} holds {len(store)} documents, the index {len(self)}")
+            self._store = store
+        return self._store
+
+    def documents(self, ids: Sequence[str]) -> dict[str, StoredDoc]:
+        return {} if self.store is None else self.store.get(ids)
 
     def to(self, device: str | None) -> CorpusIndex:
         """Search on ``device`` from now on (``None``: FAISS on the CPU): FAISS's GPU index where the installed
@@ -277,6 +292,9 @@ def build_index(
             faiss.write_index(_faiss_index(config, vectors), str(tmp / "index.faiss"))
             files.append("index.faiss")
         del vectors
+        if DocStore.write(tmp / STORE_FILE, stream()) != n:
+            raise RuntimeError(f"corpus changed while indexing: {n} documents encoded, a different number stored")
+        files.append(STORE_FILE)
         record = dense_record(KIND, FORMAT_VERSION, encoder, config, n,
                               source if source is not None else corpus_source(docs))
         write_json(tmp / "index.json", {**record, "files": checksum_files(tmp, files)})
