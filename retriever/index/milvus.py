@@ -3,14 +3,24 @@ in-process) or on a Milvus server or cluster (``http://host:19530``), through th
 
 A collection ``NAME`` holds one row per document::
 
-    row      INT64 primary key: the corpus order, so ``search`` returns rows like ``CorpusIndex.search``
+    row      INT64 primary key: the corpus order at build time; documents added later continue after the
+             highest row ever written (``next_row`` in the metadata), deleted ones leave gaps. ``MilvusIndex`` keeps
+             the live rows sorted and maps each hit's row to its position in ``doc_ids``, so ``search`` returns
+             positions as ``CorpusIndex.search`` does, and a deleted row can never come back
     doc_id   the document id
     vector   the frozen base model's vector (FLOAT_VECTOR, inner product; FLAT, HNSW or IVF_FLAT from IndexConfig)
     bm25     (with the lexical side) the document's BM25 term weights as a sparse vector, searched by inner product
+    title    (format 2) the document's title (VARCHAR; a title over 65535 bytes is refused, naming the document)
+    text     (format 2) the document's text, cut at character boundaries into chunks of at most 65535 bytes (an
+             ARRAY of VARCHAR, up to 4096 chunks): Milvus caps a VARCHAR at 65535 bytes, and refusing longer texts
+             would refuse whole corpora of long documents; ``MilvusIndex.documents`` joins them back
+    metadata (format 2) the document's metadata (JSON, at most 65535 bytes: Milvus's default JSON limit)
 
 and describes itself in the collection property ``routerretriever.index`` (the metadata an ``index.json``
 holds: kind, format, library version, model id + fingerprint, dim, config, count, corpus source + sha256, and a
-sha256 of the vectors and ids). The BM25 vocabulary (token -> sparse index) is the collection ``NAME__vocab``.
+sha256 of the vectors and ids; after an add or delete also ``version``, a counter, and a source marked
+``changed``). The BM25 vocabulary (token -> sparse index) is the collection ``NAME__vocab``. Format 1 collections
+(before documents were stored) still load and search; their ``documents`` is empty, and they cannot be changed.
 
 Why BM25 weights and not Milvus's own BM25 function: on the same tokens and k1/b, Milvus Lite 3.2's function
 scores another BM25 variant (SciFact nDCG@10 0.686 against bm25s's 0.676; the same top-10 for 2 of 300 queries;
@@ -19,7 +29,7 @@ index time (as the FAISS backend's BM25 index does) and Milvus searches them ser
 vector (its token counts) times a document's weights is exactly bm25s's score.
 
 Building and reusing a collection is ``retriever.index.milvus_build``'s (its public names stay importable
-from here).
+from here); adding and deleting documents with Milvus's own insert/delete is ``retriever.index.milvus_changes``'s.
 """
 
 from __future__ import annotations
@@ -29,14 +39,14 @@ import json
 import logging
 import logging.handlers
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
 
 from retriever.encoding.encoder import ModelInfo
-from retriever.index.base import DenseIndex, IndexConfig
+from retriever.index.base import DenseIndex, Document, IndexConfig
 from retriever.index.lexical import LexicalConfig, tokenize
 from retriever.storage.cache import precision_suffix
 from retriever.storage.files import (
@@ -44,26 +54,31 @@ from retriever.storage.files import (
     ArtifactError,
     check_finite,
     check_metadata,
+    json_text,
     parse_json,
 )
 
 __all__ = [  # and, from retriever.index.milvus_build: build_milvus_index, check_milvus_target, ensure_milvus_index
-    "MilvusIndex", "MilvusLexicalIndex", "check_collection_name", "check_uri", "default_collection", "insert_block",
+    "MilvusIndex", "MilvusLexicalIndex", "check_collection_name", "check_uri", "default_collection", "document_fields",
+    "insert_block",
 ]
 
 logger = logging.getLogger(__name__)
 
 KIND = "routerretriever-milvus-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: title, text and metadata stored; rows may have gaps after deletes (next_row)
 META = "routerretriever.index"
 VOCAB = "__vocab"
 INCOMPLETE = "__incomplete_"
 INSERT_BATCH = 512  # rows per insert call
 SEARCH_BATCH = 1024  # queries per search call
+QUERY_BATCH = 1024  # rows per query by primary key
 NO_TERMS = 2**32 - 2  # sparse index of a document without terms (Milvus refuses empty sparse vectors); no query has it
 MAX_VARCHAR = 65535
+MAX_CHUNKS = 4096  # text chunks per document (Milvus's largest ARRAY capacity)
+STORED = ("title", "text", "metadata")  # the fields a format 2 collection keeps of each document
 SCHEMA = {"files": dict, "model": MODEL_SCHEMA, "dim": int, "count": int, "config": dict, "source": dict,
-          "lexical": (dict, type(None)), "precision?": str}
+          "lexical": (dict, type(None)), "precision?": str, "next_row?": int, "version?": int}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,191}")
 _METRIC = {"inner_product": "IP"}
 
@@ -165,22 +180,85 @@ def _read_meta(client, uri: str, name: str) -> dict:
     return check_metadata(meta, where, KIND, FORMAT_VERSION, SCHEMA)
 
 
-def _scan(client, name: str, count: int, fields: list[str], page: int = 4096) -> Iterator[dict]:
-    """Every row of ``name`` by primary-key ranges (``row`` is 0..count-1), in order."""
-    for start in range(0, count, page):
+def _scan(client, name: str, end: int, fields: list[str], page: int = 4096) -> Iterator[dict]:
+    """Every row of ``name`` below row ``end`` (the metadata's ``next_row``), by primary-key ranges, in order."""
+    for start in range(0, end, page):
         yield from sorted(client.query(name, filter=f"row >= {start} and row < {start + page}", output_fields=fields),
                           key=lambda r: r["row"])
 
 
+def document_fields(doc) -> dict:
+    """What a format 2 collection stores of ``doc`` (a ``Document``, or anything with ``id`` and ``content()``):
+    title, text in chunks of at most 65535 bytes, metadata; a ValueError naming the document when Milvus could not
+    hold it."""
+    title, text = getattr(doc, "title", None) or "", getattr(doc, "text", None)
+    text = doc.content() if text is None else text
+    metadata = dict(getattr(doc, "metadata", None) or {})
+    if len(title.encode()) > MAX_VARCHAR:
+        raise ValueError(f"document {doc.id!r}: its title is longer than Milvus's {MAX_VARCHAR} bytes")
+    if len(json_text(metadata).encode()) > MAX_VARCHAR:
+        raise ValueError(f"document {doc.id!r}: its metadata is longer than {MAX_VARCHAR} bytes as JSON")
+    chunks, size, start = [], 0, 0
+    for at, char in enumerate(text):  # cut at character boundaries, each chunk at most MAX_VARCHAR bytes
+        width = len(char.encode())
+        if size + width > MAX_VARCHAR:
+            chunks.append(text[start:at])
+            start, size = at, 0
+        size += width
+    chunks.append(text[start:])
+    if len(chunks) > MAX_CHUNKS:
+        raise ValueError(f"document {doc.id!r}: its text ({len(text.encode())} bytes) is longer than the "
+                         f"{MAX_CHUNKS} chunks of {MAX_VARCHAR} bytes a Milvus collection keeps of one document")
+    return {"title": title, "text": chunks, "metadata": metadata}
+
+
+def stored_document(row: dict) -> dict:
+    """A queried row's stored fields as a hit carries them back: ``{"id", "title", "text", "metadata"}``."""
+    return {"id": row["doc_id"], "title": row["title"], "text": "".join(row["text"]),
+            "metadata": dict(row["metadata"] or {})}
+
+
+def stored_content(row: dict) -> str:
+    """The text the build embedded and fed to BM25 (``Document.content``), from a queried row."""
+    return Document(row["doc_id"], row["title"], "".join(row["text"])).content()
+
+
 class MilvusIndex(DenseIndex):
     """A corpus index in a Milvus collection, with ``CorpusIndex``'s interface: ``search(vectors, k)`` gives
-    ``(scores, rows)``, ``doc_ids``, ``meta``, ``check_model``; ``embeddings`` reads the vectors back (the
-    cached document side for expert training); ``lexical()`` is its BM25 side when it was built with one."""
+    ``(scores, rows)`` (rows: positions in ``doc_ids``), ``doc_ids``, ``meta``, ``check_model``; ``embeddings``
+    reads the vectors back (the cached document side for expert training); ``lexical()`` is its BM25 side when it
+    was built with one; ``documents(ids)`` the stored title, text and metadata (format 2).
 
-    def __init__(self, client, uri: str, name: str, meta: dict, doc_ids: list[str]):
+    ``rows`` holds the collection's primary keys of ``doc_ids``, ascending. A reader opened before documents were
+    added does not know their rows and leaves them out of its hits until reopened; deleted rows are gone at once."""
+
+    def __init__(self, client, uri: str, name: str, meta: dict, doc_ids: list[str], rows: np.ndarray | None = None,
+                 stored: bool = False):
         self.client, self.uri, self.name, self.meta, self.doc_ids = client, uri, name, meta, doc_ids
         self.path = f"{uri}#{name}"  # names the index in messages and keys, like a directory does
+        self.rows = np.arange(len(doc_ids), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.stored = stored  # whether the collection keeps title, text and metadata (format 2)
         self._embeddings = None
+        self._row_of: dict[str, int] | None = None
+
+    def _at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in ``doc_ids`` of collection rows, and which of them this index holds."""
+        at = np.minimum(np.searchsorted(self.rows, rows), max(len(self.rows) - 1, 0))
+        return at, (self.rows[at] == rows) if len(self.rows) else np.zeros(len(rows), dtype=bool)
+
+    def _positions(self, hits: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Milvus search hits as ``(scores, positions)`` padded with -1, like FAISS (rows it does not hold left out)."""
+        scores = np.zeros((len(hits), k), dtype=np.float32)
+        found = np.full((len(hits), k), -1, dtype=np.int64)
+        for i, result in enumerate(hits):
+            result = list(result)
+            if not result:
+                continue
+            at, held = self._at(np.array([hit["row"] for hit in result], dtype=np.int64))
+            kept = np.flatnonzero(held)[:k]
+            scores[i, : len(kept)] = [result[j]["distance"] for j in kept]
+            found[i, : len(kept)] = at[kept]
+        return scores, found
 
     def search(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         query_vectors, k = self._queries(query_vectors, k)
@@ -188,15 +266,35 @@ class MilvusIndex(DenseIndex):
         hits = []
         for start in range(0, len(query_vectors), SEARCH_BATCH):
             hits += self.client.search(self.name, data=query_vectors[start : start + SEARCH_BATCH].tolist(),
-                                       anns_field="vector", limit=k, search_params=params)
-        return _rows(hits, k)
+                                       anns_field="vector", limit=k, search_params=params, output_fields=["row"])
+        return self._positions(hits, k)
+
+    def documents(self, ids: Sequence[str]) -> dict[str, dict]:
+        if not self.stored:
+            return {}
+        if self._row_of is None:
+            self._row_of = dict(zip(self.doc_ids, self.rows.tolist(), strict=True))
+        wanted = sorted({self._row_of[i] for i in ids if i in self._row_of})
+        found = {}
+        for start in range(0, len(wanted), QUERY_BATCH):
+            batch = wanted[start : start + QUERY_BATCH]
+            for row in self.client.query(self.name, filter=f"row in {batch}", output_fields=["doc_id", *STORED]):
+                found[row["doc_id"]] = stored_document(row)
+        return found
+
+    @property
+    def next_row(self) -> int:
+        """The row the next added document gets: one past the highest row ever written."""
+        return int(self.meta.get("next_row", self.meta["count"]))
 
     @property
     def embeddings(self) -> np.ndarray:
         if self._embeddings is None:
             vectors = np.zeros((len(self), self.dim), dtype=np.float32)
-            for row in _scan(self.client, self.name, len(self), ["row", "vector"]):
-                vectors[row["row"]] = row["vector"]
+            for row in _scan(self.client, self.name, self.next_row, ["row", "vector"]):
+                at, held = self._at(np.array([row["row"]], dtype=np.int64))
+                if held[0]:
+                    vectors[at[0]] = row["vector"]
             self._embeddings = vectors
         return self._embeddings
 
@@ -218,19 +316,20 @@ class MilvusIndex(DenseIndex):
                 raise ArtifactError(f"Milvus collection {name!r} at {uri} has a BM25 side but no vocabulary "
                                     f"collection {name + VOCAB!r}; rebuild it")
             client.load_collection(name + VOCAB)
-        doc_ids: list[str | None] = [None] * meta["count"]
-        for row in _scan(client, name, meta["count"], ["row", "doc_id"]):
-            if not 0 <= row["row"] < meta["count"] or doc_ids[row["row"]] is not None:
-                raise ArtifactError(f"Milvus collection {name!r} at {uri} holds row {row['row']} twice or beyond "
-                                    f"its {meta['count']} documents")
-            doc_ids[row["row"]] = row["doc_id"]
-        if any(d is None for d in doc_ids):
-            missing = sum(d is None for d in doc_ids)
-            raise ArtifactError(f"Milvus collection {name!r} at {uri} lacks {missing} of its {meta['count']} rows")
+        found = [(row["row"], row["doc_id"]) for row in
+                 _scan(client, name, meta.get("next_row", meta["count"]), ["row", "doc_id"])]
+        if len(found) != meta["count"]:
+            raise ArtifactError(f"Milvus collection {name!r} at {uri} "
+                                + (f"lacks {meta['count'] - len(found)} of its {meta['count']} rows"
+                                   if len(found) < meta["count"] else
+                                   f"holds {len(found)} rows, more than its {meta['count']} documents"))
+        doc_ids = [doc_id for _, doc_id in found]
         if _sha(doc_ids) != meta["files"].get("doc_ids"):
             raise ArtifactError(f"Milvus collection {name!r} at {uri}: its document ids do not match the checksum "
                                 "recorded when it was built")
-        loaded = cls(client, uri, name, meta, doc_ids)
+        fields = {field["name"] for field in client.describe_collection(name).get("fields", [])}
+        loaded = cls(client, uri, name, meta, doc_ids, np.array([row for row, _ in found], dtype=np.int64),
+                     stored=set(STORED) <= fields)
         if model is not None:
             loaded.check_model(model)
         return loaded
@@ -277,10 +376,10 @@ class MilvusLexicalIndex:
         for start in range(0, len(asked), SEARCH_BATCH):
             batch = asked[start : start + SEARCH_BATCH]
             found = self.index.client.search(self.index.name, data=[queries[i] for i in batch], anns_field="bm25",
-                                             limit=k, search_params={"metric_type": "IP"})
+                                             limit=k, search_params={"metric_type": "IP"}, output_fields=["row"])
             for i, result in zip(batch, found, strict=True):
                 hits[i] = list(result)
-        scores, rows = _rows(hits, k)
+        scores, rows = self.index._positions(hits, k)
         rows[scores <= 0] = -1  # as the FAISS backend's BM25: no shared term, not a match
         return scores, rows
 
@@ -290,25 +389,16 @@ class MilvusLexicalIndex:
 
 
 def insert_block(client, name: str, first: int, doc_ids: list[str], vectors: np.ndarray,
-                 weights: list[dict] | None) -> str:
-    """Insert rows ``first..`` of a build (ids, vectors, BM25 weights); the sha256 of the block's vectors.
-    The one insert of every build, in this process or in a Ray worker."""
+                 weights: list[dict] | None, fields: list[dict] | None = None) -> str:
+    """Insert rows ``first..`` (ids, vectors, BM25 weights, and the stored ``fields`` of ``document_fields``);
+    the sha256 of the block's vectors. The one insert of every build and every add, in this process or in a Ray
+    worker."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     check_finite(vectors, f"the vectors of documents {doc_ids[0]!r}..{doc_ids[-1]!r}")
     client.insert(name, [{"row": first + i, "doc_id": doc_id, "vector": vectors[i].tolist(),
-                          **({"bm25": weights[i]} if weights else {})} for i, doc_id in enumerate(doc_ids)])
+                          **({"bm25": weights[i]} if weights else {}), **(fields[i] if fields else {})}
+                         for i, doc_id in enumerate(doc_ids)])
     return hashlib.sha256(vectors.tobytes()).hexdigest()
-
-
-
-def _rows(hits: list, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Milvus search hits as ``(scores, rows)`` padded with -1 rows, like FAISS."""
-    scores = np.zeros((len(hits), k), dtype=np.float32)
-    rows = np.full((len(hits), k), -1, dtype=np.int64)
-    for i, result in enumerate(hits):
-        for j, hit in enumerate(list(result)[:k]):
-            scores[i, j], rows[i, j] = hit["distance"], hit["row"]
-    return scores, rows
 
 
 def _sha(doc_ids: list[str]) -> str:

@@ -30,6 +30,7 @@ from retriever.index.milvus import (
     INCOMPLETE,
     INSERT_BATCH,
     KIND,
+    MAX_CHUNKS,
     MAX_VARCHAR,
     META,
     NO_TERMS,
@@ -40,6 +41,7 @@ from retriever.index.milvus import (
     _sha,
     check_collection_name,
     default_collection,
+    document_fields,
     insert_block,
 )
 from retriever.storage.artifacts import reuse_or_build
@@ -77,14 +79,24 @@ def worker_uri(uri: str) -> str:
     return found
 
 
-def _bm25_rows(texts: list[str], config: LexicalConfig) -> tuple[list[dict[int, float]], dict[str, int], str]:
+def _bm25_rows(texts: list[str], config: LexicalConfig, known: dict[str, int] | None = None
+               ) -> tuple[list[dict[int, float]], dict[str, int], str]:
     """Each document's BM25 term weights (bm25s's score matrix, transposed to rows), the vocabulary, and a sha256
-    of the weights."""
+    of the weights. With ``known`` (the vocabulary a collection has), its tokens keep their sparse indices and new
+    tokens get the next ones, so a change only ever appends to the vocabulary collection."""
     from scipy.sparse import csc_matrix
 
     bm25 = fit_bm25(texts, config)
     s = bm25.scores
     matrix = csc_matrix((s["data"], s["indices"], s["indptr"]), shape=(s["num_docs"], len(s["indptr"]) - 1)).tocsr()
+    vocab = {token: int(i) for token, i in bm25.vocab_dict.items()}
+    if known is not None:
+        new = sorted(set(vocab) - set(known))
+        vocab = {**known, **{token: len(known) + i for i, token in enumerate(new)}}
+        remap = np.zeros(matrix.shape[1], dtype=np.int64)
+        for token, i in bm25.vocab_dict.items():
+            remap[int(i)] = vocab[token]
+        matrix.indices = remap[matrix.indices]
     weights = []
     for row in range(matrix.shape[0]):
         start, end = matrix.indptr[row], matrix.indptr[row + 1]
@@ -94,7 +106,7 @@ def _bm25_rows(texts: list[str], config: LexicalConfig) -> tuple[list[dict[int, 
     digest = hashlib.sha256()
     for array in (matrix.indptr, matrix.indices, matrix.data):
         digest.update(np.ascontiguousarray(array).tobytes())
-    return weights, {token: int(i) for token, i in bm25.vocab_dict.items()}, digest.hexdigest()
+    return weights, vocab, digest.hexdigest()
 
 
 def _create(client, name: str, dim: int, lexical: bool) -> None:
@@ -106,6 +118,10 @@ def _create(client, name: str, dim: int, lexical: bool) -> None:
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     if lexical:
         schema.add_field("bm25", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_field("title", DataType.VARCHAR, max_length=MAX_VARCHAR)
+    schema.add_field("text", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_CHUNKS,
+                     max_length=MAX_VARCHAR)
+    schema.add_field("metadata", DataType.JSON)
     client.create_collection(name, schema=schema)
 
 
@@ -118,6 +134,13 @@ def _create_indexes(client, name: str, config: IndexConfig, n: int, lexical: boo
     client.create_index(name, params, sync=False)
 
 
+def insert_vocab(client, name: str, items: list[tuple[str, int]]) -> None:
+    """Insert ``(token, sparse index)`` pairs into the vocabulary collection ``name``."""
+    for start in range(0, len(items), 4 * INSERT_BATCH):
+        client.insert(name, [{"token": t, "token_id": i, "unused": [0.0, 0.0]}
+                             for t, i in items[start : start + 4 * INSERT_BATCH]])
+
+
 def _create_vocab(client, name: str, vocab: dict[str, int]) -> None:
     from pymilvus import DataType
 
@@ -126,10 +149,7 @@ def _create_vocab(client, name: str, vocab: dict[str, int]) -> None:
     schema.add_field("token_id", DataType.INT64)
     schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs a vector field in every collection
     client.create_collection(name, schema=schema)
-    items = list(vocab.items())
-    for start in range(0, len(items), 4 * INSERT_BATCH):
-        client.insert(name, [{"token": t, "token_id": i, "unused": [0.0, 0.0]}
-                             for t, i in items[start : start + 4 * INSERT_BATCH]])
+    insert_vocab(client, name, list(vocab.items()))
     params = client.prepare_index_params()
     params.add_index("unused", index_type="FLAT", metric_type="IP")
     client.create_index(name, params, sync=False)
@@ -161,6 +181,13 @@ def _check_target(client, uri: str, name: str, overwrite: bool, owned: bool) -> 
         raise FileExistsError(f"Milvus collection {name!r} at {uri} already exists; pass --overwrite to replace it")
 
 
+def check_ids(doc_ids: list[str]) -> None:
+    """Refuse a document id Milvus cannot hold (its VARCHAR limit), naming it."""
+    long = next((d for d in doc_ids if len(d.encode()) > MAX_VARCHAR), None)
+    if long is not None:
+        raise ValueError(f"document id {long[:40]!r}… is longer than Milvus's {MAX_VARCHAR} bytes")
+
+
 def check_milvus_target(uri: str, name: str, overwrite: bool) -> None:
     """Whether ``build_milvus_index`` may write ``name`` at ``uri``, checked before any encoding."""
     _check_target(_client(uri), uri, check_collection_name(name), overwrite, owned=False)
@@ -184,9 +211,8 @@ def build_milvus_index(dataset, encoder: Encoder, uri: str, name: str | None = N
         raise ValueError("cannot index an empty corpus")
     if len(set(doc_ids)) != len(doc_ids):
         raise ValueError("document ids must be unique")
-    long = next((d for d in doc_ids if len(d.encode()) > MAX_VARCHAR), None)
-    if long is not None:
-        raise ValueError(f"document id {long[:40]!r}… is longer than Milvus's {MAX_VARCHAR} bytes")
+    check_ids(doc_ids)
+    fields = [document_fields(doc) for doc in docs]  # refuses what Milvus cannot hold, before any encoding
     weights, vocab, bm25_sha = _bm25_rows([doc.content() for doc in docs], lexical) if lexical else (None, None, None)
     tmp = f"{name}{INCOMPLETE}{os.getpid()}"
     for stale in (tmp, tmp + VOCAB):
@@ -196,16 +222,16 @@ def build_milvus_index(dataset, encoder: Encoder, uri: str, name: str | None = N
         _create(client, tmp, encoder.dim, lexical is not None)
         blocks = [(start, doc_ids[start : start + INSERT_BATCH],
                    [d.content() for d in docs[start : start + INSERT_BATCH]],
-                   weights[start : start + INSERT_BATCH] if weights else None)
+                   weights[start : start + INSERT_BATCH] if weights else None, fields[start : start + INSERT_BATCH])
                   for start in range(0, len(docs), INSERT_BATCH)]
         with tqdm(total=len(docs), desc="encoding corpus", unit="doc", disable=not progress) as bar:
             if hasattr(encoder, "encode_into"):  # Ray workers encode and insert their blocks themselves
                 digests = encoder.encode_into(worker_uri(uri), tmp, blocks, progress=bar.update)
             else:
                 digests = []
-                for first, ids, texts, block_weights in blocks:
+                for first, ids, texts, block_weights, block_fields in blocks:
                     vectors = encoder.encode(texts, progress=bar.update)
-                    digests.append(insert_block(client, tmp, first, ids, vectors, block_weights))
+                    digests.append(insert_block(client, tmp, first, ids, vectors, block_weights, block_fields))
         digest = hashlib.sha256("".join(digests).encode())  # identifies this build's vectors, block by block
         if vocab is not None:
             _create_vocab(client, tmp + VOCAB, vocab)
@@ -221,6 +247,7 @@ def build_milvus_index(dataset, encoder: Encoder, uri: str, name: str | None = N
             "lexical": None if lexical is None else {"config": lexical.to_json(), "tokenizer": tokenizer_versions(),
                                                      "vocabulary": len(vocab), "sha256": bm25_sha},
             "files": {"vectors": digest.hexdigest(), "doc_ids": _sha(doc_ids)},
+            "next_row": len(docs), "version": 0,
         }
         client.alter_collection_properties(tmp, properties={META: json.dumps(meta)})
         # the old index goes first (never an index beside another build's vocabulary), the new one last: its

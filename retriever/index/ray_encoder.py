@@ -49,7 +49,7 @@ class _Worker:
         return self.encoder.encode(texts)
 
     def encode_into(self, uri: str, collection: str, first: int, doc_ids: list[str], texts: list[str],
-                    weights: list[dict] | None) -> tuple[int, str]:
+                    weights: list[dict] | None, fields: list[dict] | None = None) -> tuple[int, str]:
         """Encode a block and insert it into the Milvus collection itself; ``(rows, sha256 of its vectors)``."""
         from pymilvus import MilvusClient
 
@@ -57,7 +57,8 @@ class _Worker:
 
         if self._client is None or self._uri != uri:
             self._client, self._uri = MilvusClient(uri), uri
-        return len(texts), insert_block(self._client, collection, first, doc_ids, self.encoder.encode(texts), weights)
+        return len(texts), insert_block(self._client, collection, first, doc_ids, self.encoder.encode(texts), weights,
+                                        fields)
 
 
 def check_address(address: str, timeout: float = 10.0) -> None:
@@ -144,9 +145,9 @@ class RayEncoder:
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def encode_into(self, uri: str, collection: str, blocks: list[tuple], progress=None) -> list[str]:
-        """Have the workers encode ``blocks`` (``(first row, doc ids, texts, BM25 weights or None)``) and insert
-        them into ``collection`` at ``uri`` themselves, so vectors never pass through this process; the blocks'
-        vector checksums in order."""
+        """Have the workers encode ``blocks`` (``(first row, doc ids, texts, BM25 weights or None, stored fields)``)
+        and insert them into ``collection`` at ``uri`` themselves, so vectors never pass through this process; the
+        blocks' vector checksums in order."""
         digests = []
         for count, digest in self._pool.map(lambda actor, block: actor.encode_into.remote(uri, collection, *block),
                                             blocks):
