@@ -151,6 +151,24 @@ class MilvusBackend(IndexBackend):
             raise ValueError(f"device {device!r}: a Milvus collection searches on its server, not on a torch device")
         return MilvusIndex.load(self.uri, str(target), model)
 
+    def add(self, target, docs, encoder, *, replace=False, lexical=True, progress=False):
+        """Insert ``docs`` into collection ``target`` with Milvus's insert (only they are encoded), their text kept
+        beside their vectors; its BM25 side, when it has one, is refitted over every stored text so the rankings equal
+        a fresh build's (``retriever.index.milvus_changes``). It lives in the collection, so it is always kept in step:
+        ``lexical`` only says whether to return it."""
+        from retriever.index.milvus_changes import add_documents
+
+        index = add_documents(self.uri, str(target), docs, encoder, replace=replace, progress=progress)
+        return index, index.lexical() if lexical else None
+
+    def delete(self, target, ids, *, lexical=True):
+        """Delete documents ``ids`` from collection ``target`` by primary key (BM25 refitted as for ``add``);
+        ``(dense index, lexical index or None)`` as they are now."""
+        from retriever.index.milvus_changes import delete_documents
+
+        index = delete_documents(self.uri, str(target), ids)
+        return index, index.lexical() if lexical else None
+
     def lexical_of(self, index):
         """The collection's own BM25 side."""
         lexical = index.lexical()

@@ -93,7 +93,7 @@ def _bm25_rows(texts: list[str], config: LexicalConfig, known: dict[str, int] | 
     if known is not None:
         new = sorted(set(vocab) - set(known))
         vocab = {**known, **{token: len(known) + i for i, token in enumerate(new)}}
-        remap = np.zeros(matrix.shape[1], dtype=np.int64)
+        remap = np.zeros(max(matrix.shape[1], len(bm25.vocab_dict)), dtype=np.int64)  # bm25s adds a '' token
         for token, i in bm25.vocab_dict.items():
             remap[int(i)] = vocab[token]
         matrix.indices = remap[matrix.indices]

@@ -1,0 +1,190 @@
+"""Documents kept in a Milvus collection, and added or deleted with Milvus's own insert/delete
+(``retriever.index.milvus_changes``, ``MilvusBackend.add``/``delete``), on a real Milvus Lite server started on a
+temporary ``.db`` file: hits carry the stored text; after an add the rankings equal a fresh build's of the same
+documents (dense and BM25, which is refitted); a deleted document never comes back from dense, BM25 or a hybrid;
+refusals come before any encoding."""
+
+import json
+
+import pytest
+
+from eval.data import open_dataset
+from retriever.index.backends import MilvusBackend
+from retriever.index.base import Document
+from retriever.index.lexical import LexicalConfig
+from retriever.index.milvus import MAX_VARCHAR, META, MilvusIndex, _client
+from retriever.index.milvus_build import build_milvus_index
+from retriever.ranking.systems import FUSION_DEPTH, FusionSettings, run_system
+from retriever.ranking.topk import search, search_lexical
+
+pytest.importorskip("pymilvus")
+
+QUERIES = ["blue whale largest animal", "sourdough bread yeast", "memory safety ownership", "zzzz qqqq",
+           "more about chess openings and coffee"]
+IDS = [f"q{i}" for i in range(len(QUERIES))]
+
+
+class Docs:
+    """A plain collection of documents, as ``build_milvus_index`` takes a dataset."""
+
+    def __init__(self, docs):
+        self.docs = list(docs)
+
+    def corpus(self):
+        return iter(self.docs)
+
+
+@pytest.fixture
+def corpus(data_dir):
+    """The toy corpus, with metadata on some documents and one text longer than Milvus's VARCHAR (in 3 chunks)."""
+    docs = [Document(d.id, d.title, d.text, {"n": i, "topic": d.id.split("-")[0]} if i % 3 == 0 else {})
+            for i, d in enumerate(open_dataset(data_dir, "toy").corpus())]
+    return docs + [Document("long-1", "Long", "é" * MAX_VARCHAR + " whale " + "x" * 10, {"long": True})]
+
+
+@pytest.fixture
+def backend(tmp_path):
+    return MilvusBackend(str(tmp_path / "milvus" / "m.db"))
+
+
+def build(backend, docs, name, toy_encoder):
+    return build_milvus_index(Docs(docs), toy_encoder, backend.uri, name, lexical=LexicalConfig())
+
+
+def rankings(index, lexical, toy_encoder):
+    vectors = toy_encoder.encode(QUERIES)
+    return search(index, vectors, IDS, k=FUSION_DEPTH), search_lexical(lexical, QUERIES, IDS, k=FUSION_DEPTH)
+
+
+def assert_same(got: dict, want: dict):
+    assert {q: list(h) for q, h in got.items()} == {q: list(h) for q, h in want.items()}
+    for q in want:
+        assert got[q] == pytest.approx(want[q], abs=1e-5, rel=1e-5)
+
+
+def test_documents_are_stored_and_hits_carry_them(backend, corpus, toy_encoder, toy_model_dir):
+    from retriever.router_retriever import RouterRetriever
+
+    index = build(backend, corpus, "docs", toy_encoder)
+    assert index.stored and index.meta["format_version"] == 2 and index.meta["next_row"] == len(corpus)
+    found = index.documents(["whale-1", "solar-1", "long-1", "absent"])
+    assert set(found) == {"whale-1", "solar-1", "long-1"}
+    assert found["whale-1"] == {"id": "whale-1", "title": "Blue whales", "metadata": {},
+                                "text": "The blue whale is the largest animal known to have ever existed."}
+    assert found["solar-1"]["metadata"] == {"n": 0, "topic": "solar"}
+    assert found["long-1"]["text"] == corpus[-1].text and found["long-1"]["metadata"] == {"long": True}
+    chunks = _client(backend.uri).query("docs", filter="doc_id == 'long-1'", output_fields=["text"])[0]["text"]
+    assert len(chunks) == 3 and all(len(c.encode()) <= MAX_VARCHAR for c in chunks)
+    [result] = RouterRetriever.base_only(str(toy_model_dir)).search(["blue whale largest animal"], k=3, index=index)
+    assert [d["id"] for d in result.documents] == [doc_id for doc_id, _ in result.hits]
+    by_id = {d.id: d for d in corpus}
+    assert all(d["text"] == by_id[d["id"]].text and d["title"] == by_id[d["id"]].title for d in result.documents)
+
+
+def test_add_equals_a_fresh_build(backend, corpus, toy_encoder):
+    first, second = corpus[:14], corpus[14:]
+    build(backend, first, "grown", toy_encoder)
+    index, lexical = backend.add("grown", second, toy_encoder)
+    fresh = build(backend, corpus, "fresh", toy_encoder)
+    assert sorted(index.doc_ids) == sorted(fresh.doc_ids) and len(lexical) == len(corpus)
+    for got, want in zip(rankings(index, lexical, toy_encoder), rankings(fresh, fresh.lexical(), toy_encoder),
+                         strict=True):
+        assert_same(got, want)
+    meta = index.meta
+    assert (meta["count"], meta["next_row"], meta["version"]) == (len(corpus), len(corpus), 1)
+    assert meta["source"]["changed"] is True and meta["source"]["corpus_sha256"] is None
+    assert index.documents([corpus[-1].id])[corpus[-1].id]["text"] == corpus[-1].text
+    reopened = backend.open("grown", toy_encoder.info)
+    assert reopened.doc_ids == index.doc_ids and reopened.meta == meta
+    # replacing a document: its new text is what is stored, searched and counted
+    new = Document("whale-1", "Whales", "Humpback whales sing long songs.", {"v": 2})
+    index, lexical = backend.add("grown", [new], toy_encoder, replace=True)
+    assert len(index) == len(corpus) and index.documents(["whale-1"])["whale-1"]["metadata"] == {"v": 2}
+    assert list(search_lexical(lexical, ["humpback songs"], ["q"], k=3)["q"]) == ["whale-1"]
+    assert index.meta["version"] == 2 and index.rows.max() == len(corpus)  # a new row after the highest
+
+
+def test_deleted_documents_never_come_back(backend, corpus, toy_encoder):
+    build(backend, corpus, "shrunk", toy_encoder)
+    stale = backend.open("shrunk")  # opened before the delete
+    dense, bm25 = rankings(stale, stale.lexical(), toy_encoder)
+    doomed = {next(iter(dense[q])) for q in IDS if dense[q]} | {next(iter(bm25[q])) for q in IDS if bm25[q]}
+    doomed |= {"solar-2", "long-1"}
+    index, lexical = backend.delete("shrunk", sorted(doomed))
+    kept = [d for d in corpus if d.id not in doomed]
+    assert index.doc_ids == [d.id for d in kept] and index.documents(sorted(doomed)) == {}
+    fresh = build(backend, kept, "fresh", toy_encoder)
+    fusion = FusionSettings()
+    for searched in (index, stale):
+        dense, bm25 = rankings(searched, lexical, toy_encoder)
+        hybrid = run_system("hybrid:base", IDS, dense, bm25, fusion, k=FUSION_DEPTH)
+        for results in (dense, bm25, hybrid):
+            assert not doomed & {d for hits in results.values() for d in hits}
+    for got, want in zip(rankings(index, lexical, toy_encoder), rankings(fresh, fresh.lexical(), toy_encoder),
+                         strict=True):
+        assert_same(got, want)
+    # rows keep their gaps; added documents continue after the highest row ever written
+    index, _ = backend.add("shrunk", [Document("new-1", "Tea", "Green tea leaves are steamed.")], toy_encoder)
+    assert index.rows[-1] == len(corpus) and index.meta["next_row"] == len(corpus) + 1
+    assert index.meta["count"] == len(kept) + 1 and index.meta["version"] == 2
+    assert list(search_lexical(index.lexical(), ["green tea"], ["q"], k=3)["q"]) == ["new-1"]
+
+
+class Refusing:
+    """An encoder that must not be reached: every refusal comes before encoding."""
+
+    def __init__(self, encoder):
+        self.info, self.dim, self.precision = encoder.info, encoder.dim, encoder.precision
+
+    def encode(self, texts, progress=None):
+        raise AssertionError("encoded before refusing")
+
+
+def test_refusals_name_the_document_before_encoding(backend, corpus, toy_encoder):
+    build(backend, corpus[:5], "small", toy_encoder)
+    refusing = Refusing(toy_encoder)
+    with pytest.raises(ValueError, match="document 'solar-1' is already in .*#small .*pass replace=True"):
+        backend.add("small", [corpus[0]], refusing)
+    with pytest.raises(ValueError, match="document 'x' is given twice"):
+        backend.add("small", [Document("x", "", "a"), Document("x", "", "b")], refusing)
+    with pytest.raises(ValueError, match="document 't': its title is longer than Milvus's 65535 bytes"):
+        backend.add("small", [Document("t", "t" * (MAX_VARCHAR + 1), "a")], refusing)
+    with pytest.raises(ValueError, match="document 'm': its metadata is longer than 65535 bytes"):
+        backend.add("small", [Document("m", "", "a", {"k": "v" * MAX_VARCHAR})], refusing)
+    with pytest.raises(ValueError, match="no documents to add"):
+        backend.add("small", [], refusing)
+    with pytest.raises(ValueError, match="document 'absent' is not in .*#small"):
+        backend.delete("small", ["solar-1", "absent"])
+    with pytest.raises(ValueError, match="deleting all 5 documents would leave .*#small empty"):
+        backend.delete("small", [d.id for d in corpus[:5]])
+    assert backend.open("small").meta["version"] == 0 and len(backend.open("small")) == 5  # nothing changed
+
+
+def test_collections_before_stored_documents_load_search_and_refuse_changes(backend, corpus, toy_encoder,
+                                                                            monkeypatch):
+    from pymilvus import DataType
+
+    from retriever.index import milvus_build
+
+    def old_create(client, name, dim, lexical):  # the format 1 schema: no title, text or metadata
+        schema = client.create_schema(auto_id=False)
+        schema.add_field("row", DataType.INT64, is_primary=True)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=MAX_VARCHAR)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("bm25", DataType.SPARSE_FLOAT_VECTOR)
+        client.create_collection(name, schema=schema)
+
+    monkeypatch.setattr(milvus_build, "_create", old_create)
+    monkeypatch.setattr(milvus_build, "document_fields", lambda doc: {})
+    built = build(backend, corpus[:20], "old", toy_encoder)
+    meta = {k: v for k, v in built.meta.items() if k not in ("next_row", "version")}
+    _client(backend.uri).alter_collection_properties("old", properties={META: json.dumps({**meta,
+                                                                                          "format_version": 1})})
+    old = MilvusIndex.load(backend.uri, "old", toy_encoder.info)
+    assert not old.stored and old.documents(["whale-1"]) == {}
+    dense, bm25 = rankings(old, old.lexical(), toy_encoder)
+    assert next(iter(dense["q0"])).startswith("whale") and next(iter(bm25["q0"])).startswith("whale")
+    for change in (lambda: backend.add("old", [Document("n", "", "a")], Refusing(toy_encoder)),
+                   lambda: backend.delete("old", ["whale-1"])):
+        with pytest.raises(ValueError, match="built before collections stored .*rebuild it"):
+            change()
