@@ -55,6 +55,7 @@ def test_both_backends_take_ray_vectors(ray_encoder, toy_encoder, data_dir, tmp_
     milvus = build_milvus_index(toy, ray_encoder, str(tmp_path / "m.db"), "toy_ray", lexical=LexicalConfig())
     np.testing.assert_allclose(milvus.embeddings, local.embeddings, atol=1e-5)
     assert milvus.doc_ids == local.doc_ids and len(milvus) == 20
+    assert milvus.documents(local.doc_ids) == local.documents(local.doc_ids)  # the workers store the text too
     from retriever.ranking.topk import search_lexical
 
     alone = build_milvus_index(toy, toy_encoder, str(tmp_path / "m.db"), "toy_local", lexical=LexicalConfig())
