@@ -8,10 +8,17 @@ collection's BM25 side is refitted from the texts it stores (format 2) and every
 rewritten with a partial upsert (vectors and texts stay in place). That costs a read of every stored text, a bm25s
 fit and a rewrite of every row's sparse vector (no encoding); in exchange the rankings equal a fresh build's of the
 same documents. The vocabulary is append-only: known tokens keep their sparse index, new ones get the next.
+Measured 2026-12-04 on SciFact (5,173 documents; Milvus Lite, 2 shared CPU cores; the toy 32-dim test encoder):
+adding or deleting 10 documents took about 4 s, of which the bm25s fit ~1.2 s, rewriting 5,173 weight rows ~1.5 s,
+reading the texts and vocabulary back ~0.7 s; it grows linearly with the corpus (about 1 ms a document here), but
+needs no encoding of the documents already there, which a rebuild would.
 
-Each change writes the rows first and the metadata property last (count, ``next_row``, ``version`` + 1, the
+Each change computes everything first, then writes the rows (new rows, deletions), then the BM25 weights of the
+kept rows, and the metadata property last (count, ``next_row``, ``version`` + 1, the
 source marked ``changed``, checksums), so a change that dies half way leaves a collection whose rows disagree with
-its metadata: loading it is an ArtifactError, never a silently wrong index. Readers opened before a change see
+its metadata: loading it is an ArtifactError, never a silently wrong index. A changed collection no longer stands
+for its dataset's corpus file (``corpus_sha256`` None), so ``ensure`` rebuilds a default-named one. There is no lock:
+one writer at a time. Readers opened before a change see
 deleted documents vanish at once and added ones only once reopened. Partial upserts need Milvus 2.6 or later (or
 Milvus Lite); collections of format 1 (no stored texts) cannot be changed, only rebuilt.
 """
@@ -78,17 +85,24 @@ def _kept(index: MilvusIndex, gone: set[str]) -> tuple[list[int], list[str]]:
     return rows, texts
 
 
-def _refit(index: MilvusIndex, rows: list[int], texts: list[str], new_texts: list[str]) -> tuple[list[dict], dict]:
-    """Refit BM25 over the kept and the new texts; rewrite the kept rows' weights and extend the vocabulary; the new
-    documents' weights and the lexical metadata."""
+def _refit(index: MilvusIndex, texts: list[str], new_texts: list[str]) -> tuple[list[dict], list, dict]:
+    """BM25 refitted over the kept and the new texts (nothing written yet): every document's weights (kept ones
+    first), the vocabulary's new ``(token, index)`` pairs, and the lexical metadata."""
     known = _vocabulary(index)
     weights, vocab, digest = _bm25_rows(texts + new_texts, LexicalConfig(**index.meta["lexical"]["config"]), known)
-    insert_vocab(index.client, index.name + VOCAB, [(t, i) for t, i in vocab.items() if t not in known])
+    new_tokens = [(t, i) for t, i in vocab.items() if t not in known]
+    return weights, new_tokens, {**index.meta["lexical"], "vocabulary": len(vocab), "sha256": digest}
+
+
+def _rewrite(index: MilvusIndex, rows: list[int], weights: list[dict], new_tokens: list) -> None:
+    """Write a refit: the vocabulary's new tokens, then the kept rows' weights (a partial upsert: vectors and texts
+    stay in place). Runs after the rows change, so a change that dies here leaves rows that disagree with the
+    metadata (an ArtifactError on load) rather than old rows with half-new weights."""
+    insert_vocab(index.client, index.name + VOCAB, new_tokens)
     for start in range(0, len(rows), INSERT_BATCH):
         end = min(start + INSERT_BATCH, len(rows))
         index.client.upsert(index.name, [{"row": row, "bm25": w} for row, w in
                                          zip(rows[start:end], weights[start:end], strict=True)], partial_update=True)
-    return weights[len(rows):], {**index.meta["lexical"], "vocabulary": len(vocab), "sha256": digest}
 
 
 def _commit(index: MilvusIndex, doc_ids: list[str], next_row: int, change: str, lexical: dict | None
@@ -135,16 +149,18 @@ def add_documents(uri: str, name: str, docs, encoder: Encoder, *, replace: bool 
     blocks = [(start, docs[start : start + INSERT_BATCH]) for start in range(0, len(docs), INSERT_BATCH)]
     with tqdm(total=len(docs), desc="encoding new documents", unit="doc", disable=not progress) as bar:
         vectors = [encoder.encode([d.content() for d in block], progress=bar.update) for _, block in blocks]
-    lexical, weights = index.meta["lexical"], None
+    lexical, weights, rows = index.meta["lexical"], None, []
     if lexical is not None:
         rows, texts = _kept(index, set(replaced))
-        weights, lexical = _refit(index, rows, texts, [d.content() for d in docs])
+        weights, new_tokens, lexical = _refit(index, texts, [d.content() for d in docs])
     for (start, block), block_vectors in zip(blocks, vectors, strict=True):
         digests.append(insert_block(index.client, index.name, first + start, [d.id for d in block], block_vectors,
-                                    weights[start : start + len(block)] if weights else None,
+                                    weights[len(rows) + start : len(rows) + start + len(block)] if weights else None,
                                     fields[start : start + len(block)]))
     if replaced:
         _delete_rows(index, replaced)
+    if weights is not None:
+        _rewrite(index, rows, weights[: len(rows)], new_tokens)
     gone = set(replaced)
     doc_ids = [d for d in index.doc_ids if d not in gone] + [d.id for d in docs]
     added = _commit(index, doc_ids, first + len(docs), "+" + "".join(digests) + "-" + _sha(replaced), lexical)
@@ -175,10 +191,12 @@ def delete_documents(uri: str, name: str, ids) -> MilvusIndex:
         raise ValueError(f"deleting all {len(index)} documents would leave {index.path} empty; drop the collection "
                          "instead")
     lexical = index.meta["lexical"]
-    kept = _kept(index, set(ids)) if lexical is not None else None  # read before the rows go
+    if lexical is not None:  # read and refitted before the rows go
+        rows, texts = _kept(index, set(ids))
+        weights, new_tokens, lexical = _refit(index, texts, [])
     _delete_rows(index, ids)
-    if kept is not None:
-        _, lexical = _refit(index, *kept, [])
+    if lexical is not None:
+        _rewrite(index, rows, weights, new_tokens)
     gone = set(ids)
     doc_ids = [d for d in index.doc_ids if d not in gone]
     changed = _commit(index, doc_ids, index.next_row, "-" + _sha(ids), lexical)
