@@ -1,10 +1,12 @@
 """Corpus indexes: ``base`` (``IndexConfig``, ``DenseIndex``, ``LexicalSearch``: what every index offers),
 ``faiss_index`` (the index directory: exact, HNSW, IVF; CPU, FAISS GPU or torch), ``lexical`` (BM25 with bm25s,
-beside the dense index), ``milvus`` (dense and BM25 in one Milvus collection) and ``milvus_build`` (building and
-reusing one), ``ray_encoder`` (corpus encoding on Ray actors) and ``backends`` (``IndexBackend``: the one way
-callers build, cache and open indexes and find an index's lexical side; ``backend_for`` an index or path). Imports
+beside the dense index), ``milvus`` (dense, BM25 and the documents' text in one Milvus collection),
+``milvus_build`` (building and reusing one) and ``milvus_changes`` (adding and deleting its documents),
+``ray_encoder`` (corpus encoding on Ray actors) and ``backends`` (``IndexBackend``: the one way callers build,
+cache and open indexes and find an index's lexical side; ``backend_for`` an index or path). Imports
 ``retriever.storage`` and ``retriever.encoding``. Tested in ``tests/test_index.py``, ``test_lexical.py``,
-``test_milvus.py``, ``test_ray.py`` and ``test_backends.py`` (the contract both backends pass).
+``test_milvus.py``, ``test_milvus_changes.py``, ``test_ray.py`` and ``test_backends.py`` (the contract both
+backends pass).
 """
 
 from retriever.lazy import lazy_exports
