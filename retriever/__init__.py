@@ -34,6 +34,8 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "load_encoder": "retriever.encoding.encoder",
     "BASE_EXPERT": "retriever.encoding.expert_encoder",
     "MultiExpertEncoder": "retriever.encoding.expert_encoder",
+    "Collection": "retriever.index.collection",
+    "open_collection": "retriever.index.collection",
     "CorpusIndex": "retriever.index.faiss_index",
     "IndexConfig": "retriever.index.base",
     "IndexType": "retriever.index.base",

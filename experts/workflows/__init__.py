@@ -21,6 +21,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "Indexed": "experts.workflows.indexing",
     "check_encoder_options": "experts.workflows.indexing",
     "index_dataset": "experts.workflows.indexing",
+    "index_source": "experts.workflows.indexing",
     "check_search_options": "experts.workflows.searching",
     "search_index": "experts.workflows.searching",
     "result_record": "experts.workflows.searching",

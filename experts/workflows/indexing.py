@@ -1,5 +1,5 @@
-"""``routerretriever index``: encode a dataset's corpus (in this process or on Ray actors) into a dense index and a
-BM25 index, in the cache or at a named target, closing the encoder whatever happens."""
+"""``routerretriever index``: encode a dataset's corpus or a collection file (in this process or on Ray actors)
+into a dense index and a BM25 index, in the cache or at a named target, closing the encoder whatever happens."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from eval.data import open_dataset
 from retriever.encoding.encoder import load_encoder
 from retriever.index.backends import FaissBackend, IndexBackend
 from retriever.index.base import IndexConfig
+from retriever.index.collection import open_collection
 
-__all__ = ["Indexed", "check_encoder_options", "index_dataset"]
+__all__ = ["Indexed", "check_encoder_options", "index_source", "index_dataset"]
 
 
 class Indexed(NamedTuple):
@@ -39,18 +40,35 @@ def _open_encoder(model, encoder_kind, workers, ray_address, gpus_per_worker, pr
     return encoder
 
 
-def index_dataset(data_dir, dataset: str, model: str | None = None, index_type: str = "flat",
+def index_source(data_dir, dataset: str | None = None, corpus=None, output=None, backend_name: str = "faiss",
+                  **fields):
+    """What to index: BEIR dataset ``dataset`` under ``data_dir``, or the collection file ``corpus``
+    (``retriever.index.collection.open_collection``; ``fields``: its ``id_field``, ``title_field``, ``text_field``,
+    ``format``), which goes to a named index (``output``), never the cache."""
+    if (dataset is None) == (corpus is None):
+        raise ValueError("give --dataset NAME (a BEIR folder under --data-dir) or --corpus FILE (your own "
+                         "collection), " + ("not both" if dataset else "one of them"))
+    if corpus is None:
+        return open_dataset(data_dir, dataset)
+    if output is None and backend_name == "faiss":
+        raise ValueError(f"--corpus {corpus} needs --output DIR: a collection is indexed into a named index "
+                         "directory, not the cache")
+    return open_collection(corpus, **{k: v for k, v in fields.items() if v is not None})
+
+
+def index_dataset(data_dir, dataset: str | None, model: str | None = None, index_type: str = "flat",
                   backend: IndexBackend | None = None, cache_dir=None, output=None, overwrite: bool = False,
                   lexical: bool = True, encoder_kind: str = "local", workers: int = 2, ray_address: str | None = None,
                   gpus_per_worker: float = 0, precision: str = "fp32", device: str | None = None,
-                  batch_size: int | None = None, progress: bool = False) -> Indexed:
-    """Index ``dataset``: into the backend's cache (``output`` None: reused when already built), or created
-    exclusively at ``output`` (a FAISS directory or a Milvus collection; ``overwrite`` replaces one). A target
-    that cannot be written fails before the model loads."""
+                  batch_size: int | None = None, progress: bool = False, corpus=None, **fields) -> Indexed:
+    """Index ``dataset`` (or the collection file ``corpus``, read with ``fields``: ``index_source``): into the
+    backend's cache (``output`` None: reused when already built), or created exclusively at ``output`` (a FAISS
+    directory or a Milvus collection; ``overwrite`` replaces one). A target that cannot be written fails before
+    the model loads."""
     check_encoder_options(encoder_kind, ray_address, gpus_per_worker, device, batch_size)
-    ds = open_dataset(data_dir, dataset)
-    config = IndexConfig(index_type=index_type)
     backend = backend or FaissBackend(cache_dir)
+    ds = index_source(data_dir, dataset, corpus, output, backend.name, **fields)
+    config = IndexConfig(index_type=index_type)
     if output is not None:  # fail before the model loads; the writes themselves are exclusive as well
         backend.check_target(output, overwrite, lexical=lexical)
     encoder = _open_encoder(model, encoder_kind, workers, ray_address, gpus_per_worker, precision, device,

@@ -13,6 +13,8 @@ from retriever.lazy import lazy_exports
 
 __all__, __getattr__ = lazy_exports(__name__, {
     "BACKENDS": "retriever.index.backends",
+    "Collection": "retriever.index.collection",
+    "open_collection": "retriever.index.collection",
     "CorpusIndex": "retriever.index.faiss_index",
     "DenseIndex": "retriever.index.base",
     "FaissBackend": "retriever.index.backends",
