@@ -4,6 +4,7 @@ refusal is one line, and a writer killed at any point leaves a loadable, unchang
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import REPO, write_toy_dataset
 
 from eval.data import open_dataset
@@ -251,3 +253,38 @@ def test_a_change_killed_between_the_dense_and_bm25_swaps_is_repaired(toy_encode
     assert bm25.doc_ids == dense.doc_ids and not {"new-glacier", "new-violin"} & set(bm25.doc_ids)
     assert dense.meta["version"] == 4 and dense.meta["source"]["changes"] == 3
 
+
+def _cli(*args):
+    import cli
+
+    return CliRunner().invoke(cli.main, ["-q", *map(str, args)])
+
+
+def test_cli_delete(toy_encoder, corpus, tmp_path):
+    build_named(corpus, toy_encoder, tmp_path / "named")
+    (tmp_path / "ids.txt").write_text("solar-1\n\nwhale-1\n", encoding="utf-8")
+    result = _cli("delete", "--index", tmp_path / "named", "--id", "jazz-1", "--ids-file", tmp_path / "ids.txt")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].startswith("deleted 3\t") and "version 2" in result.output
+    assert len(CorpusIndex.load(tmp_path / "named")) == len(corpus) - 3
+    result = _cli("delete", "--index", tmp_path / "named", "--id", "jazz-1")
+    assert result.exit_code == 1 and "holds no documents 'jazz-1'" in result.output
+    result = _cli("delete", "--index", tmp_path / "named")
+    assert result.exit_code == 1 and "no document ids to delete" in result.output
+
+
+def test_cli_add(toy_encoder, toy_model_dir, corpus, tmp_path):
+    pytest.importorskip("retriever.index.collection")
+    build_named(corpus, toy_encoder, tmp_path / "named")
+    new = tmp_path / "new.jsonl"
+    new.write_text("".join(json.dumps({"doc": d.id, "title": d.title, "body": d.text}) + "\n" for d in NEW),
+                   encoding="utf-8")
+    args = ("add", "--index", tmp_path / "named", "--corpus", new, "--id-field", "doc", "--text-field", "body")
+    result = _cli(*args)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"added {len(NEW)}\t") and "bm25" in result.output
+    index = CorpusIndex.load(tmp_path / "named")
+    assert index.doc_ids[-len(NEW):] == [d.id for d in NEW] and index.meta["model"]["id"] == toy_encoder.info.id
+    result = _cli(*args)
+    assert result.exit_code == 1 and "already holds the documents 'new-glacier'" in result.output
+    assert _cli(*args, "--replace").exit_code == 0
