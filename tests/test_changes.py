@@ -127,6 +127,22 @@ def test_delete_removes_documents_everywhere(toy_encoder, corpus, backend, tmp_p
     assert dense.meta["version"] == 2
 
 
+def test_routed_hybrid_search_follows_a_deletion(toy_encoder, corpus, backend, tmp_path):
+    from retriever.encoding.expert_encoder import MultiExpertEncoder
+    from retriever.router_retriever import RouterRetriever
+    from retriever.routers import FixedRouter
+
+    before, _ = build_named(corpus, toy_encoder, tmp_path / "named")
+    encoder = MultiExpertEncoder(toy_encoder)
+    hybrid = RouterRetriever(encoder, FixedRouter(["base", "bm25", "hybrid:base"], {"expert": "hybrid:base"}))
+    assert "solar-1" in {doc_id for doc_id, _ in hybrid.search([QUERIES["q1"]], k=20, index=before)[0].hits}
+    after, _ = backend.delete(tmp_path / "named", ["solar-1", "solar-2"])
+    result = hybrid.search([QUERIES["q1"]], k=20, index=after)[0]  # the same retriever: its BM25 is reopened
+    assert result.system == "hybrid:base" and len(result.hits) == 18
+    assert not {"solar-1", "solar-2"} & {doc_id for doc_id, _ in result.hits}
+    assert all(doc["id"] == doc_id for (doc_id, _), doc in zip(result.hits, result.documents, strict=True))
+
+
 def test_replace_swaps_the_document(toy_encoder, corpus, backend, tmp_path):
     build_named(corpus, toy_encoder, tmp_path / "named")
     changed = Document("solar-1", "Solar", "Glaciers are slow rivers of ice.")
