@@ -169,8 +169,11 @@ def test_refusals_are_one_line_and_change_nothing(toy_encoder, corpus, backend, 
         backend.delete(tmp_path / "missing", ["solar-1"])
     assert snapshot(named) == before
     cached, _ = backend.ensure(open_dataset(tmp_path / "beir", "toy"), toy_encoder)
-    with pytest.raises(ValueError, match=r"is a cache entry .* --output DIR"):
+    with pytest.raises(ValueError, match=r"is a cache entry, .* --output DIR"):
         backend.add(cached.path, NEW, toy_encoder)
+    with pytest.raises(ValueError, match=r"is a cache entry"):  # that of another cache directory, too
+        FaissBackend(tmp_path / "other-cache").delete(cached.path, ["solar-1"])
+    assert len(CorpusIndex.load(cached.path)) == len(corpus)
 
 
 def _python(code: str, *args) -> subprocess.Popen:

@@ -259,14 +259,29 @@ def checked_lexical(index: CorpusIndex, path: str | os.PathLike) -> LexicalIndex
         return rebuild_lexical(index, lexical.config)
 
 
-def check_changeable(path: Path, cache_dir: str | os.PathLike | None) -> None:
-    """Refuse a cache entry: it belongs to its corpus file and is rebuilt whenever that changes."""
+def _cache_entry(path: Path, cache_dir: str | os.PathLike | None) -> bool:
+    """Whether ``path`` is a dense cache entry: under ``cache_dir/indexes``, or (any cache) in an ``indexes``
+    directory under the name ``default_index_path`` gives its dataset and model."""
     if cache_dir is not None and path.parent.resolve() == (Path(cache_dir) / "indexes").resolve():
-        raise ValueError(f"{path} is a cache entry (under {Path(cache_dir) / 'indexes'}), rebuilt from its corpus file "
-                         "whenever that changes, so it is never changed in place; build a named index with "
-                         "`routerretriever index --corpus/--dataset ... --output DIR` and change DIR")
+        return True
+    try:
+        meta = read_metadata(path / "index.json", KIND, FORMAT_VERSION)
+        dataset, fingerprint = meta["source"].get("dataset"), meta["model"]["fingerprint"]
+    except (ArtifactError, KeyError, TypeError, AttributeError):
+        return False
+    return path.parent.name == "indexes" and isinstance(dataset, str) and isinstance(fingerprint, str) and \
+        path.name.startswith(f"{dataset}-{fingerprint[:12]}-")
+
+
+def check_changeable(path: Path, cache_dir: str | os.PathLike | None) -> None:
+    """Refuse a cache entry (it belongs to its corpus file and is rebuilt whenever that changes) and a path that
+    holds no index."""
     if not (path / "index.json").is_file():
         raise FileNotFoundError(f"no index at {path} (no index.json); build one with `routerretriever index --output`")
+    if _cache_entry(path, cache_dir):
+        raise ValueError(f"{path} is a cache entry, rebuilt from its corpus file whenever that changes, so it is never "
+                         "changed in place; build a named index with `routerretriever index --corpus/--dataset ... "
+                         "--output DIR` and change DIR")
 
 
 def _new_documents(add) -> list[Document]:
