@@ -13,15 +13,16 @@ import click
 from eval.data import DATA_DIR_ENV
 from eval.report import check_plot_path
 from eval.runs import SYSTEMS
-from experts.config import ROUTE_ON, Negatives
+from experts.config import ROUTE_ON, Negatives, TrainConfig
 from retriever.encoding.encoder import PRECISIONS
 from retriever.index.backends import BACKENDS
 from retriever.index.base import IndexType
 from retriever.ranking.systems import FUSIONS
-from retriever.routers import FALLBACKS, UNFAMILIAR_POLICIES, buildable_kinds, novelty_kinds
+from retriever.routers import UNFAMILIAR_POLICIES, buildable_kinds, novelty_kinds
 from retriever.routers.pilot import PilotRouter
+from retriever.routers.settings import parse_threshold
 from retriever.storage.cache import CACHE_DIR_ENV, default_cache_dir
-from retriever.storage.files import check_output_dir, check_output_file, parse_json
+from retriever.storage.files import check_output_dir, check_output_file
 
 
 class UserErrorGroup(click.Group):
@@ -36,16 +37,18 @@ class UserErrorGroup(click.Group):
             raise click.ClickException(str(err)) from None
 
 
-def _checked(check):
-    """A click callback that runs ``check(path)`` on a path option's value, so an output that cannot be written
-    fails before any work, naming the option (``-``, standard output, passes)."""
+def _checked(check, parsed: bool = False):
+    """A click callback that runs ``check(value)`` on an option's value, so an output that cannot be written (or a
+    value ``check`` refuses) fails before any work, naming the option (``-``, standard output, passes);
+    ``parsed``: the option's value is what ``check`` returns."""
 
     def callback(ctx, param, value):
         if value is not None and str(value) != "-":
             try:
-                check(value)
+                checked = check(value)
             except (OSError, ValueError) as err:
                 raise click.BadParameter(str(err)) from None
+            return checked if parsed else value
         return value
 
     return callback
@@ -64,11 +67,8 @@ def output_json_option(**kwargs):
                         callback=_checked(check_output_file), **kwargs)
 
 
-def data_dir_option(func):
-    return click.option(
-        "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=DATA_DIR_ENV,
-        help=f"Directory of BEIR-layout datasets [env: {DATA_DIR_ENV}].",
-    )(func)
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=DATA_DIR_ENV,
+                               help=f"Directory of BEIR-layout datasets [env: {DATA_DIR_ENV}].")
 
 
 def model_options(func):
@@ -93,6 +93,11 @@ route_on_option = click.option(
          "layer the experts adapt, mean-pooled and centered (routed search is then one encoder pass, but a domain "
          "with no expert may be routed wholesale to one: README). Experts that adapt every layer route on "
          "embeddings.")
+
+
+def index_option(cache: str = " (or a cache entry)"):
+    return click.option("--index", "index_dir", required=True, help=f"FAISS: a directory `index --output` wrote"
+                        f"{cache}. Milvus: the collection name `index` printed.")
 
 
 def backend_options(func):
@@ -166,9 +171,7 @@ def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output,
 
 
 @main.command()
-@click.option("--index", "index_dir", required=True,
-              help="FAISS: an index directory written by `routerretriever index` (or from the cache). Milvus: the "
-                   "collection name `index` printed.")
+@index_option()
 @backend_options
 @click.option("--lexical", "lexical_dir", type=click.Path(file_okay=False, path_type=Path),
               help="The BM25 index for bm25/hybrid systems [default: the one `index` wrote beside --index].")
@@ -208,6 +211,37 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router_di
             click.echo(f"  {rank:>3}  {record['score']:.4f}  {record['doc_id']}" + (f"  {shown}" if shown else ""))
 
 
+@main.command()
+@index_option("")
+@click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The new documents: JSONL, CSV, TSV or Parquet (gz too), as `index --corpus` reads them.")
+@click.option("--replace", is_flag=True, help="Replace documents whose id the index holds (default: refuse them).")
+@click.option("--id-field", default="_id", show_default=True)
+@click.option("--title-field", default="title", show_default=True)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--model", help="Base model [default: the one that built the index].")
+@backend_options
+@click.pass_obj
+def add(obj, index_dir, corpus, model, backend, **fields):
+    """Add documents to an index, encoding only them (dense, BM25 and document store: one new version)."""
+    from experts.workflows.collections import add_documents
+
+    changed = add_documents(index_dir, corpus, backend=backend, model=model, progress=obj["progress"], **fields)
+    click.echo("\n".join(changed.lines("added")))
+
+
+@main.command()
+@index_option("")
+@click.option("--id", "ids", multiple=True, help="A document id to delete (repeatable).")
+@click.option("--ids-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="One id per line.")
+@backend_options
+def delete(index_dir, ids, ids_file, backend):
+    """Delete documents from an index (dense, BM25 and document store: one new version)."""
+    from experts.workflows.collections import delete_documents
+
+    click.echo("\n".join(delete_documents(index_dir, ids, ids_file, backend=backend).lines("deleted")))
+
+
 def router_option(required: bool):
     return click.option("--router", "router_dir", type=click.Path(file_okay=False, path_type=Path), required=required,
                         help="Router directory (holds experts/<name>/ and router.json).")
@@ -235,7 +269,7 @@ def router_option(required: bool):
               help="Keep the expert close to the base on other domains' queries (see --anchor-dataset).")
 @click.option("--anchor-dataset", "anchor_datasets", multiple=True, metavar="NAME",
               help="Dataset whose training queries are anchors (repeatable; needs an anchor weight > 0).")
-@click.option("--config", "config_json", metavar="JSON",
+@click.option("--config", "config_json", metavar="JSON", callback=_checked(TrainConfig.parse_fields, parsed=True),
               help='Any other TrainConfig fields as a JSON object, e.g. \'{"max_steps": 300, "base_dropout": false}\' '
                    "(see experts/training_overrides.json); the options above take precedence.")
 @backend_options
@@ -245,7 +279,7 @@ def train_expert(obj, data_dir, dataset, split, router_dir, name, overwrite, mod
     """Train a LoRA query expert on one dataset and save it into a router directory."""
     from experts.workflows import add_expert
 
-    config = _train_config(config_json, {key: value for key, value in hyper.items() if value is not None})
+    config = TrainConfig.from_fields({**(config_json or {}), **{k: v for k, v in hyper.items() if v is not None}})
     path, trained, refitted = add_expert(router_dir, data_dir, cache_dir, dataset, name, config, split, anchor_datasets,
                                          model=model, index_type=index_type, overwrite=overwrite,
                                          progress=obj["progress"], backend=backend)
@@ -253,18 +287,6 @@ def train_expert(obj, data_dir, dataset, split, router_dir, name, overwrite, mod
         click.echo(f"refitted routers: {', '.join(refitted)}")
     click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "
                f"{trained.heldout_ndcg_at_10:.4f}\t{trained.seconds:.0f}s")
-
-
-def _train_config(config_json: str | None, options: dict):
-    from experts.config import TrainConfig
-
-    try:
-        fields = parse_json(config_json) if config_json else {}
-    except ValueError as err:  # malformed, or NaN/Infinity (parse_json)
-        raise click.BadParameter(f"not valid JSON ({err}): {config_json!r}", param_hint="--config") from None
-    if not isinstance(fields, dict):
-        raise click.BadParameter(f"must be a JSON object, got {config_json!r}", param_hint="--config")
-    return TrainConfig.from_fields({**fields, **options})
 
 
 @main.group()
@@ -335,19 +357,6 @@ def evaluate(obj, data_dir, datasets, split, systems, router_dir, model, cache_d
     click.echo(format_table(rows), err=str(output_json) == "-")
 
 
-def _threshold_value(ctx, param, value):
-    from retriever.routers.calibration import check_threshold
-
-    if value is None or value in FALLBACKS:
-        return value
-    try:
-        threshold = float(value)
-        check_threshold(param.name, threshold)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not 'none', 'auto' or a number in [0, 1)") from None
-    return threshold
-
-
 @main.command("build-router")
 @data_dir_option
 @router_option(required=True)
@@ -362,11 +371,11 @@ def _threshold_value(ctx, param, value):
                                       "similarity weighted by group size, the plain mean (the paper), or max.")
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
-@click.option("--fallback", default="none", show_default=True, callback=_threshold_value,
+@click.option("--fallback", default="none", show_default=True, callback=_checked(parse_threshold, parsed=True),
               help="Send a query to the default system (see --unfamiliar) when the router's "
                    "confidence is below a threshold: 'none' (always the top expert, as published), 'auto' (the "
                    "threshold that helps most on held-out training queries), or a number in [0, 1).")
-@click.option("--novelty", callback=_threshold_value,
+@click.option("--novelty", callback=_checked(parse_threshold, parsed=True),
               help=f"{', '.join(novelty_kinds())}: send a query to the default system when its similarity to the "
                    "nearest pilot (stored query) is below a threshold, i.e. it is unlike every training domain: "
                    "'auto' (the threshold that helps most on held-out training queries; the default), 'none', "

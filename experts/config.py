@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 
+from retriever.storage.files import parse_json
+
 __all__ = ["ROUTE_ON", "Negatives", "TrainConfig"]
 
 # What routers route on: the base model's embeddings (the paper's pilots, the default; routed search reuses the base
@@ -123,6 +125,18 @@ class TrainConfig:
             raise ValueError(f"unknown training setting(s) {', '.join(map(repr, unknown))}; "
                              f"valid: {', '.join(cls.__dataclass_fields__)}")
         return cls(**fields)
+
+    @staticmethod
+    def parse_fields(text: str | None) -> dict:
+        """A JSON object of fields given as text (``train-expert --config``; ``{}`` for none): malformed JSON,
+        NaN/Infinity or another JSON value is a ValueError quoting ``text``."""
+        try:
+            fields = parse_json(text) if text else {}
+        except ValueError as err:  # malformed, or NaN/Infinity (parse_json)
+            raise ValueError(f"not valid JSON ({err}): {text!r}") from None
+        if not isinstance(fields, dict):
+            raise ValueError(f"must be a JSON object, got {text!r}")
+        return fields
 
     def to_json(self) -> dict:
         data = asdict(self)

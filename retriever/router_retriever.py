@@ -69,7 +69,7 @@ class RouterRetriever:
         self.encoder = encoder
         self.router = router
         self.fusion = fusion or FusionSettings()
-        self._beside: dict = {}  # dense index path -> its lexical index, found and checked once
+        self._beside: dict = {}  # (dense index path, version) -> its lexical index, found and checked once
 
     @property
     def lexical(self) -> bool:
@@ -189,11 +189,12 @@ class RouterRetriever:
                 return FaissBackend().open_lexical(lexical, index)
             lexical.check_corpus(index)
             return lexical
-        if index.path not in self._beside:
+        key = (index.path, index.meta.get("version"))  # a changed index (add/delete) has its own lexical index
+        if key not in self._beside:
             try:
-                self._beside[index.path] = backend.lexical_of(index)
+                self._beside[key] = backend.lexical_of(index)
             except ArtifactError:
                 raise
             except ValueError as err:  # it has none
                 raise ValueError(f"this router may choose BM25 or hybrid systems, and {err}") from None
-        return self._beside[index.path]
+        return self._beside[key]

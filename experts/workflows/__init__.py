@@ -5,6 +5,7 @@ Each reuses what is saved (corpus indexes in the cache, experts and routing scor
 checks its input before any long work, and loads the models and opens the index backends it needs.
 
 - ``indexing``     — ``index``: encode a corpus (in process or on Ray actors) into a dense and a BM25 index.
+- ``collections``  — ``add``/``delete``: change a named index (only new documents encoded), as one new version.
 - ``searching``    — ``search``: base-only or routed search over an index.
 - ``expert_store`` — ``train-expert`` (train, save, refit the routers), ``experts remove/list/export``.
 - ``routers``      — ``build-router``: score every system, label queries, fit routers, choose the default.
@@ -12,7 +13,8 @@ checks its input before any long work, and loads the models and opens the index 
 - ``benchmark``    — ``benchmark``: the paper-style comparison, its results JSON, tables and plot.
 - ``common``       — what several share (opening a dataset with its indexes, routing settings' checks).
 
-Tested in ``tests/test_cli.py``, ``test_runs.py``, ``test_experts.py``, ``test_routing.py``, ``test_bad_input.py``.
+Tested in ``tests/test_cli.py``, ``test_changes.py``, ``test_runs.py``, ``test_experts.py``, ``test_routing.py``,
+``test_bad_input.py``.
 """
 
 from retriever.lazy import lazy_exports
@@ -22,6 +24,9 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "check_encoder_options": "experts.workflows.indexing",
     "index_dataset": "experts.workflows.indexing",
     "index_source": "experts.workflows.indexing",
+    "Changed": "experts.workflows.collections",
+    "add_documents": "experts.workflows.collections",
+    "delete_documents": "experts.workflows.collections",
     "check_search_options": "experts.workflows.searching",
     "search_index": "experts.workflows.searching",
     "result_record": "experts.workflows.searching",

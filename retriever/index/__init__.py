@@ -1,12 +1,13 @@
 """Corpus indexes: ``base`` (``IndexConfig``, ``DenseIndex``, ``LexicalSearch``: what every index offers),
-``faiss_index`` (the index directory: exact, HNSW, IVF; CPU, FAISS GPU or torch), ``lexical`` (BM25 with bm25s,
-beside the dense index), ``milvus`` (dense, BM25 and the documents' text in one Milvus collection),
-``milvus_build`` (building and reusing one) and ``milvus_changes`` (adding and deleting its documents),
-``ray_encoder`` (corpus encoding on Ray actors) and ``backends`` (``IndexBackend``: the one way callers build,
-cache and open indexes and find an index's lexical side; ``backend_for`` an index or path). Imports
-``retriever.storage`` and ``retriever.encoding``. Tested in ``tests/test_index.py``, ``test_lexical.py``,
-``test_milvus.py``, ``test_milvus_changes.py``, ``test_ray.py`` and ``test_backends.py`` (the contract both
-backends pass).
+``faiss_index`` (the index directory: exact, HNSW, IVF; CPU, FAISS GPU or torch), ``changes`` (adding to and
+deleting from a named index directory as a new version), ``collection`` (your own documents: JSONL, CSV, TSV,
+Parquet files), ``lexical`` (BM25 with bm25s, beside the dense index), ``milvus`` (dense, BM25 and the documents'
+text in one Milvus collection), ``milvus_build`` (building and reusing one) and ``milvus_changes`` (adding and
+deleting its documents), ``ray_encoder`` (corpus encoding on Ray actors) and ``backends`` (``IndexBackend``: the one
+way callers build, cache, open and change indexes and find an index's lexical side; ``backend_for`` an index or
+path). Imports ``retriever.storage`` and ``retriever.encoding``. Tested in ``tests/test_index.py``,
+``test_lexical.py``, ``test_collections.py``, ``test_changes.py``, ``test_milvus.py``, ``test_milvus_changes.py``,
+``test_ray.py`` and ``test_backends.py`` (the contract both backends pass).
 """
 
 from retriever.lazy import lazy_exports
@@ -30,6 +31,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "RayEncoder": "retriever.index.ray_encoder",
     "backend_for": "retriever.index.backends",
     "build_index": "retriever.index.faiss_index",
+    "change_index": "retriever.index.changes",
     "build_lexical_index": "retriever.index.lexical",
     "build_milvus_index": "retriever.index.milvus_build",
     "ensure_index": "retriever.index.faiss_index",

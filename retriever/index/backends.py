@@ -7,6 +7,7 @@
 
 Both give dense indexes with the same ``search`` / ``doc_ids`` / ``meta`` interface (``DenseIndex``) and lexical
 ones with the same ``LexicalSearch`` interface, so every ranking still ends in ``retriever.ranking.topk.rank``.
+``add``/``delete`` change a named index as one new version (FAISS: ``retriever.index.changes``).
 ``make_backend`` builds one from the CLI's ``--backend`` and ``--uri``; ``backend_for`` is the one an index (or an
 index directory's path) belongs to.
 """
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 
 from retriever.encoding.encoder import Encoder, ModelInfo
-from retriever.index.base import DenseIndex, IndexConfig, LexicalSearch
+from retriever.index.base import DenseIndex, Document, IndexConfig, LexicalSearch
 
 __all__ = ["BACKENDS", "FaissBackend", "IndexBackend", "MilvusBackend", "backend_for", "make_backend"]
 
@@ -54,6 +56,19 @@ class IndexBackend(ABC):
     def lexical_of(self, index: DenseIndex) -> LexicalSearch:
         """The lexical index that belongs to ``index`` (one this backend opened or built), checked against its
         corpus; a ValueError naming ``index`` and how to build one when it has none."""
+
+    @abstractmethod
+    def add(self, target: str, docs: Iterable[Document], encoder: Encoder, *, replace: bool = False,
+            lexical: bool = True, progress: bool = False) -> tuple[DenseIndex, LexicalSearch | None]:
+        """Encode only ``docs`` (with the base model that built ``target``) and append them to its dense index, its
+        lexical index and its document store, as one new version. An id ``target`` holds is refused unless
+        ``replace`` (then its old document goes). ``(dense index, lexical index or None)``."""
+
+    @abstractmethod
+    def delete(self, target: str, ids: Iterable[str], *, lexical: bool = True
+               ) -> tuple[DenseIndex, LexicalSearch | None]:
+        """Remove the documents ``ids`` from ``target``'s dense index, lexical index and document store, as one new
+        version; an id it does not hold is an error naming it (nothing is removed)."""
 
 
 class FaissBackend(IndexBackend):
@@ -100,7 +115,24 @@ class FaissBackend(IndexBackend):
         if path is None:
             raise ValueError(f"no lexical index was found beside {index.path}; build it with `routerretriever index` "
                              "(without --no-lexical)")
+        if "changes" in index.meta["source"]:  # changed by add/delete: BM25 follows it (repaired if behind)
+            from retriever.index.changes import checked_lexical
+
+            return checked_lexical(index, path)
         return self.open_lexical(path, index)
+
+    def add(self, target, docs, encoder, *, replace=False, lexical=True, progress=False):
+        """A new version of the index directory ``target`` (``retriever.index.changes``); cache entries are
+        refused."""
+        from retriever.index.changes import change_index
+
+        return change_index(target, encoder, add=docs, replace=replace, lexical=lexical, progress=progress,
+                            cache_dir=self.cache_dir)
+
+    def delete(self, target, ids, *, lexical=True):
+        from retriever.index.changes import change_index
+
+        return change_index(target, delete=ids, lexical=lexical, cache_dir=self.cache_dir)
 
     def open_lexical(self, target: str | os.PathLike, index: DenseIndex | None = None) -> LexicalSearch:
         """The bm25s index directory at ``target`` (checked against the corpus of ``index``, when given)."""

@@ -3,7 +3,8 @@
 An index directory describes itself::
 
     index.json        format version, library version, model id + fingerprint, dim, metric, index type,
-                      document count, corpus source + sha256, sha256 of every file below
+                      document count, corpus source + sha256, version (1, one more per add/delete:
+                      ``retriever.index.changes``), sha256 of every file below
     doc_ids.json      row -> document id
     embeddings.npy    float32 [n, dim], L2-normalised (the exact index *is* this matrix; it is also the
                       cached document side for expert training)
@@ -297,7 +298,7 @@ def build_index(
         files.append(STORE_FILE)
         record = dense_record(KIND, FORMAT_VERSION, encoder, config, n,
                               source if source is not None else corpus_source(docs))
-        write_json(tmp / "index.json", {**record, "files": checksum_files(tmp, files)})
+        write_json(tmp / "index.json", {**record, "version": 1, "files": checksum_files(tmp, files)})
     logger.info("indexed %d documents into %s", n, path)
     return CorpusIndex.load(path, encoder.info, verify=False)
 

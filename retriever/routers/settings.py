@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 
 __all__ = [
     "CALIBRATED_OPTIONS", "FALLBACKS", "REQUEST_OPTIONS", "UNFAMILIAR_POLICIES", "Calibration", "FallbackRequests",
-    "RouterOptions", "ThresholdRequest", "UnfamiliarPolicy", "check_threshold", "split_options",
+    "RouterOptions", "ThresholdRequest", "UnfamiliarPolicy", "check_threshold", "parse_threshold",
+    "split_options",
 ]
 
 
@@ -55,6 +56,18 @@ def check_threshold(name: str, value: str | float) -> None:
     if _is_number(value) and 0 <= value < 1:
         return
     raise ValueError(f"{name} must be 'none', 'auto' or a threshold in [0, 1), got {value!r}")
+
+
+def parse_threshold(value: str) -> str | float:
+    """A ``--fallback``/``--novelty`` value as typed: ``"none"``, ``"auto"`` or a threshold in [0, 1) (a float)."""
+    if value in FALLBACKS:
+        return value
+    try:
+        threshold = float(value)
+        check_threshold("threshold", threshold)
+    except ValueError:
+        raise ValueError(f"{value!r} is not 'none', 'auto' or a number in [0, 1)") from None
+    return threshold
 
 
 def check_unfamiliar(value: str) -> UnfamiliarPolicy:
