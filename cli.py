@@ -88,11 +88,8 @@ def model_options(func):
 
 route_on_option = click.option(
     "--route-on", type=click.Choice(ROUTE_ON), default="embeddings", show_default=True,
-    help="What routers route on: embeddings = the base model's query embeddings (the paper's pilots; routed search "
-         "adds the experts' layers to a full base pass); prefix = the base model's hidden states entering the first "
-         "layer the experts adapt, mean-pooled and centered (routed search is then one encoder pass, but a domain "
-         "with no expert may be routed wholesale to one: README). Experts that adapt every layer route on "
-         "embeddings.")
+    help="What routers route on: embeddings (the base model's query embeddings, the paper's) or prefix (the hidden "
+         "states entering the experts' first adapted layer: routed search in one encoder pass; README).")
 
 
 def index_option(cache: str = " (or a cache entry)"):
@@ -118,6 +115,15 @@ def backend_options(func):
     return wrapper
 
 
+def corpus_options(required: bool):
+    """``--corpus FILE`` and the fields its rows are read with (``retriever.index.collection``)."""
+    options = [click.option("--corpus", required=required, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                            help="Your documents: JSONL, CSV, TSV or Parquet (gz too); other fields are metadata."),
+               *(click.option(f"--{name}-field", default=default, show_default=True)
+                 for name, default in (("id", "_id"), ("title", "title"), ("text", "text")))]
+    return lambda func: functools.reduce(lambda f, option: option(f), reversed(options), func)
+
+
 @click.group(cls=UserErrorGroup)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -134,7 +140,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 @main.command()
 @data_dir_option
-@click.option("--dataset", required=True, help="Dataset name under the data directory.")
+@click.option("--dataset", help="Dataset name under the data directory (or --corpus).")
+@corpus_options(required=False)
 @model_options
 @backend_options
 @click.option("--output", help="FAISS: write the index to this directory instead of the cache (the BM25 index goes "
@@ -155,16 +162,16 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Local encoding: texts per encoder batch (a GPU takes 256 or more) [default: 32].")
 @click.pass_obj
-def index(obj, data_dir, dataset, model, cache_dir, index_type, backend, output, overwrite, no_lexical, encoder_kind,
-          workers, ray_address, gpus_per_worker, precision, device, batch_size):
-    """Encode a dataset's corpus with the base model and save a dense index and a BM25 index (FAISS or Milvus)."""
+def index(obj, data_dir, dataset, corpus, model, cache_dir, index_type, backend, output, overwrite, no_lexical,
+          encoder_kind, workers, ray_address, gpus_per_worker, precision, device, batch_size, **fields):
+    """Encode a dataset's corpus or your collection file: a dense index, a BM25 index and the documents' text."""
     from experts.workflows.indexing import check_encoder_options, index_dataset
 
     _usage(check_encoder_options, encoder_kind, ray_address, gpus_per_worker, device, batch_size)
     built, lexical, config, encoder_id = index_dataset(
         data_dir, dataset, model, index_type, backend, cache_dir, output, overwrite, lexical=not no_lexical,
         encoder_kind=encoder_kind, workers=workers, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-        precision=precision, device=device, batch_size=batch_size, progress=obj["progress"])
+        precision=precision, device=device, batch_size=batch_size, progress=obj["progress"], corpus=corpus, **fields)
     click.echo(f"{built.path}\t{len(built)} documents\t{config.index_type.value}\t{encoder_id}")
     if lexical is not None:
         click.echo(f"{lexical.path}\t{len(lexical)} documents\tbm25 (k1 {lexical.config.k1}, b {lexical.config.b})")
@@ -213,12 +220,8 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router_di
 
 @main.command()
 @index_option("")
-@click.option("--corpus", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The new documents: JSONL, CSV, TSV or Parquet (gz too), as `index --corpus` reads them.")
+@corpus_options(required=True)
 @click.option("--replace", is_flag=True, help="Replace documents whose id the index holds (default: refuse them).")
-@click.option("--id-field", default="_id", show_default=True)
-@click.option("--title-field", default="title", show_default=True)
-@click.option("--text-field", default="text", show_default=True)
 @click.option("--model", help="Base model [default: the one that built the index].")
 @backend_options
 @click.pass_obj
