@@ -112,3 +112,23 @@ def test_bm25_needs_the_lexical_index_beside(run, own, tmp_path):
                  "--system", "bm25", "--output-json", str(out))
     assert result.exit_code == 1 and "no lexical index was found beside" in result.output, result.output
     assert result.output.count("\n") == 1 and not out.exists()
+
+
+def test_milvus_collection_scores_as_the_dataset(run, data_dir, tmp_path):
+    """``--backend milvus --uri``: ``--index`` names a collection (rows carry its name), BM25 from its own side."""
+    pytest.importorskip("pymilvus")
+    milvus = ["--backend", "milvus", "--uri", str(tmp_path / "milvus" / "m.db")]
+    assert run("index", "--dataset", "toy", *milvus, "--output", "mine").exit_code == 0
+    split = open_dataset(data_dir, "toy").split("test")
+    queries = tmp_path / "q.jsonl"
+    queries.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in split.queries.items()))
+    systems = ["--system", "base", "--system", "bm25"]
+    by_name = run("evaluate", "--dataset", "toy", *systems, *milvus, "--output-json", str(tmp_path / "dataset.json"))
+    assert by_name.exit_code == 0, by_name.output
+    result = run("evaluate", "--index", "mine", "--queries", str(queries), "--qrels",
+                 str(data_dir / "toy" / "qrels" / "test.tsv"), *systems, *milvus,
+                 "--output-json", str(tmp_path / "index.json"))
+    assert result.exit_code == 0, result.output
+    expected = json.loads((tmp_path / "dataset.json").read_text())
+    got = json.loads((tmp_path / "index.json").read_text())
+    assert got == {**expected, "results": [{**r, "dataset": "mine"} for r in expected["results"]]}
