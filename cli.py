@@ -336,7 +336,11 @@ def experts_export(router_dir, name, output, overwrite, model):
 
 @main.command()
 @data_dir_option
-@click.option("--dataset", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
+@click.option("--dataset", "datasets", multiple=True, help="Dataset name (repeatable).")
+@click.option("--index", "index_dir", help="Instead of --dataset: a directory from `index --output` or a Milvus "
+                                           "collection, judged by --queries (JSONL) and --qrels (TSV).")
+@click.option("--queries", type=click.Path(path_type=Path))
+@click.option("--qrels", type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True)
 @click.option("--system", "systems", multiple=True, default=("base",), show_default=True,
               help=f"{', '.join(SYSTEMS)} (repeatable: every system given is evaluated, sharing query vectors; "
@@ -349,14 +353,17 @@ def experts_export(router_dir, name, output, overwrite, model):
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), callback=_checked(check_output_dir),
               help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset and system here.")
 @click.pass_obj
-def evaluate(obj, data_dir, datasets, split, systems, router_dir, model, cache_dir, index_type, backend, output_json,
-             run_dir):
+def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems, router_dir, model, cache_dir,
+             index_type, backend, output_json, run_dir):
     """Evaluate systems on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
     from eval.runs import format_table
-    from experts.workflows.evaluation import evaluate_systems
+    from experts.workflows.evaluation import check_evaluate_options, evaluate_index, evaluate_systems
 
-    rows, _ = evaluate_systems(data_dir, datasets, systems, split, router_dir, model, cache_dir, index_type, run_dir,
-                               progress=obj["progress"], backend=backend, output_json=output_json)
+    _usage(check_evaluate_options, datasets, index_dir, queries, qrels)
+    rows, _ = evaluate_index(index_dir, queries, qrels, systems, split, router_dir, model, run_dir, backend,
+                             output_json) if index_dir else evaluate_systems(
+        data_dir, datasets, systems, split, router_dir, model, cache_dir, index_type, run_dir,
+        progress=obj["progress"], backend=backend, output_json=output_json)
     click.echo(format_table(rows), err=str(output_json) == "-")
 
 

@@ -28,10 +28,13 @@ __all__ = [
     "Dataset",
     "Document",
     "Split",
+    "SplitFiles",
+    "check_judged_docs",
     "iter_corpus",
     "load_qrels",
     "load_queries",
     "load_query_file",
+    "load_split",
     "merge_queries",
     "open_dataset",
     "resolve_data_dir",
@@ -171,6 +174,45 @@ def load_qrels(path: str | os.PathLike) -> Qrels:
                             f"got {score!r}"[:300])
         qrels.setdefault(query_id, {})[doc_id] = int(score)
     return qrels
+
+
+def load_split(queries_path: str | os.PathLike, qrels_path: str | os.PathLike, split: str = "test") -> Split:
+    """A split from a queries JSONL and a qrels TSV of the user's own (no BEIR folder): the judged queries, in
+    qrels order, as ``Dataset.split`` gives them. Unlike a BEIR dataset's, nothing is dropped: a qrels query id
+    that the queries file lacks is a DataError naming the first one (``check_judged_docs`` checks documents)."""
+    queries = load_queries(queries_path)
+    qrels = load_qrels(qrels_path)
+    if not qrels:
+        raise DataError(f"{qrels_path}: no judgments")
+    missing = [query_id for query_id in qrels if query_id not in queries]
+    if missing:
+        raise DataError(f"{qrels_path}: query id {missing[0]!r} is not in {queries_path} ({len(missing)} judged "
+                        f"query id(s) missing)"[:300])
+    return Split(split, {query_id: queries[query_id] for query_id in qrels}, qrels)
+
+
+def check_judged_docs(qrels: Qrels, doc_ids, qrels_path: str | os.PathLike, where: str) -> None:
+    """A DataError naming the first document ``qrels`` judges that ``doc_ids`` (an index's) lacks, and how many
+    such documents there are: scores against an index that misses judged documents would mislead."""
+    known = set(doc_ids)
+    missing = list(dict.fromkeys(d for judged in qrels.values() for d in judged if d not in known))
+    if missing:
+        raise DataError(f"{qrels_path}: {len(missing)} judged document(s) are not in {where}, the first "
+                        f"{missing[0]!r}"[:300])
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """A split read by ``load_split``, named as a dataset is in results: what ``eval.runs.SplitRun`` takes in
+    place of a ``Dataset`` when queries and qrels come as plain files (``evaluate --index``)."""
+
+    name: str
+    data: Split
+
+    def split(self, split: str) -> Split:
+        if split != self.data.name:
+            raise DataError(f"{self.name}: split {split!r} asked for, but its files were read as {self.data.name!r}")
+        return self.data
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:

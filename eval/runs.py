@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.data import Dataset
+from eval.data import Dataset, SplitFiles
 from eval.metrics import Scores, evaluate
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index.base import LexicalSearch
@@ -167,7 +167,7 @@ class SplitRun:
     """One dataset split over its corpus index (and its lexical index, for BM25 and hybrid systems), with each
     dense expert's query vectors and rankings computed once and shared by every system evaluated on it."""
 
-    def __init__(self, dataset: Dataset, split: str, encoder: MultiExpertEncoder, index: CorpusIndex,
+    def __init__(self, dataset: Dataset | SplitFiles, split: str, encoder: MultiExpertEncoder, index: CorpusIndex,
                  routers: dict[str, Router] | None = None, candidates: Sequence[str] | None = None,
                  vector_cache: Path | None = None, expert_keys: dict[str, str] | None = None,
                  lexical: LexicalSearch | None = None, fusion: FusionSettings | None = None,

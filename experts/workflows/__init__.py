@@ -9,7 +9,8 @@ checks its input before any long work, and loads the models and opens the index 
 - ``searching``    — ``search``: base-only or routed search over an index.
 - ``expert_store`` — ``train-expert`` (train, save, refit the routers), ``experts remove/list/export``.
 - ``routers``      — ``build-router``: score every system, label queries, fit routers, choose the default.
-- ``evaluation``   — ``evaluate``: systems on datasets' splits (``eval.runs.SplitRun``), TREC runs, results JSON.
+- ``evaluation``   — ``evaluate``: systems on datasets' splits, or on an index with its own queries and qrels
+  (``eval.runs.SplitRun``), TREC runs, results JSON.
 - ``benchmark``    — ``benchmark``: the paper-style comparison, its results JSON, tables and plot.
 - ``common``       — what several share (opening a dataset with its indexes, routing settings' checks).
 
@@ -38,6 +39,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "build_routers": "experts.workflows.routers",
     "fit_routers": "experts.workflows.routers",
     "evaluate_systems": "experts.workflows.evaluation",
+    "evaluate_index": "experts.workflows.evaluation",
     "DEFAULT_EXPERT_DATASETS": "experts.workflows.benchmark",
     "DEFAULT_OVERRIDES": "experts.workflows.benchmark",
     "NO_EXPERT_DATASETS": "experts.workflows.benchmark",
