@@ -103,8 +103,7 @@ def backend_options(func):
 
     @click.option("--backend", "backend_name", type=click.Choice(BACKENDS), default="faiss", show_default=True,
                   help="Where corpus indexes live: FAISS directories, or a Milvus collection per corpus.")
-    @click.option("--uri", help="Milvus: a .db file (Milvus Lite, in-process) or a server, e.g. "
-                                "http://localhost:19530.")
+    @click.option("--uri", help="Milvus: a .db file (Milvus Lite) or a server, e.g. http://localhost:19530.")
     @functools.wraps(func)
     def wrapper(*args, backend_name, uri, **kwargs):
         from retriever.index.backends import make_backend
@@ -144,20 +143,18 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 @corpus_options(required=False)
 @model_options
 @backend_options
-@click.option("--output", help="FAISS: write the index to this directory instead of the cache (the BM25 index goes "
-                               "to OUTPUT-bm25). Milvus: the collection name [default: one per dataset and model].")
+@click.option("--output", help="FAISS: this directory instead of the cache (BM25: OUTPUT-bm25). Milvus: the "
+                               "collection name [default: one per dataset and model].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at --output.")
 @click.option("--no-lexical", is_flag=True, help="Skip the BM25 index (bm25 and hybrid systems need it).")
 @click.option("--encoder", "encoder_kind", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Encode the corpus in this process, or on Ray actors (one model per worker).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Ray: encoder actors.")
-@click.option("--ray-address", help="Ray: the cluster to join (e.g. ray://head:10001 or auto) [default: start a "
-                                    "local cluster with --workers CPUs].")
+@click.option("--ray-address", help="Ray: the cluster to join (ray://head:10001, auto) [default: a local one].")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0, show_default=True,
               help="Ray: GPUs per encoder actor (0: CPU).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Corpus encoding: fp32 (sentence-transformers' encode) or bf16/fp16 under autocast, tokenised "
-                   "once and sorted by length (the fast GPU path; vectors within 0.999 cosine of fp32).")
+              help="Corpus encoding: fp32, or bf16/fp16 under autocast (the fast GPU path; README).")
 @click.option("--device", help="Local encoding on this torch device [default: sentence-transformers' choice].")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Local encoding: texts per encoder batch (a GPU takes 256 or more) [default: 32].")
@@ -188,16 +185,13 @@ def index(obj, data_dir, dataset, corpus, model, cache_dir, index_type, backend,
 @click.option("--router", "router_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Route each query to a system of this router directory (default: base model only).")
 @click.option("--routing", default="default", show_default=True,
-              help=f"Which built router to use with --router: {', '.join(buildable_kinds())}, or default (the one "
-                   "the routing folds favoured).")
+              help=f"The router of --router: {', '.join(buildable_kinds())}, or default (the folds' best).")
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True, help="Base model (must match the index).")
 @click.option("-k", "--top-k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-@click.option("--device", help="Encode and search on this torch device (e.g. cuda; flat indexes, and IVF with "
-                               "FAISS's GPU build) [default: encode on the best device, search with FAISS on the CPU].")
+@click.option("--device", help="Encode and search on this torch device (e.g. cuda; README) [default: FAISS on CPU].")
 @click.option("--fields/--no-fields", default=True, show_default=True,
-              help="Each hit's title, text and metadata from the index's document store (--no-fields: ids and "
-                   "scores only, no store lookup).")
+              help="Each hit's title, text and metadata (--no-fields: ids and scores only, no store lookup).")
 def search(index_dir, backend, lexical_dir, query_texts, queries_file, router_dir, routing, model, top_k, as_json,
            device, fields):
     """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
@@ -337,10 +331,9 @@ def experts_export(router_dir, name, output, overwrite, model):
 @main.command()
 @data_dir_option
 @click.option("--dataset", "datasets", multiple=True, help="Dataset name (repeatable).")
-@click.option("--index", "index_dir", help="Instead of --dataset: a directory from `index --output` or a Milvus "
-                                           "collection, judged by --queries (JSONL) and --qrels (TSV).")
-@click.option("--queries", type=click.Path(path_type=Path))
-@click.option("--qrels", type=click.Path(path_type=Path))
+@click.option("--index", "index_dir", help="Instead of --dataset: a named index, judged by --queries and --qrels.")
+@click.option("--queries", type=click.Path(path_type=Path), help="With --index: BEIR queries JSONL.")
+@click.option("--qrels", type=click.Path(path_type=Path), help="With --index: BEIR qrels TSV.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--system", "systems", multiple=True, default=("base",), show_default=True,
               help=f"{', '.join(SYSTEMS)} (repeatable: every system given is evaluated, sharing query vectors; "
