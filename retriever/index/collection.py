@@ -112,7 +112,7 @@ class Collection:
     def _open_text(self):
         raw = gzip.open(self.corpus_path, "rb") if self.corpus_path.suffix.lower() == ".gz" \
             else open(self.corpus_path, "rb")
-        return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # -sig: a leading BOM (Excel) is no field
 
     def _text_rows(self) -> Iterator[tuple[str, dict]]:
         path, line = self.corpus_path, 0
@@ -186,4 +186,8 @@ def open_collection(path: str | os.PathLike, *, id_field: str = "_id", title_fie
             raise CollectionError(f"{name} must be a field name, got {value!r}")
     if id_field == text_field:
         raise CollectionError(f"id_field and text_field are both {id_field!r}")
-    return Collection(path, format or _format_of(path), id_field, title_field, text_field)
+    format = format or _format_of(path)
+    if format == "parquet" and path.suffix.lower() == ".gz":
+        raise CollectionError(f"{path}: a gzipped Parquet file cannot be read in batches; give the .parquet file "
+                              "(Parquet compresses its own columns)")
+    return Collection(path, format, id_field, title_field, text_field)
