@@ -15,8 +15,8 @@ from eval.report import check_plot_path
 from eval.runs import SYSTEMS
 from experts.config import ROUTE_ON, Negatives, TrainConfig
 from retriever.encoding.encoder import PRECISIONS
-from retriever.index.backends import BACKENDS
-from retriever.index.base import IndexType
+from retriever.index import BACKENDS, IndexType
+from retriever.index.collection import FORMATS
 from retriever.ranking.systems import FUSIONS
 from retriever.routers import UNFAMILIAR_POLICIES, buildable_kinds, novelty_kinds
 from retriever.routers.pilot import PilotRouter
@@ -71,19 +71,18 @@ data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, pa
                                help=f"Directory of BEIR-layout datasets [env: {DATA_DIR_ENV}].")
 
 
-def model_options(func):
-    @click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
-                  help="Base model: the packaged name or a local sentence-transformers directory.")
-    @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
-                  default=default_cache_dir, show_default="~/.cache/routerretriever",
-                  help=f"Where corpus indexes are cached [env: {CACHE_DIR_ENV}].")
-    @click.option("--index-type", type=click.Choice([t.value for t in IndexType]), default="flat", show_default=True,
-                  help="flat = exact inner product; hnsw and ivf are approximate.")
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
+def _options(*options):  # several click options as one decorator, in the order given
+    return lambda func: functools.reduce(lambda f, option: option(f), reversed(options), func)
 
-    return wrapper
+
+model_options = _options(
+    click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
+                 help="Base model: the packaged name or a local sentence-transformers directory."),
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
+                 default=default_cache_dir, show_default="~/.cache/routerretriever",
+                 help=f"Where corpus indexes are cached [env: {CACHE_DIR_ENV}]."),
+    click.option("--index-type", type=click.Choice([t.value for t in IndexType]), default="flat", show_default=True,
+                 help="flat = exact inner product; hnsw and ivf are approximate."))
 
 
 route_on_option = click.option(
@@ -115,12 +114,13 @@ def backend_options(func):
 
 
 def corpus_options(required: bool):
-    """``--corpus FILE`` and the fields its rows are read with (``retriever.index.collection``)."""
-    options = [click.option("--corpus", required=required, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                            help="Your documents: JSONL, CSV, TSV or Parquet (gz too); other fields are metadata."),
-               *(click.option(f"--{name}-field", default=default, show_default=True)
-                 for name, default in (("id", "_id"), ("title", "title"), ("text", "text")))]
-    return lambda func: functools.reduce(lambda f, option: option(f), reversed(options), func)
+    """``--corpus FILE`` and the fields and format its rows are read with (``retriever.index.collection``)."""
+    return _options(click.option("--corpus", required=required, type=click.Path(exists=True, dir_okay=False,
+                                                                                 path_type=Path),
+                                 help="Your documents: JSONL, CSV, TSV or Parquet (gz too); other fields: metadata."),
+                    *(click.option(f"--{name}-field", default=default, show_default=True)
+                      for name, default in (("id", "_id"), ("title", "title"), ("text", "text"))),
+                    click.option("--format", type=click.Choice(FORMATS), help="[default: from the file's name]"))
 
 
 @click.group(cls=UserErrorGroup)
@@ -162,8 +162,9 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 def index(obj, data_dir, dataset, corpus, model, cache_dir, index_type, backend, output, overwrite, no_lexical,
           encoder_kind, workers, ray_address, gpus_per_worker, precision, device, batch_size, **fields):
     """Encode a dataset's corpus or your collection file: a dense index, a BM25 index and the documents' text."""
-    from experts.workflows.indexing import check_encoder_options, index_dataset
+    from experts.workflows.indexing import check_encoder_options, check_source_options, index_dataset
 
+    _usage(check_source_options, dataset, corpus, output, backend.name)
     _usage(check_encoder_options, encoder_kind, ray_address, gpus_per_worker, device, batch_size)
     built, lexical, config, encoder_id = index_dataset(
         data_dir, dataset, model, index_type, backend, cache_dir, output, overwrite, lexical=not no_lexical,
@@ -401,10 +402,9 @@ def build_router(obj, data_dir, router_dir, datasets, kinds, max_queries, aggreg
     """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
-    built, default = build_routers(router_dir, data_dir, cache_dir, datasets, kinds, max_queries,
-                                   pilot_options={"aggregate": aggregate, "clusters": clusters}, fallback=fallback,
-                                   novelty=novelty, unfamiliar=unfamiliar, model=model, index_type=index_type,
-                                   lexical=not no_lexical,
+    built, default = build_routers(router_dir, data_dir, cache_dir, datasets, kinds, max_queries, fallback=fallback,
+                                   pilot_options={"aggregate": aggregate, "clusters": clusters}, novelty=novelty,
+                                   unfamiliar=unfamiliar, model=model, index_type=index_type, lexical=not no_lexical,
                                    fusion=fusion, progress=obj["progress"], backend=backend, route_on=route_on)
     for path, kind, labelled, systems, routes_on in built:
         click.echo(f"{path}\t{kind}\t{labelled} labelled queries\tsystems: {', '.join(systems)}\t"

@@ -23,6 +23,7 @@ from retriever.lazy import lazy_exports
 __all__, __getattr__ = lazy_exports(__name__, {
     "Indexed": "experts.workflows.indexing",
     "check_encoder_options": "experts.workflows.indexing",
+    "check_source_options": "experts.workflows.indexing",
     "index_dataset": "experts.workflows.indexing",
     "index_source": "experts.workflows.indexing",
     "Changed": "experts.workflows.collections",

@@ -26,15 +26,16 @@ class Changed(NamedTuple):
 
 
 def add_documents(index_dir, corpus, *, replace: bool = False, id_field: str = "_id", title_field: str = "title",
-                  text_field: str = "text", backend: IndexBackend | None = None, model: str | None = None,
-                  lexical: bool = True, progress: bool = False) -> Changed:
-    """Add the documents of the file ``corpus`` (JSONL, CSV, TSV or Parquet, gz too:
-    ``retriever.index.collection.open_collection`` with these fields) to ``index_dir``; ``model``: the base model
+                  text_field: str = "text", format: str | None = None, backend: IndexBackend | None = None,
+                  model: str | None = None, lexical: bool = True, progress: bool = False) -> Changed:
+    """Add the documents of the file ``corpus`` (JSONL, CSV, TSV or Parquet, gz too: ``open_collection`` with these
+    fields and ``format``; ``retriever.index.collection``) to ``index_dir``; ``model``: the base model
     (default: the one that built the index, in its precision). ``replace``: ids the index holds are replaced."""
     from retriever.index.collection import open_collection
 
     backend = backend or FaissBackend()
-    docs = list(open_collection(corpus, id_field=id_field, title_field=title_field, text_field=text_field).corpus())
+    docs = list(open_collection(corpus, id_field=id_field, title_field=title_field, text_field=text_field,
+                                format=format).corpus())
     if not docs:
         raise ValueError(f"{corpus} holds no documents to add")
     meta = backend.open(index_dir).meta  # before the model loads: a missing index fails here

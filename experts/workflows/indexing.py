@@ -11,7 +11,7 @@ from retriever.index.backends import FaissBackend, IndexBackend
 from retriever.index.base import IndexConfig
 from retriever.index.collection import open_collection
 
-__all__ = ["Indexed", "check_encoder_options", "index_source", "index_dataset"]
+__all__ = ["Indexed", "check_encoder_options", "check_source_options", "index_source", "index_dataset"]
 
 
 class Indexed(NamedTuple):
@@ -40,19 +40,25 @@ def _open_encoder(model, encoder_kind, workers, ray_address, gpus_per_worker, pr
     return encoder
 
 
-def index_source(data_dir, dataset: str | None = None, corpus=None, output=None, backend_name: str = "faiss",
-                  **fields):
-    """What to index: BEIR dataset ``dataset`` under ``data_dir``, or the collection file ``corpus``
-    (``retriever.index.collection.open_collection``; ``fields``: its ``id_field``, ``title_field``, ``text_field``,
-    ``format``), which goes to a named index (``output``), never the cache."""
+def check_source_options(dataset: str | None = None, corpus=None, output=None, backend_name: str = "faiss") -> None:
+    """Exactly one of ``dataset`` and ``corpus``; a FAISS ``corpus`` needs ``output`` (the CLI shows these as usage
+    errors)."""
     if (dataset is None) == (corpus is None):
         raise ValueError("give --dataset NAME (a BEIR folder under --data-dir) or --corpus FILE (your own "
                          "collection), " + ("not both" if dataset else "one of them"))
-    if corpus is None:
-        return open_dataset(data_dir, dataset)
-    if output is None and backend_name == "faiss":
+    if corpus is not None and output is None and backend_name == "faiss":
         raise ValueError(f"--corpus {corpus} needs --output DIR: a collection is indexed into a named index "
                          "directory, not the cache")
+
+
+def index_source(data_dir, dataset: str | None = None, corpus=None, output=None, backend_name: str = "faiss",
+                 **fields):
+    """What to index: BEIR dataset ``dataset`` under ``data_dir``, or the collection file ``corpus``
+    (``retriever.index.collection.open_collection``; ``fields``: its ``id_field``, ``title_field``, ``text_field``,
+    ``format``), which goes to a named index (``output``), never the cache."""
+    check_source_options(dataset, corpus, output, backend_name)
+    if corpus is None:
+        return open_dataset(data_dir, dataset)
     return open_collection(corpus, **{k: v for k, v in fields.items() if v is not None})
 
 
