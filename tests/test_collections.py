@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 import cli
 from eval.data import open_dataset
+from experts.workflows.indexing import index_dataset
 from retriever.index.collection import CollectionError, open_collection
 from retriever.index.faiss_index import build_index
 
@@ -43,7 +44,8 @@ def write_collection(path, records, fmt):
 
 
 @pytest.mark.parametrize("name, fmt", [("c.jsonl", "jsonl"), ("c.jsonl.gz", "jsonl"), ("c.csv", "csv"),
-                                       ("c.tsv.gz", "tsv"), ("c.parquet", "parquet")])
+                                       ("c.csv.gz", "csv"), ("c.tsv", "tsv"), ("c.tsv.gz", "tsv"),
+                                       ("c.parquet", "parquet")])
 def test_every_format_indexes_like_the_beir_corpus(name, fmt, toy_docs, data_dir, toy_encoder, tmp_path):
     collection = open_collection(write_collection(tmp_path / name, _records(toy_docs), fmt))
     docs = list(collection.corpus())
@@ -72,6 +74,13 @@ def test_field_options(tmp_path):
      r"c\.csv:3: duplicate document id 'a' \(first at line 2\)"),
     ("csv", [{"id": "a", "text": "x"}], r"c\.csv:1: no column '_id' in the header \(columns: id, text\)"),
     ("parquet", [{"_id": "a", "text": "x"}, {"_id": "b", "text": ""}], r"c\.parquet: row 2: document 'b' has no text"),
+    ("parquet", [{"_id": "a", "text": "x"}, {"_id": "a", "text": "y"}],
+     r"c\.parquet: row 2: duplicate document id 'a' \(first at row 1\)"),
+    ("parquet", [{"_id": "a", "body": "x"}], r"c\.parquet: no column 'text' \(columns: _id, body\)"),
+    ("tsv", [{"_id": "a", "body": "x"}], r"c\.tsv:1: no column 'text' in the header \(columns: _id, body\)"),
+    ("tsv", [{"_id": "a", "text": "x"}, {"_id": "", "text": "y"}], r"c\.tsv:3: missing or empty id field '_id'"),
+    ("jsonl", [{"_id": "a", "text": "x"}, {"_id": "b", "text": "y", "title": 3}],
+     r"c\.jsonl:2: document 'b': field 'title' must be text, got 3"),
 ])
 def test_malformed_rows_are_one_line_naming_file_and_row(fmt, rows, message, tmp_path, toy_encoder):
     collection = open_collection(write_collection(tmp_path / f"c.{fmt}", rows, fmt))
@@ -81,16 +90,90 @@ def test_malformed_rows_are_one_line_naming_file_and_row(fmt, rows, message, tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_malformed_json_and_unknown_format(tmp_path):
-    bad = tmp_path / "c.jsonl"
-    bad.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n', encoding="utf-8")
-    with pytest.raises(CollectionError, match=r"c\.jsonl:2: malformed JSON"):
-        list(open_collection(bad).corpus())
+@pytest.mark.parametrize("name, content, message", [
+    ("c.jsonl", '{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n', r"c\.jsonl:2: malformed JSON"),
+    ("c.jsonl", '{"_id": "a", "text": "x"}\n\n["b", "y"]\n', r"c\.jsonl:3: expected a JSON object, got list"),
+    ("c.csv", "_id,text\na,x\nb,y,extra\n", r"c\.csv:3: more fields than the header's 2"),
+    ("c.csv", "", r"c\.csv:1: no column '_id' in the header \(columns: none\)"),
+    ("c.jsonl", "\n\n", r"c\.jsonl: no documents"),
+])
+def test_malformed_files_write_nothing(name, content, message, tmp_path, toy_encoder):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CollectionError, match=message) as caught:
+        build_index(open_collection(path), toy_encoder, tmp_path / "out")
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_gzip_names_the_file(tmp_path):
+    whole = gzip.compress(b"".join(json.dumps({"_id": str(i), "text": "x " * 50}).encode() + b"\n"
+                                   for i in range(200)))
+    (tmp_path / "c.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CollectionError, match=r"c\.jsonl\.gz: truncated or corrupt gzip file after line \d+"):
+        list(open_collection(tmp_path / "c.jsonl.gz").corpus())
+
+
+def test_unknown_format_and_bad_options(tmp_path):
     (tmp_path / "c.xml").write_text("<docs/>")
     with pytest.raises(CollectionError, match="cannot tell the format"):
         open_collection(tmp_path / "c.xml")
     with pytest.raises(CollectionError, match="no collection file"):
         open_collection(tmp_path / "absent.jsonl")
+    with pytest.raises(CollectionError, match=r"unknown collection format 'xml'; valid: jsonl, csv, tsv, parquet"):
+        open_collection(tmp_path / "c.xml", format="xml")
+    with pytest.raises(CollectionError, match=r"c\.parquet\.gz: a gzipped Parquet file"):
+        open_collection(write_collection(tmp_path / "c.parquet.gz", [{"_id": "a", "text": "x"}], "jsonl"))
+    with pytest.raises(CollectionError, match="id_field and text_field are both 'body'"):
+        open_collection(tmp_path / "c.xml", format="jsonl", id_field="body", text_field="body")
+
+
+def test_explicit_format_bom_and_metadata_values(tmp_path):
+    """A name that says nothing needs ``format``; an Excel BOM is no part of the first column's name; JSON metadata
+    keeps its structure, Parquet's NaN and dates become JSON (null, text)."""
+    (tmp_path / "export.txt").write_bytes("\ufeff_id\ttext\tscore\nd1\tsome text\t0.5\n".encode())
+    [doc] = open_collection(tmp_path / "export.txt", format="tsv").corpus()
+    assert (doc.id, doc.title, doc.text, doc.metadata) == ("d1", "", "some text", {"score": "0.5"})
+    jsonl = write_collection(tmp_path / "c.jsonl", [{"_id": 7, "text": "x", "tags": ["a", "b"], "m": {"k": None}}],
+                             "jsonl")
+    [doc] = open_collection(jsonl).corpus()
+    assert (doc.id, doc.metadata) == ("7", {"tags": ["a", "b"], "m": {"k": None}})
+    table = pa.table({"_id": ["a", "b"], "text": ["x", "y"], "w": [float("nan"), 1.5],
+                      "day": pa.array([0, 1], pa.date32())})
+    pq.write_table(table, tmp_path / "c.parquet")
+    docs = list(open_collection(tmp_path / "c.parquet").corpus())
+    assert [d.metadata for d in docs] == [{"w": None, "day": "1970-01-01"}, {"w": 1.5, "day": "1970-01-02"}]
+    json.dumps([d.metadata for d in docs], allow_nan=False)
+
+
+def test_parquet_is_read_in_record_batches(tmp_path, monkeypatch):
+    import retriever.index.collection as collection
+
+    monkeypatch.setattr(collection, "PARQUET_BATCH", 3)
+    records = [{"_id": f"d{i}", "text": f"text {i}"} for i in range(10)] + [{"_id": "d3", "text": "again"}]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "c.parquet", row_group_size=4)
+    reader = open_collection(tmp_path / "c.parquet").corpus()
+    assert [next(reader).id for _ in range(10)] == [f"d{i}" for i in range(10)]
+    with pytest.raises(CollectionError, match=r"row 11: duplicate document id 'd3' \(first at row 4\)"):
+        next(reader)
+
+
+def test_index_dataset_builds_dense_and_bm25_like_the_beir_dataset(data_dir, toy_docs, toy_model_dir, tmp_path):
+    path = write_collection(tmp_path / "mine.csv", _records(toy_docs), "csv")
+    common = {"model": str(toy_model_dir), "cache_dir": tmp_path / "cache"}
+    mine = index_dataset(None, None, corpus=path, output=tmp_path / "idx", **common)
+    beir = index_dataset(data_dir, "toy", **common)
+    assert mine.dense.path == tmp_path / "idx" and mine.dense.doc_ids == beir.dense.doc_ids
+    np.testing.assert_allclose(mine.dense.embeddings, beir.dense.embeddings, atol=1e-6)
+    assert mine.lexical.doc_ids == beir.lexical.doc_ids
+    query = [toy_docs[3].text]
+    for got, want in zip(mine.lexical.search(query, 5), beir.lexical.search(query, 5), strict=True):
+        np.testing.assert_allclose(got, want)
+    with pytest.raises(ValueError, match=r"--corpus .*mine\.csv needs --output DIR: a collection is indexed into a "
+                                         r"named index directory, not the cache"):
+        index_dataset(None, None, corpus=path, **common)
+    with pytest.raises(ValueError, match=r"give --dataset NAME .* or --corpus FILE .*, not both"):
+        index_dataset(data_dir, "toy", corpus=path, output=tmp_path / "idx2", **common)
 
 
 def test_cli_indexes_a_collection_and_search_returns_its_text(toy_docs, toy_model_dir, tmp_path):
@@ -98,9 +181,11 @@ def test_cli_indexes_a_collection_and_search_returns_its_text(toy_docs, toy_mode
     runner = CliRunner()
     common = ["--model", str(toy_model_dir), "--cache-dir", str(tmp_path / "cache")]
     no_output = runner.invoke(cli.main, ["-q", "index", "--corpus", str(path), *common])
-    assert no_output.exit_code != 0 and "needs --output DIR" in no_output.output
+    assert no_output.exit_code == 2 and "needs --output DIR: a collection is indexed into a named index" in \
+        no_output.output
     both = runner.invoke(cli.main, ["-q", "index", "--corpus", str(path), "--dataset", "toy", *common])
-    assert both.exit_code != 0 and "not both" in both.output
+    assert both.exit_code == 2 and "give --dataset NAME" in both.output and "or --corpus FILE" in both.output \
+        and "not both" in both.output
     built = runner.invoke(cli.main, ["-q", "index", "--corpus", str(path), "--output", str(tmp_path / "idx"), *common])
     assert built.exit_code == 0, built.output
     found = runner.invoke(cli.main, ["-q", "search", "--index", str(tmp_path / "idx"), "--model", str(toy_model_dir),
@@ -108,3 +193,40 @@ def test_cli_indexes_a_collection_and_search_returns_its_text(toy_docs, toy_mode
     assert found.exit_code == 0, found.output
     [hit] = json.loads(found.output)["hits"]
     assert hit["text"] == {d.id: d.text for d in toy_docs}[hit["doc_id"]] and hit["metadata"]["lang"] == "en"
+
+
+def test_cli_reports_a_bad_row_in_one_line_and_writes_nothing(toy_model_dir, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', encoding="utf-8")
+    out = tmp_path / "idx"
+    result = CliRunner().invoke(cli.main, ["-q", "index", "--corpus", str(bad), "--output", str(out), "--model",
+                                           str(toy_model_dir), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: {bad}:2: duplicate document id 'a' (first at line 1)\n"
+    assert not out.exists() and not (tmp_path / "idx-bm25").exists()
+
+
+def test_cli_format_and_fields_for_index_and_add(toy_model_dir, tmp_path):
+    """``--format`` reads a file whose name says nothing; the field options name the columns; ``add`` takes both."""
+    first = tmp_path / "first.txt"
+    first.write_text("key\tbody\tsource\na\talpha beta gamma\twiki\nb\tdelta epsilon\tnews\n", encoding="utf-8")
+    more = tmp_path / "more.dat"
+    more.write_text(json.dumps({"key": "c", "body": "zeta eta theta", "source": "blog"}) + "\n", encoding="utf-8")
+    fields = ["--id-field", "key", "--text-field", "body"]
+    runner, out = CliRunner(), tmp_path / "idx"
+    unnamed = runner.invoke(cli.main, ["-q", "index", "--corpus", str(first), "--output", str(out), *fields])
+    assert unnamed.exit_code == 1 and "cannot tell the format from the name" in unnamed.output and not out.exists()
+    built = runner.invoke(cli.main, ["-q", "index", "--corpus", str(first), "--format", "tsv", "--output", str(out),
+                                     "--model", str(toy_model_dir), *fields])
+    assert built.exit_code == 0, built.output
+    added = runner.invoke(cli.main, ["-q", "add", "--index", str(out), "--corpus", str(more), "--format", "jsonl",
+                                     *fields])
+    assert added.exit_code == 0, added.output
+    found = runner.invoke(cli.main, ["-q", "search", "--index", str(out), "--model", str(toy_model_dir), "--query",
+                                     "zeta eta theta", "--json", "--top-k", "3"])
+    assert found.exit_code == 0, found.output
+    hits = {hit["doc_id"]: hit for hit in json.loads(found.output)["hits"]}
+    assert set(hits) == {"a", "b", "c"}
+    assert (hits["c"]["text"], hits["c"]["metadata"], hits["a"]["metadata"]) == ("zeta eta theta",
+                                                                                  {"source": "blog"},
+                                                                                  {"source": "wiki"})
