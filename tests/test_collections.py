@@ -114,6 +114,18 @@ def test_a_truncated_gzip_names_the_file(tmp_path):
         list(open_collection(tmp_path / "c.jsonl.gz").corpus())
 
 
+@pytest.mark.parametrize("name, header, line", [("c.jsonl", b"", 900), ("c.csv.gz", b"_id,text\n", 901)])
+def test_a_bad_byte_is_reported_at_its_own_line(name, header, line, tmp_path):
+    """Far past the first read buffer, so a decoder working in chunks would name an earlier line."""
+    rows = [json.dumps({"_id": str(i), "text": "some words"}).encode() if name.startswith("c.jsonl")
+            else f"{i},some words".encode() for i in range(1000)]
+    rows[899] = rows[899].replace(b"some", b"caf\xe9")
+    body = header + b"\n".join(rows) + b"\n"
+    (tmp_path / name).write_bytes(gzip.compress(body) if name.endswith(".gz") else body)
+    with pytest.raises(CollectionError, match=rf"{name.replace('.', '[.]')}:{line}: not UTF-8 text"):
+        list(open_collection(tmp_path / name).corpus())
+
+
 def test_unknown_format_and_bad_options(tmp_path):
     (tmp_path / "c.xml").write_text("<docs/>")
     with pytest.raises(CollectionError, match="cannot tell the format"):

@@ -9,9 +9,9 @@ naming the file and the line (text formats) or row (Parquet).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
-import io
 import json
 import math
 import os
@@ -109,36 +109,41 @@ class Collection:
         metadata = {key: _metadata_value(value) for key, value in record.items() if key not in own}
         return Document(doc_id, title, text, metadata)
 
-    def _open_text(self):
-        raw = gzip.open(self.corpus_path, "rb") if self.corpus_path.suffix.lower() == ".gz" \
-            else open(self.corpus_path, "rb")
-        return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")  # -sig: a leading BOM (Excel) is no field
+    def _lines(self, read: list[int]) -> Iterator[str]:
+        """The file's lines, each decoded on its own so that a bad byte is reported at its own line (``read[0]``:
+        the lines read so far)."""
+        opener = gzip.open if self.corpus_path.suffix.lower() == ".gz" else open
+        with opener(self.corpus_path, "rb") as handle:
+            for raw in handle:
+                read[0] += 1
+                try:  # -sig: a leading BOM (Excel) is no part of the first field's name
+                    yield raw.decode("utf-8-sig" if read[0] == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    raise CollectionError(f"{self.corpus_path}:{read[0]}: not UTF-8 text ({err.reason})") from None
 
     def _text_rows(self) -> Iterator[tuple[str, dict]]:
-        path, line = self.corpus_path, 0
+        path, read = self.corpus_path, [0]
         try:
-            with self._open_text() as handle:
+            with contextlib.closing(self._lines(read)) as lines:
                 if self.format == "jsonl":
-                    for line, text in enumerate(handle, start=1):
+                    for text in lines:
                         if text.strip():
-                            yield f"{path}:{line}", self._json_row(f"{path}:{line}", text)
+                            yield f"{path}:{read[0]}", self._json_row(f"{path}:{read[0]}", text)
                     return
-                reader = csv.DictReader(handle, delimiter="\t" if self.format == "tsv" else ",")
+                reader = csv.DictReader(lines, delimiter="\t" if self.format == "tsv" else ",")
                 missing = [f for f in (self.id_field, self.text_field) if f not in (reader.fieldnames or [])]
                 if missing:
                     raise CollectionError(f"{path}:1: no column {missing[0]!r} in the header (columns: "
                                           f"{', '.join(reader.fieldnames or []) or 'none'})"[:300])
                 for record in reader:
-                    line = reader.line_num
                     if None in record:
-                        raise CollectionError(f"{path}:{line}: more fields than the header's {len(reader.fieldnames)}")
-                    yield f"{path}:{line}", record
-        except UnicodeDecodeError as err:
-            raise CollectionError(f"{path}:{line + 1}: not UTF-8 text ({err.reason})") from None
+                        raise CollectionError(f"{path}:{read[0]}: more fields than the header's "
+                                              f"{len(reader.fieldnames)}")
+                    yield f"{path}:{read[0]}", record
         except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-            raise CollectionError(f"{path}: truncated or corrupt gzip file after line {line} ({err})") from None
+            raise CollectionError(f"{path}: truncated or corrupt gzip file after line {read[0]} ({err})") from None
         except csv.Error as err:
-            raise CollectionError(f"{path}:{line + 1}: malformed {self.format.upper()} ({err})") from None
+            raise CollectionError(f"{path}:{read[0]}: malformed {self.format.upper()} ({err})") from None
 
     @staticmethod
     def _json_row(where: str, text: str) -> dict:
