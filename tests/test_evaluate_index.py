@@ -86,7 +86,7 @@ def test_every_bad_input_is_one_line_and_writes_nothing(run, own, tmp_path, data
          "cols.tsv:2: expected 3 tab-separated columns"),
         (["--queries", str(queries), "--qrels", bad("ghostq.tsv", header + "q-jazz\tjazz-1\t1\nq-ghost\tjazz-1\t1\n"
                                                     "q-other\tjazz-2\t1\n")],
-         "ghostq.tsv: query id 'q-ghost' is not in " + str(queries) + " (2 judged query id(s) missing)"),
+         "ghostq.tsv:3: query id 'q-ghost' is not in " + str(queries) + " (2 judged query id(s) missing)"),
         (["--queries", str(queries), "--qrels", bad("ghostd.tsv", header + "q-jazz\tjazz-1\t1\nq-jazz\tgone-1\t1\n"
                                                     "q-rust\tgone-2\t1\nq-rust\tgone-1\t0\n")],
          f"ghostd.tsv: 2 judged document(s) are not in index {index}, the first 'gone-1'"),
