@@ -102,6 +102,16 @@ def test_every_bad_input_is_one_line_and_writes_nothing(run, own, tmp_path, data
     assert not out.exists()
 
 
+def test_index_given_as_dot_is_named_after_its_directory(run, own, tmp_path, monkeypatch):
+    index, queries, qrels = own
+    monkeypatch.chdir(index)
+    out = tmp_path / "dot.json"
+    result = run("evaluate", "--index", ".", "--queries", str(queries), "--qrels", str(qrels), "--system", "bm25",
+                 "--output-json", str(out))
+    assert result.exit_code == 0, result.output
+    assert [r["dataset"] for r in json.loads(out.read_text())["results"]] == ["mine"]  # not ""; BM25 found beside
+
+
 def test_bm25_needs_the_lexical_index_beside(run, own, tmp_path):
     index, queries, qrels = own
     shutil.rmtree(f"{index}-bm25")
