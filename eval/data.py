@@ -186,8 +186,9 @@ def load_split(queries_path: str | os.PathLike, qrels_path: str | os.PathLike, s
         raise DataError(f"{qrels_path}: no judgments")
     missing = [query_id for query_id in qrels if query_id not in queries]
     if missing:
-        raise DataError(f"{qrels_path}: query id {missing[0]!r} is not in {queries_path} ({len(missing)} judged "
-                        f"query id(s) missing)"[:300])
+        line_no = next(n for n, line in _lines(Path(qrels_path)) if line.split("\t", 1)[0].strip() == missing[0])
+        raise DataError(f"{qrels_path}:{line_no}: query id {missing[0]!r} is not in {queries_path} ({len(missing)} "
+                        f"judged query id(s) missing)"[:300])
     return Split(split, {query_id: queries[query_id] for query_id in qrels}, qrels)
 
 

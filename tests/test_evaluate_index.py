@@ -2,6 +2,7 @@
 folder (``experts.workflows.evaluation.evaluate_index``, ``eval.data.load_split``), with the same rows as
 ``evaluate --dataset`` and every bad input refused in one line before any model loads."""
 
+import gzip
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from eval.data import open_dataset
+from eval.data import load_split, open_dataset
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_every_bad_input_is_one_line_and_writes_nothing(run, own, tmp_path, data
          "cols.tsv:2: expected 3 tab-separated columns"),
         (["--queries", str(queries), "--qrels", bad("ghostq.tsv", header + "q-jazz\tjazz-1\t1\nq-ghost\tjazz-1\t1\n"
                                                     "q-other\tjazz-2\t1\n")],
-         "ghostq.tsv: query id 'q-ghost' is not in " + str(queries) + " (2 judged query id(s) missing)"),
+         "ghostq.tsv:3: query id 'q-ghost' is not in " + str(queries) + " (2 judged query id(s) missing)"),
         (["--queries", str(queries), "--qrels", bad("ghostd.tsv", header + "q-jazz\tjazz-1\t1\nq-jazz\tgone-1\t1\n"
                                                     "q-rust\tgone-2\t1\nq-rust\tgone-1\t0\n")],
          f"ghostd.tsv: 2 judged document(s) are not in index {index}, the first 'gone-1'"),
@@ -100,6 +101,26 @@ def test_every_bad_input_is_one_line_and_writes_nothing(run, own, tmp_path, data
                  "--output-json", str(out), model=tmp_path / "no-such-model")
     assert absent.exit_code == 1 and absent.output.count("\n") == 1 and "nowhere" in absent.output, absent.output
     assert not out.exists()
+
+
+def test_gzipped_files_read_as_plain_ones(own, tmp_path):
+    _, queries, qrels = own
+    zipped = []
+    for path in (queries, qrels):
+        zipped.append(tmp_path / f"{path.name}.gz")
+        zipped[-1].write_bytes(gzip.compress(path.read_bytes()))
+    plain = load_split(queries, qrels)
+    assert plain.qrels and load_split(*zipped) == plain
+
+
+def test_index_given_as_dot_is_named_after_its_directory(run, own, tmp_path, monkeypatch):
+    index, queries, qrels = own
+    monkeypatch.chdir(index)
+    out = tmp_path / "dot.json"
+    result = run("evaluate", "--index", ".", "--queries", str(queries), "--qrels", str(qrels), "--system", "bm25",
+                 "--output-json", str(out))
+    assert result.exit_code == 0, result.output
+    assert [r["dataset"] for r in json.loads(out.read_text())["results"]] == ["mine"]  # not ""; BM25 found beside
 
 
 def test_bm25_needs_the_lexical_index_beside(run, own, tmp_path):

@@ -124,7 +124,7 @@ def evaluate_index(index, queries: str | os.PathLike, qrels: str | os.PathLike, 
     data = load_split(queries, qrels, split)
     backend = backend or FaissBackend()
     dense = backend.open(index)  # checked against the model by SplitRun, once it is loaded
-    name = Path(str(index)).name
+    name = Path(os.path.abspath(index)).name  # "." or "a/.." name their directory (a collection: itself)
     check_judged_docs(data.qrels, dense.doc_ids, qrels, f"index {index}")
     if run_dir is not None:
         _check_trec_ids(data.queries, dense.doc_ids, queries, f"index {index}")
