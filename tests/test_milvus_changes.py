@@ -191,3 +191,25 @@ def test_collections_before_stored_documents_load_search_and_refuse_changes(back
                    lambda: backend.delete("old", ["whale-1"])):
         with pytest.raises(ValueError, match="built before collections stored .*rebuild it"):
             change()
+
+
+def test_a_second_writer_of_a_milvus_lite_collection_is_refused(backend, corpus, toy_encoder):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from retriever.index.changes import IndexBusyError
+
+    build(backend, corpus[:4], "held", toy_encoder)
+    lock_target = str(Path(backend.uri).with_name(f"{Path(backend.uri).name}-held"))
+    script = ("import sys, time\nfrom retriever.index.changes import index_lock\nwith index_lock(sys.argv[1]):\n"
+              "    print('locked', flush=True)\n    time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, lock_target], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(IndexBusyError, match=rf"being changed by another process \(pid {holder.pid}\)"):
+            backend.delete("held", [corpus[0].id])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(backend.delete("held", [corpus[0].id])[0]) == 3  # the lock died with its process

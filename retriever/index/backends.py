@@ -14,6 +14,7 @@ index directory's path) belongs to.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -190,7 +191,8 @@ class MilvusBackend(IndexBackend):
         ``lexical`` only says whether to return it."""
         from retriever.index.milvus_changes import add_documents
 
-        index = add_documents(self.uri, str(target), docs, encoder, replace=replace, progress=progress)
+        with self._change_lock(target):
+            index = add_documents(self.uri, str(target), docs, encoder, replace=replace, progress=progress)
         return index, index.lexical() if lexical else None
 
     def delete(self, target, ids, *, lexical=True):
@@ -198,8 +200,19 @@ class MilvusBackend(IndexBackend):
         ``(dense index, lexical index or None)`` as they are now."""
         from retriever.index.milvus_changes import delete_documents
 
-        index = delete_documents(self.uri, str(target), ids)
+        with self._change_lock(target):
+            index = delete_documents(self.uri, str(target), ids)
         return index, index.lexical() if lexical else None
+
+    def _change_lock(self, target):
+        """One writer per collection of a Milvus Lite file: the lock of ``add``/``delete`` on FAISS indexes, taken on
+        ``.FILE-COLLECTION.lock`` beside the file. A server's collections have no such lock (README, Limits)."""
+        from retriever.index.changes import index_lock
+        from retriever.index.milvus import _is_local
+
+        if not _is_local(self.uri):
+            return contextlib.nullcontext()
+        return index_lock(Path(self.uri).with_name(f"{Path(self.uri).name}-{target}"))
 
     def lexical_of(self, index):
         """The collection's own BM25 side."""
