@@ -130,10 +130,11 @@ def corpus_options(required: bool):
 def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Route search queries to domain-expert embedding models over one shared FAISS index."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setLevel(level)  # the level holds for every logger: bm25s sets its own to DEBUG when imported
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
     ctx.obj = {"progress": not quiet}
     from transformers.utils import logging as transformers_logging
-
     transformers_logging.disable_progress_bar()  # per-model "Loading weights" bars are noise in a CLI
 
 
@@ -205,9 +206,8 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router_di
         if as_json:
             click.echo(json.dumps(result_record(hit, queries[hit.query_id]), allow_nan=False))
             continue
-        new = ", unfamiliar" if hit.unfamiliar else ""
-        click.echo(f"{hit.query_id} [{hit.system} ({hit.mode}), confidence {hit.confidence:.2f}{new}]: "
-                   f"{queries[hit.query_id]}")
+        click.echo(f"{hit.query_id} [{hit.system} ({hit.mode}), confidence {hit.confidence:.2f}"
+                   f"{', unfamiliar' if hit.unfamiliar else ''}]: {queries[hit.query_id]}")
         for rank, record in enumerate(result_record(hit, queries[hit.query_id])["hits"], start=1):
             shown = " ".join(f"{record.get('title', '')} {record.get('text', '')}".split())[:100]
             click.echo(f"  {rank:>3}  {record['score']:.4f}  {record['doc_id']}" + (f"  {shown}" if shown else ""))
@@ -224,8 +224,8 @@ def add(obj, index_dir, corpus, model, backend, **fields):
     """Add documents to an index, encoding only them (dense, BM25 and document store: one new version)."""
     from experts.workflows.collections import add_documents
 
-    changed = add_documents(index_dir, corpus, backend=backend, model=model, progress=obj["progress"], **fields)
-    click.echo("\n".join(changed.lines("added")))
+    click.echo("\n".join(add_documents(index_dir, corpus, backend=backend, model=model, progress=obj["progress"],
+                                     **fields).lines("added")))
 
 
 @main.command()

@@ -213,3 +213,21 @@ def test_a_second_writer_of_a_milvus_lite_collection_is_refused(backend, corpus,
         holder.kill()
         holder.wait()
     assert len(backend.delete("held", [corpus[0].id])[0]) == 3  # the lock died with its process
+
+
+def test_cli_add_and_delete_change_a_milvus_collection(backend, corpus, toy_encoder, toy_model_dir, tmp_path):
+    from click.testing import CliRunner
+
+    import cli
+
+    build(backend, corpus[:4], "mine", toy_encoder)
+    new = tmp_path / "new.jsonl"
+    new.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in corpus[4:6]),
+                   encoding="utf-8")
+    milvus = ["--index", "mine", "--backend", "milvus", "--uri", backend.uri]
+    added = CliRunner().invoke(cli.main, ["-q", "add", *milvus, "--corpus", str(new), "--model", str(toy_model_dir)])
+    assert added.exit_code == 0, added.output
+    assert MilvusIndex.load(backend.uri, "mine").doc_ids == [d.id for d in corpus[:6]]
+    deleted = CliRunner().invoke(cli.main, ["-q", "delete", *milvus, "--id", corpus[4].id])
+    assert deleted.exit_code == 0, deleted.output
+    assert corpus[4].id not in MilvusIndex.load(backend.uri, "mine").doc_ids
