@@ -39,14 +39,13 @@ from tqdm.auto import tqdm
 from retriever.encoding.encoder import Encoder
 from retriever.index import lexical as lexical_files
 from retriever.index.base import Document, IndexType
-from retriever.index.faiss_index import CHUNK_SIZE, FORMAT_VERSION, KIND, CorpusIndex, _faiss_index
+from retriever.index.faiss_index import CHUNK_SIZE, FORMAT_VERSION, KIND, CorpusIndex, _faiss_index, encode_into
 from retriever.index.lexical import LexicalConfig, LexicalIndex, build_lexical_index, lexical_path_for
 from retriever.storage.artifacts import atomic_directory, remove_stale_temporaries
 from retriever.storage.cache import built_precision
 from retriever.storage.docstore import STORE_FILE, DocStore
 from retriever.storage.files import (
     ArtifactError,
-    check_finite,
     checksum_files,
     library_version,
     read_metadata,
@@ -153,11 +152,7 @@ def encode_documents(docs: Sequence[Document], encoder: Encoder, progress: bool 
     """The base model's vectors of ``docs`` (float32 [n, dim]), encoded chunk by chunk as ``build_index`` does."""
     vectors = np.zeros((len(docs), encoder.dim), dtype=np.float32)
     with tqdm(total=len(docs), desc="encoding new documents", unit="doc", disable=not progress) as bar:
-        for start in range(0, len(docs), CHUNK_SIZE):
-            chunk = docs[start : start + CHUNK_SIZE]
-            encoded = encoder.encode([doc.content() for doc in chunk], progress=bar.update)
-            check_finite(encoded, f"the vectors {encoder.info.id} gave documents {chunk[0].id!r}..")
-            vectors[start : start + len(chunk)] = encoded
+        encode_into(vectors, docs, encoder, bar.update)
     return vectors
 
 

@@ -56,8 +56,8 @@ from retriever.storage.files import (
     write_json,
 )
 
-__all__ = ["CorpusIndex", "build_index", "check_output", "cuda_ordinal", "default_index_path", "ensure_index",
-           "faiss_gpus", "ivf_nlist"]
+__all__ = ["CorpusIndex", "build_index", "check_output", "cuda_ordinal", "default_index_path", "encode_into",
+           "ensure_index", "faiss_gpus", "ivf_nlist"]
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +248,18 @@ def cuda_ordinal(device: str | None) -> int | None:
     return int(number) if number.isdigit() else 0
 
 
+def encode_into(vectors: np.ndarray, docs: Iterable[Doc], encoder: Encoder, progress=None) -> int:
+    """Encode ``docs`` with the base encoder, chunk by chunk, into the rows of ``vectors`` from the first (every
+    chunk's vectors checked finite); ``progress(n)`` after each batch. Returns the rows written."""
+    row = 0
+    for chunk in chunks(docs, CHUNK_SIZE):
+        encoded = encoder.encode([doc.content() for doc in chunk], progress=progress)
+        check_finite(encoded, f"the vectors {encoder.info.id} gave documents {chunk[0].id!r}..")
+        vectors[row : row + len(chunk)] = encoded
+        row += len(chunk)
+    return row
+
+
 def build_index(
     docs: Iterable[Doc] | CorpusSource,
     encoder: Encoder,
@@ -278,12 +290,7 @@ def build_index(
     with atomic_directory(path, ("index.json", KIND), overwrite=overwrite, owned=owned) as tmp:
         vectors = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float32, shape=(n, dim))
         with tqdm(total=n, desc="encoding corpus", unit="doc", disable=not progress) as bar:
-            row = 0
-            for chunk in chunks(stream(), CHUNK_SIZE):
-                encoded = encoder.encode([doc.content() for doc in chunk], progress=bar.update)
-                check_finite(encoded, f"the vectors {encoder.info.id} gave documents {chunk[0].id!r}..")
-                vectors[row : row + len(chunk)] = encoded
-                row += len(chunk)
+            row = encode_into(vectors, stream(), encoder, bar.update)
         if row != n:
             raise RuntimeError(f"corpus changed while indexing: {n} documents counted, {row} encoded")
         vectors.flush()
