@@ -231,3 +231,68 @@ def test_cli_add_and_delete_change_a_milvus_collection(backend, corpus, toy_enco
     deleted = CliRunner().invoke(cli.main, ["-q", "delete", *milvus, "--id", corpus[4].id])
     assert deleted.exit_code == 0, deleted.output
     assert corpus[4].id not in MilvusIndex.load(backend.uri, "mine").doc_ids
+
+
+def writer_markers(uri: str, name: str) -> list[str]:
+    client = _client(uri)
+    return [c for c in client.list_collections() if c.startswith(name + "__writer")] + client.list_aliases(
+        collection_name=name)["aliases"]
+
+
+def test_the_writer_lock_kept_on_milvus_refuses_a_second_writer_and_names_it(backend, corpus, toy_encoder):
+    """The lock a server's collections get (``retriever.index.milvus_lock``: an alias only one writer's marker
+    collection can hold), on a real Milvus Lite: a second writer is refused naming the first; leaving releases it."""
+    import os
+    import socket
+
+    from retriever.index.changes import IndexBusyError
+    from retriever.index.milvus_lock import writer_lock
+
+    build(backend, corpus[:4], "held", toy_encoder)
+    client = _client(backend.uri)
+    with writer_lock(client, backend.uri, "held"):
+        with pytest.raises(IndexBusyError, match=rf"another writer \(pid {os.getpid()} on {socket.gethostname()} "
+                                                 r"since .*\).*drop_alias\('held__writer'\)"):
+            backend.delete("held", [corpus[0].id])
+        with pytest.raises(IndexBusyError, match="another writer"):
+            with writer_lock(client, backend.uri, "held"):
+                pass
+    assert len(MilvusIndex.load(backend.uri, "held")) == 4  # the refused delete changed nothing
+    assert len(backend.delete("held", [corpus[0].id])[0]) == 3
+    assert writer_markers(backend.uri, "held") == []  # a change leaves no lock behind
+
+
+@pytest.mark.parametrize("host", ["here", "elsewhere"])
+def test_a_dead_writers_milvus_lock_is_taken_over_on_its_host_and_reported_from_another(backend, corpus,
+                                                                                        toy_encoder, host):
+    """A writer killed mid-change leaves its alias and marker: on the same host its pid is gone, so the next writer
+    takes over; a writer recorded on another host cannot be checked, so the lock is reported with its release."""
+    import socket
+    import subprocess
+    import sys
+
+    from retriever.index.changes import IndexBusyError
+    from retriever.index.milvus_lock import HOLDER, _marker
+
+    build(backend, corpus[:4], "held", toy_encoder)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    client = _client(backend.uri)
+    marker = _marker(client, "held")
+    holder = {"host": socket.gethostname() if host == "here" else "elsewhere", "pid": int(gone.stdout), "since": "t"}
+    client.alter_collection_properties(marker, properties={HOLDER: json.dumps(holder)})
+    client.create_alias(collection_name=marker, alias="held__writer")
+    if host == "elsewhere":
+        with pytest.raises(IndexBusyError, match=rf"pid {gone.stdout.strip()} on elsewhere since t"):
+            backend.delete("held", [corpus[0].id])
+        client.drop_alias(alias="held__writer")  # what the message says to do
+        client.drop_collection(marker)
+    assert len(backend.delete("held", [corpus[0].id])[0]) == 3
+    assert writer_markers(backend.uri, "held") == []
+
+
+def test_collection_names_the_library_uses_are_refused():
+    from retriever.index.milvus import check_collection_name
+
+    for name in ("a__vocab", "a__incomplete_1", "a__writer", "a__writer_0f"):
+        with pytest.raises(ValueError, match="which the library uses"):
+            check_collection_name(name)

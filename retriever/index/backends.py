@@ -204,15 +204,20 @@ class MilvusBackend(IndexBackend):
             index = delete_documents(self.uri, str(target), ids)
         return index, index.lexical() if lexical else None
 
+    @contextlib.contextmanager
     def _change_lock(self, target):
-        """One writer per collection of a Milvus Lite file: the lock of ``add``/``delete`` on FAISS indexes, taken on
-        ``.FILE-COLLECTION.lock`` beside the file. A server's collections have no such lock (README, Limits)."""
+        """One writer per collection: the collection's writer lock (``retriever.index.milvus_lock``, kept on the
+        Milvus itself, so it holds across hosts sharing a server); for a Milvus Lite file also the lock of
+        ``add``/``delete`` on FAISS indexes, taken on ``.FILE-COLLECTION.lock`` beside the file."""
         from retriever.index.changes import index_lock
-        from retriever.index.milvus import _is_local
+        from retriever.index.milvus import _client, _is_local
+        from retriever.index.milvus_lock import writer_lock
 
-        if not _is_local(self.uri):
-            return contextlib.nullcontext()
-        return index_lock(Path(self.uri).with_name(f"{Path(self.uri).name}-{target}"))
+        with contextlib.ExitStack() as stack:
+            if _is_local(self.uri):
+                stack.enter_context(index_lock(Path(self.uri).with_name(f"{Path(self.uri).name}-{target}")))
+            stack.enter_context(writer_lock(_client(self.uri), self.uri, str(target)))
+            yield
 
     def lexical_of(self, index):
         """The collection's own BM25 side."""

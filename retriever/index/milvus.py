@@ -70,6 +70,7 @@ FORMAT_VERSION = 2  # 2: title, text and metadata stored; rows may have gaps aft
 META = "routerretriever.index"
 VOCAB = "__vocab"
 INCOMPLETE = "__incomplete_"
+WRITER = "__writer"  # retriever.index.milvus_lock: NAME__writer (alias), NAME__writer_<hex> (markers)
 INSERT_BATCH = 512  # rows per insert call
 SEARCH_BATCH = 1024  # queries per search call
 QUERY_BATCH = 1024  # rows per query by primary key
@@ -148,9 +149,10 @@ def _client(uri: str):
 
 
 def check_collection_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or VOCAB in name or INCOMPLETE in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or any(r in name for r in (VOCAB, INCOMPLETE, WRITER)):
         raise ValueError(f"invalid Milvus collection name {name!r}: use 1-192 letters, digits and '_', starting with "
-                         f"a letter or '_' (and without {VOCAB!r} or {INCOMPLETE!r}, which the library uses)")
+                         f"a letter or '_' (and without {VOCAB!r}, {INCOMPLETE!r} or {WRITER!r}, which the library "
+                         "uses)")
     return name
 
 

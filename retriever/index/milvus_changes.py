@@ -17,10 +17,11 @@ Each change computes everything first, then writes the rows (new rows, deletions
 kept rows, and the metadata property last (count, ``next_row``, ``version`` + 1, the
 source marked ``changed``, checksums), so a change that dies half way leaves a collection whose rows disagree with
 its metadata: loading it is an ArtifactError, never a silently wrong index. A changed collection no longer stands
-for its dataset's corpus file (``corpus_sha256`` None), so ``ensure`` rebuilds a default-named one. There is no lock:
-one writer at a time. Readers opened before a change see
-deleted documents vanish at once and added ones only once reopened. Partial upserts need Milvus 2.6 or later (or
-Milvus Lite); collections of format 1 (no stored texts) cannot be changed, only rebuilt.
+for its dataset's corpus file (``corpus_sha256`` None), so ``ensure`` rebuilds a default-named one. One writer at
+a time: ``MilvusBackend`` holds the collection's writer lock (``retriever.index.milvus_lock``) around a change.
+Readers opened before a change see deleted documents vanish at once and added ones only once reopened. Partial
+upserts need Milvus 2.6 or later (or Milvus Lite); collections of format 1 (no stored texts) cannot be changed,
+only rebuilt.
 """
 
 from __future__ import annotations
