@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -10,117 +9,28 @@ from pathlib import Path
 
 import click
 
-from eval.data import DATA_DIR_ENV
+from cli_options import (
+    UserErrorGroup,
+    backend_options,
+    checked,
+    corpus_options,
+    data_dir_option,
+    index_option,
+    model_options,
+    output_json_option,
+    route_on_option,
+    router_option,
+    usage,
+)
 from eval.report import check_plot_path
 from eval.runs import SYSTEMS
-from experts.config import ROUTE_ON, Negatives, TrainConfig
+from experts.config import Negatives, TrainConfig
 from retriever.encoding.encoder import PRECISIONS
-from retriever.index import BACKENDS, IndexType
-from retriever.index.collection import FORMATS
 from retriever.ranking.systems import FUSIONS
 from retriever.routers import UNFAMILIAR_POLICIES, buildable_kinds, novelty_kinds
 from retriever.routers.pilot import PilotRouter
 from retriever.routers.settings import parse_threshold
-from retriever.storage.cache import CACHE_DIR_ENV, default_cache_dir
 from retriever.storage.files import check_output_dir, check_output_file
-
-
-class UserErrorGroup(click.Group):
-    """Turns the library's user-facing errors into one-line messages and a non-zero exit."""
-
-    def invoke(self, ctx):
-        from retriever.storage.files import ArtifactError
-
-        try:
-            return super().invoke(ctx)
-        except (ArtifactError, ValueError, OSError) as err:  # OSError: a file the user named cannot be read/written
-            raise click.ClickException(str(err)) from None
-
-
-def _checked(check, parsed: bool = False):
-    """A click callback that runs ``check(value)`` on an option's value, so an output that cannot be written (or a
-    value ``check`` refuses) fails before any work, naming the option (``-``, standard output, passes);
-    ``parsed``: the option's value is what ``check`` returns."""
-
-    def callback(ctx, param, value):
-        if value is not None and str(value) != "-":
-            try:
-                checked = check(value)
-            except (OSError, ValueError) as err:
-                raise click.BadParameter(str(err)) from None
-            return checked if parsed else value
-        return value
-
-    return callback
-
-
-def _usage(check, *args) -> None:
-    """Run a workflow's option check; what it refuses is a usage error (exit 2, with the usage line)."""
-    try:
-        check(*args)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
-
-
-def output_json_option(**kwargs):
-    return click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
-                        callback=_checked(check_output_file), **kwargs)
-
-
-data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=DATA_DIR_ENV,
-                               help=f"Directory of BEIR-layout datasets [env: {DATA_DIR_ENV}].")
-
-
-def _options(*options):  # several click options as one decorator, in the order given
-    return lambda func: functools.reduce(lambda f, option: option(f), reversed(options), func)
-
-
-model_options = _options(
-    click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
-                 help="Base model: the packaged name or a local sentence-transformers directory."),
-    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
-                 default=default_cache_dir, show_default="~/.cache/routerretriever",
-                 help=f"Where corpus indexes are cached [env: {CACHE_DIR_ENV}]."),
-    click.option("--index-type", type=click.Choice([t.value for t in IndexType]), default="flat", show_default=True,
-                 help="flat = exact inner product; hnsw and ivf are approximate."))
-
-
-route_on_option = click.option(
-    "--route-on", type=click.Choice(ROUTE_ON), default="embeddings", show_default=True,
-    help="What routers route on: embeddings (the base model's query embeddings, the paper's) or prefix (the hidden "
-         "states entering the experts' first adapted layer: routed search in one encoder pass; README).")
-
-
-def index_option(cache: str = " (or a cache entry)"):
-    return click.option("--index", "index_dir", required=True, help=f"FAISS: a directory `index --output` wrote"
-                        f"{cache}. Milvus: the collection name `index` printed.")
-
-
-def backend_options(func):
-    """``--backend``/``--uri``, handed to the command as ``backend`` (an ``IndexBackend``; FAISS caches under
-    ``--cache-dir``)."""
-
-    @click.option("--backend", "backend_name", type=click.Choice(BACKENDS), default="faiss", show_default=True,
-                  help="Where corpus indexes live: FAISS directories, or a Milvus collection per corpus.")
-    @click.option("--uri", help="Milvus: a .db file (Milvus Lite) or a server, e.g. http://localhost:19530.")
-    @functools.wraps(func)
-    def wrapper(*args, backend_name, uri, **kwargs):
-        from retriever.index.backends import make_backend
-
-        kwargs["backend"] = make_backend(backend_name, uri, kwargs.get("cache_dir"))
-        return func(*args, **kwargs)
-
-    return wrapper
-
-
-def corpus_options(required: bool):
-    """``--corpus FILE`` and the fields and format its rows are read with (``retriever.index.collection``)."""
-    return _options(click.option("--corpus", required=required, type=click.Path(exists=True, dir_okay=False,
-                                                                                 path_type=Path),
-                                 help="Your documents: JSONL, CSV, TSV or Parquet (gz too); other fields: metadata."),
-                    *(click.option(f"--{name}-field", default=default, show_default=True)
-                      for name, default in (("id", "_id"), ("title", "title"), ("text", "text"))),
-                    click.option("--format", type=click.Choice(FORMATS), help="[default: from the file's name]"))
 
 
 @click.group(cls=UserErrorGroup)
@@ -165,8 +75,8 @@ def index(obj, data_dir, dataset, corpus, model, cache_dir, index_type, backend,
     """Encode a dataset's corpus or your collection file: a dense index, a BM25 index and the documents' text."""
     from experts.workflows.indexing import check_encoder_options, check_source_options, index_dataset
 
-    _usage(check_source_options, dataset, corpus, output, backend.name)
-    _usage(check_encoder_options, encoder_kind, ray_address, gpus_per_worker, device, batch_size)
+    usage(check_source_options, dataset, corpus, output, backend.name)
+    usage(check_encoder_options, encoder_kind, ray_address, gpus_per_worker, device, batch_size)
     built, lexical, config, encoder_id = index_dataset(
         data_dir, dataset, model, index_type, backend, cache_dir, output, overwrite, lexical=not no_lexical,
         encoder_kind=encoder_kind, workers=workers, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
@@ -199,7 +109,7 @@ def search(index_dir, backend, lexical_dir, query_texts, queries_file, router_di
     """Search an index: with the base model, or routed over a router's systems (experts, BM25, hybrids)."""
     from experts.workflows.searching import check_search_options, result_record, search_index
 
-    _usage(check_search_options, router_dir, routing, backend.name, lexical_dir)
+    usage(check_search_options, router_dir, routing, backend.name, lexical_dir)
     queries, hits = search_index(index_dir, query_texts, queries_file, backend, lexical_dir, router_dir, routing, model,
                                  top_k, device, fields)
     for hit in hits:
@@ -240,11 +150,6 @@ def delete(index_dir, ids, ids_file, backend):
     click.echo("\n".join(delete_documents(index_dir, ids, ids_file, backend=backend).lines("deleted")))
 
 
-def router_option(required: bool):
-    return click.option("--router", "router_dir", type=click.Path(file_okay=False, path_type=Path), required=required,
-                        help="Router directory (holds experts/<name>/ and router.json).")
-
-
 @main.command("train-expert")
 @data_dir_option
 @click.option("--dataset", required=True, help="Dataset whose training split teaches the expert.")
@@ -267,7 +172,7 @@ def router_option(required: bool):
               help="Keep the expert close to the base on other domains' queries (see --anchor-dataset).")
 @click.option("--anchor-dataset", "anchor_datasets", multiple=True, metavar="NAME",
               help="Dataset whose training queries are anchors (repeatable; needs an anchor weight > 0).")
-@click.option("--config", "config_json", metavar="JSON", callback=_checked(TrainConfig.parse_fields, parsed=True),
+@click.option("--config", "config_json", metavar="JSON", callback=checked(TrainConfig.parse_fields, parsed=True),
               help='Any other TrainConfig fields as a JSON object, e.g. \'{"max_steps": 300, "base_dropout": false}\' '
                    "(see experts/training_overrides.json); the options above take precedence.")
 @backend_options
@@ -344,7 +249,7 @@ def experts_export(router_dir, name, output, overwrite, model):
 @backend_options
 @output_json_option(help='Write {"results": [...], "default_system": ...} with one row per dataset and system '
                          "(-: standard output, and the table goes to standard error).")
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), callback=_checked(check_output_dir),
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), callback=checked(check_output_dir),
               help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset and system here.")
 @click.pass_obj
 def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems, router_dir, model, cache_dir,
@@ -353,7 +258,7 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
     from eval.runs import format_table
     from experts.workflows.evaluation import check_evaluate_options, evaluate_index, evaluate_systems
 
-    _usage(check_evaluate_options, datasets, index_dir, queries, qrels)
+    usage(check_evaluate_options, datasets, index_dir, queries, qrels)
     rows, _ = evaluate_index(index_dir, queries, qrels, systems, split, router_dir, model, run_dir, backend,
                              output_json) if index_dir else evaluate_systems(
         data_dir, datasets, systems, split, router_dir, model, cache_dir, index_type, run_dir,
@@ -375,11 +280,11 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
                                       "similarity weighted by group size, the plain mean (the paper), or max.")
 @click.option("--clusters", default=1, show_default=True, type=click.IntRange(min=1),
               help="pilot: k-means centroids per (dataset, best expert) group.")
-@click.option("--fallback", default="none", show_default=True, callback=_checked(parse_threshold, parsed=True),
+@click.option("--fallback", default="none", show_default=True, callback=checked(parse_threshold, parsed=True),
               help="Send a query to the default system (see --unfamiliar) when the router's "
                    "confidence is below a threshold: 'none' (always the top expert, as published), 'auto' (the "
                    "threshold that helps most on held-out training queries), or a number in [0, 1).")
-@click.option("--novelty", callback=_checked(parse_threshold, parsed=True),
+@click.option("--novelty", callback=checked(parse_threshold, parsed=True),
               help=f"{', '.join(novelty_kinds())}: send a query to the default system when its similarity to the "
                    "nearest pilot (stored query) is below a threshold, i.e. it is unlike every training domain: "
                    "'auto' (the threshold that helps most on held-out training queries; the default), 'none', "
@@ -426,9 +331,9 @@ def build_router(obj, data_dir, router_dir, datasets, kinds, max_queries, aggreg
               help="JSON of per-dataset training settings [default: experts/training_overrides.json].")
 @output_json_option(required=True, help="Write every row, the routing confusion and timings here (-: standard "
                                         "output, and the tables go to standard error).")
-@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), callback=_checked(check_output_file),
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), callback=checked(check_output_file),
               help="Also write the tables here.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), callback=_checked(check_plot_path),
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), callback=checked(check_plot_path),
               help="The pilot router's dataset -> expert confusion as an image (.png, .pdf, .svg, ...).")
 @route_on_option
 @model_options

@@ -66,7 +66,8 @@ def test_retriever_subpackages_import_only_those_below():
 
 
 def test_no_module_or_function_too_long_to_read():
-    paths = [REPO / "cli.py", *(p for package in PACKAGES for p in sorted((REPO / package).rglob("*.py")))]
+    paths = [REPO / "cli.py", REPO / "cli_options.py",
+             *(p for package in PACKAGES for p in sorted((REPO / package).rglob("*.py")))]
     long = []
     for path in paths:
         text = path.read_text(encoding="utf-8")

@@ -1,0 +1,119 @@
+"""The command line's shared parts: the group class that turns user errors into one line, option callbacks, and
+the options several ``cli.py`` commands take (kept apart so that ``cli.py`` holds only the commands)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from eval.data import DATA_DIR_ENV
+from experts.config import ROUTE_ON
+from retriever.index import BACKENDS, IndexType
+from retriever.index.collection import FORMATS
+from retriever.storage.cache import CACHE_DIR_ENV, default_cache_dir
+from retriever.storage.files import check_output_file
+
+
+class UserErrorGroup(click.Group):
+    """Turns the library's user-facing errors into one-line messages and a non-zero exit."""
+
+    def invoke(self, ctx):
+        from retriever.storage.files import ArtifactError
+
+        try:
+            return super().invoke(ctx)
+        except (ArtifactError, ValueError, OSError) as err:  # OSError: a file the user named cannot be read/written
+            raise click.ClickException(str(err)) from None
+
+
+def checked(check, parsed: bool = False):
+    """A click callback that runs ``check(value)`` on an option's value, so an output that cannot be written (or a
+    value ``check`` refuses) fails before any work, naming the option (``-``, standard output, passes);
+    ``parsed``: the option's value is what ``check`` returns."""
+
+    def callback(ctx, param, value):
+        if value is not None and str(value) != "-":
+            try:
+                checked = check(value)
+            except (OSError, ValueError) as err:
+                raise click.BadParameter(str(err)) from None
+            return checked if parsed else value
+        return value
+
+    return callback
+
+
+def usage(check, *args) -> None:
+    """Run a workflow's option check; what it refuses is a usage error (exit 2, with the usage line)."""
+    try:
+        check(*args)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+
+
+def output_json_option(**kwargs):
+    return click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True),
+                        callback=checked(check_output_file), **kwargs)
+
+
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar=DATA_DIR_ENV,
+                               help=f"Directory of BEIR-layout datasets [env: {DATA_DIR_ENV}].")
+
+
+def _options(*options):  # several click options as one decorator, in the order given
+    return lambda func: functools.reduce(lambda f, option: option(f), reversed(options), func)
+
+
+model_options = _options(
+    click.option("--model", default="all-MiniLM-L6-v2", show_default=True,
+                 help="Base model: the packaged name or a local sentence-transformers directory."),
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar=CACHE_DIR_ENV,
+                 default=default_cache_dir, show_default="~/.cache/routerretriever",
+                 help=f"Where corpus indexes are cached [env: {CACHE_DIR_ENV}]."),
+    click.option("--index-type", type=click.Choice([t.value for t in IndexType]), default="flat", show_default=True,
+                 help="flat = exact inner product; hnsw and ivf are approximate."))
+
+
+route_on_option = click.option(
+    "--route-on", type=click.Choice(ROUTE_ON), default="embeddings", show_default=True,
+    help="What routers route on: embeddings (the base model's query embeddings, the paper's) or prefix (the hidden "
+         "states entering the experts' first adapted layer: routed search in one encoder pass; README).")
+
+
+def index_option(cache: str = " (or a cache entry)"):
+    return click.option("--index", "index_dir", required=True, help=f"FAISS: a directory `index --output` wrote"
+                        f"{cache}. Milvus: the collection name `index` printed.")
+
+
+def backend_options(func):
+    """``--backend``/``--uri``, handed to the command as ``backend`` (an ``IndexBackend``; FAISS caches under
+    ``--cache-dir``)."""
+
+    @click.option("--backend", "backend_name", type=click.Choice(BACKENDS), default="faiss", show_default=True,
+                  help="Where corpus indexes live: FAISS directories, or a Milvus collection per corpus.")
+    @click.option("--uri", help="Milvus: a .db file (Milvus Lite) or a server, e.g. http://localhost:19530.")
+    @functools.wraps(func)
+    def wrapper(*args, backend_name, uri, **kwargs):
+        from retriever.index.backends import make_backend
+
+        kwargs["backend"] = make_backend(backend_name, uri, kwargs.get("cache_dir"))
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def corpus_options(required: bool):
+    """``--corpus FILE`` and the fields and format its rows are read with (``retriever.index.collection``)."""
+    return _options(click.option("--corpus", required=required, type=click.Path(exists=True, dir_okay=False,
+                                                                                 path_type=Path),
+                                 help="Your documents: JSONL, CSV, TSV or Parquet (gz too); other fields: metadata."),
+                    *(click.option(f"--{name}-field", default=default, show_default=True)
+                      for name, default in (("id", "_id"), ("title", "title"), ("text", "text"))),
+                    click.option("--format", type=click.Choice(FORMATS), help="[default: from the file's name]"))
+
+
+def router_option(required: bool):
+    return click.option("--router", "router_dir", type=click.Path(file_okay=False, path_type=Path), required=required,
+                        help="Router directory (holds experts/<name>/ and router.json).")
