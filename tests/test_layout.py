@@ -11,9 +11,11 @@ from conftest import REPO
 
 PACKAGES = ("retriever", "eval", "experts")
 ALLOWED = {"retriever": set(), "eval": {"retriever"}, "experts": {"retriever", "eval"}}  # cli and benchmarks: all
-# retriever's subpackages, lowest first: each imports only those before it (its top-level modules, the facade
-# ``router_retriever``, may import any; ``lazy`` is the helper every ``__init__`` imports)
-SUBPACKAGES = ("storage", "encoding", "index", "ranking", "routers")
+# retriever's layers, lowest first: each subpackage imports only the layers before it. The facade
+# ``router_retriever`` (a module) sits on the subpackages below it; ``adapters`` and ``service`` build on the facade
+# (``lazy`` is the helper every ``__init__`` imports)
+LAYERS = ("storage", "encoding", "index", "ranking", "routers", "router_retriever", "adapters", "service")
+SUBPACKAGES = tuple(layer for layer in LAYERS if layer != "router_retriever")
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 80
 
@@ -53,7 +55,7 @@ def test_packages_form_a_dag_and_retriever_stands_alone():
 
 
 def test_retriever_subpackages_import_only_those_below():
-    order = {"lazy": -1} | {name: rank for rank, name in enumerate(SUBPACKAGES)}  # lazy: the __init__s' helper
+    order = {"lazy": -1} | {name: rank for rank, name in enumerate(LAYERS)}  # lazy: the __init__s' helper
     assert {p.name for p in (REPO / "retriever").iterdir() if (p / "__init__.py").is_file()} == set(SUBPACKAGES)
     for sub in SUBPACKAGES:
         for path in sorted((REPO / "retriever" / sub).rglob("*.py")):
@@ -61,8 +63,11 @@ def test_retriever_subpackages_import_only_those_below():
                        if name.startswith("retriever.") and name.count(".") >= 1}
             targets |= {value.split(".")[1] for value in module_imports(path) if value.startswith("retriever.")} \
                 if path.name == "__init__.py" else set()
-            above = {t for t in targets if order.get(t, len(SUBPACKAGES)) > order[sub]}
+            above = {t for t in targets if order.get(t, len(LAYERS)) > order[sub]}
             assert not above, f"{path.relative_to(REPO)} imports retriever.{sorted(above)}, above {sub!r}"
+    facade = {name.split(".")[1] for name in imported_modules(REPO / "retriever" / "router_retriever.py")
+              if name.startswith("retriever.")}
+    assert not {t for t in facade if order.get(t, -1) > order["router_retriever"]}  # nothing above the facade
 
 
 def test_no_module_or_function_too_long_to_read():
