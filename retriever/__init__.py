@@ -1,26 +1,22 @@
-"""The search path a deployed service needs: base encoder, shared corpus index, expert encoder, routers, the
-router directory and the ``RouterRetriever`` facade. Imports no other package of this project.
+"""The search path a deployed service needs: base encoder, corpus indexes, expert encoder, routers, the router
+directory and the ``RouterRetriever`` facade. Imports no other package of this project. Subpackages, lowest first
+(each imports only those before it; ``tests/test_layout.py``):
 
-- ``encoder``          — loads the frozen base sentence-transformers model (offline); normalised vectors.
-- ``index``            — the self-describing corpus index directory (FAISS: exact inner product, HNSW, IVF).
-- ``ranking``          — top-k search (dense and BM25); ``rank`` is the single place where self-hits are removed.
-- ``lexical``          — the BM25 index (bm25s) over the same corpus, cached beside the dense one.
-- ``backends``         — ``IndexBackend``: where indexes live (``FaissBackend`` directories, ``MilvusBackend``).
-- ``milvus``           — the corpus index as a Milvus collection (Milvus Lite file or server): dense + BM25.
-- ``ray_encoder``      — ``RayEncoder``: corpus encoding on Ray actors, for either backend.
-- ``systems``          — what answers a query: dense expert, ``bm25``, ``hybrid:<expert>`` (fusion, weights) or
-                         ``auto:base`` (unfamiliar queries).
-- ``unfamiliar``       — whether an unfamiliar corpus's BM25 side is trusted: agreement with the base, no labels.
-- ``lora``, ``expert_encoder`` — LoRA query experts on one base model, chosen per call (thread-safe).
-- ``routers/``         — the router interface and registry, one module per router, calibration on folds.
-- ``router_dir``       — ``RouterDirectory``: the one owner of a router directory's layout (experts, built
-                         routers, routing-data caches).
-- ``router_retriever`` — ``RouterRetriever``: route, encode, search.
-- ``artifacts``        — names, atomic writes, JSON metadata and checksums shared by every saved artifact.
-- ``lazy``             — the first-use imports of the package ``__init__``s.
+- ``storage/``  — atomic files, self-describing artifacts and checksums, the index cache, the SQLite document store.
+- ``encoding/`` — the frozen base encoder (offline, fingerprinted), LoRA layers, ``MultiExpertEncoder`` (experts
+                  chosen per row, thread-safe).
+- ``index/``    — dense indexes (FAISS directories, Milvus collections), BM25 (bm25s), collection files, add/delete
+                  as new versions, Ray encoding, and ``IndexBackend``: the one way callers build, open and change them.
+- ``ranking/``  — top-k search (``rank``: the one place self-hits are dropped), systems and fusion, ``auto:base``.
+- ``routers/``  — the router interface and registry, one module per router, settings, calibration on folds, and
+                  ``RouterDirectory`` (a router directory's layout).
+- ``router_retriever`` — ``RouterRetriever``, the facade: route, encode, search, documents.
+- ``adapters/`` — the facade in other libraries' shapes; ``service/`` — the HTTP search service.
+- ``lazy``      — the first-use imports of the package ``__init__``s.
 
 Tested in ``tests/test_index.py``, ``test_lexical.py``, ``test_milvus.py``, ``test_ray.py``, ``test_ranking.py``,
-``test_routers.py``, ``test_experts.py`` (LoRA layers against peft) and ``test_bad_input.py``.
+``test_routers.py``, ``test_experts.py`` (LoRA layers against peft), ``test_changes.py``, ``test_backends.py`` and
+``test_bad_input.py``.
 """
 
 from retriever.lazy import lazy_exports
