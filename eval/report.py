@@ -11,7 +11,7 @@ import numpy as np
 
 from eval.metrics import paired_bootstrap
 from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, EvalResult
-from retriever.encoding.expert_encoder import BASE_EXPERT
+from retriever.encoding.encoder import BASE_EXPERT
 from retriever.ranking.systems import BM25, HYBRID, dense_part, hybrid
 from retriever.storage.files import atomic_file, check_output_file
 
