@@ -304,3 +304,23 @@ def test_experts_list_and_build_router_print_json(lexical_world, tmp_path, toy_m
     assert {"bm25", "hybrid:base", "toy-expert"} <= set(report["routers"][0]["systems"])
     assert report["routers"][0]["labelled_queries"] == 8 and report["default_router"] in ("pilot", "classifier",
                                                                                             "dataset")
+
+
+def test_confusion_figure_is_trimmed_titled_and_drops_empty_columns(tmp_path):
+    """``benchmark --plot``: the figure is its content (no wide white margin), its title says which router over
+    which systems and what a cell is, and a system no dataset sends 0.5% of its queries to gets no column."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    from eval.report import confusion_title, plot_confusion
+
+    confusion = {"scifact": {"scifact": 290, "hybrid:base": 9, "nfcorpus": 1}, "aila": {"hybrid:base": 40}}
+    title = confusion_title("pilot", confusion, default="pilot")
+    assert title.startswith("pilot router over dense experts, BM25 and hybrids (the default router):\nshare of each")
+    assert confusion_title("classifier", {"scifact": {"base": 3, "scifact": 1}}).startswith(
+        "classifier router over dense experts:")
+    assert plot_confusion(confusion, tmp_path / "c.png", title) == ["hybrid:base", "scifact"]  # nfcorpus: 0.3%
+    image = imread(tmp_path / "c.png")[..., :3]
+    ink = np.argwhere((image < 0.99).any(axis=2))
+    (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0)
+    assert (bottom - top + 1) * (right - left + 1) >= 0.9 * image.shape[0] * image.shape[1]
