@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from cli_options import (
     UserErrorGroup,
     backend_options,
     checked,
+    checked_systems,
     corpus_options,
     data_dir_option,
     index_option,
@@ -33,19 +33,10 @@ from retriever.routers.settings import parse_threshold
 from retriever.storage.files import check_output_dir, check_output_file
 
 
-@click.group(cls=UserErrorGroup)
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-@click.pass_context
-def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+@click.group(cls=UserErrorGroup)  # -v/-q: on the group and on every command (cli_options.VerbosityCommand)
+@click.version_option(package_name="routerretriever", prog_name="routerretriever")
+def main() -> None:
     """Route search queries to domain-expert embedding models over one shared FAISS index."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = logging.StreamHandler()
-    handler.setLevel(level)  # the level holds for every logger: bm25s sets its own to DEBUG when imported
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])
-    ctx.obj = {"progress": not quiet}
-    from transformers.utils import logging as transformers_logging
-    transformers_logging.disable_progress_bar()  # per-model "Loading weights" bars are noise in a CLI
 
 
 @main.command()
@@ -200,11 +191,13 @@ def experts():
 @experts.command("list")
 @router_option(required=True)
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
-def experts_list(router_dir, model):
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the experts' records instead.")
+def experts_list(router_dir, model, as_json):
     """One line per expert: name, domain, held-out nDCG@10 (base -> expert), training time."""
-    from experts.workflows.expert_store import describe_experts
+    from experts.workflows.expert_store import describe_experts, expert_records
 
-    for line in describe_experts(router_dir, model):
+    records = expert_records(router_dir, model)
+    for line in [json.dumps(records, indent=2)] if as_json else describe_experts(records):
         click.echo(line)
 
 
@@ -241,7 +234,7 @@ def experts_export(router_dir, name, output, overwrite, model):
 @click.option("--queries", type=click.Path(path_type=Path), help="With --index: BEIR queries JSONL.")
 @click.option("--qrels", type=click.Path(path_type=Path), help="With --index: BEIR qrels TSV.")
 @click.option("--split", default="test", show_default=True)
-@click.option("--system", "systems", multiple=True, default=("base",), show_default=True,
+@click.option("--system", "systems", multiple=True, default=("base",), show_default=True, callback=checked_systems,
               help=f"{', '.join(SYSTEMS)} (repeatable: every system given is evaluated, sharing query vectors; "
                    "all but base, bm25 and hybrid:base need --router).")
 @router_option(required=False)
@@ -251,19 +244,24 @@ def experts_export(router_dir, name, output, overwrite, model):
                          "(-: standard output, and the table goes to standard error).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), callback=checked(check_output_dir),
               help="Write a TREC run file <dataset>.<split>.<system>.trec per dataset and system here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results JSON (as --output-json -) instead of a table.")
 @click.pass_obj
 def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems, router_dir, model, cache_dir,
-             index_type, backend, output_json, run_dir):
+             index_type, backend, output_json, run_dir, as_json):
     """Evaluate systems on datasets' test queries (nDCG@10, Recall@100, MAP@100, MRR@10)."""
     from eval.runs import format_table
     from experts.workflows.evaluation import check_evaluate_options, evaluate_index, evaluate_systems
 
     usage(check_evaluate_options, datasets, index_dir, queries, qrels)
+    if as_json and output_json is not None:
+        raise click.UsageError("--json prints the results JSON to standard output; --output-json writes it to a file")
+    output_json = "-" if as_json else output_json
     rows, _ = evaluate_index(index_dir, queries, qrels, systems, split, router_dir, model, run_dir, backend,
                              output_json) if index_dir else evaluate_systems(
         data_dir, datasets, systems, split, router_dir, model, cache_dir, index_type, run_dir,
         progress=obj["progress"], backend=backend, output_json=output_json)
-    click.echo(format_table(rows), err=str(output_json) == "-")
+    if not as_json:
+        click.echo(format_table(rows), err=str(output_json) == "-")
 
 
 @main.command("build-router")
@@ -301,9 +299,10 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
 @route_on_option
 @model_options
 @backend_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the routers built and the default.")
 @click.pass_obj
 def build_router(obj, data_dir, router_dir, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
-                 unfamiliar, no_lexical, fusion, route_on, model, cache_dir, index_type, backend):
+                 unfamiliar, no_lexical, fusion, route_on, model, cache_dir, index_type, backend, as_json):
     """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
@@ -311,6 +310,10 @@ def build_router(obj, data_dir, router_dir, datasets, kinds, max_queries, aggreg
                                    pilot_options={"aggregate": aggregate, "clusters": clusters}, novelty=novelty,
                                    unfamiliar=unfamiliar, model=model, index_type=index_type, lexical=not no_lexical,
                                    fusion=fusion, progress=obj["progress"], backend=backend, route_on=route_on)
+    if as_json:
+        keys = ("path", "kind", "labelled_queries", "systems", "routes_on")
+        return click.echo(json.dumps({"routers": [dict(zip(keys, (str(r[0]), *r[1:]), strict=True)) for r in built],
+                                      "default_router": default}, indent=2))
     for path, kind, labelled, systems, routes_on in built:
         click.echo(f"{path}\t{kind}\t{labelled} labelled queries\tsystems: {', '.join(systems)}\t"
                    f"routes on: {routes_on}")

@@ -4,6 +4,9 @@ the options several ``cli.py`` commands take (kept apart so that ``cli.py`` hold
 from __future__ import annotations
 
 import functools
+import logging
+import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -16,8 +19,69 @@ from retriever.storage.cache import CACHE_DIR_ENV, default_cache_dir
 from retriever.storage.files import check_output_file
 
 
-class UserErrorGroup(click.Group):
-    """Turns the library's user-facing errors into one-line messages and a non-zero exit."""
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes (click's test runner swaps it per invocation)."""
+
+    routerretriever_cli = True
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it
+        pass
+
+
+def configure_output(verbose: int, quiet: bool) -> None:
+    """The command line's logging (WARNING, ``-v`` INFO, ``-vv`` DEBUG; the handler carries the level, so a library
+    that sets its own logger to DEBUG stays quiet) and, with ``quiet``, no library deprecation warnings (peft
+    asks transformers for a deprecated attribute: a FutureWarning addressed to peft's developers, not users).
+    Replaces the handler an earlier call in this process installed."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "routerretriever_cli", False)]:
+        root.removeHandler(old)
+    handler = _StderrHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    if quiet:
+        for category in (FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # per-model "Loading weights" bars are noise in a CLI
+
+
+class VerbosityCommand(click.Command):
+    """A command (or group) that takes ``-v``/``-q`` itself, so they work after the subcommand as before it (the
+    ``-v`` counts add up); the command about to run configures the output (``configure_output``), so ``--help``
+    loads nothing. ``obj["progress"]``: whether to show progress bars."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params += [click.Option(["-v", "--verbose"], count=True, help="More log output (-vv for debug)."),
+                        click.Option(["-q", "--quiet"], is_flag=True,
+                                     help="No progress bars, no library deprecation warnings.")]
+
+    def invoke(self, ctx):
+        obj, verbose, quiet = ctx.ensure_object(dict), ctx.params.pop("verbose", 0), ctx.params.pop("quiet", False)
+        obj["verbose"] = obj.get("verbose", 0) + verbose
+        obj["quiet"] = obj.get("quiet", False) or quiet
+        obj["progress"] = not obj["quiet"]
+        if not isinstance(self, click.Group):
+            configure_output(obj["verbose"], obj["quiet"])
+        return super().invoke(ctx)
+
+
+class UserErrorGroup(VerbosityCommand, click.Group):
+    """Turns the library's user-facing errors into one-line messages and a non-zero exit; its commands and
+    subgroups take ``-v``/``-q`` too."""
+
+    command_class = VerbosityCommand
+    group_class = type  # a subgroup is a UserErrorGroup
 
     def invoke(self, ctx):
         from retriever.storage.files import ArtifactError
@@ -43,6 +107,18 @@ def checked(check, parsed: bool = False):
         return value
 
     return callback
+
+
+def checked_systems(ctx, param, values):
+    """``--system`` values that name no system are a usage error (exit 2) naming the value and the valid ones."""
+    from eval.runs import parse_system
+
+    for value in values:
+        try:
+            parse_system(value)
+        except ValueError as err:
+            raise click.BadParameter(str(err), ctx, param) from None
+    return values
 
 
 def usage(check, *args) -> None:

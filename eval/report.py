@@ -11,13 +11,13 @@ import numpy as np
 
 from eval.metrics import paired_bootstrap
 from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, EvalResult
-from retriever.encoding.expert_encoder import BASE_EXPERT
-from retriever.ranking.systems import BM25, HYBRID, dense_part, hybrid
+from retriever.encoding.encoder import BASE_EXPERT
+from retriever.ranking.systems import BM25, HYBRID, dense_part, hybrid, is_lexical
 from retriever.storage.files import atomic_file, check_output_file
 
 SINGLE = (BASE_EXPERT, BM25, hybrid(BASE_EXPERT))  # the untrained single systems every router is held against
 
-__all__ = ["Comparison", "check_plot_path", "plot_confusion", "write_report"]
+__all__ = ["Comparison", "check_plot_path", "confusion_title", "plot_confusion", "write_report"]
 
 @dataclass
 class Comparison:
@@ -144,7 +144,8 @@ def write_report(comparison: Comparison, markdown_path: Path | None = None, plot
         with atomic_file(markdown_path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     if plot_path is not None and "pilot" in routing:
-        plot_confusion(routing["pilot"]["confusion"], plot_path, "pilot router: dataset -> chosen system")
+        confusion = routing["pilot"]["confusion"]
+        plot_confusion(confusion, plot_path, confusion_title("pilot", confusion, c.default))
     return text
 
 
@@ -181,7 +182,18 @@ def _default_section(c: Comparison, in_domain: list[str], other: list[str]) -> s
     return "\n\n".join(lines)
 
 
-def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str) -> None:
+def confusion_title(system: str, confusion: dict[str, dict[str, int]], default: str | None = None) -> str:
+    """What a routing-confusion figure shows: which router, over which systems, and what a cell is."""
+    chosen = {e for counts in confusion.values() for e in counts}
+    over = "dense experts, BM25 and hybrids" if any(is_lexical(e) for e in chosen) else "dense experts"
+    role = " (the default router)" if system == default else ""
+    return f"{system} router over {over}{role}:\nshare of each dataset's test queries sent to each system (%)"
+
+
+def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str) -> list[str]:
+    """The confusion (dataset -> chosen system -> queries) as row percentages, trimmed to its content. A system
+    whose every cell would show 0 (under 0.5% of every dataset's queries) gets no column; the figure names the
+    systems left out. Returns the systems shown."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,18 +203,23 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str)
     cols = sorted({e for counts in confusion.values() for e in counts})
     matrix = np.array([[confusion[r].get(e, 0) for e in cols] for r in rows], dtype=float)
     share = matrix / matrix.sum(axis=1, keepdims=True)
-    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 3, 0.6 * len(rows) + 2))
-    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    visible = (np.round(100 * share) > 0).any(axis=0)
+    visible = visible if visible.any() else np.ones_like(visible)
+    left_out = [e for e, keep in zip(cols, visible, strict=True) if not keep]
+    cols, share = [e for e, keep in zip(cols, visible, strict=True) if keep], share[:, visible]
+    fig, ax = plt.subplots(figsize=(0.6 * len(cols) + 1, 0.45 * len(rows) + 0.6))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     for i in range(len(rows)):
         for j in range(len(cols)):
             ax.text(j, i, f"{100 * share[i, j]:.0f}", ha="center", va="center",
                     color="white" if share[i, j] > 0.6 else "black", fontsize=8)
-    ax.set_xlabel("chosen system")
+    ax.set_xlabel("chosen system" + ("" if not left_out else "\n(not shown, under 0.5% of every dataset's "
+                                     f"queries: {', '.join(left_out)})"), fontsize=9)
     ax.set_ylabel("test queries of dataset")
-    ax.set_title(title + " (% of queries)")
-    fig.tight_layout()
+    ax.set_title(title, fontsize=10, loc="left")
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=120)
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
+    return cols

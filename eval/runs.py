@@ -28,14 +28,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from eval.data import Dataset, SplitFiles
 from eval.metrics import Scores, evaluate
-from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.encoding.encoder import BASE_EXPERT
 from retriever.index.base import LexicalSearch
-from retriever.index.faiss_index import CorpusIndex
 from retriever.ranking.systems import (
     AUTO,
     BM25,
@@ -52,8 +52,11 @@ from retriever.ranking.systems import (
 )
 from retriever.ranking.topk import Results, search, search_lexical
 from retriever.routers import Router, buildable_kinds
-from retriever.routers.directory import RouterDirectory
 from retriever.storage.files import json_text, load_npy, safe_name, save_npy, write_json
+
+if TYPE_CHECKING:  # names only (torch, FAISS): system names and checks import without them (the CLI's --help)
+    from retriever.encoding.expert_encoder import MultiExpertEncoder
+    from retriever.index.faiss_index import CorpusIndex
 
 __all__ = [
     "DEFAULT", "MULTITASK", "ORACLES", "ROUTED", "SYSTEMS", "EvalResult", "SplitRun", "check_systems",
@@ -121,6 +124,8 @@ def load_systems(systems: Sequence[str], router_dir: Path | None, encoder: Multi
     check_systems(systems, router_dir)
     if router_dir is None:
         return {}, None, FusionSettings(), {}
+    from retriever.routers.directory import RouterDirectory
+
     store = RouterDirectory(router_dir, encoder.info)
     candidates = system_names(store.candidates())
     routers, names, aliases = {}, [], {}

@@ -1,7 +1,11 @@
 import json
+import subprocess
+import sys
+from importlib.metadata import version
 
 import pytest
 from click.testing import CliRunner
+from conftest import REPO
 
 import cli
 
@@ -84,7 +88,8 @@ def test_index_in_bf16_is_its_own_cache_entry(run, tmp_path):
     (("evaluate", "--dataset", "missing"), "Error: dataset 'missing' not found: looked for"),
     (("evaluate", "--dataset", "toy", "--split", "dev"),
      "Error: unknown split 'dev' for dataset 'toy'; available: test, train"),
-    (("evaluate", "--dataset", "toy", "--system", "magic"), "Error: unknown system 'magic'; available: base"),
+    (("evaluate", "--dataset", "toy", "--system", "magic"),
+     "Invalid value for '--system': unknown system 'magic'; available: base"),
     (("index", "--dataset", "toy", "--index-type", "annoy"), "Invalid value for '--index-type'"),
 ])
 def test_user_errors_are_one_line(run, args, message):
@@ -193,3 +198,129 @@ def test_benchmark_from_python_matches_the_cli(run, data_dir, tmp_path, toy_mode
 
     assert tables((tmp_path / "python.md").read_text()) == tables((tmp_path / "cli.md").read_text())
     assert tables(report) == tables(result.output.strip())
+
+
+def test_verbosity_options_go_before_or_after_the_subcommand(data_dir, tmp_path, toy_model_dir):
+    """``-q``/``-v`` on the group or on the command (or both: ``-v`` counts add up); ``-q`` after the subcommand
+    silences progress bars as before it."""
+    common = ["--data-dir", str(data_dir), "--model", str(toy_model_dir), "--cache-dir", str(tmp_path / "cache")]
+
+    def index(*flags, where):
+        args = [*flags, "index", *common] if where == "before" else ["index", *common, *flags]
+        return CliRunner().invoke(cli.main, [*args, "--dataset", "toy", "--output", str(tmp_path / where),
+                                             "--overwrite"], catch_exceptions=False)
+
+    for where in ("before", "after"):
+        quiet, loud = index("-q", where=where), index(where=where)
+        assert quiet.exit_code == 0 and loud.exit_code == 0, quiet.output + loud.output
+        assert "encoding corpus" not in quiet.output and "encoding corpus: 100%" in loud.output  # the bar
+        debug = index("-v", "-v", where=where)
+        assert debug.exit_code == 0 and "DEBUG " in debug.output  # -vv: debug logging
+    mixed = CliRunner().invoke(cli.main, ["-v", "index", *common, "-v", "-q", "--dataset", "toy", "--output",
+                                          str(tmp_path / "mixed"), "--no-lexical"], catch_exceptions=False)
+    assert mixed.exit_code == 0 and "DEBUG " in mixed.output and "encoding corpus" not in mixed.output
+
+
+def test_version():
+    result = CliRunner().invoke(cli.main, ["--version"])
+    assert result.exit_code == 0 and result.output == f"routerretriever, version {version('routerretriever')}\n"
+
+
+def test_help_imports_neither_torch_nor_faiss():
+    """``--help`` (of the group and of every command) answers without loading torch or FAISS."""
+    commands = [[], *[[name] for name in cli.main.commands], ["experts", "list"], ["experts", "export"]]
+    code = f"""
+import sys
+import cli
+for args in {commands!r}:
+    try:
+        cli.main([*args, "--help"])
+    except SystemExit as done:
+        assert done.code == 0, (args, done.code)
+print(sorted(m for m in ("torch", "faiss", "transformers", "sentence_transformers") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: " in done.stdout and "evaluate" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_quiet_commands_print_only_their_results(tmp_path, toy_model_dir):
+    """Real commands in a fresh process with -q (after the subcommand): standard error stays empty (no bm25s DEBUG
+    lines, no transformers FutureWarning from peft, no progress bars)."""
+    from conftest import write_toy_dataset
+
+    write_toy_dataset(tmp_path / "beir")
+    common = ["--data-dir", str(tmp_path / "beir"), "--model", str(toy_model_dir)]
+    router = ["--router", str(tmp_path / "router"), "--cache-dir", str(tmp_path / "cache")]
+    for args in (["index", *common, "--dataset", "toy", "--output", str(tmp_path / "idx")],
+                 ["train-expert", *common, *router, "--dataset", "toy", "--name", "toy", "--config",
+                  '{"max_steps": 2}'],
+                 ["search", "--index", str(tmp_path / "idx"), "--model", str(toy_model_dir), "--query", "lava"],
+                 ["evaluate", *common, "--cache-dir", str(tmp_path / "cache"), "--dataset", "toy", "--system",
+                  "bm25"]):
+        done = subprocess.run([sys.executable, "-m", "cli", *args, "-q"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0 and done.stdout and done.stderr == "", (args[0], done.stderr)
+
+
+def test_unknown_system_is_a_usage_error(run):
+    result = run("evaluate", "--dataset", "toy", "--system", "base", "--system", "hybird:base")
+    assert result.exit_code == 2 and "Usage: " in result.output
+    assert "Invalid value for '--system': unknown system 'hybird:base'; available: base, expert:NAME" in result.output
+
+
+def test_evaluate_json_prints_the_rows(run):
+    result = run("evaluate", "--dataset", "toy", "--system", "base", "--system", "bm25", "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)  # standard output is the JSON alone, no table
+    assert [(r["dataset"], r["system"]) for r in printed["results"]] == [("toy", "base"), ("toy", "bm25")]
+    assert printed["default_system"] is None and "nDCG@10" not in result.output
+    both = run("evaluate", "--dataset", "toy", "--json", "--output-json", "x.json")
+    assert both.exit_code == 2 and "--json prints the results JSON to standard output" in both.output
+
+
+def test_experts_list_and_build_router_print_json(lexical_world, tmp_path, toy_model_dir):
+    """``experts list --json`` and ``build-router --json``: what the text output says, as JSON."""
+    import shutil
+
+    router = tmp_path / "router"
+    shutil.copytree(lexical_world["store"].root, router)
+    model = ["--model", str(toy_model_dir)]
+    listed = CliRunner().invoke(cli.main, ["experts", "list", "--router", str(router), *model, "--json"])
+    assert listed.exit_code == 0, listed.output
+    records = json.loads(listed.stdout)
+    assert [(r["name"], r["domain"], r["matches_base"]) for r in records] == [
+        ("other-expert", "other", True), ("toy-expert", "toy", True)]
+    text = CliRunner().invoke(cli.main, ["experts", "list", "--router", str(router), *model]).stdout.splitlines()
+    assert [line.split("\t")[:2] for line in text] == [[r["name"], r["domain"]] for r in records]
+    assert all(f"{r['heldout_ndcg@10']:.4f}" in line for r, line in zip(records, text, strict=True))
+    built = CliRunner().invoke(cli.main, ["-q", "build-router", "--router", str(router), *model, "--data-dir",
+                                          str(lexical_world["root"] / "beir"), "--cache-dir", str(tmp_path / "cache"),
+                                          "--dataset", "toy", "--dataset", "other", "--kind", "pilot", "--json"])
+    assert built.exit_code == 0, built.output
+    report = json.loads(built.stdout)
+    assert [(r["kind"], r["path"]) for r in report["routers"]] == [("pilot", str(router / "routers" / "pilot"))]
+    assert {"bm25", "hybrid:base", "toy-expert"} <= set(report["routers"][0]["systems"])
+    assert report["routers"][0]["labelled_queries"] == 8 and report["default_router"] in ("pilot", "classifier",
+                                                                                            "dataset")
+
+
+def test_confusion_figure_is_trimmed_titled_and_drops_empty_columns(tmp_path):
+    """``benchmark --plot``: the figure is its content (no wide white margin), its title says which router over
+    which systems and what a cell is, and a system no dataset sends 0.5% of its queries to gets no column."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    from eval.report import confusion_title, plot_confusion
+
+    confusion = {"scifact": {"scifact": 290, "hybrid:base": 9, "nfcorpus": 1}, "aila": {"hybrid:base": 40}}
+    title = confusion_title("pilot", confusion, default="pilot")
+    assert title.startswith("pilot router over dense experts, BM25 and hybrids (the default router):\nshare of each")
+    assert confusion_title("classifier", {"scifact": {"base": 3, "scifact": 1}}).startswith(
+        "classifier router over dense experts:")
+    assert plot_confusion(confusion, tmp_path / "c.png", title) == ["hybrid:base", "scifact"]  # nfcorpus: 0.3%
+    image = imread(tmp_path / "c.png")[..., :3]
+    ink = np.argwhere((image < 0.99).any(axis=2))
+    (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0)
+    assert (bottom - top + 1) * (right - left + 1) >= 0.9 * image.shape[0] * image.shape[1]

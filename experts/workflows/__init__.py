@@ -34,6 +34,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "result_record": "experts.workflows.searching",
     "add_expert": "experts.workflows.expert_store",
     "describe_experts": "experts.workflows.expert_store",
+    "expert_records": "experts.workflows.expert_store",
     "export_expert_model": "experts.workflows.expert_store",
     "remove_expert": "experts.workflows.expert_store",
     "train_and_save": "experts.workflows.expert_store",

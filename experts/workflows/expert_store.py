@@ -19,7 +19,7 @@ from retriever.index.base import IndexConfig
 from retriever.index.faiss_index import CorpusIndex
 from retriever.routers.directory import RouterDirectory, validate_name
 
-__all__ = ["add_expert", "describe_experts", "export_expert_model", "remove_expert", "train_and_save"]
+__all__ = ["add_expert", "describe_experts", "expert_records", "export_expert_model", "remove_expert", "train_and_save"]
 
 
 def _check_training_request(name: str, dataset: Dataset, split: str, config: TrainConfig,
@@ -109,21 +109,34 @@ def remove_expert(router_dir: str | os.PathLike, name: str, model: str | None = 
                          f"it: {err}") from None
 
 
-def describe_experts(router_dir: str | os.PathLike, model: str | None = None) -> list[str]:
-    """``experts list``: one line per expert: name, domain, held-out nDCG@10 (base -> expert), training time, and
-    a warning where it was trained on another base model."""
+def expert_records(router_dir: str | os.PathLike, model: str | None = None) -> list[dict]:
+    """``experts list --json``: per expert, its name, domain, held-out nDCG@10 of the base and of the expert (None
+    where not recorded), training seconds, the base model it was trained on and whether that is the loaded one."""
     store = RouterDirectory(router_dir, load_encoder(model).info)
-    lines = []
+    records = []
     for name in store.expert_names():
         info = store.expert_info(name)
         metrics, training = info.get("metrics", {}), info.get("training", {})
-        scores = [metrics.get(key) for key in ("heldout_base_ndcg@10", "heldout_ndcg@10")]
+        records.append({"name": name, "domain": info.get("domain"),
+                        **{key: metrics.get(key) for key in ("heldout_base_ndcg@10", "heldout_ndcg@10")},
+                        "seconds": training.get("seconds"), "base_model": info["base_model"],
+                        "matches_base": store.matches_base(name), "loaded_base": store.base.id})
+    return records
+
+
+def describe_experts(records: list[dict]) -> list[str]:
+    """``experts list``: one line per expert record (``expert_records``): name, domain, held-out nDCG@10 (base ->
+    expert), training time, and a warning where it was trained on another base model."""
+    lines = []
+    for record in records:
+        scores = [record[key] for key in ("heldout_base_ndcg@10", "heldout_ndcg@10")]
         held_out = " -> ".join(f"{v:.4f}" if isinstance(v, int | float) else "?" for v in scores)
-        mismatch = "" if store.matches_base(name) else (
-            f"\tBASE MODEL MISMATCH: trained on {info['base_model']['id']!r} "
-            f"(fingerprint {info['base_model']['fingerprint'][:12]}), not the loaded {store.base.id!r}")
-        lines.append(f"{name}\t{info.get('domain', '?')}\theld-out nDCG@10 {held_out}\t"
-                     f"{training.get('seconds', '?')}s" + mismatch)
+        base = record["base_model"]
+        mismatch = "" if record["matches_base"] else (
+            f"\tBASE MODEL MISMATCH: trained on {base['id']!r} (fingerprint {base['fingerprint'][:12]}), not the "
+            f"loaded {record['loaded_base']!r}")
+        lines.append(f"{record['name']}\t{record['domain'] or '?'}\theld-out nDCG@10 {held_out}\t"
+                     f"{'?' if record['seconds'] is None else record['seconds']}s" + mismatch)
     return lines
 
 

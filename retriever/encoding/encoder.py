@@ -14,12 +14,14 @@ import numpy as np
 from retriever.storage.files import ArtifactError, check_finite, read_json
 
 __all__ = [
-    "DEFAULT_MODEL", "PRECISIONS", "Encoder", "ModelInfo", "check_device", "check_precision", "load_encoder",
-    "resolve_model",
+    "BASE", "BASE_EXPERT", "DEFAULT_MODEL", "PRECISIONS", "Encoder", "ModelInfo", "check_device", "check_precision",
+    "load_encoder", "resolve_model",
 ]
 
 logger = logging.getLogger(__name__)
 
+BASE = "base"  # the base model itself: a system and the reserved expert name (here, so names import without torch)
+BASE_EXPERT = BASE  # the reserved expert: the plain base model
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retriever.encoding.encoder import Encoder
+from retriever.encoding.encoder import BASE, BASE_EXPERT, Encoder
 from retriever.encoding.lora import active_expert, active_rows, adapted_layers, attach_adapter, detach_adapter
 
 __all__ = ["BASE", "BASE_EXPERT", "MultiExpertEncoder"]
@@ -34,10 +34,6 @@ def _lengths(mask) -> list[int]:
 
     positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
     return [max(1, n) for n in (mask.bool() * positions).max(dim=1).values.tolist()]
-
-BASE = "base"  # the base model itself: a system and the reserved expert name
-BASE_EXPERT = BASE  # the reserved expert: the plain base model
-
 
 @dataclass
 class KeptStates:

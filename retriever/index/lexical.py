@@ -87,8 +87,17 @@ def tokenizer_versions() -> dict:
     return {"bm25s": version("bm25s"), "PyStemmer": version("PyStemmer")}
 
 
-def tokenize(texts: list[str], config: LexicalConfig) -> list[list[str]]:
+def _bm25s():
+    """bm25s, its logger following the application's level again: bm25s sets it to DEBUG when imported, so an
+    application that logs at INFO (``logging.basicConfig``) would print its DEBUG lines."""
     import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
+
+
+def tokenize(texts: list[str], config: LexicalConfig) -> list[list[str]]:
+    bm25s = _bm25s()
 
     stemmer = None
     if config.stemmer:
@@ -101,7 +110,7 @@ def tokenize(texts: list[str], config: LexicalConfig) -> list[list[str]]:
 
 def fit_bm25(texts: list[str], config: LexicalConfig):
     """bm25s's index of ``texts`` (tokenised as every query is): the one BM25 fit of every lexical backend."""
-    import bm25s
+    bm25s = _bm25s()
 
     bm25 = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
     bm25.index(tokenize(texts, config), show_progress=False)
@@ -144,7 +153,7 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True) -> LexicalIndex:
-        import bm25s
+        bm25s = _bm25s()
 
         path = Path(path)
         meta = read_metadata(path / "lexical.json", KIND, FORMAT_VERSION, SCHEMA)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
 
-from retriever.encoding.expert_encoder import BASE
+from retriever.encoding.encoder import BASE
 from retriever.ranking.unfamiliar import top_agreement, trusts_lexical
 
 __all__ = [
