@@ -16,6 +16,7 @@ router directory and the ``RouterRetriever`` facade. Imports no other package of
 - ``router_dir``       — ``RouterDirectory``: the one owner of a router directory's layout (experts, built
                          routers, routing-data caches).
 - ``router_retriever`` — ``RouterRetriever``: route, encode, search.
+- ``service/``         — the search service above it (FastAPI app, dynamic batching, index versions, Ray Serve).
 - ``artifacts``        — names, atomic writes, JSON metadata and checksums shared by every saved artifact.
 - ``lazy``             — the first-use imports of the package ``__init__``s.
 

@@ -22,6 +22,8 @@ from retriever.index.lexical import lexical_path_for
 from retriever.service.app import create_app
 from retriever.service.config import ServiceConfig
 from retriever.service.engine import SearchService
+from retriever.service.live_index import LiveIndex
+from retriever.storage.files import ArtifactError
 
 QUERIES = ["what is known about solar panels", "whales in the ocean", "jazz music from new orleans",
            "roasted coffee seeds", "magma and lava", "memory safety ownership"]
@@ -236,7 +238,6 @@ def _whole(version, body) -> bool:
 def test_index_changed_during_traffic_is_swapped_in_whole(lexical_world, service, tmp_path):
     from experts.workflows.collections import add_documents, delete_documents
     from retriever.index.backends import FaissBackend
-    from retriever.service.live_index import LiveIndex
 
     index = copy_index(lexical_world, tmp_path / "live")
     config = ServiceConfig(index=str(index), router=service.config.router, model=service.config.model,
@@ -249,7 +250,8 @@ def test_index_changed_during_traffic_is_swapped_in_whole(lexical_world, service
               {"queries": ["blue whales", "glaciers carve valleys"], "k": 25, "system": "base"},
               {"queries": QUERIES, "k": 25})
     with running(create_app(SearchService(config, service.retriever, live))) as base:
-        clients = [threading.Thread(target=_traffic, args=(base, b, stop, log)) for b, log in zip(bodies, logs)]
+        clients = [threading.Thread(target=_traffic, args=(base, body, stop, log))
+                   for body, log in zip(bodies, logs, strict=True)]
         for client in clients:
             client.start()
         for version, change in ((2, lambda: add_documents(index, corpus, model=config.model)),
@@ -344,3 +346,29 @@ def test_ray_serve_replicas_answer_like_the_library(config, service):
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def test_a_milvus_collection_is_reopened_when_its_version_grows(service, data_dir, tmp_path):
+    """The other backend: the version lives in the collection's metadata (Milvus Lite here)."""
+    pytest.importorskip("pymilvus")
+    from eval.data import open_dataset
+    from retriever.index.backends import MilvusBackend
+    from retriever.index.base import Document
+    from retriever.index.lexical import LexicalConfig
+    from retriever.index.milvus_build import build_milvus_index
+
+    encoder = service.retriever.encoder.base
+    backend = MilvusBackend(str(tmp_path / "m.db"))
+    build_milvus_index(open_dataset(data_dir, "toy"), encoder, backend.uri, "toy", lexical=LexicalConfig())
+    live = LiveIndex(backend, "toy", encoder.info, True)
+    built = backend.version("toy")  # as the collection records it (a Milvus build records 0, FAISS 1)
+    assert live.current.version == built and not live.refresh()
+    backend.add("toy", [Document(d["_id"], d["title"], d["text"]) for d in NEW_DOCS], encoder)
+    old = live.current
+    assert backend.version("toy") == built + 1 and live.refresh() and live.current.version == built + 1
+    assert len(old.dense) == 20 and len(live.current.dense) == 22  # the old snapshot is as it was
+    hits = service._fixed["bm25"].search(["glaciers of ice"], k=1, index=live.current.dense,
+                                         lexical=live.current.lexical)
+    assert hits[0].hits[0][0] == "new-glacier" and hits[0].documents[0]["text"] == NEW_DOCS[0]["text"]
+    with pytest.raises(ArtifactError, match="no index collection 'nothing'"):
+        backend.version("nothing")

@@ -55,8 +55,9 @@ class IndexBackend(ABC):
 
     @abstractmethod
     def version(self, target: str) -> int:
-        """The version of the index at ``target`` now (1 as built, one more per ``add``/``delete``), read from its
-        metadata alone, nothing loaded: how a long-running reader (the search service) knows to reopen it."""
+        """The version of the index at ``target`` now (as its metadata records it: one more per ``add``/``delete``),
+        read from its metadata alone, nothing loaded: how a long-running reader (the search service) knows to
+        reopen it."""
 
     @abstractmethod
     def lexical_of(self, index: DenseIndex) -> LexicalSearch:
