@@ -20,7 +20,7 @@ def request_model(max_queries: int, max_query_chars: int, max_k: int, systems: S
     """The ``POST /search`` body this service takes: ``{"queries": [...], "k": 10, "system": null, "fields": true}``."""
     systems = tuple(systems)
 
-    class SearchRequest(BaseModel):
+    class SearchBody(BaseModel):
         """``queries``: the texts to search for (each answered in order); ``k``: hits per query; ``system``: answer
         every query with this system instead of routing (one of ``GET /info``'s ``systems``); ``fields``: each hit's
         title, text and metadata (false: ids and scores only)."""
@@ -57,7 +57,7 @@ def request_model(max_queries: int, max_query_chars: int, max_k: int, systems: S
                 raise ValueError(f"unknown system {system[:80]!r}; available: {', '.join(systems)}")
             return name
 
-    return SearchRequest
+    return SearchBody
 
 
 class Hit(BaseModel):
