@@ -155,7 +155,8 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(config, 
     slow = SearchService(config.replace(max_wait_ms=300), service.retriever, service.live)
     bodies = [{"queries": QUERIES[i % 6 : i % 6 + 1 + i % 3], "k": 3 + i % 4} for i in range(12)]
     bodies[5]["system"] = "base"
-    bodies[7]["system"] = "auto:base"
+    bodies[7] = {"queries": documents(service), "k": 5, "system": "auto:base"}  # switches its own call to the hybrid
+    bodies[8]["system"] = bodies[9]["system"] = "auto:base"  # alone, never: merged with it, still not
     with running(create_app(slow)) as base:
         responses = asyncio.run(_concurrently(base, bodies))
         info = httpx.get(f"{base}/info").json()["batching"]
@@ -166,12 +167,26 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(config, 
         assert_answers(response.json()["results"], alone(service, body["queries"], body["k"], body.get("system")))
 
 
+def documents(service) -> list[str]:
+    """The toy corpus's texts: as queries, the base and BM25 agree on their first document."""
+    store = service.live.current.dense.store
+    return [doc["text"] for doc in store.get(service.live.current.dense.doc_ids).values()]
+
+
 def test_merged_calls_decide_auto_base_per_group(service):
-    snapshot = service.live.current
-    both = service._fixed["auto:base"].search(QUERIES, k=5, index=snapshot.dense, lexical=snapshot.lexical,
-                                              groups=[0, 0, 0, 1, 1, 1])
-    assert both[:3] == alone(service, QUERIES[:3], 5, "auto:base")
-    assert [r.hits for r in both[3:]] == [r.hits for r in alone(service, QUERIES[3:], 5, "auto:base")]
+    """``auto:base`` fuses with BM25 where a call's unfamiliar queries agree with the base often enough (counting
+    ten queries of prior disagreement): 20 agreeing queries switch their call to the hybrid, one query alone never
+    does, and merged with them it keeps its own call's answer."""
+    snapshot, auto = service.live.current, service._fixed["auto:base"]
+    many, one = documents(service), ["whales in the ocean"]
+    merged = auto.search(many + one, k=5, index=snapshot.dense, lexical=snapshot.lexical,
+                         groups=[0] * len(many) + [1])
+    assert {r.system for r in merged[:-1]} == {"hybrid:base"} and merged[-1].system == "base"
+    expected = alone(service, one, 5, "auto:base")[0]
+    assert [d for d, _ in merged[-1].hits] == [d for d, _ in expected.hits]
+    assert [s for _, s in merged[-1].hits] == pytest.approx([s for _, s in expected.hits], abs=1e-5)
+    pooled = auto.search(many + one, k=5, index=snapshot.dense, lexical=snapshot.lexical)
+    assert pooled[-1].system == "hybrid:base"  # one call: the lone query goes where the others take it
     with pytest.raises(ValueError, match="groups must give one label per query: 1 labels for 6 queries"):
         service.retriever.search(QUERIES, index=snapshot.dense, lexical=snapshot.lexical, groups=[0])
 

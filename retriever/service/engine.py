@@ -18,7 +18,7 @@ from importlib import metadata
 
 from retriever.encoding.expert_encoder import BASE_EXPERT
 from retriever.index.backends import make_backend
-from retriever.ranking.systems import AUTO, BM25, HYBRID
+from retriever.ranking.systems import AUTO, BM25, FUSION_DEPTH, HYBRID
 from retriever.router_retriever import RoutedResult, RouterRetriever
 from retriever.routers import FixedRouter
 from retriever.service.config import ServiceConfig
@@ -91,13 +91,15 @@ class SearchService:
 
     def run(self, requests: list[SearchRequest]) -> list[Answer | Exception]:
         """Answer ``requests`` (one batch) from the current index snapshot: one search per system asked for (routed
-        requests together), each request's error its own."""
+        requests together; a ``k`` beyond ``FUSION_DEPTH`` searches apart, as fusion then looks deeper), each
+        request's error its own."""
         snapshot = self.live.current
         answers: list[Answer | Exception | None] = [None] * len(requests)
-        by_system: dict[str | None, list[int]] = {}
-        for i, request in enumerate(requests):
-            by_system.setdefault(request.system, []).append(i)
-        for system, members in by_system.items():
+        together: dict[tuple, list[int]] = {}
+        for i, request in enumerate(requests):  # searched at the largest k of its group, then cut: the same hits
+            deep = request.k if request.k > FUSION_DEPTH else 0  # while k stays within the hybrids' fusion depth
+            together.setdefault((request.system, deep), []).append(i)
+        for (system, _), members in together.items():
             try:
                 found = self._search(system, [requests[i] for i in members], snapshot)
             except Exception as err:  # noqa: BLE001 - one request's fault must not fail the others
