@@ -20,6 +20,7 @@ from cli_options import (
     output_json_option,
     route_on_option,
     router_option,
+    serve_options,
     usage,
 )
 from eval.report import check_plot_path
@@ -139,6 +140,20 @@ def delete(index_dir, ids, ids_file, backend):
     from experts.workflows.collections import delete_documents
 
     click.echo("\n".join(delete_documents(index_dir, ids, ids_file, backend=backend).lines("deleted")))
+
+
+@main.command()
+@router_option(required=False)
+@index_option()
+@backend_options
+@serve_options
+def serve(router_dir, index_dir, backend, **options):
+    """Serve searches over HTTP: POST /search (concurrent requests merged into routed batches), GET /health,
+    GET /info, POST /reload; one process, or Ray Serve replicas (README "Serving")."""
+    from experts.workflows.serving import check_serve_options, serve_index
+
+    usage(check_serve_options, router_dir, options["routing"], backend, options["ray_address"], options["replicas"])
+    serve_index(index_dir, backend, router_dir, announce=click.echo, **options)
 
 
 @main.command("train-expert")

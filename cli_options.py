@@ -193,3 +193,30 @@ def corpus_options(required: bool):
 def router_option(required: bool):
     return click.option("--router", "router_dir", type=click.Path(file_okay=False, path_type=Path), required=required,
                         help="Router directory (holds experts/<name>/ and router.json).")
+
+
+def serve_options(func):
+    """``serve``'s router, model, address, batching, limits and Ray Serve options (defaults: ``ServiceConfig``'s)."""
+    from retriever.service.config import ServiceConfig as Config
+
+    def positive(name, default, text):
+        return click.option(name, type=click.IntRange(min=1), default=default, show_default=True, help=text)
+
+    return _options(
+        click.option("--routing", default="default", show_default=True, help="The router of --router to serve."),
+        click.option("--model", help="Base model [default: the packaged all-MiniLM-L6-v2]; must match the index."),
+        click.option("--device", help="Encode queries (and search a FAISS flat index) on this torch device (cuda)."),
+        click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on."),
+        click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True),
+        positive("--max-batch", Config.max_batch, "Batching: most queries merged into one routed batch."),
+        click.option("--max-wait-ms", type=click.FloatRange(0, 10_000), default=Config.max_wait_ms, show_default=True,
+                     help="Batching: longest a request waits for others to join its batch."),
+        positive("--max-queue", Config.max_queue, "Most requests waiting; more are refused (503)."),
+        positive("--max-queries", Config.max_queries, "Most queries in one request."),
+        positive("--max-query-chars", Config.max_query_chars, "Most characters in one query."),
+        positive("--max-k", Config.max_k, "Largest k a request may ask for."),
+        click.option("--reload-interval", type=click.FloatRange(0, 86_400), default=Config.reload_interval,
+                     show_default=True, help="Seconds between checks of the index's version (0: POST /reload only)."),
+        click.option("--replicas", type=click.IntRange(min=1), help="Serve N replicas on Ray Serve [default: no Ray]."),
+        click.option("--ray-address", help="Ray Serve: the cluster to join (auto, ray://head:10001) [default: a "
+                                           "local one]."))(func)

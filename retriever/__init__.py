@@ -11,7 +11,8 @@ directory and the ``RouterRetriever`` facade. Imports no other package of this p
 - ``routers/``  — the router interface and registry, one module per router, settings, calibration on folds, and
                   ``RouterDirectory`` (a router directory's layout).
 - ``router_retriever`` — ``RouterRetriever``, the facade: route, encode, search, documents.
-- ``adapters/`` — the facade in other libraries' shapes; ``service/`` — the HTTP search service.
+- ``adapters/`` — the facade in other libraries' shapes (BEIR, LangChain, LlamaIndex, sentence-transformers).
+- ``service/``  — the search service above it (FastAPI app, dynamic batching, index versions, Ray Serve).
 - ``lazy``      — the first-use imports of the package ``__init__``s.
 
 Tested in ``tests/test_index.py``, ``test_lexical.py``, ``test_milvus.py``, ``test_ray.py``, ``test_ranking.py``,

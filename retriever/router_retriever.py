@@ -14,7 +14,7 @@ evaluation.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +47,17 @@ class RoutedResult:
     unfamiliar: bool = False  # the router did not recognise the query: ``system`` is what its default decided
     documents: tuple[dict | None, ...] = ()  # per hit: {"id", "title", "text", "metadata"} from the index's store
     # (None for a hit it does not hold; empty with ``fields=False`` or an index built without its documents' text)
+
+    def record(self, query: str) -> dict:
+        """This answer as JSON data (``search --json`` prints it; the search service answers with it): the routing
+        decision, and each hit's id and score with its document's title, text and metadata where the index stores
+        them."""
+        documents = self.documents or (None,) * len(self.hits)
+        return {"query_id": self.query_id, "query": query, "system": self.system, "expert": self.expert,
+                "mode": self.mode, "confidence": round(self.confidence, 4), "unfamiliar": self.unfamiliar,
+                "hits": [{"doc_id": doc_id, "score": score,
+                          **({} if doc is None else {k: doc[k] for k in ("title", "text", "metadata")})}
+                         for (doc_id, score), doc in zip(self.hits, documents, strict=True)]}
 
     @property
     def expert(self) -> str | None:
@@ -134,14 +145,17 @@ class RouterRetriever:
 
     def search(self, queries: Sequence[str] | Mapping[str, str], k: int = 10,
                index: DenseIndex | str | os.PathLike | None = None,
-               lexical: LexicalSearch | str | os.PathLike | None = None, fields: bool = True) -> list[RoutedResult]:
+               lexical: LexicalSearch | str | os.PathLike | None = None, fields: bool = True,
+               groups: Sequence[Hashable] | None = None) -> list[RoutedResult]:
         """Route and search ``index`` (a ``CorpusIndex``, its directory, or a ``retriever.index.milvus.MilvusIndex``),
         opened through its ``IndexBackend`` (``backend_for``). ``lexical`` (a ``LexicalIndex`` or its directory) is
         needed when the router may choose BM25 or a hybrid; by default the backend's ``lexical_of(index)`` is used:
         the one ``routerretriever index`` wrote beside a FAISS index, a Milvus collection's own. Every argument is
         checked before anything loads: one query is a list of one text, never a bare string. ``fields``: each hit's
         title, text and metadata from the index's document store (``RoutedResult.documents``); False skips the
-        lookup."""
+        lookup. ``groups``: one label per query, for calls merged from several callers (the search service's
+        batches): ``auto:base`` decides for each group's unfamiliar queries together, so every caller gets the answers
+        its own call would (default: the whole call is one group)."""
         if isinstance(queries, str | bytes):  # else each character would be searched as a query
             raise TypeError(f"queries must be a list of query texts or a {{id: text}} mapping, got the string "
                             f"{queries[:80]!r}; for one query pass [{queries[:80]!r}]")
@@ -153,6 +167,8 @@ class RouterRetriever:
             ids, texts = list(queries), list(queries.values())
         else:
             ids, texts = [f"q{i}" for i in range(1, len(queries) + 1)], list(queries)
+        if groups is not None and len(groups) != len(ids):
+            raise ValueError(f"groups must give one label per query: {len(groups)} labels for {len(ids)} queries")
         empty = [qid for qid, text in zip(ids, texts, strict=True) if not isinstance(text, str) or not text.strip()]
         if empty:
             raise ValueError(f"empty query {empty[0]!r}" + (f" (and {len(empty) - 1} more)" if len(empty) > 1 else "")
@@ -172,7 +188,12 @@ class RouterRetriever:
                 dense.update(search(index, vectors[rows], [ids[i] for i in rows], k=depth))
         rows = [i for i, s in enumerate(choice) if is_lexical(s)]
         lexical_hits = search_lexical(lexical, [texts[i] for i in rows], [ids[i] for i in rows], depth) if rows else {}
-        chosen = resolve(dict(zip(ids, choice, strict=True)), dense, lexical_hits)  # auto:base decided here
+        members: dict = {}
+        for row, group in enumerate(groups if groups is not None else [None] * len(ids)):
+            members.setdefault(group, []).append(row)
+        chosen = {}
+        for rows in members.values():  # auto:base decided here, for each group's queries together
+            chosen.update(resolve({ids[i]: choice[i] for i in rows}, dense, lexical_hits))
         results = {}
         for system, rows in group_rows([chosen[q] for q in ids]).items():
             results.update(run_system(system, [ids[i] for i in rows], dense, lexical_hits, self.fusion, k))

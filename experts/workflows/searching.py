@@ -40,11 +40,7 @@ def search_index(index_dir, query_texts: Sequence[str] = (), queries_file=None, 
 
 
 def result_record(result, query: str) -> dict:
-    """One query's answer as ``search --json`` prints it: the routing decision, and each hit's id and score with
-    its document's title, text and metadata where the index stores them."""
-    documents = result.documents or (None,) * len(result.hits)
-    return {"query_id": result.query_id, "query": query, "system": result.system, "expert": result.expert,
-            "mode": result.mode, "confidence": round(result.confidence, 4), "unfamiliar": result.unfamiliar,
-            "hits": [{"doc_id": doc_id, "score": score,
-                      **({} if doc is None else {k: doc[k] for k in ("title", "text", "metadata")})}
-                     for (doc_id, score), doc in zip(result.hits, documents, strict=True)]}
+    """One query's answer as ``search --json`` prints it (``RoutedResult.record``, which the search service answers
+    with too): the routing decision, and each hit's id and score with its document's title, text and metadata
+    where the index stores them."""
+    return result.record(query)

@@ -54,6 +54,12 @@ class IndexBackend(ABC):
         """The dense index at ``target`` (checked against ``model``); ``device``: search there with torch."""
 
     @abstractmethod
+    def version(self, target: str) -> int:
+        """The version of the index at ``target`` now (as its metadata records it: one more per ``add``/``delete``),
+        read from its metadata alone, nothing loaded: how a long-running reader (the search service) knows to
+        reopen it."""
+
+    @abstractmethod
     def lexical_of(self, index: DenseIndex) -> LexicalSearch:
         """The lexical index that belongs to ``index`` (one this backend opened or built), checked against its
         corpus; a ValueError naming ``index`` and how to build one when it has none."""
@@ -107,6 +113,13 @@ class FaissBackend(IndexBackend):
 
         return CorpusIndex.load(target, model, device=device)
 
+    def version(self, target):
+        from retriever.index.changes import index_version
+        from retriever.index.faiss_index import FORMAT_VERSION, KIND
+        from retriever.storage.files import read_metadata
+
+        return index_version(read_metadata(Path(target) / "index.json", KIND, FORMAT_VERSION))
+
     def lexical_of(self, index):
         """The BM25 index written beside ``index``: ``DIR-bm25`` beside an ``--output`` directory, or the cache
         entry of the same dataset beside a cached one (``lexical_beside``)."""
@@ -155,6 +168,7 @@ class MilvusBackend(IndexBackend):
             raise ValueError("the milvus backend needs --uri: a .db file (Milvus Lite) or a server such as "
                              "http://localhost:19530")
         self.uri = check_uri(str(uri))  # before any model loads; connecting comes with the first use
+        self._reader = None  # the client ``version`` reads metadata with
 
     def ensure(self, dataset, encoder, config=None, *, lexical=False, progress=False):
         from retriever.index.lexical import LexicalConfig
@@ -183,6 +197,14 @@ class MilvusBackend(IndexBackend):
         if device is not None:
             raise ValueError(f"device {device!r}: a Milvus collection searches on its server, not on a torch device")
         return MilvusIndex.load(self.uri, str(target), model)
+
+    def version(self, target):
+        from retriever.index.changes import index_version
+        from retriever.index.milvus import _client, _read_meta, check_collection_name
+
+        if self._reader is None:  # one connection for every check of this backend
+            self._reader = _client(self.uri)
+        return index_version(_read_meta(self._reader, self.uri, check_collection_name(str(target))))
 
     def add(self, target, docs, encoder, *, replace=False, lexical=True, progress=False):
         """Insert ``docs`` into collection ``target`` with Milvus's insert (only they are encoded), their text kept
