@@ -5,6 +5,7 @@ damaged, incomplete and tampered directories refused with the file named; the ``
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -128,14 +129,15 @@ def test_prefix_router_bm25_queries_get_the_base_vector(mixed, toy_model_dir, tm
 
 
 def test_lora_factors_follow_the_model(lexical_world):
-    """``.to()`` reaches the experts' factors (not parameters): a loaded model moved to its device keeps working."""
+    """``.to()`` reaches the experts' factors (not parameters), as it reaches the layer's weights: a model loaded on
+    the CPU and moved to its device (what sentence-transformers does after loading) keeps its experts working."""
     layer = next(m for m in lexical_world["encoder"].base.model.modules() if isinstance(m, RoutedLoRALinear))
-    try:
-        layer.double()
-        assert {t.dtype for factors in layer.adapters.values() for t in factors} == {torch.float64}
-    finally:
-        layer.float()
-    assert {t.dtype for factors in layer.adapters.values() for t in factors} == {torch.float32}
+    assert set(layer.adapters) == {"other-expert", "toy-expert"}
+    moved = copy.deepcopy(layer).to("meta")  # a device this machine has without a GPU
+    assert moved.base.weight.is_meta and all(t.is_meta for pair in moved.adapters.values() for t in pair)
+    assert not any(t.is_meta for pair in layer.adapters.values() for t in pair)  # the original stays put
+    doubled = copy.deepcopy(layer).double()
+    assert {t.dtype for pair in doubled.adapters.values() for t in pair} == {torch.float64}
 
 
 @pytest.fixture(scope="module")
