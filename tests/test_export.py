@@ -182,6 +182,19 @@ def test_load_routed_model_imports_no_other_class(exported, tmp_path):
         load_routed_model(model)
 
 
+def test_readme_loading_snippet_runs(exported, toy_encoder):
+    """README's five lines load the routed model and encode both sides (on the toy export)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Exported models", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(snippet.strip().splitlines()) <= 5 and '"my-routed-st"' in snippet
+    scope = {}
+    exec(compile(snippet.replace('"my-routed-st"', repr(str(exported))), "README.md", "exec"), scope)
+    assert scope["queries"].shape == (1, toy_encoder.dim)
+    np.testing.assert_allclose(scope["documents"], toy_encoder.encode(["Vitamin D and calcium supplements ..."]),
+                               atol=1e-5)
+
+
 def nothing_written(output: Path) -> bool:
     """Neither the output nor a temporary sibling of it exists."""
     return not output.exists() and not list(output.parent.glob(f".{output.name}.*"))
