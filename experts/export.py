@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from experts.model_card import expert_card, routed_card
-from retriever.adapters.st_model import EXPORT_KIND, METADATA, RoutedEncoder, verify_export
+from retriever.adapters.st_model import EXPORT_KIND, METADATA, RoutedEncoder
 from retriever.encoding.encoder import Encoder
 from retriever.routers.directory import RouterDirectory
 from retriever.storage.artifacts import atomic_directory, check_target, directory_files
@@ -101,6 +101,5 @@ def export_routed(router_dir: str | os.PathLike, output: str | os.PathLike, rout
         })
         if not (tmp / folder).is_dir():
             raise RuntimeError(f"sentence-transformers saved the routed module elsewhere than {folder}")
-        verify_export(tmp)
         RoutedEncoder.load(str(tmp), subfolder=folder)  # what is written loads: checksums, base model, experts
     return Path(output)

@@ -182,6 +182,15 @@ def test_load_routed_model_imports_no_other_class(exported, tmp_path):
         load_routed_model(model)
 
 
+def test_a_model_saved_by_sentence_transformers_alone_is_refused(exported, tmp_path):
+    """``model.save`` writes the module's files but not the export's checksums: export again instead."""
+    load_routed_model(exported, device="cpu").save(str(tmp_path / "resaved"))
+    assert (tmp_path / "resaved" / FOLDER / "router" / "experts" / "toy-expert" / "expert.json").is_file()
+    with pytest.raises(ArtifactError, match="has no routerretriever-export.json: not a model `routerretriever "
+                                            "export` wrote"):
+        SentenceTransformer(str(tmp_path / "resaved"), device="cpu", trust_remote_code=True)
+
+
 def test_readme_loading_snippet_runs(exported, toy_encoder):
     """README's five lines load the routed model and encode both sides (on the toy export)."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -20,10 +20,12 @@ The export directory::
     README.md                               the model card (what is routed among, how it was measured)
     routerretriever-export.json             kind, format and library version, router kind, experts, base model,
                                             and the sha256 of every other file
-    routed/routed.json                      this module's settings: router kind, experts, systems, base model
-    routed/base/                            the base model's directory, copied file for file (same fingerprint)
-    routed/router/                          a router directory holding only what the routing needs: router.json,
+    query_0_RoutedEncoder/routed.json       this module's settings: router kind, experts, systems, base model
+    query_0_RoutedEncoder/base/             the base model's directory, copied file for file (same fingerprint)
+    query_0_RoutedEncoder/router/           a router directory holding only what the routing needs: router.json,
                                             systems.json, routers/<kind>/, experts/<each expert it routes to>/
+
+(The ``Router`` names the folder after the module's first route; the ``document`` route is the same module.)
 
 ``RoutedEncoder.load`` checks every file against ``routerretriever-export.json`` before anything is loaded: a file
 changed, missing or added after export is an ``ArtifactError`` naming it (never a model routed without an expert).
@@ -63,13 +65,12 @@ from retriever.storage.files import (
     write_json,
 )
 
-__all__ = ["EXPORT_KIND", "METADATA", "MODULE", "RoutedEncoder", "load_routed_model", "verify_export"]
+__all__ = ["EXPORT_KIND", "METADATA", "RoutedEncoder", "load_routed_model", "verify_export"]
 
 logger = logging.getLogger(__name__)
 
 METADATA = "routerretriever-export.json"  # the export's metadata, at the top of the model directory
 EXPORT_KIND = "routerretriever-routed-export"
-MODULE = "routed"  # the module's folder in the export
 MODULE_KIND = "routerretriever-routed-encoder"
 MODULE_META = "routed.json"
 FORMAT_VERSION = 1
