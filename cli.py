@@ -236,10 +236,25 @@ def experts_remove(router_dir, name, model):
 @click.option("--overwrite", is_flag=True)
 @click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
 def experts_export(router_dir, name, output, overwrite, model):
-    """Write the expert as a plain sentence-transformers model (LoRA merged) for query encoding."""
+    """Write the expert as a sentence-transformers query/document model: encode_query runs the expert (LoRA merged),
+    encode_document the base model."""
     from experts.workflows.expert_store import export_expert_model
 
     click.echo(str(export_expert_model(router_dir, name, output, overwrite=overwrite, model=model)))
+
+
+@main.command("export")
+@router_option(required=True)
+@click.option("--output", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--routing", default="default", show_default=True, help="The built router to export.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export at --output.")
+@click.option("--model", default="all-MiniLM-L6-v2", show_default=True)
+def export_routed(router_dir, output, routing, overwrite, model):
+    """Write the routed model (router + its experts) as one sentence-transformers model: encode_query routes each
+    query to its expert, encode_document runs the base model (load with trust_remote_code=True; README)."""
+    from experts.workflows.exporting import export_routed_model
+
+    click.echo(str(export_routed_model(router_dir, output, routing, overwrite=overwrite, model=model)))
 
 
 @main.command()

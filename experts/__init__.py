@@ -5,12 +5,14 @@ and compare. Imports ``retriever`` and ``eval``.
 - ``train``     — contrastive (InfoNCE) training against cached frozen-base document vectors, with peft.
 - ``routing_cache`` — every expert scored on training queries (cached), best-system labels (the routing data).
 - ``routing``   — routers fitted on that data, refitted for the current experts, the default router chosen.
-- ``export``    — an expert as a plain sentence-transformers model (LoRA merged).
+- ``export``    — exports as sentence-transformers query/document models: one expert (LoRA merged on the query
+  side, plain modules), or a router with its experts (``retriever.adapters.st_model.RoutedEncoder``).
+- ``model_card`` — the exports' model cards (what is routed among, how it was measured).
 - ``workflows`` — every CLI command as a library function: index, search, add/remove/list/export an expert,
   build routers, evaluate, the paper-style comparison (a package, one module per group).
 
 The reserved expert ``base`` is the base model itself. Tested in ``tests/test_experts.py``,
-``test_routing.py``, ``test_cli.py``.
+``test_routing.py``, ``test_cli.py``, ``test_export.py``.
 """
 
 from retriever.lazy import lazy_exports
@@ -28,6 +30,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "refresh_routers": "experts.routing",
     "routing_data": "experts.routing_cache",
     "export_expert": "experts.export",
+    "export_routed": "experts.export",
     "add_expert": "experts.workflows",
     "build_routers": "experts.workflows",
     "load_overrides": "experts.workflows",

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST
-from sentence_transformers import SentenceTransformer
 
 from eval.data import open_dataset
-from experts import TrainConfig, export_expert, split_heldout, train_expert
+from experts import TrainConfig, split_heldout, train_expert
 from experts.pairs import Example, anchor_texts
 from retriever.encoding.encoder import load_encoder
 from retriever.encoding.expert_encoder import MultiExpertEncoder
@@ -175,19 +174,6 @@ def test_routed_batch_and_threads(trained, toy_encoder):
     finally:
         for name in ("alpha", "beta"):
             encoder.remove(name)
-
-
-def test_export_is_a_plain_sentence_transformer(trained, toy_encoder, tmp_path):
-    store = trained["store"]
-    out = export_expert(store, "beta", toy_encoder, tmp_path / "beta-st")
-    exported = SentenceTransformer(str(out), device="cpu").encode(QUERIES, normalize_embeddings=True)
-    encoder = store.load_into(MultiExpertEncoder(toy_encoder), ["beta"])
-    try:
-        np.testing.assert_allclose(exported, encoder.encode(QUERIES, "beta"), atol=1e-5)
-    finally:
-        encoder.remove("beta")
-    with pytest.raises(FileExistsError, match="already exists"):
-        export_expert(store, "beta", toy_encoder, out)
 
 
 def test_duplicate_unknown_and_remove(trained, toy_encoder, tmp_path):

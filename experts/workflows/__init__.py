@@ -8,6 +8,7 @@ checks its input before any long work, and loads the models and opens the index 
 - ``collections``  — ``add``/``delete``: change a named index (only new documents encoded), as one new version.
 - ``searching``    — ``search``: base-only or routed search over an index.
 - ``expert_store`` — ``train-expert`` (train, save, refit the routers), ``experts remove/list/export``.
+- ``exporting``    — ``export``: a router and its experts as one sentence-transformers model.
 - ``routers``      — ``build-router``: score every system, label queries, fit routers, choose the default.
 - ``evaluation``   — ``evaluate``: systems on datasets' splits, or on an index with its own queries and qrels
   (``eval.runs.SplitRun``), TREC runs, results JSON.
@@ -15,7 +16,7 @@ checks its input before any long work, and loads the models and opens the index 
 - ``common``       — what several share (opening a dataset with its indexes, routing settings' checks).
 
 Tested in ``tests/test_cli.py``, ``test_changes.py``, ``test_runs.py``, ``test_experts.py``, ``test_routing.py``,
-``test_bad_input.py``.
+``test_bad_input.py``, ``test_export.py``.
 """
 
 from retriever.lazy import lazy_exports
@@ -38,6 +39,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "export_expert_model": "experts.workflows.expert_store",
     "remove_expert": "experts.workflows.expert_store",
     "train_and_save": "experts.workflows.expert_store",
+    "export_routed_model": "experts.workflows.exporting",
     "build_routers": "experts.workflows.routers",
     "fit_routers": "experts.workflows.routers",
     "evaluate_systems": "experts.workflows.evaluation",

@@ -69,6 +69,15 @@ class RoutedLoRALinear(nn.Module):
         self.base = base
         self.adapters: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # expert -> (A^T, (B * alpha / r)^T)
 
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.cuda()`` and the like reach every expert's factors too (they are not parameters), so a
+        model moved after its experts were attached (a loaded sentence-transformers model moved to its device)
+        keeps them on the device of the layer they belong to."""
+        super()._apply(fn, recurse)
+        with _LOCK:
+            self.adapters = {name: (fn(a), fn(b)) for name, (a, b) in self.adapters.items()}
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         name = _ACTIVE.get()
