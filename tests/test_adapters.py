@@ -225,7 +225,7 @@ def test_readme_snippets_run(lexical_world, toy_model_dir, tmp_path, monkeypatch
     import retriever.encoding.encoder as encoder_module
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### In BEIR, LangChain and LlamaIndex", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### In BEIR, LangChain and LlamaIndex", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     snippets = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
     assert len(snippets) == 3 and all(len(s.strip().splitlines()) <= 5 for s in snippets)
     root = lexical_world["root"]
