@@ -9,7 +9,7 @@ import pytest
 from conftest import train_toy_experts
 
 from experts import TrainConfig
-from retriever.encoding.expert_encoder import MultiExpertEncoder
+from retriever.encoding.expert_encoder import MultiExpertEncoder, length_batches
 from retriever.encoding.lora import adapted_layers
 from retriever.ranking.topk import search
 
@@ -53,6 +53,27 @@ def test_resumed_vectors_equal_full_passes(experts):
         encoder.resume(encoder.encode_keeping(TEXTS, {1})[1], names)
     with pytest.raises(ValueError, match="3 expert names for 36 kept texts"):
         encoder.resume(kept, names[:3])
+
+
+def test_length_batches_keep_short_rows_apart_from_long_ones():
+    assert [list(b) for b in length_batches([300, 250, 100, 90, 20, 10], 4, 32)] == [[0, 1], [2, 3], [4, 5]]
+    assert [list(b) for b in length_batches([30] * 5, 2, 32)] == [[0, 1], [2, 3], [4]]
+    assert length_batches([], 4, 32) == []
+
+
+def test_long_and_short_queries_in_one_call_give_full_pass_vectors(experts):
+    """A call mixing a long text with short ones: batches are cut by length (``length_batches``), and every vector
+    still equals a full pass of its expert."""
+    encoder = experts["encoder"]
+    texts = [" ".join(["volcano eruption lava ash"] * 60), *TEXTS[:6], " ".join(["tides moon"] * 40)]
+    names = ["top", "all", "base", "top", "all", "top", "base", "all"]
+    base, kept = encoder.encode_keeping(texts, {0, 1})
+    assert len(kept.batches) > 1  # the long texts were not padded together with the short ones
+    np.testing.assert_allclose(base, encoder.encode(texts), atol=1e-6)
+    resumed = encoder.resume(kept, names)
+    for expert in ("top", "all"):
+        rows = [i for i, n in enumerate(names) if n == expert]
+        np.testing.assert_allclose(resumed[rows], encoder.encode([texts[i] for i in rows], expert), atol=1e-5)
 
 
 def test_mixed_pass_is_thread_safe(experts):

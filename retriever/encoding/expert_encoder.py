@@ -27,6 +27,18 @@ from retriever.encoding.lora import active_expert, active_rows, adapted_layers, 
 __all__ = ["BASE", "BASE_EXPERT", "MultiExpertEncoder"]
 
 
+def length_batches(lengths: Sequence[int], size: int, floor: int) -> list[range]:
+    """Cut rows sorted longest first (their ``lengths``) into batches of at most ``size`` in which no row is shorter
+    than half its batch's longest, unless that longest is within ``floor``: a batch pads every row to its longest, so
+    one long query among short ones would multiply their cost (a 250-token argument among 10-token questions)."""
+    batches, first = [], 0
+    for i, n in enumerate(lengths):
+        if i - first == size or (i > first and lengths[first] > floor and 2 * n < lengths[first]):
+            batches.append(range(first, i))
+            first = i
+    return batches + [range(first, len(lengths))] if len(lengths) else batches
+
+
 def _lengths(mask) -> list[int]:
     """Per row of an attention mask, the tokens up to its last unmasked position (what trimming its padding must
     keep), read in one transfer."""
@@ -34,6 +46,7 @@ def _lengths(mask) -> list[int]:
 
     positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
     return [max(1, n) for n in (mask.bool() * positions).max(dim=1).values.tolist()]
+
 
 @dataclass
 class KeptStates:
@@ -46,6 +59,7 @@ class KeptStates:
 
 class MultiExpertEncoder:
     BATCH = 32
+    FLOOR_TOKENS, FLOOR_CHARS = 32, 128  # batches whose longest row is within these are not cut by length
 
     def __init__(self, base: Encoder):
         if base.precision != "fp32":  # queries: fp32, so routed vectors equal evaluation's full passes
@@ -98,8 +112,8 @@ class MultiExpertEncoder:
         kept = []
         order = np.argsort([-len(t) for t in texts], kind="stable")  # batches of similar length, as encode does
         with torch.no_grad(), active_expert(None):
-            for start in range(0, len(texts), self.BATCH):
-                rows = order[start : start + self.BATCH]
+            for batch in length_batches([len(texts[i]) for i in order], self.BATCH, self.FLOOR_CHARS):
+                rows = order[batch.start : batch.stop]
                 features = st.preprocess([texts[i] for i in rows])
                 features = {k: v.to(st.device) if hasattr(v, "to") else v for k, v in features.items()}
                 hidden = auto.embeddings(input_ids=features["input_ids"],
@@ -141,9 +155,9 @@ class MultiExpertEncoder:
         so do ``base`` rows unless ``base_from``: then they run the base layers from there, as after a prefix
         pass that stopped at ``base_from``). An expert resumes at its first adapted layer, or at ``base_from`` if
         that is lower (the layers between are the base's for it). Per start layer, the rows of every kept batch are
-        regrouped: sorted by length into batches of ``BATCH`` (each trimmed to its longest row), each batch ordered
-        by expert so every expert's rows are one slice, then one mixed pass of the batch through the remaining
-        layers."""
+        regrouped: sorted by length into batches of ``BATCH`` (``length_batches``; each trimmed to its longest
+        row), each batch ordered by expert so every expert's rows are one slice, then one mixed pass of the batch
+        through the remaining layers."""
         import torch
 
         if len(experts) != kept.count:
@@ -163,8 +177,8 @@ class MultiExpertEncoder:
                 lengths = {b: _lengths(kept.batches[b][1]["attention_mask"]) for b in {b for b, _ in members}}
                 length = {m: lengths[m[0]][m[1]] for m in members}
                 members.sort(key=lambda m: -length[m])
-                for first in range(0, len(members), self.BATCH):
-                    chunk = sorted(members[first : first + self.BATCH],
+                for batch in length_batches([length[m] for m in members], self.BATCH, self.FLOOR_TOKENS):
+                    chunk = sorted(members[batch.start : batch.stop],
                                    key=lambda m: experts[kept.batches[m[0]][0][m[1]]])
                     rows = np.array([kept.batches[b][0][j] for b, j in chunk])
                     features, hidden = self._regroup(kept, chunk, start, max(length[m] for m in chunk))
