@@ -234,9 +234,10 @@ def test_cli_add_and_delete_change_a_milvus_collection(backend, corpus, toy_enco
 
 
 def writer_markers(uri: str, name: str) -> list[str]:
+    """What a writer lock leaves: marker collections and the aliases naming them."""
     client = _client(uri)
-    return [c for c in client.list_collections() if c.startswith(name + "__writer")] + client.list_aliases(
-        collection_name=name)["aliases"]
+    markers = [c for c in client.list_collections() if c.startswith(name + "__writer")]
+    return markers + [a for m in markers for a in client.list_aliases(collection_name=m)["aliases"]]
 
 
 def test_the_writer_lock_kept_on_milvus_refuses_a_second_writer_and_names_it(backend, corpus, toy_encoder):
@@ -257,6 +258,7 @@ def test_the_writer_lock_kept_on_milvus_refuses_a_second_writer_and_names_it(bac
         with pytest.raises(IndexBusyError, match="another writer"):
             with writer_lock(client, backend.uri, "held"):
                 pass
+        assert len(writer_markers(backend.uri, "held")) == 2  # the holder's marker and the alias naming it
     assert len(MilvusIndex.load(backend.uri, "held")) == 4  # the refused delete changed nothing
     assert len(backend.delete("held", [corpus[0].id])[0]) == 3
     assert writer_markers(backend.uri, "held") == []  # a change leaves no lock behind
@@ -288,6 +290,26 @@ def test_a_dead_writers_milvus_lock_is_taken_over_on_its_host_and_reported_from_
         client.drop_collection(marker)
     assert len(backend.delete("held", [corpus[0].id])[0]) == 3
     assert writer_markers(backend.uri, "held") == []
+
+
+def test_a_lock_taken_over_is_not_released_by_the_writer_it_was_taken_from(backend, corpus, toy_encoder):
+    """A writer whose lock another took over (its pid looked dead) leaves the alias to the new holder, and an alias
+    refused for a reason other than a holder is that error, not a retry without end."""
+    from pymilvus.exceptions import MilvusException
+
+    from retriever.index.milvus_lock import _acquire, _marker, _release
+
+    build(backend, corpus[:4], "held", toy_encoder)
+    client = _client(backend.uri)
+    first, second = _marker(client, "held"), _marker(client, "held")
+    client.create_alias(collection_name=first, alias="held__writer")
+    client.alter_alias(collection_name=second, alias="held__writer")  # taken over
+    _release(client, "held", first)
+    assert client.describe_alias(alias="held__writer")["collection_name"] == second
+    _release(client, "held", second)
+    assert writer_markers(backend.uri, "held") == []
+    with pytest.raises(MilvusException, match="'no_such_marker' does not exist"):
+        _acquire(client, backend.uri, "held", "no_such_marker")  # no holder to blame: the server's own error
 
 
 def test_collection_names_the_library_uses_are_refused():

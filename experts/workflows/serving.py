@@ -14,9 +14,10 @@ def check_serve_options(router_dir=None, routing: str = "default", backend: Inde
     if router_dir is None and routing != "default":
         raise ValueError("--routing chooses a router of --router DIR; give --router too")
     uri = getattr(backend, "uri", None)
-    if (replicas or 1) > 1 and uri is not None and str(uri).endswith(".db"):
-        raise ValueError(f"--replicas {replicas}: a Milvus Lite file ({uri}) is served by one process; use a Milvus "
-                         "server (--uri http://host:19530) with replicas")
+    if (replicas is not None or ray_address is not None) and uri is not None and str(uri).endswith(".db"):
+        raise ValueError(f"a Milvus Lite file ({uri}) is served by the one process that opened it, so Ray Serve "
+                         "replicas cannot share it: serve it without --replicas, or use a Milvus server "
+                         "(--uri http://host:19530)")
 
 
 def serve_index(index_dir, backend: IndexBackend, router_dir=None, *, routing: str = "default",

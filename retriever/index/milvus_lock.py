@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -28,6 +29,8 @@ from retriever.index.milvus import WRITER
 from retriever.storage.files import alive
 
 __all__ = ["WRITER", "writer_lock"]
+
+logger = logging.getLogger(__name__)
 
 HOLDER = "routerretriever.writer"
 
@@ -60,17 +63,21 @@ def _holder(client, alias: str) -> tuple[str | None, dict]:
         return marker, {}
 
 
-def _acquire(client, uri: str, name: str, marker: str) -> None:
+def _acquire(client, uri: str, name: str, marker: str, tries: int = 3) -> None:
     from pymilvus.exceptions import MilvusException
 
     alias = name + WRITER
-    try:
-        client.create_alias(collection_name=marker, alias=alias)
-        return
-    except MilvusException:
-        held, holder = _holder(client, alias)
-    if held is None:  # released between the two calls
-        return _acquire(client, uri, name, marker)
+    for _ in range(tries):
+        try:
+            client.create_alias(collection_name=marker, alias=alias)
+            return
+        except MilvusException as err:
+            refused = err
+            held, holder = _holder(client, alias)
+        if held is not None:
+            break
+    else:  # no holder to be read: the alias was refused for another reason (a privilege, the server)
+        raise refused
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) and not alive(holder["pid"]):
         client.alter_alias(collection_name=marker, alias=alias)
         client.drop_collection(held)
@@ -79,6 +86,19 @@ def _acquire(client, uri: str, name: str, marker: str) -> None:
     raise IndexBusyError(f"Milvus collection {name!r} at {uri} is being changed by another writer ({who}); try again "
                          f"when it has finished. If that writer is gone, release its lock: "
                          f"MilvusClient({uri!r}).drop_alias({alias!r})")
+
+
+def _release(client, name: str, marker: str) -> None:
+    """Drop the alias if it still names this writer's marker (a writer that took a lock over owns it now), then the
+    marker; a failure is logged, not raised over the change's own outcome."""
+    try:
+        try:
+            if _holder(client, name + WRITER)[0] == marker:
+                client.drop_alias(alias=name + WRITER)
+        finally:
+            client.drop_collection(marker)
+    except Exception as err:  # noqa: BLE001 - the server may be what failed the change
+        logger.warning("could not release the writer lock of Milvus collection %r (marker %s): %s", name, marker, err)
 
 
 @contextlib.contextmanager
@@ -94,5 +114,4 @@ def writer_lock(client, uri: str, name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        client.drop_alias(alias=name + WRITER)
-        client.drop_collection(marker)
+        _release(client, name, marker)

@@ -143,10 +143,7 @@ class Batcher:
 
     def _answer(self, requests: list[SearchRequest], info: dict) -> list[tuple[bytes, Answer] | Exception]:
         """In the worker thread: the batch's answers, each with its response body already encoded."""
-        answers = self.service.run(requests)
-        return [a if isinstance(a, Exception) else (json.dumps(
-            {"results": a.records, "index_version": a.index_version, "batch": info}, allow_nan=False,
-            ensure_ascii=False).encode("utf-8"), a) for a in answers]
+        return [a if isinstance(a, Exception) else _encoded(a, info) for a in self.service.run(requests)]
 
     def _count(self, batch: list[_Waiting], outcomes: list, info: dict) -> None:
         stats = self.stats
@@ -156,3 +153,12 @@ class Batcher:
         stats.merged += len(batch) > 1
         stats.largest = max(stats.largest, len(batch))
         stats.failed += sum(isinstance(o, Exception) for o in outcomes)
+
+
+def _encoded(answer: Answer, info: dict) -> tuple[bytes, Answer] | Exception:
+    """One answer's response body, or the error encoding it raised (that request's alone)."""
+    try:
+        return json.dumps({"results": answer.records, "index_version": answer.index_version, "batch": info},
+                          allow_nan=False, ensure_ascii=False).encode("utf-8"), answer
+    except (TypeError, ValueError) as err:
+        return err

@@ -103,8 +103,8 @@ class SearchService:
             try:
                 found = self._search(system, [requests[i] for i in members], snapshot)
             except Exception as err:  # noqa: BLE001 - one request's fault must not fail the others
-                if len(members) == 1:
-                    found = [err]
+                if len(members) == 1 or isinstance(err, ConnectionError | TimeoutError):
+                    found = [err] * len(members)  # the index is unreachable: every request alone would wait again
                 else:
                     logger.warning("a batch of %d requests failed (%s); answering each alone", len(members), err)
                     found = [self._alone(system, requests[i], snapshot) for i in members]

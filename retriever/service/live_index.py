@@ -9,6 +9,11 @@ swapped in while it was opening (versions only grow) makes it try again, so a sn
 from one version. A writer still between its dense and BM25 swaps (``retriever.index.changes``) holds the index's
 lock: the old snapshot stays until the next check. The old snapshot stays searchable after the swap (its files
 were only renamed away and are kept open), so batches already running on it finish.
+
+That whole-version guarantee is FAISS's, whose changes write a new directory version. A Milvus collection is
+changed in place (``retriever.index.milvus_changes``: rows, then BM25 weights, then the metadata's version), and a
+snapshot searches the live collection: while a change runs, deleted documents vanish at once and BM25 weights may be
+part refitted; the version (and so the reload) follows once the change has finished.
 """
 
 from __future__ import annotations
@@ -82,6 +87,10 @@ class LiveIndex:
             except (IndexBusyError, ArtifactError, FileNotFoundError, ConnectionError) as err:
                 self.last_error = str(err)
                 logger.info("keeping version %d of %s: %s", self.current.version, self.target, err)
+                return False
+            except Exception as err:  # noqa: BLE001 - e.g. a Milvus server's error: keep serving the current one
+                self.last_error = f"{type(err).__name__}: {err}"
+                logger.warning("keeping version %d of %s: %s", self.current.version, self.target, self.last_error)
                 return False
             old, self.current = self.current, snapshot  # one reference: a batch sees one version whole
             self.reloads += 1

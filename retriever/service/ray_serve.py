@@ -50,9 +50,10 @@ def deploy(config: ServiceConfig, replicas: int = 2, address: str | None = None,
 
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
         raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
-    if config.backend == "milvus" and str(config.uri).endswith(".db") and replicas > 1:
-        raise ValueError(f"a Milvus Lite file ({config.uri}) is served by one process; {replicas} replicas need a "
-                         "Milvus server (--uri http://host:19530)")
+    if config.backend == "milvus" and str(config.uri).endswith(".db"):
+        raise ValueError(f"a Milvus Lite file ({config.uri}) is served by the one process that opened it, so Ray "
+                         "Serve replicas cannot share it: serve it without --replicas, or use a Milvus server "
+                         "(--uri http://host:19530)")
     if address is not None:
         check_address(address)
     make_backend(config.backend, config.uri).version(config.index)  # a missing index fails here, not in a replica
