@@ -67,8 +67,7 @@ def in_process(args, index: str, queries: list[str]) -> float:
     """Queries/s of ``RouterRetriever.search`` over ``queries`` in batches of ``--batch`` (after a warm-up)."""
     from retriever import FaissBackend, RouterRetriever
 
-    retriever = RouterRetriever.load(args.router, args.routing, model=args.model, device=args.device) \
-        if args.router else RouterRetriever.base_only(args.model, device=args.device)
+    retriever = RouterRetriever.open(args.router, args.routing, model=args.model, device=args.device)
     backend = FaissBackend()
     dense = backend.open(index, retriever.encoder.info, device=args.device)
     lexical = backend.lexical_of(dense) if retriever.lexical else None

@@ -110,6 +110,17 @@ class RouterRetriever:
         encoder = MultiExpertEncoder(load_encoder(model, device=device))
         return cls(encoder, FixedRouter(encoder.names, {"expert": BASE_EXPERT}))
 
+    @classmethod
+    def open(cls, router_dir: str | os.PathLike | None, routing: str = "default", model: str | None = None,
+             device: str | None = None) -> RouterRetriever:
+        """``load`` of router directory ``router_dir``'s ``routing`` router, or with no directory the base model
+        alone (``base_only``); a ``routing`` other than ``default`` needs a directory (checked before any load)."""
+        if router_dir is None:
+            if routing != "default":
+                raise ValueError(f"routing {routing!r} chooses a router of a router directory; give the directory")
+            return cls.base_only(model, device=device)
+        return cls.load(router_dir, routing, model=model, device=device)
+
     def encode_routed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
         """Each query's vector under the dense expert of the system it is routed to (for ``bm25``, which needs none:
         the base vector on embeddings, zeros on a prefix space), the chosen systems, the router's confidence and

@@ -115,7 +115,7 @@ def test_beir_refuses_another_corpus_and_bad_settings(lexical_world, toy_model_d
         search.search(corpus, queries, 10, "euclidean")
     with pytest.raises(NotImplementedError, match="call EvaluateRetrieval.retrieve"):
         EvaluateRetrieval(search).encode_and_retrieve(corpus, queries)
-    with pytest.raises(ValueError, match="routing='pilot' chooses a router of a router directory"):
+    with pytest.raises(ValueError, match="routing 'pilot' chooses a router of a router directory"):
         RoutedSearch(None, root / "idx" / "toy", routing="pilot", model=str(toy_model_dir))
     assert search.search(corpus, {}, 10) == {}
 

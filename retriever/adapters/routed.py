@@ -54,12 +54,8 @@ class RoutedIndex:
                 raise ValueError("model and routing are for loading a router directory; this RouterRetriever is "
                                  "already loaded")
             retriever = router
-        elif router is None:
-            if routing != "default":
-                raise ValueError(f"routing={routing!r} chooses a router of a router directory; give the directory")
-            retriever = RouterRetriever.base_only(model, device=device)
-        elif isinstance(router, str | os.PathLike):
-            retriever = RouterRetriever.load(router, routing, model=model, device=device)
+        elif router is None or isinstance(router, str | os.PathLike):
+            retriever = RouterRetriever.open(router, routing, model=model, device=device)
         else:
             raise TypeError(f"router must be a RouterRetriever, a router directory or None, got {router!r}")
         if not isinstance(index, DenseIndex):

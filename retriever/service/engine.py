@@ -77,14 +77,9 @@ class SearchService:
     def open(cls, config: ServiceConfig) -> SearchService:
         """Load the base model, the router's experts and router (``RouterRetriever.load``; the base model alone
         without a router directory) and open the index, as ``config`` says."""
-        if config.router is None and config.routing != "default":
-            raise ValueError(f"routing {config.routing!r} chooses a router of a router directory; give one too")
         backend = make_backend(config.backend, config.uri)
         backend.version(config.index)  # a missing or damaged index fails here, before any model loads
-        if config.router is None:
-            retriever = RouterRetriever.base_only(config.model, device=config.device)
-        else:
-            retriever = RouterRetriever.load(config.router, config.routing, model=config.model, device=config.device)
+        retriever = RouterRetriever.open(config.router, config.routing, model=config.model, device=config.device)
         device = config.device if backend.name == "faiss" else None  # a Milvus collection searches on its server
         live = LiveIndex(backend, config.index, retriever.encoder.info, retriever.lexical, device=device)
         return cls(config, retriever, live)
