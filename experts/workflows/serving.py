@@ -13,11 +13,10 @@ def check_serve_options(router_dir=None, routing: str = "default", backend: Inde
     """Options that do not go together fail here, before any model loads (the CLI shows them as usage errors)."""
     if router_dir is None and routing != "default":
         raise ValueError("--routing chooses a router of --router DIR; give --router too")
-    uri = getattr(backend, "uri", None)
-    if (replicas is not None or ray_address is not None) and uri is not None and str(uri).endswith(".db"):
-        raise ValueError(f"a Milvus Lite file ({uri}) is served by the one process that opened it, so Ray Serve "
-                         "replicas cannot share it: serve it without --replicas, or use a Milvus server "
-                         "(--uri http://host:19530)")
+    if replicas is not None or ray_address is not None:
+        from retriever.service.config import refuse_lite_replicas
+
+        refuse_lite_replicas(getattr(backend, "uri", None))
 
 
 def serve_index(index_dir, backend: IndexBackend, router_dir=None, *, routing: str = "default",

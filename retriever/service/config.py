@@ -6,9 +6,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["ServiceConfig"]
+from retriever.index.backends import BACKENDS
 
-_BACKENDS = ("faiss", "milvus")
+__all__ = ["ServiceConfig", "refuse_lite_replicas"]
+
+
+def refuse_lite_replicas(uri: str | None) -> None:
+    """Ray Serve replicas cannot share a Milvus Lite file (only the process that opened it serves it)."""
+    if uri is not None and str(uri).endswith(".db"):
+        raise ValueError(f"a Milvus Lite file ({uri}) is served by the one process that opened it, so Ray Serve "
+                         "replicas cannot share it: serve it without --replicas, or use a Milvus server "
+                         "(--uri http://host:19530)")
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,8 @@ class ServiceConfig:
     def __post_init__(self):
         if not isinstance(self.index, str) or not self.index:
             raise ValueError(f"index must name an index directory or Milvus collection, got {self.index!r}")
-        if self.backend not in _BACKENDS:
-            raise ValueError(f"unknown index backend {self.backend!r}; valid: {', '.join(_BACKENDS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown index backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
         for name in ("max_batch", "max_queue", "max_queries", "max_query_chars", "max_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -20,7 +20,7 @@ from ray import serve
 from retriever.index.backends import make_backend
 from retriever.index.ray_encoder import check_address
 from retriever.service.app import create_app
-from retriever.service.config import ServiceConfig
+from retriever.service.config import ServiceConfig, refuse_lite_replicas
 from retriever.service.engine import SearchService
 
 __all__ = ["APP_NAME", "SearchReplica", "deploy", "serve_ray"]
@@ -50,10 +50,8 @@ def deploy(config: ServiceConfig, replicas: int = 2, address: str | None = None,
 
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
         raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
-    if config.backend == "milvus" and str(config.uri).endswith(".db"):
-        raise ValueError(f"a Milvus Lite file ({config.uri}) is served by the one process that opened it, so Ray "
-                         "Serve replicas cannot share it: serve it without --replicas, or use a Milvus server "
-                         "(--uri http://host:19530)")
+    if config.backend == "milvus":
+        refuse_lite_replicas(config.uri)
     if address is not None:
         check_address(address)
     make_backend(config.backend, config.uri).version(config.index)  # a missing index fails here, not in a replica
