@@ -14,8 +14,9 @@ stress family is a dose-response curve: how the hybrid's gain over the base fall
 
 Prints one JSON line per dataset and stress level: the means of the scores and signals, whether
 ``retriever.ranking.unfamiliar.trusts_lexical`` trusts BM25 on these queries taken together, and what ``auto:base`` then
-scores (``hybrid`` at ``--weight`` if trusted, else ``base``). Caches the per-query
-rows in ``--cache``. Usage: ``python benchmarks/probe_lexical_trust.py --cache /work/probe-lexical.json``
+scores (``hybrid`` at ``--weight`` for every query if trusted, else for the queries the base is undecided on
+(``base_gap`` below ``UNDECIDED_GAP``) and ``base`` for the rest; ``fused``: the share of queries fused). Caches the
+per-query rows in ``--cache``. Usage: ``python benchmarks/probe_lexical_trust.py --cache /work/probe-lexical.json``
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def collect(args) -> dict:
     from experts import routing_sample
     from retriever import ensure_lexical_index, load_encoder, search, search_lexical
     from retriever.ranking.systems import fuse
-    from retriever.ranking.unfamiliar import top_agreement
+    from retriever.ranking.unfamiliar import base_gap, top_agreement
 
     encoder = load_encoder()
     opened, indexes = common.open_indexed(args, args.dataset, encoder)
@@ -61,7 +62,7 @@ def collect(args) -> dict:
             for i, q in enumerate(qids):
                 d, b = list(dense[q]), list(lex[q])
                 rows.append({"dataset": name, "stress": stress, "scores": [p[i] for p in per_weight],
-                             "agreement": top_agreement(dense[q], lex[q]),
+                             "agreement": top_agreement(dense[q], lex[q]), "gap": base_gap(dense[q]),
                              "corroboration": _corroboration(d, b, chance),
                              "overlap10": len(set(d[:10]) & set(b[:10])) / 10,
                              "rr_bm25_of_dense1": 1 / (1 + b.index(d[0])) if d and d[0] in b else 0.0,
@@ -102,6 +103,7 @@ def _stressed(results: dict, index, stress: str) -> dict:
 
 
 def main() -> None:
+    from retriever.ranking.systems import BASE, auto_systems
     from retriever.ranking.unfamiliar import trusts_lexical
 
     parser = common.parser(__doc__)
@@ -125,11 +127,13 @@ def main() -> None:
         scores = np.array([r["scores"] for r in mine])
         matched = [r["agreement"] for r in mine if r["agreement"] is not None]
         trusted = trusts_lexical(r["agreement"] for r in mine)
+        fused = np.array([s != BASE for s in auto_systems([r["agreement"] for r in mine], [r["gap"] for r in mine])])
         summary[key] = line = {
             "dataset": key[0], "stress": key[1], "queries": len(mine),
             "base": round(100 * scores[:, -1].mean(), 2), "bm25": round(100 * scores[:, 0].mean(), 2),
             "hybrid": round(100 * scores[:, hybrid].mean(), 2), "trusted": trusted,
-            "auto": round(100 * scores[:, hybrid if trusted else -1].mean(), 2),
+            "auto": round(100 * np.where(fused, scores[:, hybrid], scores[:, -1]).mean(), 2),
+            "fused": round(float(fused.mean()), 3),
             "best_weight": float(WEIGHTS[int(np.argmax(scores.mean(axis=0)))]),
             "agreement": round(float(np.mean(matched)) if matched else 0.0, 3),
             **{s: round(float(np.mean([r[s] for r in mine])), 3) for s in SIGNALS if s != "agreement"},

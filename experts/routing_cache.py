@@ -27,14 +27,14 @@ from retriever.ranking.systems import (
     FUSION_VERSION,
     HYBRID,
     FusionSettings,
-    auto_choice,
+    auto_systems,
     dense_part,
     fuse,
     system_names,
 )
 from retriever.ranking.systems import hybrid as hybrid_name
 from retriever.ranking.topk import search, search_lexical
-from retriever.ranking.unfamiliar import top_agreement
+from retriever.ranking.unfamiliar import base_gap, top_agreement
 from retriever.routers import RoutingData, RoutingSpace, best_expert
 from retriever.routers.base import best_systems, unseen_rows
 from retriever.routers.directory import RouterDirectory
@@ -127,7 +127,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
         cached = _read_cache(path)
         if _current(cached, "expert_key", expected, len(qids)) and (
                 lexical is None or (cached.get("lexical_key") == lex_key and _hybrid_complete(cached, len(qids))
-                                    and (name != BASE_EXPERT or _agreement_complete(cached, len(qids))))):
+                                    and (name != BASE_EXPERT or _auto_complete(cached, len(qids))))):
             if "trained_on" not in cached:  # caches written before the field existed: add it, nothing to encode
                 store.write_record(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
             continue
@@ -144,6 +144,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
                                 _hybrid_scores(qrels, qids, results, lexical_results()).items()}
             if name == BASE_EXPERT:  # what auto:base decides from (retriever.ranking.unfamiliar)
                 record["agreement"] = [top_agreement(results[q], lexical_results()[q]) for q in qids]
+                record["gap"] = [base_gap(results[q]) for q in qids]
         store.write_record(path, record)
 
 
@@ -184,11 +185,12 @@ def _hybrid_complete(cached: dict, rows: int) -> bool:
         isinstance(hybrid.get(label), list) and len(hybrid[label]) == rows for label in labels)
 
 
-def _agreement_complete(cached: dict, rows: int) -> bool:
-    """The base's cached top agreement with BM25, one value per query."""
-    agreement = cached.get("agreement")
+def _auto_complete(cached: dict, rows: int) -> bool:
+    """The base's cached top agreement with BM25 and its own gap, one value each per query."""
+    agreement, gap = cached.get("agreement"), cached.get("gap")
     return isinstance(agreement, list) and len(agreement) == rows and all(
-        a is None or (isinstance(a, int | float) and 0 <= a <= 1) for a in agreement)
+        a is None or (isinstance(a, int | float) and 0 <= a <= 1) for a in agreement) and isinstance(
+        gap, list) and len(gap) == rows and all(g is None or isinstance(g, int | float) for g in gap)
 
 
 def _current(cached: dict, key_field: str, key: str, rows: int) -> bool:
@@ -318,18 +320,21 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
 
 def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray | None:
     """Per query (``names``: its dataset), the nDCG@10 of ``auto:base``: each dataset's routing queries decide
-    together (``auto_choice``), as the unfamiliar queries of one call do."""
-    decided = {}
+    together (``auto_systems``), as the unfamiliar queries of one call do."""
+    columns = []
     for d in dict.fromkeys(names):
         base = records[d][BASE_EXPERT]
-        if not _agreement_complete(base, len(base["ndcg@10"])):
-            # routing data cached before auto:base existed: refits from the cache alone (experts remove) then send
-            # unfamiliar queries to the base, the safe choice, until build-router scores the agreement
-            logger.warning("no agreement of the base with BM25 cached for %r; unfamiliar queries go to the base "
-                           "until build-router is run again", d)
+        if not _auto_complete(base, len(base["ndcg@10"])):
+            # routing data cached before auto:base decided this way: refits from the cache alone (experts remove)
+            # then send unfamiliar queries to the base, the safe choice, until build-router scores them again
+            logger.warning("no agreement of the base with BM25 or base gap cached for %r; unfamiliar queries go to "
+                           "the base until build-router is run again", d)
             return None
-        decided[d] = systems.index(auto_choice(base["agreement"]))
-    return scores[np.arange(len(scores)), [decided[d] for d in names]]
+        columns += [systems.index(s) for s in auto_systems(base["agreement"], base["gap"])]
+    rows = [i for d in dict.fromkeys(names) for i, name in enumerate(names) if name == d]
+    auto = np.empty(len(scores))
+    auto[rows] = scores[rows, columns]
+    return auto
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,

@@ -1,6 +1,7 @@
 """From vectors and texts to ranked documents: ``topk`` (dense and BM25 top-k; ``rank`` is the one place
 self-hits are removed), ``systems`` (what answers a query: a dense expert, ``bm25``, ``hybrid:<expert>`` fusion or
-``auto:base``) and ``unfamiliar`` (whether an unfamiliar corpus's BM25 side is trusted, from agreement alone).
+``auto:base``) and ``unfamiliar`` (whether an unfamiliar corpus's BM25 side is trusted, from agreement and the
+base's decisiveness alone).
 Imports ``retriever.storage``, ``retriever.encoding`` and ``retriever.index``. Tested in ``tests/test_ranking.py``
 and ``tests/test_lexical.py``.
 """
@@ -17,6 +18,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "run_system": "retriever.ranking.systems",
     "search": "retriever.ranking.topk",
     "search_lexical": "retriever.ranking.topk",
+    "base_gap": "retriever.ranking.unfamiliar",
     "top_agreement": "retriever.ranking.unfamiliar",
     "trusts_lexical": "retriever.ranking.unfamiliar",
 })

@@ -1,7 +1,7 @@
 """Systems: what answers a query over the shared corpus. A dense expert (``base`` or an expert's name), ``bm25``
 (the lexical index), ``hybrid:<expert>`` (that expert's ranking fused with BM25's), or ``auto:base``, where routers
-send queries they do not recognise: ``hybrid:base`` or ``base``, whichever ``retriever.ranking.unfamiliar`` decides for
-the call's queries sent there from their two rankings (``resolve``).
+send queries they do not recognise: ``hybrid:base`` or ``base``, as ``retriever.ranking.unfamiliar`` decides for the
+call's queries sent there from their two rankings (``resolve``).
 
 Routers choose among systems by these names; ``run_system`` is the one place a system's ranking is made from
 the dense and lexical rankings it needs (``RouterRetriever`` and evaluation both call it), and ``FusionSettings``
@@ -20,16 +20,16 @@ from enum import StrEnum
 from itertools import islice
 
 from retriever.encoding.encoder import BASE
-from retriever.ranking.unfamiliar import top_agreement, trusts_lexical
+from retriever.ranking.unfamiliar import base_gap, top_agreement, trusts_lexical, undecided
 
 __all__ = [
     "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "FusionMethod", "FusionSettings", "SystemSet",
-    "auto_choice", "dense_part", "fuse", "group_rows", "hybrid", "is_lexical", "resolve", "run_system", "system_names",
+    "auto_systems", "dense_part", "fuse", "group_rows", "hybrid", "is_lexical", "resolve", "run_system", "system_names",
 ]
 
 BM25 = "bm25"
 HYBRID = "hybrid:"
-AUTO = "auto:base"  # unfamiliar queries: hybrid:base where the corpus's lexical side agrees with the base, else base
+AUTO = "auto:base"  # unfamiliar queries: hybrid:base where BM25 agrees with the base or the base is undecided
 
 
 class FusionMethod(StrEnum):
@@ -125,20 +125,23 @@ class FusionSettings:
 SystemSet = FusionSettings  # its name before 0.2 (it holds fusion settings, not a set of systems)
 
 
-def auto_choice(agreements: Iterable[float | None]) -> str:
-    """What ``auto:base`` is for queries with these ``top_agreement`` values taken together: ``hybrid:base`` if
-    they trust the lexical side (``retriever.ranking.unfamiliar.trusts_lexical``), else ``base``."""
-    return hybrid(BASE) if trusts_lexical(agreements) else BASE
+def auto_systems(agreements: Iterable[float | None], gaps: Sequence[float | None]) -> list[str]:
+    """What ``auto:base`` is for each of the queries sent there together, from their ``top_agreement`` and
+    ``base_gap`` values (``retriever.ranking.unfamiliar``): ``hybrid:base`` for all if they trust the lexical side,
+    else ``hybrid:base`` for those the base is undecided on and ``base`` for the rest."""
+    if trusts_lexical(agreements):
+        return [hybrid(BASE)] * len(gaps)
+    return [hybrid(BASE) if undecided(gap) else BASE for gap in gaps]
 
 
 def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results | None) -> dict[str, str]:
-    """``{query id: system}`` with every ``auto:base`` replaced by ``auto_choice`` of the queries sent there
+    """``{query id: system}`` with every ``auto:base`` replaced by ``auto_systems`` of the queries sent there
     together, from their base (``dense``) and BM25 (``lexical``) rankings. Other systems stay."""
     auto = [q for q, system in choice.items() if system == AUTO]
     if not auto:
         return dict(choice)
-    decided = auto_choice(top_agreement(dense[q], lexical[q]) for q in auto)
-    return {q: decided if system == AUTO else system for q, system in choice.items()}
+    decided = auto_systems([top_agreement(dense[q], lexical[q]) for q in auto], [base_gap(dense[q]) for q in auto])
+    return {**choice, **dict(zip(auto, decided, strict=True))}
 
 
 def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:
@@ -156,8 +159,12 @@ def run_system(system: str, query_ids, dense: Results | None, lexical: Results |
     ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's); ``auto:base`` as ``resolve`` decides for these
     queries together."""
     if system == AUTO:
-        decided = set(resolve(dict.fromkeys(query_ids, AUTO), dense, lexical).values())
-        system = decided.pop() if decided else BASE
+        query_ids = list(query_ids)
+        decided = resolve(dict.fromkeys(query_ids, AUTO), dense, lexical)
+        results = {}
+        for chosen, rows in group_rows([decided[q] for q in query_ids]).items():
+            results.update(run_system(chosen, [query_ids[i] for i in rows], dense, lexical, fusion, k))
+        return {q: results[q] for q in query_ids}
     if system == BM25:
         return {q: dict(list(lexical[q].items())[:k]) for q in query_ids}
     if not system.startswith(HYBRID):

@@ -2,7 +2,8 @@
 
 A query unlike every domain the router was fitted on (below its novelty threshold) goes to the system
 ``auto:base`` (``retriever.ranking.systems.AUTO``): ``hybrid:base`` when the corpus's lexical side agrees with the base
-model, ``base`` otherwise. The evidence is the two rankings themselves, no label:
+model; otherwise ``hybrid:base`` only for the queries the base has no preference for (``undecided``), ``base`` for the
+rest. The evidence is the two rankings themselves, no label:
 
 - ``top_agreement`` of one query: how high each system ranks the other's top document, ``(1 / rank in BM25 of the
   base's first + 1 / rank in the base of BM25's first) / 2`` (ranks from 1; 0 where it is not in the other's
@@ -13,6 +14,10 @@ model, ``base`` otherwise. The evidence is the two rankings themselves, no label
   agreement, summed and divided by their number plus ``PRIOR_QUERIES``, reaches ``MIN_AGREEMENT``. The base model
   is the product's guarantee, so lexical evidence must first show that it agrees with it, and a handful of queries
   is not enough evidence (one query alone never switches the corpus to the hybrid).
+- ``base_gap`` of one query: the base's top-1 cosine score minus its ``DECISIVE_RANK``-th. ``undecided`` below
+  ``UNDECIDED_GAP``: the base's top ten are nearly tied, so it prefers none of them, and fusing an untrusted BM25
+  can only reorder near-equals or add a document BM25 ranks high (little to lose, recall to gain); where the base is
+  decided, a BM25 that disagrees would override it, which only agreement licenses.
 
 Why agreement: fusion adds BM25's documents to the base's ranking; where BM25 finds the documents the base finds
 (and more), fusing adds recall; where BM25 ranks documents the base model does not, one of the two is wrong for
@@ -24,11 +29,15 @@ the router does not recognise"; ``benchmarks/probe_lexical_trust.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import islice
 
-__all__ = ["MIN_AGREEMENT", "PRIOR_QUERIES", "top_agreement", "trusts_lexical"]
+__all__ = ["DECISIVE_RANK", "MIN_AGREEMENT", "PRIOR_QUERIES", "UNDECIDED_GAP", "base_gap", "top_agreement",
+           "trusts_lexical", "undecided"]
 
 MIN_AGREEMENT = 0.4  # mean top agreement from which BM25 is trusted on an unfamiliar corpus
 PRIOR_QUERIES = 10  # queries' worth of evidence a call must add before its corpus's lexical side is trusted
+DECISIVE_RANK = 10  # the base's top-1 score is compared with its score at this rank
+UNDECIDED_GAP = 0.08  # base cosine gap (top 1 - top 10) below which a query is fused though BM25 is not trusted
 
 
 def top_agreement(dense: Mapping[str, float], lexical: Mapping[str, float]) -> float | None:
@@ -55,3 +64,15 @@ def trusts_lexical(agreements: Iterable[float | None]) -> bool:
     queries BM25 matched nothing for (None) do not count."""
     values = [a for a in agreements if a is not None]
     return sum(values) / (len(values) + PRIOR_QUERIES) >= MIN_AGREEMENT
+
+
+def base_gap(dense: Mapping[str, float]) -> float | None:
+    """How decided the base is on one query: its top-1 score minus its ``DECISIVE_RANK``-th (its last, with fewer
+    documents); None when it found nothing."""
+    scores = list(islice(dense.values(), DECISIVE_RANK))
+    return float(scores[0] - scores[-1]) if scores else None
+
+
+def undecided(gap: float | None) -> bool:
+    """Whether a query with this ``base_gap`` is fused with an untrusted BM25: the base's top ten are nearly tied."""
+    return gap is not None and gap < UNDECIDED_GAP
