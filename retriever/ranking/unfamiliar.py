@@ -37,7 +37,7 @@ __all__ = ["DECISIVE_RANK", "MIN_AGREEMENT", "PRIOR_QUERIES", "UNDECIDED_GAP", "
 MIN_AGREEMENT = 0.4  # mean top agreement from which BM25 is trusted on an unfamiliar corpus
 PRIOR_QUERIES = 10  # queries' worth of evidence a call must add before its corpus's lexical side is trusted
 DECISIVE_RANK = 10  # the base's top-1 score is compared with its score at this rank
-UNDECIDED_GAP = 0.08  # base cosine gap (top 1 - top 10) below which a query is fused though BM25 is not trusted
+UNDECIDED_GAP = 0.07  # base cosine gap (top 1 - top 10) below which a query is fused though BM25 is not trusted
 
 
 def top_agreement(dense: Mapping[str, float], lexical: Mapping[str, float]) -> float | None:
