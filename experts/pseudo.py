@@ -1,0 +1,91 @@
+"""Training data without relevance judgments (issue #27): pseudo-labelled splits an expert trains on as it would
+on qrels, so training, its held-out selection and the self-check run unchanged.
+
+Two sources:
+
+- ``corpus_queries``: pseudo-queries drawn from the documents themselves, inverse-cloze style: one sentence of a
+  sampled document (a document with no sentence of ``SENTENCE_WORDS`` words gives its title, else nothing),
+  labelled with that document.
+- ``agreed_queries``: unjudged queries (a file, or a dataset's split with its qrels set aside), each labelled with
+  the first document of ``hybrid:base``, the base fused with BM25: what the two systems the product has without
+  any training agree to rank first. A query BM25 matches nothing for is left out by the caller (its label would be
+  the base's own first document, nothing to learn).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from eval.data import Dataset, Split
+
+__all__ = ["SENTENCE_WORDS", "PseudoLabelled", "agreed_queries", "corpus_queries", "sentences"]
+
+SENTENCE_WORDS = (6, 40)  # a pseudo-query sentence's length in words, inclusive
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class PseudoLabelled:
+    """A dataset whose one split's judgments are pseudo-labels: ``split(name)`` gives them, ``corpus()`` and
+    ``doc_ids()`` are the dataset's own (what ``experts.train`` reads)."""
+
+    source: Dataset
+    data: Split
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def split(self, split: str) -> Split:
+        if split != self.data.name:
+            raise ValueError(f"{self.name}: pseudo-labels are for split {self.data.name!r}, not {split!r}")
+        return self.data
+
+    def corpus(self):
+        return self.source.corpus()
+
+    def doc_ids(self):
+        return self.source.doc_ids()
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of ``text`` whose length in words lies in ``SENTENCE_WORDS``."""
+    low, high = SENTENCE_WORDS
+    return [s.strip() for s in _SENTENCE_END.split(text) if low <= len(s.split()) <= high]
+
+
+def corpus_queries(dataset: Dataset, count: int, seed: int = 0, split: str = "train") -> PseudoLabelled:
+    """Up to ``count`` pseudo-queries from ``dataset``'s documents (seeded): one sentence of each sampled document,
+    labelled with it; query ids ``pseudo:<doc id>``."""
+    docs = list(dataset.corpus())
+    rng = np.random.default_rng(seed)
+    queries, qrels = {}, {}
+    for row in rng.permutation(len(docs)):
+        doc = docs[int(row)]
+        options = sentences(doc.text) or ([doc.title] if len(doc.title.split()) >= SENTENCE_WORDS[0] else [])
+        if not options:
+            continue
+        query_id = f"pseudo:{doc.id}"
+        queries[query_id] = options[int(rng.integers(len(options)))]
+        qrels[query_id] = {doc.id: 1}
+        if len(queries) >= count:
+            break
+    if len(queries) < 2:
+        raise ValueError(f"{dataset.name}: {len(queries)} document(s) have a sentence of {SENTENCE_WORDS[0]}-"
+                         f"{SENTENCE_WORDS[1]} words; pseudo-queries need at least 2")
+    return PseudoLabelled(dataset, Split(split, queries, qrels))
+
+
+def agreed_queries(dataset: Dataset, queries: Mapping[str, str], fused: Mapping[str, Mapping[str, float]],
+                   split: str = "train") -> PseudoLabelled:
+    """``queries`` (``{id: text}``, unjudged) labelled with the first document of their ``hybrid:base`` ranking
+    ``fused`` (``{query id: {doc id: score}}``, best first); queries without one there are dropped."""
+    qrels = {q: {next(iter(fused[q])): 1} for q in queries if fused.get(q)}
+    if len(qrels) < 2:
+        raise ValueError(f"{dataset.name}: {len(qrels)} of {len(queries)} queries have a fused first document; "
+                         "an expert needs at least 2")
+    return PseudoLabelled(dataset, Split(split, {q: queries[q] for q in qrels}, qrels))

@@ -1,0 +1,63 @@
+"""Pseudo-labelled training data (experts.pseudo): sentences drawn from documents, unjudged queries labelled by
+hybrid:base, and a split that trains an expert with no qrels."""
+
+import pytest
+from conftest import write_toy_dataset
+
+from eval import open_dataset
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    write_toy_dataset(tmp_path)
+    return open_dataset(tmp_path, "toy")
+
+
+def test_sentences_keep_only_query_sized_ones():
+    from experts.pseudo import SENTENCE_WORDS, sentences
+
+    text = "Too short. " + "This sentence has exactly enough words to count. " + " ".join(["long"] * 50) + "."
+    assert sentences(text) == ["This sentence has exactly enough words to count."]
+    assert sentences("") == [] and SENTENCE_WORDS[0] <= 8 <= SENTENCE_WORDS[1]
+
+
+def test_corpus_queries_label_each_sentence_with_its_document(toy):
+    from experts.pseudo import corpus_queries
+
+    pseudo = corpus_queries(toy, count=5, seed=0)
+    data = pseudo.split("train")
+    assert len(data.queries) == 5 and set(data.queries) == set(data.qrels)
+    texts = {doc.id: doc.text for doc in toy.corpus()}
+    for query_id, judged in data.qrels.items():
+        (doc_id, score), = judged.items()
+        assert query_id == f"pseudo:{doc_id}" and score == 1 and data.queries[query_id] in texts[doc_id]
+    assert corpus_queries(toy, count=5, seed=0).split("train") == data  # seeded
+    assert pseudo.name == "toy" and pseudo.doc_ids() == toy.doc_ids()
+    with pytest.raises(ValueError, match="pseudo-labels are for split 'train', not 'test'"):
+        pseudo.split("test")
+
+
+def test_agreed_queries_take_the_fused_first_document_and_drop_the_rest(toy):
+    from experts.pseudo import agreed_queries
+
+    queries = {"a": "solar power", "b": "whales", "c": "no lexical match"}
+    fused = {"a": {"solar-1": 0.9, "solar-2": 0.5}, "b": {"whale-2": 0.8}, "c": {}}
+    data = agreed_queries(toy, queries, fused).split("train")
+    assert data.qrels == {"a": {"solar-1": 1}, "b": {"whale-2": 1}} and data.queries == {"a": "solar power",
+                                                                                         "b": "whales"}
+    with pytest.raises(ValueError, match="1 of 3 queries have a fused first document"):
+        agreed_queries(toy, queries, {"a": fused["a"]})
+
+
+def test_an_expert_trains_on_pseudo_labels_alone(toy, toy_encoder, tmp_path):
+    """No qrels reach training: the expert's held-out slice and selection are the pseudo-labels'."""
+    from experts import TrainConfig
+    from experts.pseudo import corpus_queries
+    from experts.train import train_expert
+    from retriever import build_index
+
+    index = build_index(toy, toy_encoder, tmp_path / "index")
+    pseudo = corpus_queries(toy, count=20, seed=0)
+    trained = train_expert([(pseudo, index)], toy_encoder, TrainConfig(max_steps=2, batch_size=4, eval_steps=1))
+    assert trained.train_queries + trained.heldout_queries == len(pseudo.split("train").queries)
+    assert 0 <= trained.heldout_base_ndcg_at_10 <= 1
