@@ -158,7 +158,8 @@ def serve(router_dir, index_dir, backend, **options):
 
 @main.command("train-expert")
 @data_dir_option
-@click.option("--dataset", required=True, help="Dataset whose training split teaches the expert.")
+@click.option("--dataset", required=True, help="Dataset whose training split teaches the expert (--unlabelled: its "
+              "corpus alone).")
 @click.option("--split", default="train", show_default=True, help="Training split (never test).")
 @router_option(required=True)
 @click.option("--name", required=True, help="Expert name: letters, digits, '.', '-' and '_'.")
@@ -181,17 +182,35 @@ def serve(router_dir, index_dir, backend, **options):
 @click.option("--config", "config_json", metavar="JSON", callback=checked(TrainConfig.parse_fields, parsed=True),
               help='Any other TrainConfig fields as a JSON object, e.g. \'{"max_steps": 300, "base_dropout": false}\' '
                    "(see experts/training_overrides.json); the options above take precedence.")
+@click.option("--unlabelled", is_flag=True, help="No relevance judgments: train on pseudo-queries drawn from the "
+              "corpus (or --queries labelled by hybrid:base), kept only if it beats the base on held-out ones.")
+@click.option("--queries", "queries_file", type=click.Path(dir_okay=False),
+              help="With --unlabelled: unjudged queries (.jsonl or one per line), labelled where hybrid:base changes "
+                   "the base's first document (needs --force: BENCHMARKS.md §13).")
+@click.option("--pseudo-queries", type=click.IntRange(min=2), help="With --unlabelled: how many to draw from the "
+              "corpus [default: 1000].")
+@click.option("--force", is_flag=True, help="With --unlabelled: save the expert even if it fails the self-check.")
 @backend_options
 @click.pass_obj
 def train_expert(obj, data_dir, dataset, split, router_dir, name, overwrite, model, cache_dir, index_type,
-                 anchor_datasets, config_json, backend, **hyper):
-    """Train a LoRA query expert on one dataset and save it into a router directory."""
-    from experts.workflows import add_expert
+                 anchor_datasets, config_json, backend, unlabelled, queries_file, pseudo_queries, force, **hyper):
+    """Train a LoRA query expert on one dataset (or, --unlabelled, a corpus alone) into a router directory."""
+    from experts.workflows import add_expert, add_unlabelled_expert, check_unlabelled_options
 
     config = TrainConfig.from_fields({**(config_json or {}), **{k: v for k, v in hyper.items() if v is not None}})
-    path, trained, refitted = add_expert(router_dir, data_dir, cache_dir, dataset, name, config, split, anchor_datasets,
-                                         model=model, index_type=index_type, overwrite=overwrite,
-                                         progress=obj["progress"], backend=backend)
+    usage(check_unlabelled_options, unlabelled, dataset, split, queries_file, pseudo_queries, force)
+    if unlabelled:
+        path, trained, check, refitted = add_unlabelled_expert(
+            router_dir, name, config, data_dir=data_dir, dataset=dataset, queries=queries_file,
+            pseudo_queries=pseudo_queries or 1000, anchor_datasets=anchor_datasets, force=force, cache_dir=cache_dir,
+            model=model, index_type=index_type, overwrite=overwrite, progress=obj["progress"], backend=backend)
+        click.echo(f"self-check: held-out pseudo-queries nDCG@10 {check['base_ndcg@10']:.4f} -> "
+                   f"{check['expert_ndcg@10']:.4f} ({check['gain']:+.4f}, needs {check['margin']:+.4f})"
+                   + ("" if check["passed"] else ": FAILED, saved because of --force"))
+    else:
+        path, trained, refitted = add_expert(router_dir, data_dir, cache_dir, dataset, name, config, split,
+                                             anchor_datasets, model=model, index_type=index_type, overwrite=overwrite,
+                                             progress=obj["progress"], backend=backend)
     if refitted:
         click.echo(f"refitted routers: {', '.join(refitted)}")
     click.echo(f"{path}\tbest epoch {trained.best_epoch}\theld-out nDCG@10 {trained.heldout_base_ndcg_at_10:.4f} -> "

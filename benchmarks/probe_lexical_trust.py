@@ -120,6 +120,8 @@ def main() -> None:
                                   for share in (0.25, 0.5, 0.75, 1.0)]
     data = common.cached(args.cache, lambda: collect(args))
     rows = data["rows"]
+    if rows and "gap" not in rows[0]:
+        raise SystemExit(f"{args.cache} was written before the rows carried the base's gap: give a new --cache file")
     hybrid = int(round(10 * args.weight))
     summary = {}
     for key in sorted({(r["dataset"], r["stress"]) for r in rows}, key=lambda k: (DATASETS.index(k[0]), k[1])):

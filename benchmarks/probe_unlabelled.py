@@ -5,7 +5,8 @@ For each expert dataset D (default: the seven of BENCHMARKS.md section 4b) and e
 
 - ``corpus``: ``--pseudo-queries`` sentences drawn from D's documents, each labelled with its document;
 - ``queries``: D's training queries with their qrels set aside, each labelled with ``hybrid:base``'s first
-  document (dense weight ``--weight``; queries BM25 matches nothing for left out).
+  document (dense weight ``--weight``; queries BM25 matches nothing for left out);
+- ``corrected``: those of them whose fused first document is not the base's first.
 
 The expert trains as ``routerretriever benchmark`` trains D's labelled one (D's settings in
 ``experts/training_overrides.json``, anchored on the other datasets' training queries), at most ``--max-steps``
@@ -28,14 +29,14 @@ import common
 import numpy as np
 
 DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l", "squad"]
-SOURCES = ["corpus", "queries"]
+SOURCES = ["corpus", "queries", "corrected"]
 
 
 def main() -> None:
     from eval import paired_bootstrap, per_query_ndcg
     from experts import TrainConfig
     from experts.pairs import anchor_texts
-    from experts.pseudo import agreed_queries, corpus_queries
+    from experts.pseudo import agreed_queries, corpus_queries, corrected_queries
     from experts.train import heldout_split, train_expert
     from retriever import (
         MultiExpertEncoder,
@@ -78,13 +79,15 @@ def main() -> None:
             if source == "corpus":
                 pseudo = corpus_queries(dataset, args.pseudo_queries, config.seed)
             else:
-                queries = {q: t for q, t in dataset.split("train").queries.items() if q not in set(dev_ids)}
+                held = set(dev_ids)
+                queries = {q: t for q, t in dataset.split("train").queries.items() if q not in held}
                 ids = list(queries)
                 dense = search(index, encoder.encode([queries[q] for q in ids]), ids, k=FUSION_DEPTH)
                 lexical = search_lexical(ensure_lexical_index(dataset, args.cache_dir), [queries[q] for q in ids],
                                          ids, FUSION_DEPTH)
                 fused = {q: fuse(dense[q], lexical[q], args.weight) for q in ids if lexical[q]}
-                pseudo = agreed_queries(dataset, queries, fused)
+                pseudo = (agreed_queries(dataset, queries, fused) if source == "queries"
+                          else corrected_queries(dataset, queries, fused, dense))
             expert_name = f"{name}.{source}"
             if expert_name not in store.expert_names():
                 trained = train_expert([(pseudo, index)], encoder, config, anchors=anchors)

@@ -286,8 +286,9 @@ class Dataset:
         return Split(split, {qid: queries[qid] for qid in qrels}, qrels)
 
 
-def open_dataset(data_dir: str | os.PathLike | None, name: str) -> Dataset:
-    """Locate dataset ``name`` under the data directory and check that its files exist."""
+def open_dataset(data_dir: str | os.PathLike | None, name: str, judged: bool = True) -> Dataset:
+    """Locate dataset ``name`` under the data directory and check that its files exist (``judged=False``: only
+    the corpus is needed, as for an expert trained without judgments)."""
     data_dir = resolve_data_dir(data_dir)
     try:
         root = data_dir / safe_name(name, "dataset")
@@ -303,10 +304,10 @@ def open_dataset(data_dir: str | os.PathLike | None, name: str) -> Dataset:
     if corpus_path is None:
         raise DataError(f"dataset {name!r}: missing corpus file {root / 'corpus.jsonl'} (or .jsonl.gz)")
     queries_path = root / "queries.jsonl"
-    if not queries_path.is_file():
+    if not queries_path.is_file() and judged:
         raise DataError(f"dataset {name!r}: missing queries file {queries_path}")
     qrels_dir = root / "qrels"
     qrels_paths = {p.stem: p for p in sorted(qrels_dir.glob("*.tsv"))} if qrels_dir.is_dir() else {}
-    if not qrels_paths:
+    if not qrels_paths and judged:
         raise DataError(f"dataset {name!r}: no qrels files in {qrels_dir}")
     return Dataset(name, root, corpus_path, queries_path, qrels_paths)

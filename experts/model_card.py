@@ -64,7 +64,7 @@ def _vector_rows(systems: list[str]) -> list[str]:
         elif system == BM25:
             what = "the base vector (BM25 has no dense vector; the base's is what the shared index holds)"
         elif system == AUTO:
-            what = "the base vector (unfamiliar queries; `RouterRetriever` fuses it with BM25 or not per call)"
+            what = "the base vector (unfamiliar queries; `RouterRetriever` fuses it with BM25 or not per query)"
         elif system.startswith(HYBRID):
             expert = system[len(HYBRID):]
             whose = "base" if expert == BASE else f"`{expert}` expert's"

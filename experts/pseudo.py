@@ -10,6 +10,9 @@ Two sources:
   the first document of ``hybrid:base``, the base fused with BM25: what the two systems the product has without
   any training agree to rank first. A query BM25 matches nothing for is left out by the caller (its label would be
   the base's own first document, nothing to learn).
+- ``corrected_queries``: the same, keeping only the queries where that first document is not the base's own
+  first: where BM25 changed the base's mind. A label the base already ranks first teaches nothing (and makes the
+  held-out slice the base's to win), so these are the queries an expert can learn from.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 
 from eval.data import Dataset, Split
 
-__all__ = ["SENTENCE_WORDS", "PseudoLabelled", "agreed_queries", "corpus_queries", "sentences"]
+__all__ = ["SENTENCE_WORDS", "PseudoLabelled", "agreed_queries", "corpus_queries", "corrected_queries", "sentences"]
 
 SENTENCE_WORDS = (6, 40)  # a pseudo-query sentence's length in words, inclusive
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -66,7 +69,8 @@ def corpus_queries(dataset: Dataset, count: int, seed: int = 0, split: str = "tr
     queries, qrels = {}, {}
     for row in rng.permutation(len(docs)):
         doc = docs[int(row)]
-        options = sentences(doc.text) or ([doc.title] if len(doc.title.split()) >= SENTENCE_WORDS[0] else [])
+        title_fits = SENTENCE_WORDS[0] <= len(doc.title.split()) <= SENTENCE_WORDS[1]
+        options = sentences(doc.text) or ([doc.title] if title_fits else [])
         if not options:
             continue
         query_id = f"pseudo:{doc.id}"
@@ -89,3 +93,11 @@ def agreed_queries(dataset: Dataset, queries: Mapping[str, str], fused: Mapping[
         raise ValueError(f"{dataset.name}: {len(qrels)} of {len(queries)} queries have a fused first document; "
                          "an expert needs at least 2")
     return PseudoLabelled(dataset, Split(split, {q: queries[q] for q in qrels}, qrels))
+
+
+def corrected_queries(dataset: Dataset, queries: Mapping[str, str], fused: Mapping[str, Mapping[str, float]],
+                      dense: Mapping[str, Mapping[str, float]], split: str = "train") -> PseudoLabelled:
+    """``agreed_queries`` of the queries whose fused first document is not their base (``dense``) first one."""
+    changed = {q: hits for q, hits in fused.items()
+               if hits and dense.get(q) and next(iter(hits)) != next(iter(dense[q]))}
+    return agreed_queries(dataset, queries, changed, split)

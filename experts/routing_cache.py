@@ -321,7 +321,7 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
 def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray | None:
     """Per query (``names``: its dataset), the nDCG@10 of ``auto:base``: each dataset's routing queries decide
     together (``auto_systems``), as the unfamiliar queries of one call do."""
-    columns = []
+    auto = np.empty(len(scores))
     for d in dict.fromkeys(names):
         base = records[d][BASE_EXPERT]
         if not _auto_complete(base, len(base["ndcg@10"])):
@@ -330,10 +330,12 @@ def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: l
             logger.warning("no agreement of the base with BM25 or base gap cached for %r; unfamiliar queries go to "
                            "the base until build-router is run again", d)
             return None
-        columns += [systems.index(s) for s in auto_systems(base["agreement"], base["gap"])]
-    rows = [i for d in dict.fromkeys(names) for i, name in enumerate(names) if name == d]
-    auto = np.empty(len(scores))
-    auto[rows] = scores[rows, columns]
+        rows = [i for i, name in enumerate(names) if name == d]
+        chosen = auto_systems(base["agreement"], base["gap"])
+        repeats, rest = divmod(len(rows), len(chosen))  # a dataset named twice has its rows twice
+        if rest:
+            raise ValueError(f"{d}: {len(rows)} routing rows for {len(chosen)} cached queries")
+        auto[rows] = scores[rows, [systems.index(s) for s in chosen * repeats]]
     return auto
 
 

@@ -324,3 +324,41 @@ def test_confusion_figure_is_trimmed_titled_and_drops_empty_columns(tmp_path):
     ink = np.argwhere((image < 0.99).any(axis=2))
     (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0)
     assert (bottom - top + 1) * (right - left + 1) >= 0.9 * image.shape[0] * image.shape[1]
+
+
+def test_train_expert_unlabelled_keeps_only_what_passes_the_self_check(run, data_dir, tmp_path, toy_model_dir,
+                                                                        monkeypatch):
+    """No judgments are read (the dataset's qrels and queries are removed); an expert that misses the self-check's
+    margin is refused with the numbers and nothing is saved, --force saves it marked so."""
+    import shutil
+
+    from experts.workflows import unlabelled
+
+    for path in ("qrels", "queries.jsonl"):
+        target = data_dir / "toy" / path
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    router = tmp_path / "router"
+    common = ("train-expert", "--dataset", "toy", "--router", str(router), "--model", str(toy_model_dir),
+              "--cache-dir", str(tmp_path / "cache"), "--config", '{"max_steps": 2}')
+    result = run(*common, "--name", "x", "--force")
+    assert result.exit_code == 2 and "--force only go with --unlabelled" in result.output
+    result = run(*common, "--name", "x", "--unlabelled", "--split", "dev")
+    assert result.exit_code == 2 and "--unlabelled reads no split's judgments; drop --split dev" in result.output
+    queries = tmp_path / "queries.txt"
+    queries.write_text("solar panels on homes\nblue whales\n")
+    result = run(*common, "--name", "x", "--unlabelled", "--queries", str(queries))
+    assert result.exit_code == 1 and "pass --force to train one all the same" in result.output, result.output
+    monkeypatch.setattr(unlabelled, "SELF_CHECK_MARGIN", 1.0)  # beyond any expert
+    result = run(*common, "--name", "refused", "--unlabelled")
+    assert result.exit_code == 1 and "unlabelled expert 'refused' not saved" in result.output, result.output
+    assert "held-out pseudo-queries" in result.output and "--force saves it anyway" in result.output
+    assert not (router / "experts" / "refused").exists()
+    result = run(*common, "--name", "forced", "--unlabelled", "--force")
+    assert result.exit_code == 0 and "FAILED, saved because of --force" in result.output, result.output
+    record = json.loads((router / "experts" / "forced" / "expert.json").read_text())["unlabelled"]
+    assert record["source"] == "corpus" and record["forced"] and not record["self_check"]["passed"]
+    monkeypatch.setattr(unlabelled, "SELF_CHECK_MARGIN", -1.0)
+    result = run(*common, "--name", "kept", "--unlabelled", "--pseudo-queries", "12")
+    assert result.exit_code == 0 and "self-check: held-out pseudo-queries nDCG@10" in result.output, result.output
+    record = json.loads((router / "experts" / "kept" / "expert.json").read_text())["unlabelled"]
+    assert record["pseudo_queries"] == 12 and record["self_check"]["passed"] and not record["forced"]

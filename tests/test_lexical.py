@@ -294,9 +294,10 @@ def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world):
     assert not any(h.unfamiliar for h in familiar.search(split.queries, k=10, index=index, lexical=lexical))
 
 
-def test_routing_data_from_before_auto_sends_unfamiliar_queries_to_the_base(lexical_world, tmp_path):
-    """A router directory whose cached routing scores predate the agreement record still refits from its cache
-    (as `experts remove` does): unfamiliar queries then go to the base, the safe default."""
+@pytest.mark.parametrize("missing", ["agreement", "gap"])
+def test_routing_data_from_before_auto_sends_unfamiliar_queries_to_the_base(lexical_world, tmp_path, missing):
+    """A router directory whose cached routing scores predate the agreement (or, since the per-query gate, the
+    gap) record still refits from its cache (as `experts remove` does): unfamiliar queries then go to the base."""
     import shutil
 
     from experts import cached_routing_data
@@ -307,7 +308,7 @@ def test_routing_data_from_before_auto_sends_unfamiliar_queries_to_the_base(lexi
     root = shutil.copytree(store.root, tmp_path / "old-router")
     for path in root.glob("routing-data/*/scores-base.json"):
         record = json.loads(path.read_text())
-        assert record.pop("agreement") is not None
+        assert record.pop(missing) is not None
         path.write_text(json.dumps(record))
     old = RouterDirectory(root, store.base)
     info = old.load_router("pilot").info
@@ -315,3 +316,20 @@ def test_routing_data_from_before_auto_sends_unfamiliar_queries_to_the_base(lexi
     assert data.auto_scores is None
     assert fit_router("pilot", data, novelty="auto").options["default"] == "base"
     assert cached_routing_data(store, info["datasets"], info["lexical_keys"]).auto_scores is not None
+
+
+def test_auto_scores_mix_each_querys_system_from_the_cached_columns():
+    """Calibration scores auto:base per query as search decides it: a dataset that trusts BM25 takes the hybrid's
+    column for every query; one that does not takes it only where the base is undecided and BM25 matched."""
+    from experts.routing_cache import _auto_scores
+
+    systems = ["base", "hybrid:base"]
+    records = {"trusting": {"base": {"ndcg@10": [0.1] * 30, "agreement": [1.0] * 30, "gap": [0.5] * 30}},
+               "wary": {"base": {"ndcg@10": [0.1] * 3, "agreement": [0.0, 0.0, None], "gap": [0.01, 0.5, 0.01]}}}
+    names = ["wary", "trusting", "wary", "wary"] + ["trusting"] * 29  # interleaved rows
+    scores = np.array([[0.0, 1.0]] * len(names))
+    auto = _auto_scores(records, names, scores, systems)
+    assert auto[[1, *range(4, len(names))]].tolist() == [1.0] * 30  # trusted: the hybrid everywhere
+    assert auto[[0, 2, 3]].tolist() == [1.0, 0.0, 0.0]  # undecided: hybrid; decided: base; no BM25 match: base
+    doubled = _auto_scores(records, names + ["wary"] * 3, np.vstack([scores, scores[:3]]), systems)
+    assert doubled[-3:].tolist() == [1.0, 0.0, 0.0]  # a dataset named twice has its rows twice

@@ -61,3 +61,13 @@ def test_an_expert_trains_on_pseudo_labels_alone(toy, toy_encoder, tmp_path):
     trained = train_expert([(pseudo, index)], toy_encoder, TrainConfig(max_steps=2, batch_size=4, eval_steps=1))
     assert trained.train_queries + trained.heldout_queries == len(pseudo.split("train").queries)
     assert 0 <= trained.heldout_base_ndcg_at_10 <= 1
+
+
+def test_corrected_queries_keep_only_where_the_fusion_changed_the_first_document(toy):
+    from experts.pseudo import corrected_queries
+
+    queries = {"a": "solar power", "b": "whales", "c": "bread"}
+    fused = {"a": {"solar-1": 0.9}, "b": {"whale-2": 0.8}, "c": {"bread-1": 0.7}}
+    dense = {"a": {"solar-2": 0.9, "solar-1": 0.8}, "b": {"whale-2": 0.9}, "c": {"coffee-1": 0.5}}
+    data = corrected_queries(toy, queries, fused, dense).split("train")
+    assert data.qrels == {"a": {"solar-1": 1}, "c": {"bread-1": 1}}  # b: the fusion kept the base's first

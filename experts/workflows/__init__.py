@@ -8,6 +8,7 @@ checks its input before any long work, and loads the models and opens the index 
 - ``collections``  — ``add``/``delete``: change a named index (only new documents encoded), as one new version.
 - ``searching``    — ``search``: base-only or routed search over an index.
 - ``expert_store`` — ``train-expert`` (train, save, refit the routers), ``experts remove/list/export``.
+- ``unlabelled``   — ``train-expert --unlabelled``: an expert from pseudo-labels, kept only past a self-check.
 - ``exporting``    — ``export``: a router and its experts as one sentence-transformers model.
 - ``routers``      — ``build-router``: score every system, label queries, fit routers, choose the default.
 - ``evaluation``   — ``evaluate``: systems on datasets' splits, or on an index with its own queries and qrels
@@ -34,6 +35,8 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "search_index": "experts.workflows.searching",
     "result_record": "experts.workflows.searching",
     "add_expert": "experts.workflows.expert_store",
+    "add_unlabelled_expert": "experts.workflows.unlabelled",
+    "check_unlabelled_options": "experts.workflows.unlabelled",
     "describe_experts": "experts.workflows.expert_store",
     "expert_records": "experts.workflows.expert_store",
     "export_expert_model": "experts.workflows.expert_store",

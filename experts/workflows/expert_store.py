@@ -19,7 +19,8 @@ from retriever.index.base import IndexConfig
 from retriever.index.faiss_index import CorpusIndex
 from retriever.routers.directory import RouterDirectory, validate_name
 
-__all__ = ["add_expert", "describe_experts", "expert_records", "export_expert_model", "remove_expert", "train_and_save"]
+__all__ = ["add_expert", "check_new", "check_refit_data", "describe_experts", "expert_records", "export_expert_model",
+           "remove_expert", "save_and_refit", "train_and_save"]
 
 
 def _check_training_request(name: str, dataset: Dataset, split: str, config: TrainConfig,
@@ -37,7 +38,8 @@ def _check_training_request(name: str, dataset: Dataset, split: str, config: Tra
         raise ValueError(f"anchor dataset {dataset.name!r} is the expert's own dataset")
 
 
-def _check_new(store: RouterDirectory, name: str, overwrite: bool) -> None:
+def check_new(store: RouterDirectory, name: str, overwrite: bool) -> None:
+    """Refuse to replace expert ``name`` without ``overwrite``, before any corpus is encoded."""
     if name in store.expert_names() and not overwrite:
         raise FileExistsError(f"expert {name!r} already exists in {store.root}; pass --overwrite to replace it")
 
@@ -48,7 +50,7 @@ def train_and_save(store: RouterDirectory, name: str, dataset: Dataset, index: C
     """Train expert ``name`` on ``dataset``'s ``split`` against ``index`` (anchored on ``anchor_sets``' texts when
     ``config.anchor_weight > 0``) and save it into the router directory."""
     _check_training_request(name, dataset, split, config, anchor_sets)
-    _check_new(store, name, overwrite)
+    check_new(store, name, overwrite)
     trained = _train(dataset, index, encoder, config, split, anchor_sets, progress)
     store.save_expert(name, trained.write, trained.meta(), overwrite=overwrite)
     return trained
@@ -75,24 +77,39 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     index_config = IndexConfig(index_type=index_type)
     encoder = load_encoder(model)
     store = RouterDirectory(router_dir, encoder.info, create=True)
-    _check_new(store, name, overwrite)  # before any corpus is encoded
+    check_new(store, name, overwrite)  # before any corpus is encoded
+    check_refit_data(store, data_dir)
+    backend = backend or FaissBackend(cache_dir)
+    index, _ = backend.ensure(ds, encoder, index_config, progress=progress)
+    trained = _train(ds, index, encoder, config, split, anchor_sets, progress)
+    refitted = save_and_refit(store, name, trained, trained.meta(), data_dir, backend, encoder, index_type, progress)
+    return store.expert_path(name), trained, refitted
+
+
+def check_refit_data(store: RouterDirectory, data_dir) -> None:
+    """Refuse, before any training, a new expert the routers already built could not be refitted with: each
+    dataset they were built on must be readable with its training judgments."""
     for other in refit_datasets(store):
         try:
             open_dataset(data_dir, other).qrels("train")
         except ValueError as err:
             raise ValueError(f"the routers in {store.root} were built on dataset {other!r}, which adding an expert "
                              f"refits them on: {err}") from None
-    backend = backend or FaissBackend(cache_dir)
-    index, _ = backend.ensure(ds, encoder, index_config, progress=progress)
-    trained = _train(ds, index, encoder, config, split, anchor_sets, progress)
+
+
+def save_and_refit(store: RouterDirectory, name: str, trained: TrainedExpert, meta: dict, data_dir,
+                   backend: IndexBackend, encoder: Encoder, index_type: str, progress: bool) -> list[str]:
+    """Save a trained expert and refit the routers already built so they can choose it, as one change
+    (``RouterDirectory.changing_expert``): if the routers cannot be refitted, the experts are as they were.
+    Returns the refitted routers."""
     with store.changing_expert(name):
-        store.save_expert(name, trained.write, trained.meta())
+        store.save_expert(name, trained.write, meta)
         refitted = []
         if store.built_routers():  # fold the new expert into the routers already built
             routed = store.load_into(MultiExpertEncoder(encoder))
             refitted = refresh_routers(store, routed, opener(data_dir, backend, encoder, index_type, progress),
                                        progress=progress)
-    return store.expert_path(name), trained, refitted
+    return refitted
 
 
 def remove_expert(router_dir: str | os.PathLike, name: str, model: str | None = None) -> list[str]:

@@ -128,10 +128,13 @@ SystemSet = FusionSettings  # its name before 0.2 (it holds fusion settings, not
 def auto_systems(agreements: Iterable[float | None], gaps: Sequence[float | None]) -> list[str]:
     """What ``auto:base`` is for each of the queries sent there together, from their ``top_agreement`` and
     ``base_gap`` values (``retriever.ranking.unfamiliar``): ``hybrid:base`` for all if they trust the lexical side,
-    else ``hybrid:base`` for those the base is undecided on and ``base`` for the rest."""
+    else ``hybrid:base`` for those the base is undecided on and ``base`` for the rest (and for a query BM25 matched
+    nothing for, agreement None: the hybrid would rank as the base does)."""
+    agreements = list(agreements)
     if trusts_lexical(agreements):
         return [hybrid(BASE)] * len(gaps)
-    return [hybrid(BASE) if undecided(gap) else BASE for gap in gaps]
+    return [hybrid(BASE) if undecided(gap) and agreement is not None else BASE
+            for agreement, gap in zip(agreements, gaps, strict=True)]
 
 
 def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results | None) -> dict[str, str]:

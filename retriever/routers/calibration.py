@@ -34,9 +34,9 @@ __all__ = [
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # candidate confidence thresholds for fallback="auto"
 SIMILARITIES = np.round(np.arange(0.0, 0.5001, 0.025), 3)  # candidate similarity thresholds for novelty="auto"
 # where queries the router does not recognise go (``UnfamiliarPolicy``): "auto" — auto:base
-# (retriever.ranking.unfamiliar decides per corpus whether BM25 is trusted), the base for routers without lexical
-# systems; "calibrated" — whichever of base and hybrid:base the routing folds favour (one global choice, fitted on
-# the training domains: before 2026-12-04)
+# (retriever.ranking.unfamiliar decides per corpus whether BM25 is trusted, per query where not), the base for
+# routers without lexical systems; "calibrated" — whichever of base and hybrid:base the routing folds favour (one
+# global choice, fitted on the training domains: before 2026-12-04)
 
 
 def _threshold(name: str, value: str | float, calibrate) -> float:

@@ -37,7 +37,7 @@ class ThresholdRequest(StrEnum):
 class UnfamiliarPolicy(StrEnum):
     """Where queries the router does not recognise go."""
 
-    AUTO = "auto"  # auto:base (retriever.ranking.unfamiliar decides per corpus), the base without lexical systems
+    AUTO = "auto"  # auto:base (retriever.ranking.unfamiliar: per corpus and query), the base without lexical systems
     CALIBRATED = "calibrated"  # whichever of base and hybrid:base the routing folds favour (before 2026-12-04)
 
 

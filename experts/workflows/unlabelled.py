@@ -1,0 +1,127 @@
+"""``train-expert --unlabelled``: an expert from a corpus with no relevance judgments (issue #27), trained on
+pseudo-labels (``experts.pseudo``) and saved only if a self-check on held-out pseudo-queries says it beats the base.
+
+The self-check: training holds out a slice of the pseudo-labelled queries and picks its step there (as a labelled
+expert does on judged queries); the expert is kept only if its held-out nDCG@10 exceeds the base's by at least
+``SELF_CHECK_MARGIN`` (half a point: training moved it at all). Otherwise nothing is saved and the error says by
+how much it fell short (``force`` saves it anyway, marked so in its ``expert.json``). Measured (BENCHMARKS.md §13):
+the check refuses experts training could not move, but the size of the pseudo-query gain does *not* predict the
+real one; from the corpus's own sentences no expert was significantly below the base on any of the seven test
+splits. Labels from ``hybrid:base`` (``queries``) teach an expert to imitate the hybrid, which its held-out
+pseudo-labels reward whatever the hybrid is worth: on ArguAna it passed the check by 9 points and lost 3.7 on the
+test split, so that source needs ``force``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from eval.data import load_query_file, open_dataset
+from experts.pairs import anchor_texts
+from experts.pseudo import PseudoLabelled, corpus_queries, corrected_queries
+from experts.train import TrainConfig, TrainedExpert, train_expert
+from experts.workflows.expert_store import check_new, check_refit_data, save_and_refit
+from retriever.encoding.encoder import load_encoder
+from retriever.index.backends import FaissBackend, IndexBackend
+from retriever.index.base import IndexConfig
+from retriever.ranking.systems import BASE, FUSION_DEPTH, fuse, hybrid
+from retriever.ranking.topk import search, search_lexical
+from retriever.routers.directory import RouterDirectory, validate_name
+
+__all__ = ["PSEUDO_QUERIES", "SELF_CHECK_MARGIN", "SelfCheckError", "add_unlabelled_expert",
+           "check_unlabelled_options", "self_check"]
+
+PSEUDO_QUERIES = 1000  # pseudo-queries drawn from the corpus (experts.pseudo.corpus_queries)
+SELF_CHECK_MARGIN = 0.005  # held-out pseudo-query nDCG@10 an unlabelled expert must gain over the base
+
+
+class SelfCheckError(ValueError):
+    """An unlabelled expert that does not beat the base on its held-out pseudo-queries by the margin."""
+
+
+def check_unlabelled_options(unlabelled: bool, dataset: str | None, split: str, queries, pseudo_queries: int | None,
+                             force: bool) -> None:
+    """The options that go with ``--unlabelled`` only, and the split it ignores (the CLI shows these as usage
+    errors)."""
+    if not unlabelled:
+        given = [name for name, value in (("--queries", queries), ("--pseudo-queries", pseudo_queries),
+                                          ("--force", force)) if value]
+        if given:
+            raise ValueError(f"{', '.join(given)} only go with --unlabelled")
+    elif split != "train":
+        raise ValueError(f"--unlabelled reads no split's judgments; drop --split {split}")
+
+
+def self_check(trained: TrainedExpert, margin: float | None = None) -> dict:
+    """The self-check's record: held-out pseudo-query nDCG@10 of the base and the expert, the gain, the margin
+    (``SELF_CHECK_MARGIN`` unless given), whether it passed."""
+    margin = SELF_CHECK_MARGIN if margin is None else margin
+    gain = trained.heldout_ndcg_at_10 - trained.heldout_base_ndcg_at_10
+    return {"heldout_pseudo_queries": trained.heldout_queries, "base_ndcg@10": trained.heldout_base_ndcg_at_10,
+            "expert_ndcg@10": trained.heldout_ndcg_at_10, "gain": round(gain, 5), "margin": margin,
+            "passed": gain >= margin}
+
+
+def pseudo_labelled(source, index, encoder, lexical, queries: str | os.PathLike | None, count: int, seed: int,
+                    weight: float) -> tuple[PseudoLabelled, str]:
+    """``(pseudo-labelled split, source name)``: the corpus's own sentences, or the queries of file ``queries``
+    labelled where ``hybrid:base`` (dense weight ``weight``) changes the base's first document."""
+    if queries is None:
+        return corpus_queries(source, count, seed), "corpus"
+    texts = load_query_file(queries)
+    ids = list(texts)
+    dense = search(index, encoder.encode([texts[q] for q in ids]), ids, k=FUSION_DEPTH)
+    lexical_hits = search_lexical(lexical, [texts[q] for q in ids], ids, FUSION_DEPTH)
+    fused = {q: fuse(dense[q], lexical_hits[q], weight) for q in ids if lexical_hits[q]}
+    return corrected_queries(source, texts, fused, dense), "queries"
+
+
+def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: TrainConfig, *, data_dir=None,
+                          dataset: str, queries: str | os.PathLike | None = None, pseudo_queries: int = PSEUDO_QUERIES,
+                          anchor_datasets: Sequence[str] = (), force: bool = False, cache_dir=None,
+                          model: str | None = None, index_type: str = "flat", overwrite: bool = False,
+                          progress: bool = False, backend: IndexBackend | None = None
+                          ) -> tuple[Path, TrainedExpert, dict, list[str]]:
+    """Train expert ``name`` without judgments on ``dataset`` (a BEIR folder under ``data_dir``: its corpus; queries
+    and qrels are not read): from pseudo-queries drawn from its documents, or with ``queries`` (a
+    query file: ``.jsonl`` or one query per line) from those queries labelled by ``hybrid:base``. Saved (and the
+    routers already built refitted, as ``train-expert`` does) only if it passes the self-check, or with ``force``.
+    Returns ``(expert path, trained, self-check record, refitted routers)``."""
+    validate_name(name)
+    if pseudo_queries < 2:
+        raise ValueError(f"pseudo-queries must be at least 2, got {pseudo_queries}")
+    source = open_dataset(data_dir, dataset, judged=False)
+    anchor_sets = [open_dataset(data_dir, other) for other in dict.fromkeys(anchor_datasets)]
+    if bool(anchor_sets) != (config.anchor_weight > 0):
+        raise ValueError(f"an anchor weight > 0 (got {config.anchor_weight}) and anchor datasets (--anchor-dataset) "
+                         "go together")
+    if queries is not None:
+        load_query_file(queries)  # a missing or empty file fails before any model loads
+        if not force:
+            raise ValueError("--queries labels queries with hybrid:base, and the self-check cannot tell imitating it "
+                             "from improving on it (on ArguAna such an expert passed it and lost 3.7 nDCG@10 on "
+                             "test, BENCHMARKS.md §13): pass --force to train one all the same")
+    encoder = load_encoder(model)
+    store = RouterDirectory(router_dir, encoder.info, create=True)
+    check_new(store, name, overwrite)
+    check_refit_data(store, data_dir)
+    backend = backend or FaissBackend(cache_dir)
+    index, lexical = backend.ensure(source, encoder, IndexConfig(index_type=index_type), lexical=queries is not None,
+                                    progress=progress)
+    weight = store.load_fusion().weight(hybrid(BASE))
+    pseudo, kind = pseudo_labelled(source, index, encoder, lexical, queries, pseudo_queries, config.seed, weight)
+    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
+    trained = train_expert([(pseudo, index)], encoder, config, anchors=anchors, progress=progress)
+    check = self_check(trained)
+    if not check["passed"] and not force:
+        raise SelfCheckError(
+            f"unlabelled expert {name!r} not saved: on {check['heldout_pseudo_queries']} held-out pseudo-queries "
+            f"it scores nDCG@10 {check['expert_ndcg@10']:.4f} against the base's {check['base_ndcg@10']:.4f} "
+            f"({check['gain']:+.4f}); the self-check asks for {check['margin']:+.4f} (BENCHMARKS.md §13). "
+            "--force saves it anyway")
+    meta = {**trained.meta(), "unlabelled": {"source": kind, "pseudo_queries": len(pseudo.data.queries),
+                                             "self_check": check, "forced": not check["passed"]}}
+    refitted = save_and_refit(store, name, trained, meta, data_dir, backend, encoder, index_type, progress)
+    return store.expert_path(name), trained, check, refitted
