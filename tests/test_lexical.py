@@ -269,9 +269,11 @@ def test_auto_resolves_per_call_trusting_agreement_or_an_undecided_base():
     assert (dense_part(AUTO), is_lexical(AUTO)) == ("base", True)
 
 
-def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world):
+@pytest.mark.parametrize("gap", [None, "median"])
+def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world, monkeypatch, gap):
     """A query unlike every training domain goes to auto:base; the facade says so and names what answered, and
-    evaluation decides the same."""
+    evaluation decides the same (with the gate at the queries' median gap, where BM25 is not trusted, some are
+    fused and some not: the toy encoder is otherwise undecided on every query)."""
 
     from eval.runs import SplitRun
     from retriever.router_retriever import RouterRetriever
@@ -281,8 +283,19 @@ def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world):
     rr.router = rr.router.recalibrated(min_similarity=1.01, default="auto:base")  # every query is unfamiliar
     dataset, index, lexical = (lexical_world[k]["toy"] for k in ("datasets", "indexes", "lexical"))
     split = dataset.split("test")
+    if gap == "median":
+        from retriever.ranking import search
+        from retriever.ranking.unfamiliar import base_gap
+
+        ids = list(split.queries)
+        ranked = search(index, rr.encoder.encode([split.queries[q] for q in ids], "base"), ids, k=100)
+        monkeypatch.setattr("retriever.ranking.unfamiliar.UNDECIDED_GAP", float(np.median(
+            [base_gap(ranked[q]) for q in ids])))
+        monkeypatch.setattr("retriever.ranking.unfamiliar.MIN_AGREEMENT", 1.1)  # BM25 never trusted
     hits = rr.search(split.queries, k=10, index=index, lexical=lexical)
     assert all(h.unfamiliar for h in hits) and {h.system for h in hits} <= {"base", "hybrid:base"}
+    if gap == "median":
+        assert {h.system for h in hits} == {"base", "hybrid:base"}
     routed = SplitRun(dataset, "test", rr.encoder, index, {"r": rr.router}, lexical=lexical,
                       fusion=rr.fusion).routed("r")
     assert routed.unfamiliar == set(split.queries)
