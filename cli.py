@@ -198,11 +198,11 @@ def train_expert(obj, data_dir, dataset, split, router_dir, name, overwrite, mod
     from experts.workflows import add_expert, add_unlabelled_expert, check_unlabelled_options
 
     config = TrainConfig.from_fields({**(config_json or {}), **{k: v for k, v in hyper.items() if v is not None}})
-    usage(check_unlabelled_options, unlabelled, dataset, split, queries_file, pseudo_queries, force)
+    usage(check_unlabelled_options, unlabelled, split, queries_file, pseudo_queries, force)
     if unlabelled:
         path, trained, check, refitted = add_unlabelled_expert(
             router_dir, name, config, data_dir=data_dir, dataset=dataset, queries=queries_file,
-            pseudo_queries=pseudo_queries or 1000, anchor_datasets=anchor_datasets, force=force, cache_dir=cache_dir,
+            pseudo_queries=pseudo_queries, anchor_datasets=anchor_datasets, force=force, cache_dir=cache_dir,
             model=model, index_type=index_type, overwrite=overwrite, progress=obj["progress"], backend=backend)
         click.echo(f"self-check: held-out pseudo-queries nDCG@10 {check['base_ndcg@10']:.4f} -> "
                    f"{check['expert_ndcg@10']:.4f} ({check['gain']:+.4f}, needs {check['margin']:+.4f})"

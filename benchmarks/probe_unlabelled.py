@@ -36,7 +36,7 @@ def main() -> None:
     from eval import paired_bootstrap, per_query_ndcg
     from experts import TrainConfig
     from experts.pairs import anchor_texts
-    from experts.pseudo import agreed_queries, corpus_queries, corrected_queries
+    from experts.pseudo import agreed_queries, corpus_queries, corrected_queries, fused_rankings
     from experts.train import heldout_split, train_expert
     from retriever import (
         MultiExpertEncoder,
@@ -44,9 +44,7 @@ def main() -> None:
         ensure_lexical_index,
         load_encoder,
         search,
-        search_lexical,
     )
-    from retriever.ranking.systems import FUSION_DEPTH, fuse
 
     parser = common.parser(__doc__)
     parser.add_argument("router_dir", type=Path, help="where the unlabelled experts are saved (and reused)")
@@ -81,11 +79,8 @@ def main() -> None:
             else:
                 held = set(dev_ids)
                 queries = {q: t for q, t in dataset.split("train").queries.items() if q not in held}
-                ids = list(queries)
-                dense = search(index, encoder.encode([queries[q] for q in ids]), ids, k=FUSION_DEPTH)
-                lexical = search_lexical(ensure_lexical_index(dataset, args.cache_dir), [queries[q] for q in ids],
-                                         ids, FUSION_DEPTH)
-                fused = {q: fuse(dense[q], lexical[q], args.weight) for q in ids if lexical[q]}
+                dense, fused = fused_rankings(queries, index, encoder, ensure_lexical_index(dataset, args.cache_dir),
+                                              args.weight)
                 pseudo = (agreed_queries(dataset, queries, fused) if source == "queries"
                           else corrected_queries(dataset, queries, fused, dense))
             expert_name = f"{name}.{source}"

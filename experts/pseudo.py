@@ -24,8 +24,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from eval.data import Dataset, Split
+from retriever.ranking.systems import FUSION_DEPTH, fuse
+from retriever.ranking.topk import search, search_lexical
 
-__all__ = ["SENTENCE_WORDS", "PseudoLabelled", "agreed_queries", "corpus_queries", "corrected_queries", "sentences"]
+__all__ = ["SENTENCE_WORDS", "PseudoLabelled", "agreed_queries", "corpus_queries", "corrected_queries",
+           "fused_rankings", "sentences"]
 
 SENTENCE_WORDS = (6, 40)  # a pseudo-query sentence's length in words, inclusive
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -101,3 +104,14 @@ def corrected_queries(dataset: Dataset, queries: Mapping[str, str], fused: Mappi
     changed = {q: hits for q, hits in fused.items()
                if hits and dense.get(q) and next(iter(hits)) != next(iter(dense[q]))}
     return agreed_queries(dataset, queries, changed, split)
+
+
+def fused_rankings(queries: Mapping[str, str], index, encoder, lexical, weight: float) -> tuple[dict, dict]:
+    """``(base rankings, hybrid:base rankings)`` of ``queries`` (``{id: text}``) over ``index`` and its BM25 index
+    ``lexical``, the hybrid at dense weight ``weight``; queries BM25 matches nothing for have no hybrid ranking
+    (what ``agreed_queries`` and ``corrected_queries`` label from)."""
+    ids = list(queries)
+    texts = [queries[q] for q in ids]
+    dense = search(index, encoder.encode(texts), ids, k=FUSION_DEPTH)
+    lexical_hits = search_lexical(lexical, texts, ids, FUSION_DEPTH)
+    return dense, {q: fuse(dense[q], lexical_hits[q], weight) for q in ids if lexical_hits[q]}

@@ -19,8 +19,8 @@ from retriever.index.base import IndexConfig
 from retriever.index.faiss_index import CorpusIndex
 from retriever.routers.directory import RouterDirectory, validate_name
 
-__all__ = ["add_expert", "check_new", "check_refit_data", "describe_experts", "expert_records", "export_expert_model",
-           "remove_expert", "save_and_refit", "train_and_save"]
+__all__ = ["add_expert", "check_anchors", "check_new", "check_refit_data", "describe_experts", "expert_records",
+           "export_expert_model", "remove_expert", "save_and_refit", "train_anchored", "train_and_save"]
 
 
 def _check_training_request(name: str, dataset: Dataset, split: str, config: TrainConfig,
@@ -31,11 +31,16 @@ def _check_training_request(name: str, dataset: Dataset, split: str, config: Tra
     if split == "test":
         raise ValueError("experts are never trained on the test split")
     heldout_split(dataset, sorted(dataset.doc_ids()), split, config)  # an unknown split, too few queries fail here
+    check_anchors(dataset.name, config, anchor_sets)
+
+
+def check_anchors(own: str, config: TrainConfig, anchor_sets: Sequence[Dataset]) -> None:
+    """Anchor datasets go with an anchor weight > 0, and never include the expert's own dataset ``own``."""
     if bool(anchor_sets) != (config.anchor_weight > 0):
         raise ValueError(f"an anchor weight > 0 (got {config.anchor_weight}) and anchor datasets (--anchor-dataset) "
                          "go together")
-    if dataset.name in {other.name for other in anchor_sets}:
-        raise ValueError(f"anchor dataset {dataset.name!r} is the expert's own dataset")
+    if own in {other.name for other in anchor_sets}:
+        raise ValueError(f"anchor dataset {own!r} is the expert's own dataset")
 
 
 def check_new(store: RouterDirectory, name: str, overwrite: bool) -> None:
@@ -51,13 +56,13 @@ def train_and_save(store: RouterDirectory, name: str, dataset: Dataset, index: C
     ``config.anchor_weight > 0``) and save it into the router directory."""
     _check_training_request(name, dataset, split, config, anchor_sets)
     check_new(store, name, overwrite)
-    trained = _train(dataset, index, encoder, config, split, anchor_sets, progress)
+    trained = train_anchored(dataset, index, encoder, config, split, anchor_sets, progress)
     store.save_expert(name, trained.write, trained.meta(), overwrite=overwrite)
     return trained
 
 
-def _train(dataset, index, encoder, config, split, anchor_sets, progress) -> TrainedExpert:
-    """Train (in memory) once the request is checked (``_check_training_request``)."""
+def train_anchored(dataset, index, encoder, config, split, anchor_sets, progress) -> TrainedExpert:
+    """Train (in memory) once the request is checked, anchored on ``anchor_sets``' texts (``check_anchors``)."""
     anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
     return train_expert([(dataset, index)], encoder, config, split, anchors=anchors, progress=progress)
 
@@ -81,7 +86,7 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     check_refit_data(store, data_dir)
     backend = backend or FaissBackend(cache_dir)
     index, _ = backend.ensure(ds, encoder, index_config, progress=progress)
-    trained = _train(ds, index, encoder, config, split, anchor_sets, progress)
+    trained = train_anchored(ds, index, encoder, config, split, anchor_sets, progress)
     refitted = save_and_refit(store, name, trained, trained.meta(), data_dir, backend, encoder, index_type, progress)
     return store.expert_path(name), trained, refitted
 

@@ -19,15 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eval.data import load_query_file, open_dataset
-from experts.pairs import anchor_texts
-from experts.pseudo import PseudoLabelled, corpus_queries, corrected_queries
-from experts.train import TrainConfig, TrainedExpert, train_expert
-from experts.workflows.expert_store import check_new, check_refit_data, save_and_refit
+from experts.pseudo import PseudoLabelled, corpus_queries, corrected_queries, fused_rankings
+from experts.train import TrainConfig, TrainedExpert
+from experts.workflows.expert_store import check_anchors, check_new, check_refit_data, save_and_refit, train_anchored
 from retriever.encoding.encoder import load_encoder
 from retriever.index.backends import FaissBackend, IndexBackend
 from retriever.index.base import IndexConfig
-from retriever.ranking.systems import BASE, FUSION_DEPTH, fuse, hybrid
-from retriever.ranking.topk import search, search_lexical
+from retriever.ranking.systems import BASE, hybrid
 from retriever.routers.directory import RouterDirectory, validate_name
 
 __all__ = ["PSEUDO_QUERIES", "SELF_CHECK_MARGIN", "SelfCheckError", "add_unlabelled_expert",
@@ -41,8 +39,7 @@ class SelfCheckError(ValueError):
     """An unlabelled expert that does not beat the base on its held-out pseudo-queries by the margin."""
 
 
-def check_unlabelled_options(unlabelled: bool, dataset: str | None, split: str, queries, pseudo_queries: int | None,
-                             force: bool) -> None:
+def check_unlabelled_options(unlabelled: bool, split: str, queries, pseudo_queries: int | None, force: bool) -> None:
     """The options that go with ``--unlabelled`` only, and the split it ignores (the CLI shows these as usage
     errors)."""
     if not unlabelled:
@@ -71,15 +68,12 @@ def pseudo_labelled(source, index, encoder, lexical, queries: str | os.PathLike 
     if queries is None:
         return corpus_queries(source, count, seed), "corpus"
     texts = load_query_file(queries)
-    ids = list(texts)
-    dense = search(index, encoder.encode([texts[q] for q in ids]), ids, k=FUSION_DEPTH)
-    lexical_hits = search_lexical(lexical, [texts[q] for q in ids], ids, FUSION_DEPTH)
-    fused = {q: fuse(dense[q], lexical_hits[q], weight) for q in ids if lexical_hits[q]}
+    dense, fused = fused_rankings(texts, index, encoder, lexical, weight)
     return corrected_queries(source, texts, fused, dense), "queries"
 
 
 def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: TrainConfig, *, data_dir=None,
-                          dataset: str, queries: str | os.PathLike | None = None, pseudo_queries: int = PSEUDO_QUERIES,
+                          dataset: str, queries: str | os.PathLike | None = None, pseudo_queries: int | None = None,
                           anchor_datasets: Sequence[str] = (), force: bool = False, cache_dir=None,
                           model: str | None = None, index_type: str = "flat", overwrite: bool = False,
                           progress: bool = False, backend: IndexBackend | None = None
@@ -90,13 +84,12 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
     routers already built refitted, as ``train-expert`` does) only if it passes the self-check, or with ``force``.
     Returns ``(expert path, trained, self-check record, refitted routers)``."""
     validate_name(name)
+    pseudo_queries = PSEUDO_QUERIES if pseudo_queries is None else pseudo_queries
     if pseudo_queries < 2:
         raise ValueError(f"pseudo-queries must be at least 2, got {pseudo_queries}")
     source = open_dataset(data_dir, dataset, judged=False)
     anchor_sets = [open_dataset(data_dir, other) for other in dict.fromkeys(anchor_datasets)]
-    if bool(anchor_sets) != (config.anchor_weight > 0):
-        raise ValueError(f"an anchor weight > 0 (got {config.anchor_weight}) and anchor datasets (--anchor-dataset) "
-                         "go together")
+    check_anchors(source.name, config, anchor_sets)
     if queries is not None:
         load_query_file(queries)  # a missing or empty file fails before any model loads
         if not force:
@@ -112,8 +105,7 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
                                     progress=progress)
     weight = store.load_fusion().weight(hybrid(BASE))
     pseudo, kind = pseudo_labelled(source, index, encoder, lexical, queries, pseudo_queries, config.seed, weight)
-    anchors = anchor_texts(anchor_sets, documents=config.anchor_documents) if anchor_sets else []
-    trained = train_expert([(pseudo, index)], encoder, config, anchors=anchors, progress=progress)
+    trained = train_anchored(pseudo, index, encoder, config, pseudo.data.name, anchor_sets, progress)
     check = self_check(trained)
     if not check["passed"] and not force:
         raise SelfCheckError(
