@@ -316,8 +316,12 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
 @main.command("build-router")
 @data_dir_option
 @router_option(required=True)
-@click.option("--dataset", "datasets", multiple=True, required=True,
+@click.option("--dataset", "datasets", multiple=True,
               help="Training datasets whose train queries label the router (repeatable).")
+@click.option("--unlabelled-dataset", "unlabelled", multiple=True,
+              help="Datasets without judgments (a corpus is enough): systems are scored on --max-queries "
+                   "pseudo-queries drawn from its documents, each labelled with its document (repeatable; "
+                   "BENCHMARKS.md §13).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(buildable_kinds()), default=("pilot",),
               show_default=True, help="Router(s) to build (repeatable).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1),
@@ -350,15 +354,16 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
 @backend_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the routers built and the default.")
 @click.pass_obj
-def build_router(obj, data_dir, router_dir, datasets, kinds, max_queries, aggregate, clusters, fallback, novelty,
-                 unfamiliar, no_lexical, fusion, route_on, model, cache_dir, index_type, backend, as_json):
+def build_router(obj, data_dir, router_dir, datasets, unlabelled, kinds, max_queries, aggregate, clusters, fallback,
+                 novelty, unfamiliar, no_lexical, fusion, route_on, model, cache_dir, index_type, backend, as_json):
     """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
     built, default = build_routers(router_dir, data_dir, cache_dir, datasets, kinds, max_queries, fallback=fallback,
                                    pilot_options={"aggregate": aggregate, "clusters": clusters}, novelty=novelty,
                                    unfamiliar=unfamiliar, model=model, index_type=index_type, lexical=not no_lexical,
-                                   fusion=fusion, progress=obj["progress"], backend=backend, route_on=route_on)
+                                   fusion=fusion, progress=obj["progress"], backend=backend, route_on=route_on,
+                                   unlabelled=unlabelled)
     if as_json:
         keys = ("path", "kind", "labelled_queries", "systems", "routes_on")
         return click.echo(json.dumps({"routers": [dict(zip(keys, (str(r[0]), *r[1:]), strict=True)) for r in built],
@@ -379,6 +384,10 @@ def build_router(obj, data_dir, router_dir, datasets, kinds, max_queries, aggreg
               help="Datasets evaluated on test (repeatable; default: the expert datasets + aila2019-statutes).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1))
 @click.option("--no-multitask", is_flag=True, help="Skip the multitask baseline expert.")
+@click.option("--unlabelled", is_flag=True,
+              help="Not one judgment before the final scores: experts from pseudo-queries of their corpus, kept only "
+                   "if they pass the self-check; routers fitted on pseudo-queries; no multitask expert (use a new "
+                   "router directory; BENCHMARKS.md §13).")
 @click.option("--train-overrides", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="JSON of per-dataset training settings [default: experts/training_overrides.json].")
 @output_json_option(required=True, help="Write every row, the routing confusion and timings here (-: standard "
@@ -391,15 +400,15 @@ def build_router(obj, data_dir, router_dir, datasets, kinds, max_queries, aggreg
 @model_options
 @backend_options
 @click.pass_obj
-def benchmark(obj, data_dir, router_dir, expert_datasets, eval_datasets, max_queries, no_multitask, train_overrides,
-              output_json, markdown, plot, route_on, model, cache_dir, index_type, backend):
+def benchmark(obj, data_dir, router_dir, expert_datasets, eval_datasets, max_queries, no_multitask, unlabelled,
+              train_overrides, output_json, markdown, plot, route_on, model, cache_dir, index_type, backend):
     """Train missing experts, build routers, evaluate every system on every dataset, write tables and JSON."""
     from experts.workflows.benchmark import run_benchmark
 
     _, report = run_benchmark(data_dir, router_dir, cache_dir, expert_datasets, eval_datasets, output_json=output_json,
                               markdown=markdown, plot=plot, train_overrides=train_overrides, model=model,
                               max_queries=max_queries, multitask=not no_multitask, index_type=index_type,
-                              progress=obj["progress"], backend=backend, route_on=route_on)
+                              progress=obj["progress"], backend=backend, route_on=route_on, unlabelled=unlabelled)
     click.echo(report, err=str(output_json) == "-")
 
 

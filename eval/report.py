@@ -29,6 +29,7 @@ class Comparison:
     default: str | None = None  # the router the routing folds favoured (the "default" rows)
     fold_gains: dict[str, dict | None] = field(default_factory=dict)  # router -> its gain on the routing folds
     fusion: dict = field(default_factory=dict)  # how the hybrids were fused (method, calibrated weights)
+    refused: dict[str, dict] = field(default_factory=dict)  # dataset -> self-check of its refused unlabelled expert
 
     def result(self, system: str, dataset: str) -> EvalResult | None:
         return next((r for r in self.results if r.system == system and r.dataset == dataset), None)
@@ -138,6 +139,10 @@ def write_report(comparison: Comparison, markdown_path: Path | None = None, plot
             rows = [[d, *[str(counts.get(e, 0)) for e in columns]] for d, counts in confusion.items()]
             parts.append(f"### {system}: dataset -> chosen system (test queries)\n\n"
                          + _table(["dataset", *columns], rows))
+    if c.refused:
+        parts.append("Refused by the self-check (no expert; held-out pseudo-query nDCG@10 gain over the base, and the "
+                     "margin asked): " + ", ".join(f"{d} {100 * r['gain']:+.2f} < {100 * r['margin']:+.2f}"
+                                                   for d, r in c.refused.items()))
     parts.append("Wall time (s): " + ", ".join(f"{k} {v}" for k, v in c.seconds.items()))
     text = "\n\n".join(parts) + "\n"
     if markdown_path is not None:

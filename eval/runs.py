@@ -37,14 +37,16 @@ from eval.metrics import Scores, evaluate
 from retriever.encoding.encoder import BASE_EXPERT
 from retriever.index.base import LexicalSearch
 from retriever.ranking.systems import (
-    AUTO,
+    AUTO_PREFIX,
     BM25,
     FUSION_DEPTH,
     HYBRID,
     FusionSettings,
+    auto,
     dense_part,
     group_rows,
     hybrid,
+    is_auto,
     is_lexical,
     resolve,
     run_system,
@@ -69,7 +71,7 @@ MULTITASK = "multitask"
 ROUTED = tuple(buildable_kinds())  # every router fitted from routing data, from the registry
 ORACLES = ("dataset-oracle", "instance-oracle")
 DEFAULT = "default"  # the router the routing folds favour (recorded in the router directory)
-SYSTEMS = (BASE_EXPERT, "expert:NAME", MULTITASK, BM25, "hybrid:NAME", AUTO, *ROUTED, DEFAULT, *ORACLES)
+SYSTEMS = (BASE_EXPERT, "expert:NAME", MULTITASK, BM25, "hybrid:NAME", "auto:NAME", *ROUTED, DEFAULT, *ORACLES)
 RETRIEVE_K = FUSION_DEPTH  # deep enough for Recall@100 and MAP@100, and what a hybrid fuses
 
 
@@ -90,8 +92,10 @@ class EvalResult:
 def parse_system(system: str) -> tuple[str, str | None]:
     """``(kind, system)``: kind ``fixed`` with the routing-space system name (``base``, an expert's name,
     ``bm25``, ``hybrid:<expert>``), a router name, ``default`` or an oracle; a clear error otherwise."""
-    if system in (BASE_EXPERT, MULTITASK, BM25, AUTO):
+    if system in (BASE_EXPERT, MULTITASK, BM25):
         return "fixed", system
+    if is_auto(system) and len(system) > len(AUTO_PREFIX):
+        return "fixed", auto(safe_name(system[len(AUTO_PREFIX):], "expert"))
     if system.startswith("expert:") and len(system) > len("expert:"):
         return "fixed", safe_name(system.split(":", 1)[1], "expert")
     if system.startswith(HYBRID) and len(system) > len(HYBRID):
@@ -103,7 +107,7 @@ def parse_system(system: str) -> tuple[str, str | None]:
 
 def display_name(system: str) -> str:
     """A routing-space system name as evaluation rows show it (an expert ``x`` is ``expert:x``)."""
-    if system in (BASE_EXPERT, MULTITASK, BM25, AUTO) or system.startswith(HYBRID):
+    if system in (BASE_EXPERT, MULTITASK, BM25) or is_auto(system) or system.startswith(HYBRID):
         return system
     return f"expert:{system}"
 
@@ -281,9 +285,10 @@ class SplitRun:
         router = self.routers[name]
         routing = router.route(self.routing_vectors(router))
         choice = dict(zip(self.query_ids, routing.choice, strict=True))
-        auto = [i for i, s in enumerate(routing.choice) if s == AUTO]
-        if auto:  # the unfamiliar queries decide together, as in RouterRetriever.search
-            choice = resolve(choice, self._ranking(BASE_EXPERT, auto), self._ranking(BM25, auto))
+        autos = {s: rows for s, rows in group_rows(routing.choice).items() if is_auto(s)}
+        if autos:  # the queries sent to each auto system decide together, as in RouterRetriever.search
+            dense = {q: hits for s, rows in autos.items() for q, hits in self._ranking(dense_part(s), rows).items()}
+            choice = resolve(choice, dense, self._ranking(BM25, [i for rows in autos.values() for i in rows]))
         results: Results = {}
         for system, rows in group_rows([choice[q] for q in self.query_ids]).items():
             results.update(self.system_results(system, rows, router.fusion))  # fused as the router's labels were

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from retriever.encoding.expert_encoder import BASE
-from retriever.ranking.systems import AUTO, BM25, HYBRID
+from retriever.ranking.systems import BM25, HYBRID, dense_part, is_auto
 from retriever.routers.directory import RouterDirectory
 from retriever.storage.files import library_version
 
@@ -63,8 +63,10 @@ def _vector_rows(systems: list[str]) -> list[str]:
             what = "the base vector"
         elif system == BM25:
             what = "the base vector (BM25 has no dense vector; the base's is what the shared index holds)"
-        elif system == AUTO:
-            what = "the base vector (unfamiliar queries; `RouterRetriever` fuses it with BM25 or not per query)"
+        elif is_auto(system):
+            expert = dense_part(system)
+            whose = "base" if expert == BASE else f"`{expert}` expert's"
+            what = f"the {whose} vector (`RouterRetriever` fuses it with BM25 or not, per call and query)"
         elif system.startswith(HYBRID):
             expert = system[len(HYBRID):]
             whose = "base" if expert == BASE else f"`{expert}` expert's"

@@ -5,7 +5,9 @@ Two sources:
 
 - ``corpus_queries``: pseudo-queries drawn from the documents themselves, inverse-cloze style: one sentence of a
   sampled document (a document with no sentence of ``SENTENCE_WORDS`` words gives its title, else nothing),
-  labelled with that document.
+  labelled with that document. ``routing_queries`` draws the same way from the other end of the seeded order, so the
+  queries a router is fitted on are not those an expert of the same seed trained on (while the corpus has documents
+  enough for both).
 - ``agreed_queries``: unjudged queries (a file, or a dataset's split with its qrels set aside), each labelled with
   the first document of ``hybrid:base``, the base fused with BM25: what the two systems the product has without
   any training agree to rank first. A query BM25 matches nothing for is left out by the caller (its label would be
@@ -28,7 +30,7 @@ from retriever.ranking.systems import FUSION_DEPTH, fuse
 from retriever.ranking.topk import search, search_lexical
 
 __all__ = ["SENTENCE_WORDS", "PseudoLabelled", "agreed_queries", "corpus_queries", "corrected_queries",
-           "fused_rankings", "sentences"]
+           "fused_rankings", "routing_queries", "sentences"]
 
 SENTENCE_WORDS = (6, 40)  # a pseudo-query sentence's length in words, inclusive
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -64,13 +66,16 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if low <= len(s.split()) <= high]
 
 
-def corpus_queries(dataset: Dataset, count: int, seed: int = 0, split: str = "train") -> PseudoLabelled:
+def corpus_queries(dataset: Dataset, count: int, seed: int = 0, split: str = "train",
+                   from_end: bool = False) -> PseudoLabelled:
     """Up to ``count`` pseudo-queries from ``dataset``'s documents (seeded): one sentence of each sampled document,
-    labelled with it; query ids ``pseudo:<doc id>``."""
+    labelled with it; query ids ``pseudo:<doc id>``. ``from_end``: documents taken from the other end of the seeded
+    order (``routing_queries``)."""
     docs = list(dataset.corpus())
     rng = np.random.default_rng(seed)
+    order = rng.permutation(len(docs))
     queries, qrels = {}, {}
-    for row in rng.permutation(len(docs)):
+    for row in order[::-1] if from_end else order:
         doc = docs[int(row)]
         title_fits = SENTENCE_WORDS[0] <= len(doc.title.split()) <= SENTENCE_WORDS[1]
         options = sentences(doc.text) or ([doc.title] if title_fits else [])
@@ -85,6 +90,12 @@ def corpus_queries(dataset: Dataset, count: int, seed: int = 0, split: str = "tr
         raise ValueError(f"{dataset.name}: {len(queries)} document(s) have a sentence of {SENTENCE_WORDS[0]}-"
                          f"{SENTENCE_WORDS[1]} words; pseudo-queries need at least 2")
     return PseudoLabelled(dataset, Split(split, queries, qrels))
+
+
+def routing_queries(dataset: Dataset, count: int, seed: int = 0) -> PseudoLabelled:
+    """``corpus_queries`` for fitting routers on a dataset without judgments (``build-router --unlabelled``): drawn
+    from the end of the seeded order, away from an unlabelled expert's training draw of the same seed."""
+    return corpus_queries(dataset, count, seed, from_end=True)
 
 
 def agreed_queries(dataset: Dataset, queries: Mapping[str, str], fused: Mapping[str, Mapping[str, float]],

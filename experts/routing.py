@@ -89,17 +89,22 @@ def best_router(gains: dict[str, float | None]) -> str | None:
     return max(ranked, key=lambda kind: (gains[kind], -ranked.index(kind))) if ranked else None
 
 
-def refit_datasets(store: RouterDirectory) -> list[str]:
-    """The datasets the routers built in ``store`` were fitted on, which refitting them reads (their training
-    queries and corpora), each router's record of them checked."""
-    return list(dict.fromkeys(d for kind in store.built_routers() for d in _built(store, kind).info["datasets"]))
+def refit_datasets(store: RouterDirectory) -> dict[str, bool]:
+    """``{dataset: judged}``: the datasets the routers built in ``store`` were fitted on, which refitting them reads
+    (their training queries and corpora; a dataset fitted on pseudo-queries, ``judged`` False, its corpus only),
+    each router's record of them checked."""
+    datasets = {}
+    for kind in store.built_routers():
+        info = _built(store, kind).info
+        datasets.update({name: name not in info.get("unlabelled", []) for name in info["datasets"]})
+    return datasets
 
 
 def _built(store: RouterDirectory, kind: str) -> Router:
     """Built router ``kind``, its record of the data it was fitted on (``routing_info``) checked."""
     router = store.load_router(kind)
     check_fields(router.info, {"datasets": list, "max_queries": int, "seed": int, "lexical_keys?": dict,
-                               "fusion?": str}, f"{store.router_path(kind) / 'routing.json'} info")
+                               "fusion?": str, "unlabelled?": list}, f"{store.router_path(kind) / 'routing.json'} info")
     return router
 
 
@@ -110,7 +115,10 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
 
     After a removal nothing is encoded (the remaining experts' scores are cached). After an addition, pass
     ``encoder`` (with the new expert loaded) and ``open_source(dataset_name, lexical) -> (dataset, index, lexical
-    index or None)`` so the new expert's scores can be computed. Returns the names of the routers refitted.
+    index or None)`` (``experts.workflows.common.opener``; for a dataset the routers were fitted on without
+    judgments it is called with a third argument, how many pseudo-queries to draw) so the new expert's scores can
+    be computed. Returns the names of the
+    routers refitted.
     """
     jobs = []
     for kind in store.built_routers():
@@ -122,16 +130,18 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
         # removal nothing is encoded and its layer stays (still exact: experts resume from their own layer)
         layer = None if router.space.layer is None else prefix_layer(store, encoder) if open_source is not None \
             else router.space.layer
+        unlabelled = info.get("unlabelled", [])
         if open_source is not None:
-            opened = [open_source(name, keys is not None) for name in info["datasets"]]
+            opened = [open_source(name, keys is not None, info["max_queries"]) if name in unlabelled
+                      else open_source(name, keys is not None) for name in info["datasets"]]
             lexical = {ds.name: lex for ds, _, lex in opened} if keys is not None else None
             data = routing_data([(ds, index) for ds, index, _ in opened], encoder, store, info["max_queries"],
-                                info["seed"], progress, lexical, fusion, layer)
+                                info["seed"], progress, lexical, fusion, layer, unlabelled)
             keys = None if lexical is None else {name: lexical_key(lex) for name, lex in lexical.items()}
         else:
-            data = cached_routing_data(store, info["datasets"], keys, fusion, layer)
+            data = cached_routing_data(store, info["datasets"], keys, fusion, layer, unlabelled)
         jobs.append((router.name, data, routing_info(info["datasets"], info["max_queries"], info["seed"], keys,
-                                                     fusion), router.options))
+                                                     fusion, unlabelled), router.options))
     build_routers_together(store, jobs)
     if jobs:
         choose_default_router(store)
@@ -139,9 +149,12 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
 
 
 def routing_info(datasets: list[str], max_queries: int, seed: int, lexical_keys: dict[str, str] | None = None,
-                 fusion: str = "convex") -> dict:
-    """What a built router records of the data it was fitted on, so that it can be refitted the same way."""
+                 fusion: str = "convex", unlabelled: list[str] = ()) -> dict:
+    """What a built router records of the data it was fitted on, so that it can be refitted the same way
+    (``unlabelled``: the datasets fitted on pseudo-queries, recorded when there are any)."""
     info = {"datasets": list(datasets), "max_queries": max_queries, "seed": seed}
+    if unlabelled:
+        info["unlabelled"] = list(unlabelled)
     if lexical_keys is not None:
         info.update(lexical_keys=dict(lexical_keys), fusion=fusion)
     return info

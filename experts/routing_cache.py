@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -22,14 +23,17 @@ from tqdm.auto import tqdm
 from eval.metrics import per_query_ndcg
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.ranking.systems import (
+    AUTO,
     BM25,
     FUSION_DEPTH,
     FUSION_VERSION,
     HYBRID,
     FusionSettings,
+    auto,
     auto_systems,
     dense_part,
     fuse,
+    is_auto,
     system_names,
 )
 from retriever.ranking.systems import hybrid as hybrid_name
@@ -206,11 +210,17 @@ def _readable(path: Path, rows: int) -> bool:
 
 
 def _trained_on(store: RouterDirectory, name: str, dataset, index, qids: list[str]) -> list[bool]:
-    """Per query: was it in the training slice of expert ``name`` (its score there is optimistic)?"""
+    """Per query: was it in the training slice of expert ``name`` (its score there is optimistic)? Never where one
+    of the two is pseudo-queries and the other not, and routing pseudo-queries are drawn from the other end of
+    their corpus's order than an expert's (``experts.pseudo.routing_queries``)."""
     from experts.config import TrainConfig
+    from experts.pseudo import PseudoLabelled
     from experts.train import heldout_split
 
-    training = {} if name == BASE_EXPERT else store.expert_info(name).get("training", {})
+    info = {} if name == BASE_EXPERT else store.expert_info(name)
+    if "unlabelled" in info or isinstance(dataset, PseudoLabelled):
+        return [False] * len(qids)
+    training = info.get("training", {})
     datasets = training.get("datasets")
     if not isinstance(datasets, list) or dataset.name not in datasets or training.get("split") != SPLIT:
         return [False] * len(qids)
@@ -256,12 +266,23 @@ def calibrate_hybrids(store: RouterDirectory, datasets: list[str], hybrid: dict[
 
 
 def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: dict[str, str] | None = None,
-                        fusion: str = "convex", layer: int | None = None) -> RoutingData:
+                        fusion: str = "convex", layer: int | None = None,
+                        unlabelled: Sequence[str] = ()) -> RoutingData:
     """Label cached training queries with their best current system (ties: the dataset's best system, its own
     expert, base, list order).
     Without ``lexical`` the systems are the dense experts; with it (``{dataset: lexical_key}``) also ``bm25`` and
     each expert's hybrid at its calibrated weight (``calibrate_hybrids``). The vectors are base embeddings, or
-    with ``layer`` the routing vectors of a prefix ``RoutingSpace`` centered on these queries."""
+    with ``layer`` the routing vectors of a prefix ``RoutingSpace`` centered on these queries.
+
+    ``unlabelled``: datasets whose routing queries are pseudo-queries (sentences of their documents,
+    ``experts.pseudo.routing_queries``). A sentence copied from its document is found by BM25 far more easily than
+    a real query is (on the seven expert datasets BM25 was best for 72% of them, against 5% of judged training
+    queries, and every hybrid weight calibrated on them was 0.0: BM25 alone), so they cannot measure what BM25 adds:
+    with ``lexical`` there, systems ``auto:<expert>`` are added, which decide BM25 at search time without labels
+    (``retriever.ranking.unfamiliar``), scored on pseudo-queries as their dense part, and every other system scores
+    0 on them, so a pseudo-query's label is ``auto:`` its best dense system; hybrid weights are calibrated on the
+    judged datasets only (none: each weighs ``DEFAULT_WEIGHT``). On judged queries an ``auto:`` system scores as its
+    dense part too (a tie its dense system wins), so labels there are as before."""
     own = store.domain_experts()
     experts = store.candidates()
     records = {d: {name: _column(store, d, name, "expert_key", expert_key(store, name)) for name in experts}
@@ -276,9 +297,14 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                 record = records[d][name]
                 if record.get("lexical_key") != lexical[d] or not _hybrid_complete(record, len(record["ndcg@10"])):
                     raise ValueError(f"no current hybrid scores of {name!r} on {d!r}; run build-router")
-        hybrid = {name: {d: records[d][name]["hybrid"] for d in datasets} for name in experts}
-        fusion_settings = calibrate_hybrids(store, datasets, hybrid, trained, fusion)
-    systems = system_names(experts, lexical is not None)
+        judged = [d for d in datasets if d not in unlabelled]
+        unjudged_home = {e for d, e in own.items() if d in unlabelled}  # no judged queries of its own to weigh on
+        hybrid = {name: {d: records[d][name]["hybrid"] for d in judged} for name in experts
+                  if name not in unjudged_home}
+        fusion_settings = calibrate_hybrids(store, judged, hybrid, trained, fusion) if judged else \
+            FusionSettings(fusion)
+    pseudo = set(unlabelled) & set(datasets) if lexical is not None else set()
+    systems = system_names(experts, lexical is not None) + ([auto(e) for e in experts] if pseudo else [])
     vectors, labels, names, all_scores, all_trained = [], [], [], [], []
     for d in datasets:
         columns, masks = [], []
@@ -295,6 +321,8 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                 columns.append(record["ndcg@10"])
             masks.append(trained[expert][d])
         scores = np.array(columns, dtype=np.float64).T
+        if d in pseudo:  # pseudo-queries measure dense systems only: each is answered by an auto system
+            scores[:, [i for i, system in enumerate(systems) if not is_auto(system)]] = 0.0
         source = store.routing_data_path(d) / ("base_vectors.npy" if layer is None else prefix_file(layer))
         if not _readable(source, len(scores)):
             raise ValueError(f"no current routing vectors {source.name} for {d!r}; run build-router"
@@ -313,16 +341,22 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
               for row, d in zip(scores, names, strict=True)]
     vectors = np.concatenate(vectors)
     space = RoutingSpace() if layer is None else RoutingSpace.fitted(layer, vectors)
-    auto = None if lexical is None else _auto_scores(records, names, scores, systems)
+    auto_scores = None if lexical is None else _auto_scores(records, names, scores, systems, pseudo)
     return RoutingData(space.vectors(vectors), labels, names, dataset_experts, systems, scores, trained_on,
-                       dataset_systems, fusion_settings, space, auto)
+                       dataset_systems, fusion_settings, space, auto_scores)
 
 
-def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str]) -> np.ndarray | None:
+def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str],
+                 pseudo: set[str] = frozenset()) -> np.ndarray | None:
     """Per query (``names``: its dataset), the nDCG@10 of ``auto:base``: each dataset's routing queries decide
-    together (``auto_systems``), as the unfamiliar queries of one call do."""
-    auto = np.empty(len(scores))
+    together (``auto_systems``), as the unfamiliar queries of one call do; on the pseudo-queries of a dataset in
+    ``pseudo``, the base's (``cached_routing_data``)."""
+    auto_scores = np.empty(len(scores))
     for d in dict.fromkeys(names):
+        rows = [i for i, name in enumerate(names) if name == d]
+        if d in pseudo:
+            auto_scores[rows] = scores[rows, systems.index(AUTO)]
+            continue
         base = records[d][BASE_EXPERT]
         if not _auto_complete(base, len(base["ndcg@10"])):
             # routing data cached before auto:base decided this way: refits from the cache alone (experts remove)
@@ -330,24 +364,23 @@ def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: l
             logger.warning("no agreement of the base with BM25 or base gap cached for %r; unfamiliar queries go to "
                            "the base until build-router is run again", d)
             return None
-        rows = [i for i, name in enumerate(names) if name == d]
         chosen = auto_systems(base["agreement"], base["gap"])
         repeats, rest = divmod(len(rows), len(chosen))  # a dataset named twice has its rows twice
         if rest:
             raise ValueError(f"{d}: {len(rows)} routing rows for {len(chosen)} cached queries")
-        auto[rows] = scores[rows, [systems.index(s) for s in chosen * repeats]]
-    return auto
+        auto_scores[rows] = scores[rows, [systems.index(s) for s in chosen * repeats]]
+    return auto_scores
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,
                  progress: bool = False, lexical: dict | None = None, fusion: str = "convex",
-                 layer: int | None = None) -> RoutingData:
+                 layer: int | None = None, unlabelled: Sequence[str] = ()) -> RoutingData:
     """Score what is not cached yet on ``sources`` (``(dataset, index)`` pairs; ``lexical``: ``{dataset name:
-    LexicalIndex}`` to route among BM25 and hybrid systems too), then label from the cache; ``layer`` as in
-    ``cached_routing_data``."""
+    LexicalIndex}`` to route among BM25 and hybrid systems too), then label from the cache; ``layer`` and
+    ``unlabelled`` as in ``cached_routing_data``."""
     experts = store.candidates()
     for dataset, index in sources:
         score_experts(dataset, index, encoder, store, experts, max_queries, seed, progress,
                       None if lexical is None else lexical[dataset.name], layer)
     keys = None if lexical is None else {d.name: lexical_key(lexical[d.name]) for d, _ in sources}
-    return cached_routing_data(store, [dataset.name for dataset, _ in sources], keys, fusion, layer)
+    return cached_routing_data(store, [dataset.name for dataset, _ in sources], keys, fusion, layer, unlabelled)

@@ -362,3 +362,91 @@ def test_train_expert_unlabelled_keeps_only_what_passes_the_self_check(run, data
     assert result.exit_code == 0 and "self-check: held-out pseudo-queries nDCG@10" in result.output, result.output
     record = json.loads((router / "experts" / "kept" / "expert.json").read_text())["unlabelled"]
     assert record["pseudo_queries"] == 12 and record["self_check"]["passed"] and not record["forced"]
+
+
+def test_routers_fit_on_a_dataset_without_judgments(run, data_dir, tmp_path, toy_model_dir, monkeypatch):
+    """``build-router --unlabelled-dataset``: a dataset without training judgments is scored on pseudo-queries from
+    its corpus; their labels are auto systems (BM25 decided at search time), its expert's hybrid is not calibrated
+    on them, adding an expert refits without judgments again, and evaluation and search answer an auto system by
+    its hybrid or its dense ranking. Given as ``--dataset`` it fails, saying what to do."""
+    from conftest import write_toy_dataset
+
+    from experts.routing import cached_routing_data
+    from experts.workflows import unlabelled
+    from retriever import RouterRetriever, load_encoder
+    from retriever.routers.directory import RouterDirectory
+
+    write_toy_dataset(data_dir, "other")
+    (data_dir / "toy" / "qrels" / "train.tsv").unlink()  # its test split stays, to evaluate on
+    monkeypatch.setattr(unlabelled, "SELF_CHECK_MARGIN", -1.0)
+    router, model = tmp_path / "router", ("--model", str(toy_model_dir), "--cache-dir", str(tmp_path / "cache"))
+    trained = run("train-expert", "--dataset", "toy", "--name", "toy-free", "--unlabelled", "--pseudo-queries", "12",
+                  "--router", str(router), *model, "--config", '{"max_steps": 2}')
+    assert trained.exit_code == 0, trained.output
+    build = ("build-router", "--router", str(router), *model, "--max-queries", "8")
+    result = run(*build, "--dataset", "toy")
+    assert result.exit_code == 1 and "give it as --unlabelled-dataset" in result.output, result.output
+    result = run(*build, "--dataset", "toy", "--unlabelled-dataset", "toy")
+    assert result.exit_code == 1 and "'toy' given both with judgments" in result.output, result.output
+    result = run(*build, "--unlabelled-dataset", "toy", "--dataset", "other", "--kind", "pilot", "--kind", "dataset",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    systems = json.loads(result.stdout)["routers"][0]["systems"]
+    assert {"auto:base", "auto:toy-free", "hybrid:toy-free"} <= set(systems)
+    store = RouterDirectory(router, load_encoder(str(toy_model_dir)).info)
+    info = store.load_router("pilot").info
+    assert info["unlabelled"] == ["toy"] and info["datasets"] == ["other", "toy"]
+    data = cached_routing_data(store, info["datasets"], info["lexical_keys"], unlabelled=info["unlabelled"])
+    pseudo = [label for label, d in zip(data.labels, data.datasets, strict=True) if d == "toy"]
+    judged = [label for label, d in zip(data.labels, data.datasets, strict=True) if d == "other"]
+    assert len(pseudo) == 8 and all(label.startswith("auto:") for label in pseudo)
+    assert judged and not any(label.startswith("auto:") for label in judged)
+    assert "hybrid:toy-free" not in data.fusion.weights and "hybrid:base" in data.fusion.weights
+    added = run("train-expert", "--dataset", "other", "--name", "other-expert", "--router", str(router), *model,
+                "--config", '{"max_steps": 2}')
+    assert added.exit_code == 0 and "pilot" in added.output, added.output
+    assert "auto:other-expert" in store.load_router("pilot").systems
+    evaluated = run("evaluate", "--dataset", "toy", "--router", str(router), "--system", "dataset", "--system",
+                    "auto:toy-free", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert [r["system"] for r in json.loads(evaluated.stdout)["results"]] == ["dataset", "auto:toy-free"]
+    index = next((tmp_path / "cache" / "indexes").glob("toy*"))
+    found = RouterRetriever.load(router, "dataset", model=str(toy_model_dir)).search(
+        ["what is known about solar panels"], index=index)
+    assert found[0].hits and not found[0].system.startswith("auto:")  # it names what answered
+
+
+def test_benchmark_unlabelled_reads_no_training_judgment(run, data_dir, tmp_path, toy_model_dir, monkeypatch):
+    """``benchmark --unlabelled`` with every training split's qrels gone: experts from pseudo-queries, kept only if
+    they pass the self-check (a refused one is reported and the routers route without it), routers fitted on
+    pseudo-queries, no multi-task expert; test qrels score it."""
+    from conftest import write_toy_dataset
+
+    from experts.workflows import unlabelled
+
+    write_toy_dataset(data_dir, "other")
+    for name in ("toy", "other"):
+        (data_dir / name / "qrels" / "train.tsv").unlink()
+    overrides = tmp_path / "overrides.json"
+    overrides.write_text(json.dumps({"datasets": {"toy": {"max_steps": 2}, "other": {"max_steps": 2}}}))
+
+    def benchmark(router, margin):
+        monkeypatch.setattr(unlabelled, "SELF_CHECK_MARGIN", margin)
+        result = run("benchmark", "--unlabelled", "--router", str(tmp_path / router), "--model", str(toy_model_dir),
+                     "--cache-dir", str(tmp_path / "cache"), "--expert-dataset", "toy", "--expert-dataset", "other",
+                     "--max-queries", "8", "--train-overrides", str(overrides), "--output-json", "-")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout), result.stderr
+
+    kept, _ = benchmark("kept", -1.0)
+    systems = {r["system"] for r in kept["results"]}
+    assert {"expert:toy", "expert:other", "pilot", "default"} <= systems and "multitask" not in systems
+    assert kept["refused_experts"] == {} and kept["fusion"]["weights"] == {}  # nothing judged to calibrate on
+    routing = json.loads((tmp_path / "kept" / "routers" / "pilot" / "routing.json").read_text())
+    assert routing["info"]["unlabelled"] == ["toy", "other"]
+    assert set(routing["info"]["label_counts"]) >= {"auto:toy", "auto:other"}
+    assert all(expert["unlabelled"]["self_check"]["passed"] for expert in (
+        json.loads((tmp_path / "kept" / "experts" / name / "expert.json").read_text()) for name in ("toy", "other")))
+    refused, report = benchmark("refused", 1.0)
+    assert set(refused["refused_experts"]) == {"toy", "other"} and not (tmp_path / "refused" / "experts").exists()
+    assert "Refused by the self-check" in report and "pilot" in {r["system"] for r in refused["results"]}

@@ -269,6 +269,25 @@ def test_auto_resolves_per_call_trusting_agreement_or_an_undecided_base():
     assert (dense_part(AUTO), is_lexical(AUTO)) == ("base", True)
 
 
+def test_auto_of_an_expert_decides_from_that_experts_ranking_apart_from_auto_base():
+    """``auto:<expert>`` (a domain fitted without judgments) resolves as ``auto:base`` does, from its own dense
+    ranking, into ``hybrid:<expert>`` or ``<expert>``; the queries sent to each auto system decide apart."""
+    from retriever.ranking.systems import AUTO, auto, resolve
+
+    expert = {f"e{i}": {"a": 2.0, "b": 1.0} for i in range(40)}  # decided, as the base is below
+    base = {f"u{i}": {"a": 2.0, "b": 1.0} for i in range(40)}
+    agree = {q: {"a": 5.0, "c": 1.0} for q in expert}
+    disagree = {q: {"c": 5.0, "d": 1.0} for q in base}
+    choice = {**dict.fromkeys(expert, auto("x")), **dict.fromkeys(base, AUTO)}
+    chosen = resolve(choice, {**expert, **base}, {**agree, **disagree})
+    assert chosen == {**dict.fromkeys(expert, "hybrid:x"), **dict.fromkeys(base, "base")}
+    assert (dense_part(auto("x")), is_lexical(auto("x"))) == ("x", True)
+    systems = FusionSettings("convex", {"hybrid:x": 0.5})
+    ids = list(expert)
+    assert run_system(auto("x"), ids, expert, agree, systems, 10) == run_system("hybrid:x", ids, expert, agree,
+                                                                                systems, 10)
+
+
 @pytest.mark.parametrize("gap", [None, "median"])
 def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world, monkeypatch, gap):
     """A query unlike every training domain goes to auto:base; the facade says so and names what answered, and

@@ -37,6 +37,16 @@ def test_corpus_queries_label_each_sentence_with_its_document(toy):
         pseudo.split("test")
 
 
+def test_routing_queries_come_from_the_other_end_of_the_experts_draw(toy):
+    """A router's pseudo-queries are not the ones an unlabelled expert of the same seed trained on."""
+    from experts.pseudo import corpus_queries, routing_queries
+
+    trained = corpus_queries(toy, count=8, seed=0).split("train")
+    routed = routing_queries(toy, count=8, seed=0).split("train")
+    assert len(routed.queries) == 8 and not set(routed.qrels) & set(trained.qrels)
+    assert routing_queries(toy, count=8, seed=0).split("train") == routed  # seeded, as refitting redraws them
+
+
 def test_agreed_queries_take_the_fused_first_document_and_drop_the_rest(toy):
     from experts.pseudo import agreed_queries
 

@@ -4,6 +4,7 @@ router, evaluate every system on every dataset's test split, and write the resul
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -13,11 +14,13 @@ from pathlib import Path
 from eval.data import open_dataset
 from eval.report import Comparison, write_report
 from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, SplitRun, results_json, write_results_json
+from experts.pseudo import corpus_queries, routing_queries
 from experts.routing import expert_key
 from experts.train import TrainConfig, train_expert
 from experts.workflows.common import check_routing_settings
 from experts.workflows.expert_store import train_and_save
 from experts.workflows.routers import fit_routers
+from experts.workflows.unlabelled import PSEUDO_QUERIES, refusal, train_checked
 from retriever.encoding.encoder import load_encoder
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index.backends import FaissBackend, IndexBackend
@@ -35,6 +38,8 @@ __all__ = [
 DEFAULT_EXPERT_DATASETS = ("scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l",
                            "squad")  # the shared data's datasets that get an expert in `benchmark`
 NO_EXPERT_DATASETS = ("aila2019-statutes",)  # evaluated by default as a domain without an expert
+logger = logging.getLogger(__name__)
+
 DEFAULT_OVERRIDES = Path(__file__).resolve().parent.parent / "training_overrides.json"
 
 
@@ -86,8 +91,11 @@ def _index_all(corpora: _Corpora, backend: IndexBackend, encoder, index_config: 
 
 
 def _train_missing(store: RouterDirectory, corpora: _Corpora, expert_datasets: list[str], encoder, overrides: dict,
-                   multitask: bool, progress: bool, seconds: dict) -> None:
-    """One expert per expert dataset not in the store yet (anchored on the others), then the multi-task one."""
+                   multitask: bool, progress: bool, seconds: dict, unlabelled: bool = False) -> dict[str, dict]:
+    """One expert per expert dataset not in the store yet (anchored on the others), then the multi-task one.
+    ``unlabelled``: each from pseudo-queries of its corpus, saved only if it passes the self-check. Returns the
+    self-check records of the experts it refused, by dataset."""
+    refused = {}
     for name in expert_datasets:
         if name not in store.expert_names():
             config = TrainConfig.from_fields(overrides.get(name, {}))
@@ -95,23 +103,38 @@ def _train_missing(store: RouterDirectory, corpora: _Corpora, expert_datasets: l
             if not others:  # a single expert dataset: no other domain to anchor on
                 config = dataclasses.replace(config, anchor_weight=0.0, anchor_documents=0)
             anchor_sets = others if config.anchor_weight > 0 else []
-            trained = train_and_save(store, name, corpora.opened[name], corpora.indexes[name], encoder, config,
-                                     anchor_sets=anchor_sets, progress=progress)
+            if unlabelled:
+                pseudo = corpus_queries(corpora.opened[name], PSEUDO_QUERIES, config.seed)
+                trained, check, meta = train_checked(pseudo, "corpus", corpora.indexes[name], encoder, config,
+                                                     anchor_sets, progress)
+                if check["passed"]:
+                    store.save_expert(name, trained.write, meta)
+                else:
+                    logger.warning("%s", refusal(name, check))
+                    refused[name] = check
+            else:
+                trained = train_and_save(store, name, corpora.opened[name], corpora.indexes[name], encoder, config,
+                                         anchor_sets=anchor_sets, progress=progress)
             seconds[f"train:{name}"] = round(trained.seconds, 1)
     if multitask and MULTITASK not in store.expert_names():
         trained = train_expert(corpora.sources(expert_datasets), encoder,
                                TrainConfig.from_fields(overrides.get(MULTITASK, {})), progress=progress)
         store.save_expert(MULTITASK, trained.write, trained.meta())
         seconds[f"train:{MULTITASK}"] = round(trained.seconds, 1)
+    return refused
 
 
 def _build_every_router(store: RouterDirectory, corpora: _Corpora, expert_datasets: list[str], encoder,
-                        max_queries: int, progress: bool, route_on: str, seconds: dict) -> tuple[dict, str]:
-    """Every router kind fitted on the expert datasets; ``(routers by kind, the default router)``."""
+                        max_queries: int, progress: bool, route_on: str, seconds: dict,
+                        unlabelled: bool = False) -> tuple[dict, str]:
+    """Every router kind fitted on the expert datasets (``unlabelled``: on pseudo-queries from their corpora);
+    ``(routers by kind, the default router)``."""
     t = time.perf_counter()
-    fit_routers(store, ROUTED, corpora.sources(expert_datasets),
-                {name: corpora.lexical[name] for name in expert_datasets}, encoder, max_queries, "convex", progress,
-                lambda kind: {}, route_on)
+    sources = corpora.sources(expert_datasets)
+    if unlabelled:
+        sources = [(routing_queries(ds, max_queries), index) for ds, index in sources]
+    fit_routers(store, ROUTED, sources, {name: corpora.lexical[name] for name in expert_datasets}, encoder,
+                max_queries, "convex", progress, lambda kind: {}, route_on, expert_datasets if unlabelled else ())
     routers = {kind: store.load_router(kind) for kind in ROUTED}
     default = store.default_router()
     seconds["build-routers"] = round(time.perf_counter() - t, 1)
@@ -144,11 +167,16 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
                    eval_datasets: Sequence[str] = (), model: str | None = None,
                    overrides: dict[str, dict] | None = None, max_queries: int = 500, multitask: bool = True,
                    index_type: str = "flat", progress: bool = False, backend: IndexBackend | None = None,
-                   route_on: str = "embeddings") -> Comparison:
+                   route_on: str = "embeddings", unlabelled: bool = False) -> Comparison:
     """``benchmark``: train the experts that are missing (one per expert dataset, anchored on the others, plus the
     multi-task baseline), build every router, and evaluate every system on every eval dataset's test split.
     Defaults: the shared data's expert datasets, evaluated together with the no-expert ones present. Query
-    vectors are cached under ``cache_dir`` (None: the default cache directory, as for the indexes)."""
+    vectors are cached under ``cache_dir`` (None: the default cache directory, as for the indexes).
+
+    ``unlabelled``: not one judgment before the final scores: every expert is trained on pseudo-queries from its
+    corpus and kept only if it passes the self-check (``experts.workflows.unlabelled``), the routers are fitted on
+    pseudo-queries (``experts.pseudo.routing_queries``), and there is no multi-task expert; test qrels are read only
+    to score."""
     from eval.data import resolve_data_dir
 
     data_dir = resolve_data_dir(data_dir)
@@ -159,28 +187,29 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
                                                          *[d for d in NO_EXPERT_DATASETS if (data_dir / d).is_dir()]]))
     started = time.perf_counter()
     seconds: dict[str, float] = {}
-    corpora = _Corpora({name: open_dataset(data_dir, name)
+    corpora = _Corpora({name: open_dataset(data_dir, name, judged=not unlabelled or name in eval_datasets)
                         for name in dict.fromkeys([*expert_datasets, *eval_datasets])})
     for name in eval_datasets:
         corpora.opened[name].qrels("test")
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info, create=True)
     _index_all(corpora, backend or FaissBackend(cache_dir), encoder.base, index_config, progress, seconds)
-    _train_missing(store, corpora, expert_datasets, encoder.base, overrides or {}, multitask, progress, seconds)
+    refused = _train_missing(store, corpora, expert_datasets, encoder.base, overrides or {},
+                             multitask and not unlabelled, progress, seconds, unlabelled)
     store.load_into(encoder)
     routers, default = _build_every_router(store, corpora, expert_datasets, encoder, max_queries, progress, route_on,
-                                           seconds)
+                                           seconds, unlabelled)
     results, own, fusion = _evaluate_all(store, corpora, expert_datasets, eval_datasets, encoder, routers, default,
                                          cache_dir / "query-vectors", seconds)
     seconds["total"] = round(time.perf_counter() - started, 1)
     return Comparison(results, list(expert_datasets), list(eval_datasets), own, seconds, default,
-                      {kind: routers[kind].info.get("fold_gain") for kind in ROUTED}, fusion.to_json())
+                      {kind: routers[kind].info.get("fold_gain") for kind in ROUTED}, fusion.to_json(), refused)
 
 
 def _summary(comparison: Comparison) -> dict:
     """What the results JSON holds beside the rows."""
     return {"default_system": comparison.default, "fold_gains": comparison.fold_gains, "fusion": comparison.fusion,
-            "routing": comparison.routing(), "seconds": comparison.seconds}
+            "routing": comparison.routing(), "refused_experts": comparison.refused, "seconds": comparison.seconds}
 
 
 def benchmark_results(comparison: Comparison) -> dict:

@@ -93,10 +93,13 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
 
 def check_refit_data(store: RouterDirectory, data_dir) -> None:
     """Refuse, before any training, a new expert the routers already built could not be refitted with: each
-    dataset they were built on must be readable with its training judgments."""
-    for other in refit_datasets(store):
+    dataset they were built on must be readable with its training judgments (its corpus, if they were fitted on
+    its pseudo-queries)."""
+    for other, judged in refit_datasets(store).items():
         try:
-            open_dataset(data_dir, other).qrels("train")
+            ds = open_dataset(data_dir, other, judged=judged)
+            if judged:
+                ds.qrels("train")
         except ValueError as err:
             raise ValueError(f"the routers in {store.root} were built on dataset {other!r}, which adding an expert "
                              f"refits them on: {err}") from None

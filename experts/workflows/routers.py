@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.data import open_dataset
+from eval.data import DataError, open_dataset
 from experts.routing import (
     build_routers_together,
     choose_default_router,
@@ -33,18 +33,19 @@ logger = logging.getLogger(__name__)
 
 def fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
                  max_queries: int, fusion: str, progress: bool, options_for,
-                 route_on: str = "embeddings") -> tuple[list, object]:
+                 route_on: str = "embeddings", unlabelled: Sequence[str] = ()) -> tuple[list, object]:
     """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``.
     ``route_on="embeddings"`` routes on base embeddings (the paper's), ``"prefix"`` on the experts' shared prefix
-    (``prefix_layer``; base embeddings where the experts have none)."""
+    (``prefix_layer``; base embeddings where the experts have none). ``unlabelled``: the sources' datasets whose
+    training split is pseudo-queries (recorded, so that refitting draws them again)."""
     layer = prefix_layer(store, encoder) if route_on == "prefix" else None
     if route_on == "prefix" and layer is None:
         logger.warning("routing on base embeddings: no expert in %s leaves a shared prefix (an expert adapts every "
                        "layer, or there is none)", store.root)
     data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress, lexical=lexical,
-                        fusion=fusion, layer=layer)
+                        fusion=fusion, layer=layer, unlabelled=unlabelled)
     keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
-    info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion)
+    info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion, unlabelled)
     paths = build_routers_together(store, [(kind, data, info, options_for(kind)) for kind in kinds])
     choose_default_router(store, list(kinds))
     return paths, data
@@ -54,13 +55,14 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
                   max_queries: int = 500, pilot_options: dict | None = None, fallback: str | float = "none",
                   novelty: str | float | None = None, unfamiliar: str = "auto", model: str | None = None,
                   index_type: str = "flat", lexical: bool = True, fusion: str = "convex", progress: bool = False,
-                  backend: IndexBackend | None = None,
-                  route_on: str = "embeddings") -> tuple[list[tuple[Path, str, int, list[str], str]], str]:
+                  backend: IndexBackend | None = None, route_on: str = "embeddings",
+                  unlabelled: Sequence[str] = ()) -> tuple[list[tuple[Path, str, int, list[str], str]], str]:
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
     BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
-    the routing folds favour becomes the directory's default. Returns ``(path, kind, labelled queries, systems,
-    what it routes on)`` per router, and the default router. A dataset given twice counts once; every setting is
-    checked before any work."""
+    the routing folds favour becomes the directory's default. Datasets in ``unlabelled`` need no judgments: they
+    are scored on ``max_queries`` pseudo-queries drawn from their corpus (``experts.pseudo.routing_queries``).
+    Returns ``(path, kind, labelled queries, systems, what it routes on)`` per router, and the default router. A
+    dataset given twice counts once; every setting is checked before any work."""
     unknown = [kind for kind in kinds if kind not in buildable_kinds()]
     if unknown or not kinds:
         raise ValueError(f"unknown router kind(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid: "
@@ -71,15 +73,23 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
     if novelty is not None:
         check_threshold("novelty", novelty)
     check_routing_settings(max_queries, route_on)
-    opened = [open_dataset(data_dir, name) for name in dict.fromkeys(datasets)]
-    for ds in opened:
-        ds.qrels("train")
+    datasets, unlabelled = list(dict.fromkeys(datasets)), list(dict.fromkeys(unlabelled))
+    both = [name for name in unlabelled if name in datasets]
+    if both or not datasets + unlabelled:
+        raise ValueError(f"dataset(s) {', '.join(map(repr, both))} given both with judgments (--dataset) and without "
+                         "(--unlabelled-dataset)" if both else "no dataset to fit routers on: give --dataset or "
+                         "--unlabelled-dataset")
+    for name in datasets:
+        _check_judged(data_dir, name)
+    for name in unlabelled:
+        open_dataset(data_dir, name, judged=False)
     kinds = list(dict.fromkeys(kinds))
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
     open_source = opener(data_dir, backend or FaissBackend(cache_dir), encoder.base, index_type, progress)
-    triples = [open_source(ds.name, lexical) for ds in opened]
+    triples = [open_source(name, lexical) for name in datasets]
+    triples += [open_source(name, lexical, max_queries) for name in unlabelled]
     lexical_indexes = {ds.name: lex for ds, _, lex in triples} if lexical else None
 
     def options_for(kind):
@@ -89,6 +99,17 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
         return {"fallback": fallback, "unfamiliar": unfamiliar, **options}
 
     paths, data = fit_routers(store, kinds, [(ds, index) for ds, index, _ in triples], lexical_indexes, encoder,
-                               max_queries, fusion, progress, options_for, route_on)
+                               max_queries, fusion, progress, options_for, route_on, unlabelled)
     return [(path, kind, len(data.labels), data.systems, data.space.describe())
             for path, kind in zip(paths, kinds, strict=True)], store.default_router()
+
+
+def _check_judged(data_dir, name: str) -> None:
+    """A dataset routers are fitted on with judgments has a training split; if it has only a corpus, the error says
+    how to fit on it without judgments."""
+    try:
+        open_dataset(data_dir, name).qrels("train")
+    except DataError as err:
+        open_dataset(data_dir, name, judged=False)  # not a dataset at all: that error, as it is
+        raise DataError(f"{err}; to fit routers on {name!r} without judgments (pseudo-queries from its corpus), give "
+                        "it as --unlabelled-dataset") from None

@@ -29,7 +29,7 @@ from retriever.ranking.systems import BASE, hybrid
 from retriever.routers.directory import RouterDirectory, validate_name
 
 __all__ = ["PSEUDO_QUERIES", "SELF_CHECK_MARGIN", "SelfCheckError", "add_unlabelled_expert",
-           "check_unlabelled_options", "self_check"]
+           "check_unlabelled_options", "refusal", "self_check", "train_checked"]
 
 PSEUDO_QUERIES = 1000  # pseudo-queries drawn from the corpus (experts.pseudo.corpus_queries)
 SELF_CHECK_MARGIN = 0.005  # held-out pseudo-query nDCG@10 an unlabelled expert must gain over the base
@@ -59,6 +59,24 @@ def self_check(trained: TrainedExpert, margin: float | None = None) -> dict:
     return {"heldout_pseudo_queries": trained.heldout_queries, "base_ndcg@10": trained.heldout_base_ndcg_at_10,
             "expert_ndcg@10": trained.heldout_ndcg_at_10, "gain": round(gain, 5), "margin": margin,
             "passed": gain >= margin}
+
+
+def train_checked(pseudo: PseudoLabelled, kind: str, index, encoder, config: TrainConfig, anchor_sets, progress: bool
+                  ) -> tuple[TrainedExpert, dict, dict]:
+    """Train an expert on pseudo-labelled ``pseudo`` (source ``kind``) and self-check it: ``(trained, self-check
+    record, the metadata it is saved with)``."""
+    trained = train_anchored(pseudo, index, encoder, config, pseudo.data.name, anchor_sets, progress)
+    check = self_check(trained)
+    meta = {**trained.meta(), "unlabelled": {"source": kind, "pseudo_queries": len(pseudo.data.queries),
+                                             "self_check": check, "forced": not check["passed"]}}
+    return trained, check, meta
+
+
+def refusal(name: str, check: dict) -> str:
+    """Why the self-check refused expert ``name``, with both scores."""
+    return (f"unlabelled expert {name!r} not saved: on {check['heldout_pseudo_queries']} held-out pseudo-queries "
+            f"it scores nDCG@10 {check['expert_ndcg@10']:.4f} against the base's {check['base_ndcg@10']:.4f} "
+            f"({check['gain']:+.4f}); the self-check asks for {check['margin']:+.4f} (BENCHMARKS.md §13)")
 
 
 def pseudo_labelled(source, index, encoder, lexical, queries: str | os.PathLike | None, count: int, seed: int,
@@ -105,15 +123,8 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
                                     progress=progress)
     weight = store.load_fusion().weight(hybrid(BASE))
     pseudo, kind = pseudo_labelled(source, index, encoder, lexical, queries, pseudo_queries, config.seed, weight)
-    trained = train_anchored(pseudo, index, encoder, config, pseudo.data.name, anchor_sets, progress)
-    check = self_check(trained)
+    trained, check, meta = train_checked(pseudo, kind, index, encoder, config, anchor_sets, progress)
     if not check["passed"] and not force:
-        raise SelfCheckError(
-            f"unlabelled expert {name!r} not saved: on {check['heldout_pseudo_queries']} held-out pseudo-queries "
-            f"it scores nDCG@10 {check['expert_ndcg@10']:.4f} against the base's {check['base_ndcg@10']:.4f} "
-            f"({check['gain']:+.4f}); the self-check asks for {check['margin']:+.4f} (BENCHMARKS.md §13). "
-            "--force saves it anyway")
-    meta = {**trained.meta(), "unlabelled": {"source": kind, "pseudo_queries": len(pseudo.data.queries),
-                                             "self_check": check, "forced": not check["passed"]}}
+        raise SelfCheckError(f"{refusal(name, check)}. --force saves it anyway")
     refitted = save_and_refit(store, name, trained, meta, data_dir, backend, encoder, index_type, progress)
     return store.expert_path(name), trained, check, refitted

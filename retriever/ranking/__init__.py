@@ -1,6 +1,6 @@
 """From vectors and texts to ranked documents: ``topk`` (dense and BM25 top-k; ``rank`` is the one place
 self-hits are removed), ``systems`` (what answers a query: a dense expert, ``bm25``, ``hybrid:<expert>`` fusion or
-``auto:base``) and ``unfamiliar`` (whether an unfamiliar corpus's BM25 side is trusted, from agreement and the
+``auto:<expert>``) and ``unfamiliar`` (whether an unfamiliar corpus's BM25 side is trusted, from agreement and the
 base's decisiveness alone).
 Imports ``retriever.storage``, ``retriever.encoding`` and ``retriever.index``. Tested in ``tests/test_ranking.py``
 and ``tests/test_lexical.py``.

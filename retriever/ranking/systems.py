@@ -1,7 +1,9 @@
 """Systems: what answers a query over the shared corpus. A dense expert (``base`` or an expert's name), ``bm25``
-(the lexical index), ``hybrid:<expert>`` (that expert's ranking fused with BM25's), or ``auto:base``, where routers
-send queries they do not recognise: ``hybrid:base`` or ``base``, as ``retriever.ranking.unfamiliar`` decides for the
-call's queries sent there from their two rankings (``resolve``).
+(the lexical index), ``hybrid:<expert>`` (that expert's ranking fused with BM25's), or ``auto:<expert>``:
+``hybrid:<expert>`` or ``<expert>``, as ``retriever.ranking.unfamiliar`` decides for the call's queries sent there
+from their two rankings, without labels (``resolve``). Routers send queries they do not recognise to ``auto:base``,
+and the queries of a domain they were fitted on without judgments (pseudo-queries cannot tell what BM25 adds) to
+``auto:<its best dense system>``.
 
 Routers choose among systems by these names; ``run_system`` is the one place a system's ranking is made from
 the dense and lexical rankings it needs (``RouterRetriever`` and evaluation both call it), and ``FusionSettings``
@@ -23,13 +25,15 @@ from retriever.encoding.encoder import BASE
 from retriever.ranking.unfamiliar import base_gap, top_agreement, trusts_lexical, undecided
 
 __all__ = [
-    "AUTO", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "FusionMethod", "FusionSettings", "SystemSet",
-    "auto_systems", "dense_part", "fuse", "group_rows", "hybrid", "is_lexical", "resolve", "run_system", "system_names",
+    "AUTO", "AUTO_PREFIX", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "FusionMethod", "FusionSettings",
+    "SystemSet", "auto", "auto_systems", "dense_part", "fuse", "group_rows", "hybrid", "is_auto", "is_lexical",
+    "resolve", "run_system", "system_names",
 ]
 
 BM25 = "bm25"
 HYBRID = "hybrid:"
-AUTO = "auto:base"  # unfamiliar queries: hybrid:base where BM25 agrees with the base or the base is undecided
+AUTO_PREFIX = "auto:"
+AUTO = f"{AUTO_PREFIX}{BASE}"  # unfamiliar queries: hybrid:base where BM25 agrees with the base or it is undecided
 
 
 class FusionMethod(StrEnum):
@@ -41,7 +45,10 @@ class FusionMethod(StrEnum):
 
 FUSIONS = tuple(method.value for method in FusionMethod)
 RRF_K = 60
-DEFAULT_WEIGHT = 0.5  # an uncalibrated hybrid: equal weight
+# an uncalibrated hybrid's dense weight (no judged queries to calibrate on, as in `benchmark --unlabelled`): what
+# calibration chose for hybrid:base on the seven expert datasets' training queries (BENCHMARKS.md §4b), the weight
+# auto:base's thresholds were chosen with (0.5 before 2026-12-04)
+DEFAULT_WEIGHT = 0.6
 FUSION_DEPTH = 100  # each list's top-k that a hybrid fuses, whatever k the caller asks for
 FUSION_VERSION = 1  # bumped when fusion changes, so cached hybrid scores are recomputed
 TIE_STEP = 1e-6  # resolvable in float32, which pytrec_eval compares scores in
@@ -53,18 +60,26 @@ def hybrid(expert: str) -> str:
     return f"{HYBRID}{expert}"
 
 
+def auto(expert: str) -> str:
+    return f"{AUTO_PREFIX}{expert}"
+
+
+def is_auto(system: str) -> bool:
+    return system.startswith(AUTO_PREFIX)
+
+
 def dense_part(system: str) -> str | None:
     """The dense expert a system needs (``base`` for the base model), or None for ``bm25``."""
     if system == BM25:
         return None
-    if system == AUTO:
-        return BASE
+    if is_auto(system):
+        return system[len(AUTO_PREFIX):]
     return system[len(HYBRID):] if system.startswith(HYBRID) else system
 
 
 def is_lexical(system: str) -> bool:
     """Whether the system needs the BM25 ranking."""
-    return system in (BM25, AUTO) or system.startswith(HYBRID)
+    return system == BM25 or is_auto(system) or system.startswith(HYBRID)
 
 
 def system_names(experts: list[str], lexical: bool = True) -> list[str]:
@@ -101,7 +116,7 @@ def fuse(dense: Mapping[str, float], lexical: Mapping[str, float], weight: float
 
 @dataclass(frozen=True)
 class FusionSettings:
-    """How hybrids are fused: the method and each hybrid's dense weight (uncalibrated ones weigh 0.5)."""
+    """How hybrids are fused: the method and each hybrid's dense weight (uncalibrated ones weigh ``DEFAULT_WEIGHT``)."""
 
     fusion: FusionMethod = FusionMethod.CONVEX
     weights: dict[str, float] = field(default_factory=dict)
@@ -125,26 +140,30 @@ class FusionSettings:
 SystemSet = FusionSettings  # its name before 0.2 (it holds fusion settings, not a set of systems)
 
 
-def auto_systems(agreements: Iterable[float | None], gaps: Sequence[float | None]) -> list[str]:
-    """What ``auto:base`` is for each of the queries sent there together, from their ``top_agreement`` and
-    ``base_gap`` values (``retriever.ranking.unfamiliar``): ``hybrid:base`` for all if they trust the lexical side,
-    else ``hybrid:base`` for those the base is undecided on and ``base`` for the rest (and for a query BM25 matched
-    nothing for, agreement None: the hybrid would rank as the base does)."""
+def auto_systems(agreements: Iterable[float | None], gaps: Sequence[float | None], expert: str = BASE) -> list[str]:
+    """What ``auto:<expert>`` is for each of the queries sent there together, from their ``top_agreement`` and
+    ``base_gap`` values of ``expert``'s ranking (``retriever.ranking.unfamiliar``): ``hybrid:<expert>`` for all if
+    they trust the lexical side, else the hybrid for those the expert is undecided on and ``expert`` for the rest
+    (and for a query BM25 matched nothing for, agreement None: the hybrid would rank as the expert does)."""
     agreements = list(agreements)
     if trusts_lexical(agreements):
-        return [hybrid(BASE)] * len(gaps)
-    return [hybrid(BASE) if undecided(gap) and agreement is not None else BASE
+        return [hybrid(expert)] * len(gaps)
+    return [hybrid(expert) if undecided(gap) and agreement is not None else expert
             for agreement, gap in zip(agreements, gaps, strict=True)]
 
 
 def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results | None) -> dict[str, str]:
-    """``{query id: system}`` with every ``auto:base`` replaced by ``auto_systems`` of the queries sent there
-    together, from their base (``dense``) and BM25 (``lexical``) rankings. Other systems stay."""
-    auto = [q for q, system in choice.items() if system == AUTO]
-    if not auto:
-        return dict(choice)
-    decided = auto_systems([top_agreement(dense[q], lexical[q]) for q in auto], [base_gap(dense[q]) for q in auto])
-    return {**choice, **dict(zip(auto, decided, strict=True))}
+    """``{query id: system}`` with every ``auto:<expert>`` replaced by ``auto_systems`` of the queries sent to it
+    together, from their dense rankings (``dense``: each query's by its system's dense part) and BM25 (``lexical``)
+    rankings. Other systems stay."""
+    resolved, queries = dict(choice), list(choice)
+    for system, rows in group_rows(list(choice.values())).items():
+        if is_auto(system):
+            ids = [queries[i] for i in rows]
+            decided = auto_systems([top_agreement(dense[q], lexical[q]) for q in ids],
+                                   [base_gap(dense[q]) for q in ids], dense_part(system))
+            resolved.update(zip(ids, decided, strict=True))
+    return resolved
 
 
 def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:
@@ -159,11 +178,11 @@ def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:
 def run_system(system: str, query_ids, dense: Results | None, lexical: Results | None, fusion: FusionSettings,
                k: int) -> Results:
     """``system``'s top-``k`` for ``query_ids`` from the rankings it needs: ``dense`` (its dense expert's, at least
-    ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's); ``auto:base`` as ``resolve`` decides for these
+    ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's); ``auto:<expert>`` as ``resolve`` decides for these
     queries together."""
-    if system == AUTO:
+    if is_auto(system):
         query_ids = list(query_ids)
-        decided = resolve(dict.fromkeys(query_ids, AUTO), dense, lexical)
+        decided = resolve(dict.fromkeys(query_ids, system), dense, lexical)
         results = {}
         for chosen, rows in group_rows([decided[q] for q in query_ids]).items():
             results.update(run_system(chosen, [query_ids[i] for i in rows], dense, lexical, fusion, k))

@@ -67,7 +67,7 @@ class SearchService:
     def __init__(self, config: ServiceConfig, retriever: RouterRetriever, live: LiveIndex):
         self.config, self.retriever, self.live = config, retriever, live
         systems = list(dict.fromkeys(retriever.router.systems))
-        if BM25 in systems and f"{HYBRID}{BASE_EXPERT}" in systems:
+        if BM25 in systems and f"{HYBRID}{BASE_EXPERT}" in systems and AUTO not in systems:
             systems.append(AUTO)
         self.systems = systems  # what a request may name instead of routing
         self._fixed = {system: RouterRetriever(retriever.encoder, FixedRouter([*systems], {"expert": system}),
