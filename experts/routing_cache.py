@@ -34,6 +34,7 @@ from retriever.ranking.systems import (
     dense_part,
     fuse,
     is_auto,
+    is_lexical,
     system_names,
 )
 from retriever.ranking.systems import hybrid as hybrid_name
@@ -52,6 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLIT = "train"
+PSEUDO_TIE = 1e-6  # on pseudo-queries a dense system scores this less than its auto system (cached_routing_data)
 HYBRID_WEIGHTS = tuple(round(w, 1) for w in np.arange(0.0, 1.0001, 0.1))  # dense weights a hybrid is calibrated over
 
 
@@ -279,9 +281,10 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     a real query is (on the seven expert datasets BM25 was best for 72% of them, against 5% of judged training
     queries, and every hybrid weight calibrated on them was 0.0: BM25 alone), so they cannot measure what BM25 adds:
     with ``lexical`` there, systems ``auto:<expert>`` are added, which decide BM25 at search time without labels
-    (``retriever.ranking.unfamiliar``), scored on pseudo-queries as their dense part, and every other system scores
-    0 on them, so a pseudo-query's label is ``auto:`` its best dense system; hybrid weights are calibrated on the
-    judged datasets only (none: each weighs ``DEFAULT_WEIGHT``). On judged queries an ``auto:`` system scores as its
+    (``retriever.ranking.unfamiliar``), scored on pseudo-queries as their dense part; there the dense systems score
+    ``PSEUDO_TIE`` less (so gains over the base stay what they are) and the lexical ones 0, so a pseudo-query's
+    label is ``auto:`` its best dense system; hybrid weights are calibrated on the judged datasets only (none: each
+    weighs ``DEFAULT_WEIGHT``). On judged queries an ``auto:`` system scores as its
     dense part too (a tie its dense system wins), so labels there are as before."""
     own = store.domain_experts()
     experts = store.candidates()
@@ -321,8 +324,9 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
                 columns.append(record["ndcg@10"])
             masks.append(trained[expert][d])
         scores = np.array(columns, dtype=np.float64).T
-        if d in pseudo:  # pseudo-queries measure dense systems only: each is answered by an auto system
-            scores[:, [i for i, system in enumerate(systems) if not is_auto(system)]] = 0.0
+        if d in pseudo:  # pseudo-queries measure dense systems only, and each is answered by an auto system
+            scores[:, [i for i, system in enumerate(systems) if is_lexical(system) and not is_auto(system)]] = 0.0
+            scores[:, [i for i, system in enumerate(systems) if not is_lexical(system)]] -= PSEUDO_TIE
         source = store.routing_data_path(d) / ("base_vectors.npy" if layer is None else prefix_file(layer))
         if not _readable(source, len(scores)):
             raise ValueError(f"no current routing vectors {source.name} for {d!r}; run build-router"

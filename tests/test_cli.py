@@ -369,9 +369,11 @@ def test_routers_fit_on_a_dataset_without_judgments(run, data_dir, tmp_path, toy
     its corpus; their labels are auto systems (BM25 decided at search time), its expert's hybrid is not calibrated
     on them, adding an expert refits without judgments again, and evaluation and search answer an auto system by
     its hybrid or its dense ranking. Given as ``--dataset`` it fails, saying what to do."""
+    import numpy as np
     from conftest import write_toy_dataset
 
     from experts.routing import cached_routing_data
+    from experts.routing_cache import PSEUDO_TIE
     from experts.workflows import unlabelled
     from retriever import RouterRetriever, load_encoder
     from retriever.routers.directory import RouterDirectory
@@ -402,6 +404,10 @@ def test_routers_fit_on_a_dataset_without_judgments(run, data_dir, tmp_path, toy
     assert len(pseudo) == 8 and all(label.startswith("auto:") for label in pseudo)
     assert judged and not any(label.startswith("auto:") for label in judged)
     assert "hybrid:toy-free" not in data.fusion.weights and "hybrid:base" in data.fusion.weights
+    rows = [i for i, d in enumerate(data.datasets) if d == "toy"]  # lexical systems unmeasured, the base as it is
+    column = {system: data.scores[rows, data.systems.index(system)] for system in ("base", "auto:base", "bm25")}
+    assert np.allclose(column["base"] + PSEUDO_TIE, column["auto:base"], rtol=0, atol=1e-12)
+    assert (column["base"] < column["auto:base"]).all() and not column["bm25"].any()
     added = run("train-expert", "--dataset", "other", "--name", "other-expert", "--router", str(router), *model,
                 "--config", '{"max_steps": 2}')
     assert added.exit_code == 0 and "pilot" in added.output, added.output
