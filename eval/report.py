@@ -171,14 +171,17 @@ def _default_section(c: Comparison, in_domain: list[str], other: list[str]) -> s
     for d in [*in_domain, *other]:
         best = c.best_single(d)
         rows.append([d, f"{best} {_fmt(c.score(best, d))}", _fmt(c.score(DEFAULT, d)),
-                     _interval(c.bootstrap(DEFAULT, best, [d]))])
+                     _interval(c.bootstrap(DEFAULT, best, [d])), _interval(c.bootstrap(DEFAULT, BASE_EXPERT, [d]))])
     if in_domain:
         per_dataset = {d: c.best_single(d) for d in in_domain}
         average = float(np.mean([c.score(DEFAULT, d) for d in in_domain]))
         rows.append(["expert domains (avg)", "best per dataset", _fmt(average),
-                     _interval(c.bootstrap(DEFAULT, per_dataset, in_domain))])
-    lines.append("Default against the best of base, bm25 and hybrid:base on each dataset (paired bootstrap, 95%):\n\n"
-                 + _table(["dataset", "best single system", "default", "default - best [95% CI]"], rows))
+                     _interval(c.bootstrap(DEFAULT, per_dataset, in_domain)),
+                     _interval(c.bootstrap(DEFAULT, BASE_EXPERT, in_domain))])
+    lines.append("Default against the best of base, bm25 and hybrid:base on each dataset, and against the base "
+                 "(paired bootstrap, 95%):\n\n" + _table(["dataset", "best single system", "default",
+                                                          "default - best [95% CI]", "default - base [95% CI]"],
+                                                         rows))
     if in_domain:
         rows = [[kind, _interval(c.bootstrap(DEFAULT, kind, in_domain))] for kind in ROUTED if kind != c.default]
         rows += [[s, _interval(c.bootstrap(DEFAULT, s, in_domain))] for s in SINGLE]

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from eval.metrics import per_query_ndcg
+from experts.pseudo import PseudoLabelled, corpus_queries
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.ranking.systems import (
     AUTO,
@@ -106,7 +107,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
     lexical index, also BM25's and each expert's hybrid at every weight of ``HYBRID_WEIGHTS`` (and RRF); with
     ``layer``, their base states entering that layer, mean-pooled (a prefix ``RoutingSpace``)."""
     qids, texts, qrels = routing_sample(dataset, index, max_queries, seed)
-    folder = store.routing_data_path(dataset.name)
+    folder = store.routing_data_path(dataset.name, isinstance(dataset, PseudoLabelled))
     folder.mkdir(parents=True, exist_ok=True)
     key = _key([qids, texts, qrels, index.meta["files"]])
     meta_path = folder / "queries.json"
@@ -212,16 +213,23 @@ def _readable(path: Path, rows: int) -> bool:
 
 
 def _trained_on(store: RouterDirectory, name: str, dataset, index, qids: list[str]) -> list[bool]:
-    """Per query: was it in the training slice of expert ``name`` (its score there is optimistic)? Never where one
-    of the two is pseudo-queries and the other not, and routing pseudo-queries are drawn from the other end of
-    their corpus's order than an expert's (``experts.pseudo.routing_queries``)."""
+    """Per query: was it in the training slice of expert ``name`` (its score there is optimistic)? For an expert
+    trained without judgments on the routing pseudo-queries' corpus: was it among the pseudo-queries drawn for it
+    (routing ones are drawn from the other end of the order, ``experts.pseudo.routing_queries``, but a corpus with
+    fewer documents than both draws shares some); where only one of the two is pseudo-queries, never."""
     from experts.config import TrainConfig
-    from experts.pseudo import PseudoLabelled
     from experts.train import heldout_split
 
     info = {} if name == BASE_EXPERT else store.expert_info(name)
-    if "unlabelled" in info or isinstance(dataset, PseudoLabelled):
-        return [False] * len(qids)
+    unlabelled = info.get("unlabelled")
+    if unlabelled is not None or isinstance(dataset, PseudoLabelled):
+        training = info.get("training", {})
+        if not (isinstance(unlabelled, dict) and unlabelled.get("source") == "corpus"
+                and isinstance(dataset, PseudoLabelled) and dataset.name in (training.get("datasets") or [])):
+            return [False] * len(qids)
+        seed = (training.get("hyperparameters") or {}).get("seed", 0)
+        drawn = corpus_queries(dataset.source, int(unlabelled["pseudo_queries"]), seed).data.queries
+        return [q in drawn for q in qids]
     training = info.get("training", {})
     datasets = training.get("datasets")
     if not isinstance(datasets, list) or dataset.name not in datasets or training.get("split") != SPLIT:
@@ -236,8 +244,8 @@ def _trained_on(store: RouterDirectory, name: str, dataset, index, qids: list[st
     return [q in seen for q in qids]
 
 
-def _column(store: RouterDirectory, dataset: str, name: str, key_field: str, key: str) -> dict:
-    cached = _read_cache(store.routing_data_path(dataset) / f"scores-{name}.json")
+def _column(store: RouterDirectory, dataset: str, name: str, key_field: str, key: str, pseudo: bool = False) -> dict:
+    cached = _read_cache(store.routing_data_path(dataset, pseudo) / f"scores-{name}.json")
     if cached.get(key_field) != key or not isinstance(cached.get("ndcg@10"), list):
         raise ValueError(f"no current scores of {name!r} on {dataset!r}; run build-router")
     return cached
@@ -288,7 +296,8 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     dense part too (a tie its dense system wins), so labels there are as before."""
     own = store.domain_experts()
     experts = store.candidates()
-    records = {d: {name: _column(store, d, name, "expert_key", expert_key(store, name)) for name in experts}
+    records = {d: {name: _column(store, d, name, "expert_key", expert_key(store, name), d in unlabelled)
+                   for name in experts}
                for d in datasets}
     trained = {name: {d: (None if records[d][name].get("trained_on") is None else
                           np.asarray(records[d][name]["trained_on"], dtype=bool)) for d in datasets}
@@ -314,7 +323,7 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
         for system in systems:
             expert = dense_part(system)
             if system == BM25:
-                columns.append(_column(store, d, BM25, "lexical_key", lexical[d])["ndcg@10"])
+                columns.append(_column(store, d, BM25, "lexical_key", lexical[d], d in unlabelled)["ndcg@10"])
                 masks.append(np.zeros(len(columns[-1]), bool))
                 continue
             record = records[d][expert]
@@ -327,7 +336,8 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
         if d in pseudo:  # pseudo-queries measure dense systems only, and each is answered by an auto system
             scores[:, [i for i, system in enumerate(systems) if is_lexical(system) and not is_auto(system)]] = 0.0
             scores[:, [i for i, system in enumerate(systems) if not is_lexical(system)]] -= PSEUDO_TIE
-        source = store.routing_data_path(d) / ("base_vectors.npy" if layer is None else prefix_file(layer))
+        source = store.routing_data_path(d, d in unlabelled) / ("base_vectors.npy" if layer is None
+                                                                else prefix_file(layer))
         if not _readable(source, len(scores)):
             raise ValueError(f"no current routing vectors {source.name} for {d!r}; run build-router"
                              + (" --route-on prefix" if layer is not None else ""))

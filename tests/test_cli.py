@@ -412,6 +412,13 @@ def test_routers_fit_on_a_dataset_without_judgments(run, data_dir, tmp_path, toy
                 "--config", '{"max_steps": 2}')
     assert added.exit_code == 0 and "pilot" in added.output, added.output
     assert "auto:other-expert" in store.load_router("pilot").systems
+    removed = run("experts", "remove", "--router", str(router), "--model", str(toy_model_dir), "other-expert",
+                  data=False)
+    assert removed.exit_code == 0, removed.output  # refitted from the cache: still without toy's judgments
+    assert store.load_router("pilot").info["unlabelled"] == ["toy"]
+    added = run("train-expert", "--dataset", "other", "--name", "other-expert", "--router", str(router), *model,
+                "--config", '{"max_steps": 2}')
+    assert added.exit_code == 0, added.output
     evaluated = run("evaluate", "--dataset", "toy", "--router", str(router), "--system", "dataset", "--system",
                     "auto:toy-free", "--json")
     assert evaluated.exit_code == 0, evaluated.output
@@ -434,7 +441,8 @@ def test_benchmark_unlabelled_reads_no_training_judgment(run, data_dir, tmp_path
     for name in ("toy", "other"):
         (data_dir / name / "qrels" / "train.tsv").unlink()
     overrides = tmp_path / "overrides.json"
-    overrides.write_text(json.dumps({"datasets": {"toy": {"max_steps": 2}, "other": {"max_steps": 2}}}))
+    anchored = {"max_steps": 2, "anchor_weight": 1.0}  # anchored on the other corpus's sentences, not its queries
+    overrides.write_text(json.dumps({"datasets": {"toy": anchored, "other": anchored}}))
 
     def benchmark(router, margin):
         monkeypatch.setattr(unlabelled, "SELF_CHECK_MARGIN", margin)
@@ -453,6 +461,8 @@ def test_benchmark_unlabelled_reads_no_training_judgment(run, data_dir, tmp_path
     assert set(routing["info"]["label_counts"]) >= {"auto:toy", "auto:other"}
     assert all(expert["unlabelled"]["self_check"]["passed"] for expert in (
         json.loads((tmp_path / "kept" / "experts" / name / "expert.json").read_text()) for name in ("toy", "other")))
+    assert all(json.loads((tmp_path / "kept" / "experts" / name / "expert.json").read_text())["training"]
+               ["anchor_texts"] > 0 for name in ("toy", "other"))
     refused, report = benchmark("refused", 1.0)
     assert set(refused["refused_experts"]) == {"toy", "other"} and not (tmp_path / "refused" / "experts").exists()
     assert "Refused by the self-check" in report and "pilot" in {r["system"] for r in refused["results"]}

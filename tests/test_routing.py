@@ -212,7 +212,7 @@ def test_cli_benchmark_trains_builds_evaluates_and_reuses(world, tmp_path, toy_m
     assert pilot["accuracy"] == round(right / total, 4)  # the share routed to their own dataset's expert
     markdown = (tmp_path / "b.md").read_text()
     assert "| system | toy | other | avg |" in markdown and "Routing accuracy" in markdown
-    assert "The default router: " in markdown and "default - best [95% CI]" in markdown
+    assert "The default router: " in markdown and "default - best [95% CI] | default - base [95% CI]" in markdown
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     trained = {p: p.stat().st_mtime_ns for p in router.glob("experts/*/adapter_model.safetensors")}
     assert len(trained) == 3

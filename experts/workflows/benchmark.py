@@ -20,7 +20,7 @@ from experts.train import TrainConfig, train_expert
 from experts.workflows.common import check_routing_settings
 from experts.workflows.expert_store import train_and_save
 from experts.workflows.routers import fit_routers
-from experts.workflows.unlabelled import PSEUDO_QUERIES, refusal, train_checked
+from experts.workflows.unlabelled import PSEUDO_QUERIES, pseudo_anchors, refusal, train_checked
 from retriever.encoding.encoder import load_encoder
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index.backends import FaissBackend, IndexBackend
@@ -106,7 +106,7 @@ def _train_missing(store: RouterDirectory, corpora: _Corpora, expert_datasets: l
             if unlabelled:
                 pseudo = corpus_queries(corpora.opened[name], PSEUDO_QUERIES, config.seed)
                 trained, check, meta = train_checked(pseudo, "corpus", corpora.indexes[name], encoder, config,
-                                                     anchor_sets, progress)
+                                                     pseudo_anchors(anchor_sets), progress)
                 if check["passed"]:
                     store.save_expert(name, trained.write, meta)
                 else:
@@ -193,6 +193,8 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
         corpora.opened[name].qrels("test")
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info, create=True)
+    if unlabelled:
+        _check_unlabelled_store(store)
     _index_all(corpora, backend or FaissBackend(cache_dir), encoder.base, index_config, progress, seconds)
     refused = _train_missing(store, corpora, expert_datasets, encoder.base, overrides or {},
                              multitask and not unlabelled, progress, seconds, unlabelled)
@@ -204,6 +206,14 @@ def run_comparison(data_dir, router_dir, cache_dir, expert_datasets: Sequence[st
     seconds["total"] = round(time.perf_counter() - started, 1)
     return Comparison(results, list(expert_datasets), list(eval_datasets), own, seconds, default,
                       {kind: routers[kind].info.get("fold_gain") for kind in ROUTED}, fusion.to_json(), refused)
+
+
+def _check_unlabelled_store(store: RouterDirectory) -> None:
+    """``benchmark --unlabelled`` reuses only experts trained without judgments: refuse a directory holding others."""
+    labelled = [name for name in store.expert_names() if "unlabelled" not in store.expert_info(name)]
+    if labelled:
+        raise ValueError(f"benchmark --unlabelled: {store.root} holds experts trained with judgments "
+                         f"({', '.join(labelled)}); give a new router directory")
 
 
 def _summary(comparison: Comparison) -> dict:

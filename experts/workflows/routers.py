@@ -83,6 +83,8 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
         _check_judged(data_dir, name)
     for name in unlabelled:
         open_dataset(data_dir, name, judged=False)
+    if unlabelled and max_queries < 2:
+        raise ValueError(f"max_queries must be at least 2 to draw pseudo-queries, got {max_queries}")
     kinds = list(dict.fromkeys(kinds))
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
@@ -107,9 +109,7 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
 def _check_judged(data_dir, name: str) -> None:
     """A dataset routers are fitted on with judgments has a training split; if it has only a corpus, the error says
     how to fit on it without judgments."""
-    try:
-        open_dataset(data_dir, name).qrels("train")
-    except DataError as err:
-        open_dataset(data_dir, name, judged=False)  # not a dataset at all: that error, as it is
-        raise DataError(f"{err}; to fit routers on {name!r} without judgments (pseudo-queries from its corpus), give "
-                        "it as --unlabelled-dataset") from None
+    if "train" not in open_dataset(data_dir, name, judged=False).splits:  # not a dataset at all: that error, as is
+        raise DataError(f"dataset {name!r} has no training judgments (qrels/train.tsv); to fit routers on it without "
+                        "judgments (pseudo-queries from its corpus), give it as --unlabelled-dataset")
+    open_dataset(data_dir, name).qrels("train")

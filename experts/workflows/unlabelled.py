@@ -1,5 +1,6 @@
 """``train-expert --unlabelled``: an expert from a corpus with no relevance judgments (issue #27), trained on
 pseudo-labels (``experts.pseudo``) and saved only if a self-check on held-out pseudo-queries says it beats the base.
+Anchored (``--anchor-dataset``) on sentences of the anchor datasets' corpora, not on their training queries.
 
 The self-check: training holds out a slice of the pseudo-labelled queries and picks its step there (as a labelled
 expert does on judged queries); the expert is kept only if its held-out nDCG@10 exceeds the base's by at least
@@ -28,11 +29,12 @@ from retriever.index.base import IndexConfig
 from retriever.ranking.systems import BASE, hybrid
 from retriever.routers.directory import RouterDirectory, validate_name
 
-__all__ = ["PSEUDO_QUERIES", "SELF_CHECK_MARGIN", "SelfCheckError", "add_unlabelled_expert",
-           "check_unlabelled_options", "refusal", "self_check", "train_checked"]
+__all__ = ["ANCHOR_PSEUDO_QUERIES", "PSEUDO_QUERIES", "SELF_CHECK_MARGIN", "SelfCheckError", "add_unlabelled_expert",
+           "check_unlabelled_options", "pseudo_anchors", "refusal", "self_check", "train_checked"]
 
 PSEUDO_QUERIES = 1000  # pseudo-queries drawn from the corpus (experts.pseudo.corpus_queries)
 SELF_CHECK_MARGIN = 0.005  # held-out pseudo-query nDCG@10 an unlabelled expert must gain over the base
+ANCHOR_PSEUDO_QUERIES = 200  # sentences of each anchor dataset's corpus, in place of its training queries
 
 
 class SelfCheckError(ValueError):
@@ -59,6 +61,13 @@ def self_check(trained: TrainedExpert, margin: float | None = None) -> dict:
     return {"heldout_pseudo_queries": trained.heldout_queries, "base_ndcg@10": trained.heldout_base_ndcg_at_10,
             "expert_ndcg@10": trained.heldout_ndcg_at_10, "gain": round(gain, 5), "margin": margin,
             "passed": gain >= margin}
+
+
+def pseudo_anchors(datasets) -> list[PseudoLabelled]:
+    """What an expert trained without judgments is anchored on (``TrainConfig.anchor_weight``): sentences of each
+    anchor dataset's corpus in place of its training queries (``experts.pairs.anchor_texts`` reads a split's
+    queries), so neither its own nor any other dataset's judgments are read, and a corpus alone can anchor."""
+    return [corpus_queries(dataset, ANCHOR_PSEUDO_QUERIES) for dataset in datasets]
 
 
 def train_checked(pseudo: PseudoLabelled, kind: str, index, encoder, config: TrainConfig, anchor_sets, progress: bool
@@ -106,7 +115,7 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
     if pseudo_queries < 2:
         raise ValueError(f"pseudo-queries must be at least 2, got {pseudo_queries}")
     source = open_dataset(data_dir, dataset, judged=False)
-    anchor_sets = [open_dataset(data_dir, other) for other in dict.fromkeys(anchor_datasets)]
+    anchor_sets = [open_dataset(data_dir, other, judged=False) for other in dict.fromkeys(anchor_datasets)]
     check_anchors(source.name, config, anchor_sets)
     if queries is not None:
         load_query_file(queries)  # a missing or empty file fails before any model loads
@@ -123,7 +132,7 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
                                     progress=progress)
     weight = store.load_fusion().weight(hybrid(BASE))
     pseudo, kind = pseudo_labelled(source, index, encoder, lexical, queries, pseudo_queries, config.seed, weight)
-    trained, check, meta = train_checked(pseudo, kind, index, encoder, config, anchor_sets, progress)
+    trained, check, meta = train_checked(pseudo, kind, index, encoder, config, pseudo_anchors(anchor_sets), progress)
     if not check["passed"] and not force:
         raise SelfCheckError(f"{refusal(name, check)}. --force saves it anyway")
     refitted = save_and_refit(store, name, trained, meta, data_dir, backend, encoder, index_type, progress)

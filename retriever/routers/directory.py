@@ -201,7 +201,8 @@ class RouterDirectory:
                                        **systems.to_json()})
 
     def load_fusion(self) -> FusionSettings:
-        """The hybrids' fusion as calibrated by the last build-router; uncalibrated (weight 0.5) if none was."""
+        """The hybrids' fusion as calibrated by the last build-router; uncalibrated (weight ``DEFAULT_WEIGHT``, 0.6)
+        if none was."""
         if not self.systems_path.is_file():
             return FusionSettings()
         meta = read_metadata(self.systems_path, SYSTEMS_KIND, FORMAT_VERSION,
@@ -218,9 +219,12 @@ class RouterDirectory:
         write_json(path, {"format_version": FORMAT_VERSION, "library_version": library_version(),
                           "base_model": self.base_model, **record})
 
-    def routing_data_path(self, dataset: str) -> Path:
-        """Where the routing scores of ``dataset``'s training queries are cached (``routing-data/<dataset>/``)."""
-        return self.root / "routing-data" / safe_name(dataset, "dataset")
+    def routing_data_path(self, dataset: str, pseudo: bool = False) -> Path:
+        """Where the routing scores of ``dataset``'s training queries are cached (``routing-data/<dataset>/``), or
+        with ``pseudo`` those of its pseudo-queries (``routing-data/<dataset>/pseudo/``: a router fitted without its
+        judgments never replaces the judged cache another router refits from)."""
+        folder = self.root / "routing-data" / safe_name(dataset, "dataset")
+        return folder / "pseudo" if pseudo else folder
 
     def expert_names(self) -> list[str]:
         """The experts: ``experts/<name>/expert.json`` (hidden temporaries and trash are not experts)."""
