@@ -285,7 +285,8 @@ def export_routed(router_dir, output, routing, overwrite, model):
 @click.option("--split", default="test", show_default=True)
 @click.option("--system", "systems", multiple=True, default=("base",), show_default=True, callback=checked_systems,
               help=f"{', '.join(SYSTEMS)} (repeatable: every system given is evaluated, sharing query vectors; "
-                   "all but base, bm25 and hybrid:base need --router).")
+                   "auto:base is where routers send unfamiliar queries; all but base, bm25, hybrid:base and "
+                   "auto:base need --router).")
 @router_option(required=False)
 @model_options
 @backend_options
@@ -325,7 +326,8 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(buildable_kinds()), default=("pilot",),
               show_default=True, help="Router(s) to build (repeatable).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Training queries sampled per dataset for expert scoring.")
+              help="Training queries sampled per dataset for expert scoring (and pseudo-queries drawn per "
+                   "--unlabelled-dataset).")
 @click.option("--aggregate", type=click.Choice(PilotRouter.AGGREGATES), default="density",
               show_default=True, help="pilot: kernel density of an expert's pilots (by group size), their mean "
                                       "similarity weighted by group size, the plain mean (the paper), or max.")

@@ -117,8 +117,7 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
     ``encoder`` (with the new expert loaded) and ``open_source(dataset_name, lexical) -> (dataset, index, lexical
     index or None)`` (``experts.workflows.common.opener``; for a dataset the routers were fitted on without
     judgments it is called with a third argument, how many pseudo-queries to draw) so the new expert's scores can
-    be computed. Returns the names of the
-    routers refitted.
+    be computed. Returns the names of the routers refitted.
     """
     jobs = []
     for kind in store.built_routers():

@@ -319,23 +319,9 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     systems = system_names(experts, lexical is not None) + ([auto(e) for e in experts] if pseudo else [])
     vectors, labels, names, all_scores, all_trained = [], [], [], [], []
     for d in datasets:
-        columns, masks = [], []
-        for system in systems:
-            expert = dense_part(system)
-            if system == BM25:
-                columns.append(_column(store, d, BM25, "lexical_key", lexical[d], d in unlabelled)["ndcg@10"])
-                masks.append(np.zeros(len(columns[-1]), bool))
-                continue
-            record = records[d][expert]
-            if system.startswith(HYBRID):
-                columns.append(record["hybrid"][hybrid_label(fusion_settings, system)])
-            else:
-                columns.append(record["ndcg@10"])
-            masks.append(trained[expert][d])
-        scores = np.array(columns, dtype=np.float64).T
-        if d in pseudo:  # pseudo-queries measure dense systems only, and each is answered by an auto system
-            scores[:, [i for i, system in enumerate(systems) if is_lexical(system) and not is_auto(system)]] = 0.0
-            scores[:, [i for i, system in enumerate(systems) if not is_lexical(system)]] -= PSEUDO_TIE
+        bm25 = None if lexical is None else _column(store, d, BM25, "lexical_key", lexical[d], d in unlabelled)
+        scores, masks = _score_matrix(systems, records[d], bm25, {e: trained[e][d] for e in experts},
+                                      fusion_settings, d in pseudo)
         source = store.routing_data_path(d, d in unlabelled) / ("base_vectors.npy" if layer is None
                                                                 else prefix_file(layer))
         if not _readable(source, len(scores)):
@@ -358,6 +344,28 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
     auto_scores = None if lexical is None else _auto_scores(records, names, scores, systems, pseudo)
     return RoutingData(space.vectors(vectors), labels, names, dataset_experts, systems, scores, trained_on,
                        dataset_systems, fusion_settings, space, auto_scores)
+
+
+def _score_matrix(systems: list[str], records: dict, bm25: dict | None, trained: dict, fusion: FusionSettings | None,
+                  pseudo: bool) -> tuple[np.ndarray, list]:
+    """One dataset's ``(queries x systems nDCG@10, per-system trained-on masks)`` from its cached ``records``
+    (per dense expert) and ``bm25`` scores; ``pseudo``: its queries are pseudo-queries (``cached_routing_data``)."""
+    columns, masks = [], []
+    for system in systems:
+        expert = dense_part(system)
+        if system == BM25:
+            columns.append(bm25["ndcg@10"])
+            masks.append(np.zeros(len(columns[-1]), bool))
+            continue
+        record = records[expert]
+        columns.append(record["hybrid"][hybrid_label(fusion, system)] if system.startswith(HYBRID) else
+                       record["ndcg@10"])
+        masks.append(trained[expert])
+    scores = np.array(columns, dtype=np.float64).T
+    if pseudo:  # pseudo-queries measure dense systems only, and each is answered by an auto system
+        scores[:, [i for i, system in enumerate(systems) if is_lexical(system) and not is_auto(system)]] = 0.0
+        scores[:, [i for i, system in enumerate(systems) if not is_lexical(system)]] -= PSEUDO_TIE
+    return scores, masks
 
 
 def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str],
