@@ -74,3 +74,16 @@ def routing_arguments(parser: argparse.ArgumentParser, default_kinds: list[str])
     store = RouterDirectory(args.router_dir, load_encoder().info)
     data = cached_routing_data(store, store.load_router("pilot").info["datasets"])
     return args, args.kinds or default_kinds, data
+
+
+def left_out_summary(rows: list[dict]) -> dict:
+    """What a leave-one-domain-out script prints after its rows (each with ``left_out``, ``routed``, ``base``,
+    ``bm25``, ``hybrid:base`` and ``minus_base`` = [diff, low, high]): the means, the worst case against the base,
+    and the datasets significantly below it."""
+    import numpy as np
+
+    return {"left_out_datasets": len(rows),
+            **{f"mean_{s}": round(float(np.mean([r[s] for r in rows])), 2) for s in ("routed", "base", "bm25",
+                                                                                     "hybrid:base")},
+            "worst_minus_base": min((r["minus_base"][0], r["left_out"]) for r in rows),
+            "significantly_below_base": [r["left_out"] for r in rows if r["minus_base"][2] < 0]}

@@ -21,7 +21,6 @@ from collections import Counter
 from pathlib import Path
 
 import common
-import numpy as np
 
 DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l", "squad",
             "aila2019-statutes"]
@@ -92,12 +91,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     for policy in dict.fromkeys(r["unfamiliar_policy"] for r in rows):
         mine = [r for r in rows if r["unfamiliar_policy"] == policy]
-        summary = {"unfamiliar_policy": policy, "left_out_datasets": len(mine),
-                   **{f"mean_{s}": round(float(np.mean([r[s] for r in mine])), 2)
-                      for s in ("routed", "base", "bm25", "hybrid:base")},
-                   "worst_minus_base": min((r["minus_base"][0], r["left_out"]) for r in mine),
-                   "significantly_below_base": [r["left_out"] for r in mine if r["minus_base"][2] < 0]}
-        print(json.dumps(summary), flush=True)
+        print(json.dumps({"unfamiliar_policy": policy, **common.left_out_summary(mine)}), flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

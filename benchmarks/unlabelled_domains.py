@@ -22,7 +22,6 @@ from collections import Counter
 from pathlib import Path
 
 import common
-import numpy as np
 
 DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum", "pubmedqa-l", "squad",
             "aila2019-statutes"]
@@ -88,12 +87,7 @@ def main() -> None:
             row[f"minus_{label}"] = [round(100 * diff, 2), round(100 * low, 2), round(100 * high, 2)]
         rows.append(row)
         print(json.dumps(row), flush=True)
-    summary = {"left_out_datasets": len(rows),
-               **{f"mean_{s}": round(float(np.mean([r[s] for r in rows])), 2)
-                  for s in ("routed", "base", "bm25", "hybrid:base")},
-               "worst_minus_base": min((r["minus_base"][0], r["left_out"]) for r in rows),
-               "significantly_below_base": [r["left_out"] for r in rows if r["minus_base"][2] < 0]}
-    print(json.dumps(summary), flush=True)
+    print(json.dumps(common.left_out_summary(rows)), flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
