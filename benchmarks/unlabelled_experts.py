@@ -1,12 +1,13 @@
 """Experts trained without judgments (issue #27) on each expert dataset's *test* split, against the base and the
 labelled expert, with the self-check's verdict beside the outcome.
 
-For each expert dataset D and each unlabelled expert ``<D>.<source>`` in ROUTER_DIR (``probe_unlabelled.py``
-saves them there): test nDCG@10 x100 of the base, the unlabelled expert and D's labelled expert (from
-``--labelled``, e.g. BENCHMARKS.md section 4b's router directory), the unlabelled expert minus the base with a
-paired-bootstrap 95% interval, and whether the self-check (``experts.workflows.unlabelled.self_check`` on the
-expert's recorded held-out pseudo-query scores) keeps it. Then the confusion of the check against the test
-outcome (significantly below the base, or not). One JSON line per expert, then the confusion.
+For each expert dataset D and each unlabelled expert of D in ROUTER_DIR (``<D>.<source>`` as
+``probe_unlabelled.py`` saves them, or ``D`` as ``benchmark --unlabelled`` does): test nDCG@10 x100 of the base,
+the unlabelled expert and D's labelled expert (from ``--labelled``, e.g. BENCHMARKS.md section 4b's router
+directory), the unlabelled expert minus the base with a paired-bootstrap 95% interval, and whether the self-check
+(``experts.workflows.unlabelled.self_check`` on the expert's recorded held-out pseudo-query scores) keeps it. Then
+the confusion of the check against the test outcome (significantly below the base, or not). One JSON line per
+expert, then the confusion.
 
 Usage: ``python benchmarks/unlabelled_experts.py ROUTER_DIR --labelled DIR [--source corpus ...]``
 """
@@ -51,7 +52,7 @@ def main() -> None:
         multi.add(f"labelled:{name}", labelled.load_factors(name))
         own = scores(multi.encode(texts, f"labelled:{name}"))
         for expert in [e for e in store.expert_names() if e.split(".")[0] == name]:
-            source = expert.split(".", 1)[1]
+            source = store.expert_info(expert).get("unlabelled", {}).get("source", expert.split(".", 1)[-1])
             if args.source and source not in args.source:
                 continue
             multi.add(expert, store.load_factors(expert))
