@@ -24,6 +24,7 @@ from experts.routing_cache import (
     routing_data,
     routing_sample,
     score_experts,
+    unlabelled_names,
 )
 from retriever.encoding.expert_encoder import MultiExpertEncoder
 from retriever.routers import CALIBRATED_OPTIONS, ROUTERS, Router, RoutingData, fit_router, novelty_kinds
@@ -34,7 +35,7 @@ __all__ = [
     "CALIBRATED_OPTIONS", "HYBRID_WEIGHTS", "SPLIT", "best_router", "build_router", "build_routers_together",
     "cached_routing_data", "calibrate_hybrids", "choose_default_router", "expert_key", "hybrid_label", "lexical_key",
     "prefix_file", "prefix_layer", "refit_datasets", "refresh_routers", "routing_data", "routing_info",
-    "routing_sample", "score_experts",
+    "routing_sample", "score_experts", "unlabelled_names",
 ]
 
 NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
@@ -135,7 +136,7 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
                       else open_source(name, keys is not None) for name in info["datasets"]]
             lexical = {ds.name: lex for ds, _, lex in opened} if keys is not None else None
             data = routing_data([(ds, index) for ds, index, _ in opened], encoder, store, info["max_queries"],
-                                info["seed"], progress, lexical, fusion, layer, unlabelled)
+                                info["seed"], progress, lexical, fusion, layer)
             keys = None if lexical is None else {name: lexical_key(lex) for name, lex in lexical.items()}
         else:
             data = cached_routing_data(store, info["datasets"], keys, fusion, layer, unlabelled)

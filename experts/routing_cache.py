@@ -48,7 +48,7 @@ from retriever.storage.files import ArtifactError, load_npy, read_json, save_npy
 
 __all__ = [
     "HYBRID_WEIGHTS", "SPLIT", "cached_routing_data", "calibrate_hybrids", "expert_key", "hybrid_label",
-    "lexical_key", "prefix_file", "prefix_layer", "routing_data", "routing_sample", "score_experts",
+    "lexical_key", "prefix_file", "prefix_layer", "routing_data", "routing_sample", "score_experts", "unlabelled_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -396,13 +396,19 @@ def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: l
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,
                  progress: bool = False, lexical: dict | None = None, fusion: str = "convex",
-                 layer: int | None = None, unlabelled: Sequence[str] = ()) -> RoutingData:
+                 layer: int | None = None) -> RoutingData:
     """Score what is not cached yet on ``sources`` (``(dataset, index)`` pairs; ``lexical``: ``{dataset name:
-    LexicalIndex}`` to route among BM25 and hybrid systems too), then label from the cache; ``layer`` and
-    ``unlabelled`` as in ``cached_routing_data``."""
+    LexicalIndex}`` to route among BM25 and hybrid systems too), then label from the cache; ``layer`` as in
+    ``cached_routing_data``, whose ``unlabelled`` are the sources that are pseudo-queries (``unlabelled_names``)."""
     experts = store.candidates()
     for dataset, index in sources:
         score_experts(dataset, index, encoder, store, experts, max_queries, seed, progress,
                       None if lexical is None else lexical[dataset.name], layer)
     keys = None if lexical is None else {d.name: lexical_key(lexical[d.name]) for d, _ in sources}
-    return cached_routing_data(store, [dataset.name for dataset, _ in sources], keys, fusion, layer, unlabelled)
+    return cached_routing_data(store, [dataset.name for dataset, _ in sources], keys, fusion, layer,
+                               unlabelled_names(sources))
+
+
+def unlabelled_names(sources) -> list[str]:
+    """The datasets of ``sources`` (``(dataset, index)`` pairs) whose training split is pseudo-queries."""
+    return [dataset.name for dataset, _ in sources if isinstance(dataset, PseudoLabelled)]

@@ -134,7 +134,7 @@ def _build_every_router(store: RouterDirectory, corpora: _Corpora, expert_datase
     if unlabelled:
         sources = [(routing_queries(ds, max_queries), index) for ds, index in sources]
     fit_routers(store, ROUTED, sources, {name: corpora.lexical[name] for name in expert_datasets}, encoder,
-                max_queries, "convex", progress, lambda kind: {}, route_on, expert_datasets if unlabelled else ())
+                max_queries, "convex", progress, lambda kind: {}, route_on)
     routers = {kind: store.load_router(kind) for kind in ROUTED}
     default = store.default_router()
     seconds["build-routers"] = round(time.perf_counter() - t, 1)

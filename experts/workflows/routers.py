@@ -16,6 +16,7 @@ from experts.routing import (
     prefix_layer,
     routing_data,
     routing_info,
+    unlabelled_names,
 )
 from experts.workflows.common import check_routing_settings, opener
 from retriever.encoding.encoder import load_encoder
@@ -33,19 +34,19 @@ logger = logging.getLogger(__name__)
 
 def fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: dict | None, encoder,
                  max_queries: int, fusion: str, progress: bool, options_for,
-                 route_on: str = "embeddings", unlabelled: Sequence[str] = ()) -> tuple[list, object]:
+                 route_on: str = "embeddings") -> tuple[list, object]:
     """Score, label and fit ``kinds`` on ``sources``, then record the default router; ``(paths, routing data)``.
     ``route_on="embeddings"`` routes on base embeddings (the paper's), ``"prefix"`` on the experts' shared prefix
-    (``prefix_layer``; base embeddings where the experts have none). ``unlabelled``: the sources' datasets whose
-    training split is pseudo-queries (recorded, so that refitting draws them again)."""
+    (``prefix_layer``; base embeddings where the experts have none). Sources whose training split is pseudo-queries
+    are recorded as such, so that refitting draws them again."""
     layer = prefix_layer(store, encoder) if route_on == "prefix" else None
     if route_on == "prefix" and layer is None:
         logger.warning("routing on base embeddings: no expert in %s leaves a shared prefix (an expert adapts every "
                        "layer, or there is none)", store.root)
     data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress, lexical=lexical,
-                        fusion=fusion, layer=layer, unlabelled=unlabelled)
+                        fusion=fusion, layer=layer)
     keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
-    info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion, unlabelled)
+    info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion, unlabelled_names(sources))
     paths = build_routers_together(store, [(kind, data, info, options_for(kind)) for kind in kinds])
     choose_default_router(store, list(kinds))
     return paths, data
@@ -101,7 +102,7 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
         return {"fallback": fallback, "unfamiliar": unfamiliar, **options}
 
     paths, data = fit_routers(store, kinds, [(ds, index) for ds, index, _ in triples], lexical_indexes, encoder,
-                               max_queries, fusion, progress, options_for, route_on, unlabelled)
+                               max_queries, fusion, progress, options_for, route_on)
     return [(path, kind, len(data.labels), data.systems, data.space.describe())
             for path, kind in zip(paths, kinds, strict=True)], store.default_router()
 
