@@ -466,3 +466,14 @@ def test_benchmark_unlabelled_reads_no_training_judgment(run, data_dir, tmp_path
     refused, report = benchmark("refused", 1.0)
     assert set(refused["refused_experts"]) == {"toy", "other"} and not (tmp_path / "refused" / "experts").exists()
     assert "Refused by the self-check" in report and "pilot" in {r["system"] for r in refused["results"]}
+    labelled = tmp_path / "labelled"  # an expert trained with judgments: refused before any work, nothing written
+    write_toy_dataset(tmp_path / "judged-data")  # toy's judgments back, for one labelled expert
+    (data_dir / "toy" / "qrels" / "train.tsv").write_bytes((tmp_path / "judged-data" / "toy" / "qrels" /
+                                                            "train.tsv").read_bytes())
+    trained = run("train-expert", "--dataset", "toy", "--name", "judged", "--router", str(labelled), "--model",
+                  str(toy_model_dir), "--cache-dir", str(tmp_path / "cache"), "--config", '{"max_steps": 2}')
+    assert trained.exit_code == 0, trained.output
+    result = run("benchmark", "--unlabelled", "--router", str(labelled), "--model", str(toy_model_dir),
+                 "--cache-dir", str(tmp_path / "cache"), "--expert-dataset", "toy", "--output-json", "-")
+    assert result.exit_code == 1 and "holds experts trained with judgments (judged)" in result.output, result.output
+    assert sorted(p.name for p in labelled.iterdir()) == ["experts", "router.json"]
