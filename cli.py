@@ -158,8 +158,9 @@ def serve(router_dir, index_dir, backend, **options):
 
 @main.command("train-expert")
 @data_dir_option
-@click.option("--dataset", required=True, help="Dataset whose training split teaches the expert (--unlabelled: its "
-              "corpus alone).")
+@click.option("--dataset", help="Dataset whose training split teaches the expert (--unlabelled: its corpus alone).")
+@click.option("--index", "index_dir", help="With --unlabelled, instead of --dataset: a named index (your collection, "
+              "`index --corpus FILE --output DIR`): pseudo-queries from the documents it holds.")
 @click.option("--split", default="train", show_default=True, help="Training split (never test).")
 @router_option(required=True)
 @click.option("--name", required=True, help="Expert name: letters, digits, '.', '-' and '_'.")
@@ -192,16 +193,16 @@ def serve(router_dir, index_dir, backend, **options):
 @click.option("--force", is_flag=True, help="With --unlabelled: save the expert even if it fails the self-check.")
 @backend_options
 @click.pass_obj
-def train_expert(obj, data_dir, dataset, split, router_dir, name, overwrite, model, cache_dir, index_type,
+def train_expert(obj, data_dir, dataset, index_dir, split, router_dir, name, overwrite, model, cache_dir, index_type,
                  anchor_datasets, config_json, backend, unlabelled, queries_file, pseudo_queries, force, **hyper):
     """Train a LoRA query expert on one dataset (or, --unlabelled, a corpus alone) into a router directory."""
     from experts.workflows import add_expert, add_unlabelled_expert, check_unlabelled_options
 
     config = TrainConfig.from_fields({**(config_json or {}), **{k: v for k, v in hyper.items() if v is not None}})
-    usage(check_unlabelled_options, unlabelled, split, queries_file, pseudo_queries, force)
+    usage(check_unlabelled_options, unlabelled, split, queries_file, pseudo_queries, force, dataset, index_dir)
     if unlabelled:
         path, trained, check, refitted = add_unlabelled_expert(
-            router_dir, name, config, data_dir=data_dir, dataset=dataset, queries=queries_file,
+            router_dir, name, config, data_dir=data_dir, dataset=dataset, index=index_dir, queries=queries_file,
             pseudo_queries=pseudo_queries, anchor_datasets=anchor_datasets, force=force, cache_dir=cache_dir,
             model=model, index_type=index_type, overwrite=overwrite, progress=obj["progress"], backend=backend)
         click.echo(f"self-check: held-out pseudo-queries nDCG@10 {check['base_ndcg@10']:.4f} -> "
@@ -323,6 +324,9 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
               help="Datasets without judgments (a corpus is enough): systems are scored on --max-queries "
                    "pseudo-queries drawn from its documents, each labelled with its document (repeatable; "
                    "BENCHMARKS.md §13).")
+@click.option("--unlabelled-index", "unlabelled_indexes", multiple=True, metavar="DIR",
+              help="A named index without judgments (your collection, `index --corpus FILE --output DIR`): as "
+                   "--unlabelled-dataset, from the documents it holds; named by its directory (repeatable).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(buildable_kinds()), default=("pilot",),
               show_default=True, help="Router(s) to build (repeatable).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1),
@@ -356,8 +360,9 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
 @backend_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: the routers built and the default.")
 @click.pass_obj
-def build_router(obj, data_dir, router_dir, datasets, unlabelled, kinds, max_queries, aggregate, clusters, fallback,
-                 novelty, unfamiliar, no_lexical, fusion, route_on, model, cache_dir, index_type, backend, as_json):
+def build_router(obj, data_dir, router_dir, datasets, unlabelled, unlabelled_indexes, kinds, max_queries, aggregate,
+                 clusters, fallback, novelty, unfamiliar, no_lexical, fusion, route_on, model, cache_dir, index_type,
+                 backend, as_json):
     """Score every system on training queries, label each by its best system, and fit routers."""
     from experts.workflows import build_routers
 
@@ -365,7 +370,7 @@ def build_router(obj, data_dir, router_dir, datasets, unlabelled, kinds, max_que
                                    pilot_options={"aggregate": aggregate, "clusters": clusters}, novelty=novelty,
                                    unfamiliar=unfamiliar, model=model, index_type=index_type, lexical=not no_lexical,
                                    fusion=fusion, progress=obj["progress"], backend=backend, route_on=route_on,
-                                   unlabelled=unlabelled)
+                                   unlabelled=unlabelled, unlabelled_indexes=unlabelled_indexes)
     if as_json:
         keys = ("path", "kind", "labelled_queries", "systems", "routes_on")
         return click.echo(json.dumps({"routers": [dict(zip(keys, (str(r[0]), *r[1:]), strict=True)) for r in built],

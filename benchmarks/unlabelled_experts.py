@@ -1,5 +1,5 @@
-"""Experts trained without judgments (issue #27) on each expert dataset's *test* split, against the base and the
-labelled expert, with the self-check's verdict beside the outcome.
+"""Experts trained without judgments (issue #27) on each expert dataset's *test* split (``--split``), against the
+base and the labelled expert, with the self-check's verdict beside the outcome.
 
 For each expert dataset D and each unlabelled expert of D in ROUTER_DIR (``<D>.<source>`` as
 ``probe_unlabelled.py`` saves them, or ``D`` as ``benchmark --unlabelled`` does): test nDCG@10 x100 of the base,
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--labelled", type=Path, required=True)
     parser.add_argument("--source", action="append", default=[])
     parser.add_argument("--margin", type=float, default=SELF_CHECK_MARGIN, help="the self-check's margin")
+    parser.add_argument("--split", default="test", help="the judged split scored [default: test; train: what a "
+                        "margin may be chosen on]")
     args = parser.parse_args()
     encoder = load_encoder()
     opened, indexes = common.open_indexed(args, DATASETS, encoder)
@@ -41,7 +43,7 @@ def main() -> None:
     multi = MultiExpertEncoder(encoder)
     confusion = Counter()
     for name in DATASETS:
-        split = opened[name].split("test")
+        split = opened[name].split(args.split)
         ids = list(split.queries)
         texts = [split.queries[q] for q in ids]
 
@@ -62,7 +64,7 @@ def main() -> None:
             diff = [round(100 * v, 2) for v in paired_bootstrap([(mine, base)])]
             kept, below = gain >= args.margin, diff[2] < 0
             confusion[f"{'kept' if kept else 'refused'}, {'below base' if below else 'not below base'}"] += 1
-            print(json.dumps({"dataset": name, "source": source, "queries": len(ids),
+            print(json.dumps({"dataset": name, "split": args.split, "source": source, "queries": len(ids),
                               "base": round(100 * float(np.mean(list(base.values()))), 2),
                               "unlabelled": round(100 * float(np.mean(list(mine.values()))), 2),
                               "labelled": round(100 * float(np.mean(list(own.values()))), 2),

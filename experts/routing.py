@@ -18,6 +18,7 @@ from experts.routing_cache import (
     calibrate_hybrids,
     expert_key,
     hybrid_label,
+    index_sources,
     lexical_key,
     prefix_file,
     prefix_layer,
@@ -33,9 +34,9 @@ from retriever.storage.files import check_fields
 
 __all__ = [
     "CALIBRATED_OPTIONS", "HYBRID_WEIGHTS", "SPLIT", "best_router", "build_router", "build_routers_together",
-    "cached_routing_data", "calibrate_hybrids", "choose_default_router", "expert_key", "hybrid_label", "lexical_key",
-    "prefix_file", "prefix_layer", "refit_datasets", "refresh_routers", "routing_data", "routing_info",
-    "routing_sample", "score_experts", "unlabelled_names",
+    "cached_routing_data", "calibrate_hybrids", "choose_default_router", "expert_key", "hybrid_label", "index_sources",
+    "lexical_key", "prefix_file", "prefix_layer", "refit_datasets", "refit_indexes", "refresh_routers", "routing_data",
+    "routing_info", "routing_sample", "score_experts", "unlabelled_names",
 ]
 
 NOVELTY = "auto"  # the default novelty fallback of routers that keep reference vectors (build_router)
@@ -101,11 +102,21 @@ def refit_datasets(store: RouterDirectory) -> dict[str, bool]:
     return datasets
 
 
+def refit_indexes(store: RouterDirectory) -> dict[str, str]:
+    """``{name: target}``: the named indexes (collections, ``IndexedCorpus``) among the sources the routers built in
+    ``store`` were fitted on, and what reopens each."""
+    indexes = {}
+    for kind in store.built_routers():
+        indexes.update(_built(store, kind).info.get("indexes", {}))
+    return indexes
+
+
 def _built(store: RouterDirectory, kind: str) -> Router:
     """Built router ``kind``, its record of the data it was fitted on (``routing_info``) checked."""
     router = store.load_router(kind)
     check_fields(router.info, {"datasets": list, "max_queries": int, "seed": int, "lexical_keys?": dict,
-                               "fusion?": str, "unlabelled?": list}, f"{store.router_path(kind) / 'routing.json'} info")
+                               "fusion?": str, "unlabelled?": list, "indexes?": dict},
+                 f"{store.router_path(kind) / 'routing.json'} info")
     return router
 
 
@@ -141,7 +152,7 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
         else:
             data = cached_routing_data(store, info["datasets"], keys, fusion, layer, unlabelled)
         jobs.append((router.name, data, routing_info(info["datasets"], info["max_queries"], info["seed"], keys,
-                                                     fusion, unlabelled), router.options))
+                                                     fusion, unlabelled, info.get("indexes")), router.options))
     build_routers_together(store, jobs)
     if jobs:
         choose_default_router(store)
@@ -149,12 +160,15 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
 
 
 def routing_info(datasets: list[str], max_queries: int, seed: int, lexical_keys: dict[str, str] | None = None,
-                 fusion: str = "convex", unlabelled: list[str] = ()) -> dict:
+                 fusion: str = "convex", unlabelled: list[str] = (), indexes: dict[str, str] | None = None) -> dict:
     """What a built router records of the data it was fitted on, so that it can be refitted the same way
-    (``unlabelled``: the datasets fitted on pseudo-queries, recorded when there are any)."""
+    (``unlabelled``: the datasets fitted on pseudo-queries; ``indexes``: those that are named indexes, by what
+    reopens them; each recorded when there are any)."""
     info = {"datasets": list(datasets), "max_queries": max_queries, "seed": seed}
     if unlabelled:
         info["unlabelled"] = list(unlabelled)
+    if indexes:
+        info["indexes"] = dict(indexes)
     if lexical_keys is not None:
         info.update(lexical_keys=dict(lexical_keys), fusion=fusion)
     return info

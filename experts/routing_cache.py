@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from eval.metrics import per_query_ndcg
 from experts.pseudo import PseudoLabelled, corpus_queries
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
+from retriever.index.base import IndexedCorpus
 from retriever.ranking.systems import (
     AUTO,
     BM25,
@@ -48,7 +49,8 @@ from retriever.storage.files import ArtifactError, load_npy, read_json, save_npy
 
 __all__ = [
     "HYBRID_WEIGHTS", "SPLIT", "cached_routing_data", "calibrate_hybrids", "expert_key", "hybrid_label",
-    "lexical_key", "prefix_file", "prefix_layer", "routing_data", "routing_sample", "score_experts", "unlabelled_names",
+    "index_sources", "lexical_key", "prefix_file", "prefix_layer", "routing_data", "routing_sample", "score_experts",
+    "unlabelled_names",
 ]
 
 logger = logging.getLogger(__name__)
@@ -412,3 +414,10 @@ def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, m
 def unlabelled_names(sources) -> list[str]:
     """The datasets of ``sources`` (``(dataset, index)`` pairs) whose training split is pseudo-queries."""
     return [dataset.name for dataset, _ in sources if isinstance(dataset, PseudoLabelled)]
+
+
+def index_sources(sources) -> dict[str, str]:
+    """``{name: target}`` of the ``sources`` that are named indexes (``retriever.index.base.IndexedCorpus``), not
+    datasets: what refitting reopens them by."""
+    return {dataset.name: dataset.source.target for dataset, _ in sources
+            if isinstance(getattr(dataset, "source", None), IndexedCorpus)}

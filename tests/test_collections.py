@@ -242,3 +242,65 @@ def test_cli_format_and_fields_for_index_and_add(toy_model_dir, tmp_path):
     assert (hits["c"]["text"], hits["c"]["metadata"], hits["a"]["metadata"]) == ("zeta eta theta",
                                                                                   {"source": "blog"},
                                                                                   {"source": "wiki"})
+
+
+def test_an_indexed_collection_teaches_an_expert_and_routers_without_judgments(toy_docs, data_dir, toy_model_dir,
+                                                                               tmp_path, monkeypatch):
+    """Issue #27 for your own documents: ``train-expert --unlabelled --index DIR`` draws pseudo-queries from the
+    documents a named index holds, ``build-router --unlabelled-index DIR`` fits routers on them, recording the index
+    so that adding an expert refits from it again; ``search`` then routes over it. Bad input: one line each."""
+    from conftest import write_toy_dataset
+
+    from experts.workflows import unlabelled
+
+    monkeypatch.setattr(unlabelled, "SELF_CHECK_MARGIN", -1.0)
+    write_toy_dataset(data_dir, "other")
+    collection = write_collection(tmp_path / "mine.jsonl", _records(toy_docs), "jsonl")
+    router, model = tmp_path / "router", ["--model", str(toy_model_dir), "--cache-dir", str(tmp_path / "cache")]
+
+    def run(*args):
+        return CliRunner().invoke(cli.main, ["-q", *args[:1], "--data-dir", str(data_dir), *args[1:]],
+                                  catch_exceptions=False)
+
+    assert run("index", "--corpus", str(collection), "--output", str(tmp_path / "mine"), *model).exit_code == 0
+    train = ("train-expert", "--router", str(router), *model, "--config", '{"max_steps": 2}')
+    result = run(*train, "--name", "x", "--index", str(tmp_path / "mine"))
+    assert result.exit_code == 2 and "--index only go with --unlabelled" in result.output, result.output
+    result = run(*train, "--name", "x", "--unlabelled", "--index", str(tmp_path / "mine"), "--dataset", "toy")
+    assert result.exit_code == 2 and "or --index DIR" in result.output and "not both" in result.output
+    result = run(*train, "--name", "x", "--unlabelled", "--index", str(tmp_path / "nowhere"))
+    assert result.exit_code == 1 and str(tmp_path / "nowhere") in result.output, result.output
+    assert not (router / "experts" / "x").exists()
+    result = run(*train, "--name", "mine-free", "--unlabelled", "--index", str(tmp_path / "mine"), "--pseudo-queries",
+                 "12")
+    assert result.exit_code == 0, result.output
+    record = json.loads((router / "experts" / "mine-free" / "expert.json").read_text())
+    assert record["unlabelled"]["index"] == str(tmp_path / "mine") and record["unlabelled"]["pseudo_queries"] == 12
+
+    build = ("build-router", "--router", str(router), *model, "--max-queries", "8", "--dataset", "other")
+    result = run(*build, "--unlabelled-index", str(tmp_path / "mine"), "--unlabelled-index", str(tmp_path / "mine"),
+                 "--json")
+    assert result.exit_code == 0, result.output
+    assert {"auto:mine-free", "hybrid:mine-free"} <= set(json.loads(result.stdout)["routers"][0]["systems"])
+    info = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["info"]
+    assert info["datasets"] == ["other", "mine"] and info["unlabelled"] == ["mine"]
+    assert info["indexes"] == {"mine": str(tmp_path / "mine")}
+    (data_dir / "toy").rename(tmp_path / "toy-moved")  # the collection's source is no longer a dataset anywhere
+    added = run("train-expert", "--dataset", "other", "--name", "other-expert", "--router", str(router), *model,
+                "--config", '{"max_steps": 2}')
+    assert added.exit_code == 0 and "refitted routers: pilot" in added.output, added.output
+    refitted = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["info"]
+    assert "auto:other-expert" in refitted["label_counts"] and refitted["indexes"] == info["indexes"]
+    found = CliRunner().invoke(cli.main, ["-q", "search", "--index", str(tmp_path / "mine"), "--router", str(router),
+                                          "--model", str(toy_model_dir), "--query", toy_docs[0].text, "--json"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.output)["hits"][0]["doc_id"] == toy_docs[0].id
+
+    same_name = tmp_path / "twin" / "other"
+    assert run("index", "--corpus", str(collection), "--output", str(same_name), *model).exit_code == 0
+    result = run(*build, "--unlabelled-index", str(same_name))
+    assert result.exit_code == 1 and "is named 'other', as is dataset 'other'" in result.output, result.output
+    (tmp_path / "mine").rename(tmp_path / "gone")
+    result = run("train-expert", "--dataset", "other", "--name", "late", "--router", str(router), *model)
+    assert result.exit_code == 1 and f"were built on index {tmp_path / 'mine'}" in result.output, result.output
+    assert not (router / "experts" / "late").exists()

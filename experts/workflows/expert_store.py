@@ -9,7 +9,7 @@ from pathlib import Path
 
 from eval.data import Dataset, open_dataset
 from experts.pairs import anchor_texts
-from experts.routing import refit_datasets, refresh_routers
+from experts.routing import refit_datasets, refit_indexes, refresh_routers
 from experts.train import TrainConfig, TrainedExpert, heldout_split, train_expert
 from experts.workflows.common import opener
 from retriever.encoding.encoder import Encoder, load_encoder
@@ -83,26 +83,31 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     encoder = load_encoder(model)
     store = RouterDirectory(router_dir, encoder.info, create=True)
     check_new(store, name, overwrite)  # before any corpus is encoded
-    check_refit_data(store, data_dir)
     backend = backend or FaissBackend(cache_dir)
+    check_refit_data(store, data_dir, backend)
     index, _ = backend.ensure(ds, encoder, index_config, progress=progress)
     trained = train_anchored(ds, index, encoder, config, split, anchor_sets, progress)
     refitted = save_and_refit(store, name, trained, trained.meta(), data_dir, backend, encoder, index_type, progress)
     return store.expert_path(name), trained, refitted
 
 
-def check_refit_data(store: RouterDirectory, data_dir) -> None:
+def check_refit_data(store: RouterDirectory, data_dir, backend: IndexBackend | None = None) -> None:
     """Refuse, before any training, a new expert the routers already built could not be refitted with: each
     dataset they were built on must be readable with its training judgments (its corpus, if they were fitted on
-    its pseudo-queries)."""
+    its pseudo-queries), and each named index they were built on must still be there (read with ``backend``)."""
+    indexes = refit_indexes(store)
     for other, judged in refit_datasets(store).items():
         try:
+            if other in indexes:
+                (backend or FaissBackend()).version(indexes[other])
+                continue
             ds = open_dataset(data_dir, other, judged=judged)
             if judged:
                 ds.qrels("train")
-        except ValueError as err:
-            raise ValueError(f"the routers in {store.root} were built on dataset {other!r}, which adding an expert "
-                             f"refits them on: {err}") from None
+        except (ValueError, OSError) as err:
+            what = f"index {indexes[other]}" if other in indexes else f"dataset {other!r}"
+            raise ValueError(f"the routers in {store.root} were built on {what}, which adding an expert refits them "
+                             f"on: {err}") from None
 
 
 def save_and_refit(store: RouterDirectory, name: str, trained: TrainedExpert, meta: dict, data_dir,
@@ -115,8 +120,8 @@ def save_and_refit(store: RouterDirectory, name: str, trained: TrainedExpert, me
         refitted = []
         if store.built_routers():  # fold the new expert into the routers already built
             routed = store.load_into(MultiExpertEncoder(encoder))
-            refitted = refresh_routers(store, routed, opener(data_dir, backend, encoder, index_type, progress),
-                                       progress=progress)
+            open_source = opener(data_dir, backend, encoder, index_type, progress, refit_indexes(store))
+            refitted = refresh_routers(store, routed, open_source, progress=progress)
     return refitted
 
 

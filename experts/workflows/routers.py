@@ -12,13 +12,14 @@ from eval.data import DataError, open_dataset
 from experts.routing import (
     build_routers_together,
     choose_default_router,
+    index_sources,
     lexical_key,
     prefix_layer,
     routing_data,
     routing_info,
     unlabelled_names,
 )
-from experts.workflows.common import check_routing_settings, opener
+from experts.workflows.common import check_routing_settings, open_named_index, opener
 from retriever.encoding.encoder import load_encoder
 from retriever.encoding.expert_encoder import MultiExpertEncoder
 from retriever.index.backends import FaissBackend, IndexBackend
@@ -46,7 +47,8 @@ def fit_routers(store: RouterDirectory, kinds: Sequence[str], sources, lexical: 
     data = routing_data(sources, encoder, store, max_queries=max_queries, progress=progress, lexical=lexical,
                         fusion=fusion, layer=layer)
     keys = None if lexical is None else {name: lexical_key(index) for name, index in lexical.items()}
-    info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion, unlabelled_names(sources))
+    info = routing_info([ds.name for ds, _ in sources], max_queries, 0, keys, fusion, unlabelled_names(sources),
+                        index_sources(sources))
     paths = build_routers_together(store, [(kind, data, info, options_for(kind)) for kind in kinds])
     choose_default_router(store, list(kinds))
     return paths, data
@@ -57,13 +59,16 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
                   novelty: str | float | None = None, unfamiliar: str = "auto", model: str | None = None,
                   index_type: str = "flat", lexical: bool = True, fusion: str = "convex", progress: bool = False,
                   backend: IndexBackend | None = None, route_on: str = "embeddings",
-                  unlabelled: Sequence[str] = ()) -> tuple[list[tuple[Path, str, int, list[str], str]], str]:
+                  unlabelled: Sequence[str] = (), unlabelled_indexes: Sequence = ()
+                  ) -> tuple[list[tuple[Path, str, int, list[str], str]], str]:
     """``build-router``: score every system on ``datasets``' training queries (dense experts, and with ``lexical``
     BM25 and each expert's hybrid), label each query by its best system and fit routers of ``kinds``; the one
     the routing folds favour becomes the directory's default. Datasets in ``unlabelled`` need no judgments: they
-    are scored on ``max_queries`` pseudo-queries drawn from their corpus (``experts.pseudo.routing_queries``).
-    Returns ``(path, kind, labelled queries, systems, what it routes on)`` per router, and the default router. A
-    dataset given twice counts once; every setting is checked before any work."""
+    are scored on ``max_queries`` pseudo-queries drawn from their corpus (``experts.pseudo.routing_queries``), and so
+    are the documents of each named index in ``unlabelled_indexes`` (a collection indexed with ``index --corpus``,
+    by its directory or Milvus collection; recorded so that refitting reopens it). Returns ``(path, kind, labelled
+    queries, systems, what it routes on)`` per router, and the default router. A dataset given twice counts once;
+    every setting is checked before any work."""
     unknown = [kind for kind in kinds if kind not in buildable_kinds()]
     if unknown or not kinds:
         raise ValueError(f"unknown router kind(s) {', '.join(map(repr, unknown)) or '(none given)'}; valid: "
@@ -76,23 +81,25 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
     check_routing_settings(max_queries, route_on)
     datasets, unlabelled = list(dict.fromkeys(datasets)), list(dict.fromkeys(unlabelled))
     both = [name for name in unlabelled if name in datasets]
-    if both or not datasets + unlabelled:
+    if both or not datasets + unlabelled + list(unlabelled_indexes):
         raise ValueError(f"dataset(s) {', '.join(map(repr, both))} given both with judgments (--dataset) and without "
-                         "(--unlabelled-dataset)" if both else "no dataset to fit routers on: give --dataset or "
-                         "--unlabelled-dataset")
+                         "(--unlabelled-dataset)" if both else "no dataset to fit routers on: give --dataset, "
+                         "--unlabelled-dataset or --unlabelled-index")
     for name in datasets:
         _check_judged(data_dir, name)
     for name in unlabelled:
         open_dataset(data_dir, name, judged=False)
-    if unlabelled and max_queries < 2:
+    if (unlabelled or unlabelled_indexes) and max_queries < 2:
         raise ValueError(f"max_queries must be at least 2 to draw pseudo-queries, got {max_queries}")
     kinds = list(dict.fromkeys(kinds))
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
-    open_source = opener(data_dir, backend or FaissBackend(cache_dir), encoder.base, index_type, progress)
+    backend = backend or FaissBackend(cache_dir)
+    indexes = _index_names(backend, unlabelled_indexes, encoder.base, datasets + unlabelled)
+    open_source = opener(data_dir, backend, encoder.base, index_type, progress, indexes)
     triples = [open_source(name, lexical) for name in datasets]
-    triples += [open_source(name, lexical, max_queries) for name in unlabelled]
+    triples += [open_source(name, lexical, max_queries) for name in unlabelled + list(indexes)]
     lexical_indexes = {ds.name: lex for ds, _, lex in triples} if lexical else None
 
     def options_for(kind):
@@ -105,6 +112,20 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
                                max_queries, fusion, progress, options_for, route_on)
     return [(path, kind, len(data.labels), data.systems, data.space.describe())
             for path, kind in zip(paths, kinds, strict=True)], store.default_router()
+
+
+def _index_names(backend: IndexBackend, targets: Sequence, encoder, datasets: list[str]) -> dict[str, str]:
+    """``{name: target}`` of the named indexes ``targets``, each opened once here so that a missing one or one of
+    another model fails before any scoring; a name must differ from every dataset's and every other index's."""
+    indexes = {}
+    for target in dict.fromkeys(map(str, targets)):
+        source = open_named_index(backend, target, encoder)[0]
+        if source.name in datasets or source.name in indexes:
+            raise ValueError(f"index {target} is named {source.name!r}, as is " + (
+                f"dataset {source.name!r}" if source.name in datasets else f"index {indexes[source.name]}") +
+                ": routing data is kept by name; rename one")
+        indexes[source.name] = source.target
+    return indexes
 
 
 def _check_judged(data_dir, name: str) -> None:

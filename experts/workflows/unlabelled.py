@@ -22,10 +22,11 @@ from pathlib import Path
 from eval.data import load_query_file, open_dataset
 from experts.pseudo import PseudoLabelled, corpus_queries, corrected_queries, fused_rankings
 from experts.train import TrainConfig, TrainedExpert
+from experts.workflows.common import open_named_index
 from experts.workflows.expert_store import check_anchors, check_new, check_refit_data, save_and_refit, train_anchored
 from retriever.encoding.encoder import load_encoder
 from retriever.index.backends import FaissBackend, IndexBackend
-from retriever.index.base import IndexConfig
+from retriever.index.base import IndexConfig, IndexedCorpus
 from retriever.ranking.systems import BASE, hybrid
 from retriever.routers.directory import RouterDirectory, validate_name
 
@@ -41,16 +42,23 @@ class SelfCheckError(ValueError):
     """An unlabelled expert that does not beat the base on its held-out pseudo-queries by the margin."""
 
 
-def check_unlabelled_options(unlabelled: bool, split: str, queries, pseudo_queries: int | None, force: bool) -> None:
-    """The options that go with ``--unlabelled`` only, and the split it ignores (the CLI shows these as usage
-    errors)."""
+def check_unlabelled_options(unlabelled: bool, split: str, queries, pseudo_queries: int | None, force: bool,
+                             dataset: str | None = None, index=None) -> None:
+    """The options that go with ``--unlabelled`` only, the split it ignores, and the one corpus to train on: a
+    dataset, or (``--unlabelled`` only) a named index (the CLI shows these as usage errors)."""
     if not unlabelled:
-        given = [name for name, value in (("--queries", queries), ("--pseudo-queries", pseudo_queries),
-                                          ("--force", force)) if value]
+        given = [name for name, value in (("--index", index), ("--queries", queries),
+                                          ("--pseudo-queries", pseudo_queries), ("--force", force)) if value]
         if given:
             raise ValueError(f"{', '.join(given)} only go with --unlabelled")
+        if dataset is None:
+            raise ValueError("give --dataset NAME: the dataset whose training judgments teach the expert")
     elif split != "train":
         raise ValueError(f"--unlabelled reads no split's judgments; drop --split {split}")
+    elif (dataset is None) == (index is None):
+        raise ValueError("give the corpus to train on as --dataset NAME (a BEIR folder) or --index DIR (a named index, "
+                         "e.g. your collection indexed with `index --corpus FILE --output DIR`), "
+                         + ("not both" if dataset else "one of them"))
 
 
 def self_check(trained: TrainedExpert, margin: float | None = None) -> dict:
@@ -76,8 +84,11 @@ def train_checked(pseudo: PseudoLabelled, kind: str, index, encoder, config: Tra
     record, the metadata it is saved with)``."""
     trained = train_anchored(pseudo, index, encoder, config, pseudo.data.name, anchor_sets, progress)
     check = self_check(trained)
-    meta = {**trained.meta(), "unlabelled": {"source": kind, "pseudo_queries": len(pseudo.data.queries),
-                                             "self_check": check, "forced": not check["passed"]}}
+    record = {"source": kind, "pseudo_queries": len(pseudo.data.queries), "self_check": check,
+              "forced": not check["passed"]}
+    if isinstance(pseudo.source, IndexedCorpus):  # a named index's documents: where they were read
+        record["index"] = pseudo.source.target
+    meta = {**trained.meta(), "unlabelled": record}
     return trained, check, meta
 
 
@@ -100,13 +111,15 @@ def pseudo_labelled(source, index, encoder, lexical, queries: str | os.PathLike 
 
 
 def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: TrainConfig, *, data_dir=None,
-                          dataset: str, queries: str | os.PathLike | None = None, pseudo_queries: int | None = None,
+                          dataset: str | None = None, index: str | os.PathLike | None = None,
+                          queries: str | os.PathLike | None = None, pseudo_queries: int | None = None,
                           anchor_datasets: Sequence[str] = (), force: bool = False, cache_dir=None,
                           model: str | None = None, index_type: str = "flat", overwrite: bool = False,
                           progress: bool = False, backend: IndexBackend | None = None
                           ) -> tuple[Path, TrainedExpert, dict, list[str]]:
     """Train expert ``name`` without judgments on ``dataset`` (a BEIR folder under ``data_dir``: its corpus; queries
-    and qrels are not read): from pseudo-queries drawn from its documents, or with ``queries`` (a
+    and qrels are not read) or on ``index`` (a named index, e.g. a collection ``index --corpus FILE --output DIR``
+    built: the documents its store holds): from pseudo-queries drawn from its documents, or with ``queries`` (a
     query file: ``.jsonl`` or one query per line) from those queries labelled by ``hybrid:base``. Saved (and the
     routers already built refitted, as ``train-expert`` does) only if it passes the self-check, or with ``force``.
     Returns ``(expert path, trained, self-check record, refitted routers)``."""
@@ -114,9 +127,10 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
     pseudo_queries = PSEUDO_QUERIES if pseudo_queries is None else pseudo_queries
     if pseudo_queries < 2:
         raise ValueError(f"pseudo-queries must be at least 2, got {pseudo_queries}")
-    source = open_dataset(data_dir, dataset, judged=False)
+    check_unlabelled_options(True, "train", queries, pseudo_queries, force, dataset, index)
+    source = None if dataset is None else open_dataset(data_dir, dataset, judged=False)
     anchor_sets = [open_dataset(data_dir, other, judged=False) for other in dict.fromkeys(anchor_datasets)]
-    check_anchors(source.name, config, anchor_sets)
+    check_anchors(dataset or Path(str(index)).name, config, anchor_sets)
     if queries is not None:
         load_query_file(queries)  # a missing or empty file fails before any model loads
         if not force:
@@ -126,13 +140,18 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
     encoder = load_encoder(model)
     store = RouterDirectory(router_dir, encoder.info, create=True)
     check_new(store, name, overwrite)
-    check_refit_data(store, data_dir)
     backend = backend or FaissBackend(cache_dir)
-    index, lexical = backend.ensure(source, encoder, IndexConfig(index_type=index_type), lexical=queries is not None,
-                                    progress=progress)
+    check_refit_data(store, data_dir, backend)
+    if source is None:
+        source, corpus_index, lexical = open_named_index(backend, index, encoder, lexical=queries is not None)
+    else:
+        corpus_index, lexical = backend.ensure(source, encoder, IndexConfig(index_type=index_type),
+                                               lexical=queries is not None, progress=progress)
     weight = store.load_fusion().weight(hybrid(BASE))
-    pseudo, kind = pseudo_labelled(source, index, encoder, lexical, queries, pseudo_queries, config.seed, weight)
-    trained, check, meta = train_checked(pseudo, kind, index, encoder, config, pseudo_anchors(anchor_sets), progress)
+    pseudo, kind = pseudo_labelled(source, corpus_index, encoder, lexical, queries, pseudo_queries, config.seed,
+                                   weight)
+    trained, check, meta = train_checked(pseudo, kind, corpus_index, encoder, config, pseudo_anchors(anchor_sets),
+                                         progress)
     if not check["passed"] and not force:
         raise SelfCheckError(f"{refusal(name, check)}. --force saves it anyway")
     refitted = save_and_refit(store, name, trained, meta, data_dir, backend, encoder, index_type, progress)

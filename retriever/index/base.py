@@ -26,8 +26,10 @@ from retriever.storage.files import (
 if TYPE_CHECKING:
     from retriever.index.lexical import LexicalConfig
 
-__all__ = ["CorpusSource", "DenseIndex", "Doc", "Document", "IndexConfig", "IndexType", "LexicalSearch", "Metric",
-           "chunks", "corpus_source", "dense_record", "is_current"]
+STORED_BATCH = 1024  # documents read from an index's document store at a time (IndexedCorpus)
+
+__all__ = ["CorpusSource", "DenseIndex", "Doc", "Document", "IndexConfig", "IndexType", "IndexedCorpus",
+           "LexicalSearch", "Metric", "chunks", "corpus_source", "dense_record", "is_current"]
 
 
 class IndexType(StrEnum):
@@ -174,6 +176,32 @@ def chunks(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+@dataclass(frozen=True)
+class IndexedCorpus:
+    """The documents a named index holds, read back from its document store as a corpus: what an expert or a
+    router learns a domain from without judgments when the domain is a collection (``index --corpus FILE
+    --output DIR``), not a BEIR folder. ``name``: the index's (its directory's or Milvus collection's) name;
+    ``target``: what the backend reopens it by (the directory's absolute path, or the collection's name)."""
+
+    index: DenseIndex
+    name: str
+    target: str
+
+    def corpus(self) -> Iterator[Document]:
+        ids = list(self.index.doc_ids)
+        for chunk in chunks(ids, STORED_BATCH):
+            stored = self.index.documents(chunk)
+            for doc_id in chunk:
+                doc = stored.get(doc_id)
+                if doc is None:
+                    raise ValueError(f"index {self.index.path} holds no text for document {doc_id!r}: pseudo-queries "
+                                     "are drawn from the documents' text; rebuild it with `routerretriever index`")
+                yield Document(doc_id, doc["title"], doc["text"], doc.get("metadata") or {})
+
+    def doc_ids(self) -> list[str]:
+        return list(self.index.doc_ids)
 
 
 def corpus_source(docs) -> dict:
