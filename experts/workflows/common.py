@@ -14,20 +14,27 @@ from retriever.index.backends import IndexBackend
 from retriever.index.base import IndexConfig, IndexedCorpus
 from retriever.routers.directory import validate_name
 
-__all__ = ["check_routing_settings", "open_named_index", "opener"]
+__all__ = ["check_routing_settings", "named_index", "open_named_index", "opener"]
 
 
-def open_named_index(backend: IndexBackend, target, encoder: Encoder, lexical: bool = False):
-    """``(IndexedCorpus, dense index, lexical index or None)`` of the named index ``target`` (a directory ``index
-    --output`` wrote, or a Milvus collection), checked against ``encoder``'s model: a collection as a corpus without
-    judgments. Its name (the directory's) names it in a router directory, so it must be a valid expert name."""
+def named_index(backend: IndexBackend, target) -> tuple[str, str]:
+    """``(name, where)`` of the named index ``target`` (a directory ``index --output`` wrote, or a Milvus
+    collection), read from its metadata alone: a missing one fails here. Its name (the directory's) names it in a
+    router directory, so it must be a valid expert name; ``where`` reopens it (an absolute path, or the name)."""
     name = Path(str(target)).name
     try:
         validate_name(name)
     except ValueError as err:
         raise ValueError(f"index {target}: its name {name!r} names its routing data; rename it ({err})") from None
+    backend.version(str(target))
+    return name, str(Path(target).resolve()) if Path(target).exists() else str(target)
+
+
+def open_named_index(backend: IndexBackend, target, encoder: Encoder, lexical: bool = False):
+    """``(IndexedCorpus, dense index, lexical index or None)`` of the named index ``target`` (``named_index``),
+    checked against ``encoder``'s model: a collection as a corpus without judgments."""
+    name, where = named_index(backend, target)
     index = backend.open(str(target), encoder.info)
-    where = str(Path(target).resolve()) if Path(target).exists() else str(target)
     return IndexedCorpus(index, name, where), index, backend.lexical_of(index) if lexical else None
 
 

@@ -19,7 +19,7 @@ from experts.routing import (
     routing_info,
     unlabelled_names,
 )
-from experts.workflows.common import check_routing_settings, open_named_index, opener
+from experts.workflows.common import check_routing_settings, named_index, opener
 from retriever.encoding.encoder import load_encoder
 from retriever.encoding.expert_encoder import MultiExpertEncoder
 from retriever.index.backends import FaissBackend, IndexBackend
@@ -89,14 +89,14 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
         _check_judged(data_dir, name)
     for name in unlabelled:
         open_dataset(data_dir, name, judged=False)
-    if (unlabelled or unlabelled_indexes) and max_queries < 2:
+    backend = backend or FaissBackend(cache_dir)
+    indexes = _index_names(backend, unlabelled_indexes, datasets + unlabelled)
+    if (unlabelled or indexes) and max_queries < 2:
         raise ValueError(f"max_queries must be at least 2 to draw pseudo-queries, got {max_queries}")
     kinds = list(dict.fromkeys(kinds))
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
     store.load_into(encoder)
-    backend = backend or FaissBackend(cache_dir)
-    indexes = _index_names(backend, unlabelled_indexes, encoder.base, datasets + unlabelled)
     open_source = opener(data_dir, backend, encoder.base, index_type, progress, indexes)
     triples = [open_source(name, lexical) for name in datasets]
     triples += [open_source(name, lexical, max_queries) for name in unlabelled + list(indexes)]
@@ -114,17 +114,17 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
             for path, kind in zip(paths, kinds, strict=True)], store.default_router()
 
 
-def _index_names(backend: IndexBackend, targets: Sequence, encoder, datasets: list[str]) -> dict[str, str]:
-    """``{name: target}`` of the named indexes ``targets``, each opened once here so that a missing one or one of
-    another model fails before any scoring; a name must differ from every dataset's and every other index's."""
+def _index_names(backend: IndexBackend, targets: Sequence, datasets: list[str]) -> dict[str, str]:
+    """``{name: where}`` of the named indexes ``targets`` (``named_index``: a missing one fails before any model
+    loads); a name must differ from every dataset's and every other index's."""
     indexes = {}
     for target in dict.fromkeys(map(str, targets)):
-        source = open_named_index(backend, target, encoder)[0]
-        if source.name in datasets or source.name in indexes:
-            raise ValueError(f"index {target} is named {source.name!r}, as is " + (
-                f"dataset {source.name!r}" if source.name in datasets else f"index {indexes[source.name]}") +
+        name, where = named_index(backend, target)
+        if name in datasets or name in indexes:
+            raise ValueError(f"index {target} is named {name!r}, as is " + (
+                f"dataset {name!r}" if name in datasets else f"index {indexes[name]}") +
                 ": routing data is kept by name; rename one")
-        indexes[source.name] = source.target
+        indexes[name] = where
     return indexes
 
 
