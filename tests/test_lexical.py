@@ -269,18 +269,26 @@ def test_auto_resolves_per_call_trusting_agreement_or_an_undecided_base():
     assert (dense_part(AUTO), is_lexical(AUTO)) == ("base", True)
 
 
-def test_auto_of_an_expert_decides_from_that_experts_ranking_apart_from_auto_base():
+def test_auto_of_an_expert_decides_from_that_experts_ranking_and_trust_from_the_whole_call():
     """``auto:<expert>`` (a domain fitted without judgments) resolves as ``auto:base`` does, from its own dense
-    ranking, into ``hybrid:<expert>`` or ``<expert>``; the queries sent to each auto system decide apart."""
+    ranking, into ``hybrid:<expert>`` or ``<expert>``; whether BM25 is trusted is decided once, over every query
+    the call sends to any auto system (one corpus, one BM25), not per auto system."""
     from retriever.ranking.systems import AUTO, auto, resolve
 
     expert = {f"e{i}": {"a": 2.0, "b": 1.0} for i in range(40)}  # decided, as the base is below
     base = {f"u{i}": {"a": 2.0, "b": 1.0} for i in range(40)}
-    agree = {q: {"a": 5.0, "c": 1.0} for q in expert}
-    disagree = {q: {"c": 5.0, "d": 1.0} for q in base}
+    agree = {q: {"a": 5.0, "c": 1.0} for q in {**expert, **base}}
+    disagree = {q: {"c": 5.0, "d": 1.0} for q in {**expert, **base}}
     choice = {**dict.fromkeys(expert, auto("x")), **dict.fromkeys(base, AUTO)}
-    chosen = resolve(choice, {**expert, **base}, {**agree, **disagree})
-    assert chosen == {**dict.fromkeys(expert, "hybrid:x"), **dict.fromkeys(base, "base")}
+    assert resolve(choice, {**expert, **base}, agree) == {**dict.fromkeys(expert, "hybrid:x"),
+                                                          **dict.fromkeys(base, "hybrid:base")}
+    assert resolve(choice, {**expert, **base}, disagree) == {**dict.fromkeys(expert, "x"),
+                                                             **dict.fromkeys(base, "base")}
+    # half the call agrees (40 of 80 queries, prior 10: 40 / 90 = 0.44 >= 0.4): trusted for both systems, though
+    # the 40 sent to auto:base disagree and would not trust it on their own
+    half = {**{q: agree[q] for q in expert}, **{q: disagree[q] for q in base}}
+    assert resolve(choice, {**expert, **base}, half) == {**dict.fromkeys(expert, "hybrid:x"),
+                                                         **dict.fromkeys(base, "hybrid:base")}
     assert (dense_part(auto("x")), is_lexical(auto("x"))) == ("x", True)
     systems = FusionSettings("convex", {"hybrid:x": 0.5})
     ids = list(expert)

@@ -1,9 +1,9 @@
 """Systems: what answers a query over the shared corpus. A dense expert (``base`` or an expert's name), ``bm25``
 (the lexical index), ``hybrid:<expert>`` (that expert's ranking fused with BM25's), or ``auto:<expert>``:
-``hybrid:<expert>`` or ``<expert>``, as ``retriever.ranking.unfamiliar`` decides for the call's queries sent there
-from their two rankings, without labels (``resolve``). Routers send queries they do not recognise to ``auto:base``,
-and the queries of a domain they were fitted on without judgments (pseudo-queries cannot tell what BM25 adds) to
-``auto:<its best dense system>``.
+``hybrid:<expert>`` or ``<expert>``, as ``retriever.ranking.unfamiliar`` decides for the call's queries sent to
+auto systems from their two rankings, without labels (``resolve``). Routers send queries they do not recognise to
+``auto:base``, and the queries of a domain they were fitted on without judgments (pseudo-queries cannot tell what
+BM25 adds) to ``auto:<its best dense system>``.
 
 Routers choose among systems by these names; ``run_system`` is the one place a system's ranking is made from
 the dense and lexical rankings it needs (``RouterRetriever`` and evaluation both call it), and ``FusionSettings``
@@ -140,29 +140,34 @@ class FusionSettings:
 SystemSet = FusionSettings  # its name before 0.2 (it holds fusion settings, not a set of systems)
 
 
-def auto_systems(agreements: Iterable[float | None], gaps: Sequence[float | None], expert: str = BASE) -> list[str]:
+def auto_systems(agreements: Iterable[float | None], gaps: Sequence[float | None], expert: str = BASE,
+                 trusted: bool | None = None) -> list[str]:
     """What ``auto:<expert>`` is for each of the queries sent there together, from their ``top_agreement`` and
     ``base_gap`` values of ``expert``'s ranking (``retriever.ranking.unfamiliar``): ``hybrid:<expert>`` for all if
-    they trust the lexical side, else the hybrid for those the expert is undecided on and ``expert`` for the rest
-    (and for a query BM25 matched nothing for, agreement None: the hybrid would rank as the expert does)."""
+    the lexical side is trusted (``trusted``; by default, if these queries' agreement trusts it), else the hybrid
+    for those the expert is undecided on and ``expert`` for the rest (and for a query BM25 matched nothing for,
+    agreement None: the hybrid would rank as the expert does)."""
     agreements = list(agreements)
-    if trusts_lexical(agreements):
+    if trusts_lexical(agreements) if trusted is None else trusted:
         return [hybrid(expert)] * len(gaps)
     return [hybrid(expert) if undecided(gap) and agreement is not None else expert
             for agreement, gap in zip(agreements, gaps, strict=True)]
 
 
 def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results | None) -> dict[str, str]:
-    """``{query id: system}`` with every ``auto:<expert>`` replaced by ``auto_systems`` of the queries sent to it
-    together, from their dense rankings (``dense``: each query's by its system's dense part) and BM25 (``lexical``)
-    rankings. Other systems stay."""
+    """``{query id: system}`` with every ``auto:<expert>`` replaced by ``auto_systems`` of the queries sent to it,
+    from their dense rankings (``dense``: each query's by its system's dense part) and BM25 (``lexical``) rankings.
+    Whether the lexical side is trusted is decided once, over every query sent to any auto system: the call is
+    over one corpus, and its BM25 is the same whichever dense expert a query goes to. Other systems stay."""
     resolved, queries = dict(choice), list(choice)
-    for system, rows in group_rows(list(choice.values())).items():
-        if is_auto(system):
-            ids = [queries[i] for i in rows]
-            decided = auto_systems([top_agreement(dense[q], lexical[q]) for q in ids],
-                                   [base_gap(dense[q]) for q in ids], dense_part(system))
-            resolved.update(zip(ids, decided, strict=True))
+    groups = {system: [queries[i] for i in rows] for system, rows in group_rows(list(choice.values())).items()
+              if is_auto(system)}
+    agreements = {q: top_agreement(dense[q], lexical[q]) for ids in groups.values() for q in ids}
+    trusted = trusts_lexical(agreements.values())
+    for system, ids in groups.items():
+        decided = auto_systems([agreements[q] for q in ids], [base_gap(dense[q]) for q in ids], dense_part(system),
+                               trusted)
+        resolved.update(zip(ids, decided, strict=True))
     return resolved
 
 

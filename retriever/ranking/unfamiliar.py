@@ -10,7 +10,8 @@ rest. The evidence is the two rankings themselves, no label:
   top ``FUSION_DEPTH``). 1 when both put the same document first; about 0 when BM25's picks look arbitrary to the
   base model and the base's to BM25; none when BM25 matched no document (the query shares no term with the
   corpus: the hybrid then ranks as the base does, so it is no evidence either way).
-- ``trusts_lexical`` of the unfamiliar queries of one call (one corpus): the lexical side is trusted when their
+- ``trusts_lexical`` of the queries one call sends to auto systems (one corpus; ``auto:base`` and any
+  ``auto:<expert>`` together, ``retriever.ranking.systems.resolve``): the lexical side is trusted when their
   agreement, summed and divided by their number plus ``PRIOR_QUERIES``, reaches ``MIN_AGREEMENT``. The base model
   is the product's guarantee, so lexical evidence must first show that it agrees with it, and a handful of queries
   is not enough evidence (one query alone never switches the corpus to the hybrid).
