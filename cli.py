@@ -159,8 +159,9 @@ def serve(router_dir, index_dir, backend, **options):
 @main.command("train-expert")
 @data_dir_option
 @click.option("--dataset", help="Dataset whose training split teaches the expert (--unlabelled: its corpus alone).")
-@click.option("--index", "index_dir", help="With --unlabelled, instead of --dataset: a named index (your collection, "
-              "`index --corpus FILE --output DIR`): pseudo-queries from the documents it holds.")
+@click.option("--index", "index_dir", metavar="DIR|COLLECTION", help="With --unlabelled, instead of --dataset: a "
+              "named index (your collection: FAISS, the directory `index --corpus FILE --output DIR` wrote; Milvus, "
+              "the collection): pseudo-queries from the documents it holds.")
 @click.option("--split", default="train", show_default=True, help="Training split (never test).")
 @router_option(required=True)
 @click.option("--name", required=True, help="Expert name: letters, digits, '.', '-' and '_'.")
@@ -324,9 +325,10 @@ def evaluate(obj, data_dir, datasets, index_dir, queries, qrels, split, systems,
               help="Datasets without judgments (a corpus is enough): systems are scored on --max-queries "
                    "pseudo-queries drawn from its documents, each labelled with its document (repeatable; "
                    "BENCHMARKS.md §13).")
-@click.option("--unlabelled-index", "unlabelled_indexes", multiple=True, metavar="DIR",
-              help="A named index without judgments (your collection, `index --corpus FILE --output DIR`): as "
-                   "--unlabelled-dataset, from the documents it holds; named by its directory (repeatable).")
+@click.option("--unlabelled-index", "unlabelled_indexes", multiple=True, metavar="DIR|COLLECTION",
+              help="A named index without judgments (your collection: FAISS, the directory `index --corpus FILE "
+                   "--output DIR` wrote; Milvus, the collection): as --unlabelled-dataset, from the documents it "
+                   "holds; named after the directory or collection (repeatable).")
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(buildable_kinds()), default=("pilot",),
               show_default=True, help="Router(s) to build (repeatable).")
 @click.option("--max-queries", default=500, show_default=True, type=click.IntRange(min=1),

@@ -35,7 +35,7 @@ from retriever.storage.files import check_fields
 __all__ = [
     "CALIBRATED_OPTIONS", "HYBRID_WEIGHTS", "SPLIT", "best_router", "build_router", "build_routers_together",
     "cached_routing_data", "calibrate_hybrids", "choose_default_router", "expert_key", "hybrid_label", "index_sources",
-    "lexical_key", "prefix_file", "prefix_layer", "refit_datasets", "refit_indexes", "refresh_routers", "routing_data",
+    "lexical_key", "prefix_file", "prefix_layer", "refit_sources", "refresh_routers", "routing_data",
     "routing_info", "routing_sample", "score_experts", "unlabelled_names",
 ]
 
@@ -91,24 +91,19 @@ def best_router(gains: dict[str, float | None]) -> str | None:
     return max(ranked, key=lambda kind: (gains[kind], -ranked.index(kind))) if ranked else None
 
 
-def refit_datasets(store: RouterDirectory) -> dict[str, bool]:
-    """``{dataset: judged}``: the datasets the routers built in ``store`` were fitted on, which refitting them reads
-    (their training queries and corpora; a dataset fitted on pseudo-queries, ``judged`` False, its corpus only),
-    each router's record of them checked."""
-    datasets = {}
+def refit_sources(store: RouterDirectory) -> dict[tuple[str, str | None], tuple[bool, dict | None]]:
+    """What refitting the routers built in ``store`` reads, each source once: ``{(name, its index's target or None):
+    (judged, index record or None)}`` — a dataset's training queries and corpus (``judged`` False: fitted on its
+    pseudo-queries, its corpus only), or a named index's documents (``info.indexes``), each router's record
+    checked. A name two routers use for different sources appears twice, so neither shadows the other."""
+    sources = {}
     for kind in store.built_routers():
         info = _built(store, kind).info
-        datasets.update({name: name not in info.get("unlabelled", []) for name in info["datasets"]})
-    return datasets
-
-
-def refit_indexes(store: RouterDirectory) -> dict[str, str]:
-    """``{name: target}``: the named indexes (collections, ``IndexedCorpus``) among the sources the routers built in
-    ``store`` were fitted on, and what reopens each."""
-    indexes = {}
-    for kind in store.built_routers():
-        indexes.update(_built(store, kind).info.get("indexes", {}))
-    return indexes
+        for name in info["datasets"]:
+            index = info.get("indexes", {}).get(name)
+            sources[name, None if index is None else index["target"]] = (name not in info.get("unlabelled", []),
+                                                                         index)
+    return sources
 
 
 def _built(store: RouterDirectory, kind: str) -> Router:
@@ -128,8 +123,8 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
     After a removal nothing is encoded (the remaining experts' scores are cached). After an addition, pass
     ``encoder`` (with the new expert loaded) and ``open_source(dataset_name, lexical) -> (dataset, index, lexical
     index or None)`` (``experts.workflows.common.opener``; for a dataset the routers were fitted on without
-    judgments it is called with a third argument, how many pseudo-queries to draw) so the new expert's scores can
-    be computed. Returns the names of the routers refitted.
+    judgments it is called with a third argument, how many pseudo-queries to draw, and a fourth, the record of the
+    named index it is, or None) so the new expert's scores can be computed. Returns the names of the routers refitted.
     """
     jobs = []
     for kind in store.built_routers():
@@ -143,7 +138,8 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
             else router.space.layer
         unlabelled = info.get("unlabelled", [])
         if open_source is not None:
-            opened = [open_source(name, keys is not None, info["max_queries"]) if name in unlabelled
+            indexes = info.get("indexes", {})
+            opened = [open_source(name, keys is not None, info["max_queries"], indexes.get(name)) if name in unlabelled
                       else open_source(name, keys is not None) for name in info["datasets"]]
             lexical = {ds.name: lex for ds, _, lex in opened} if keys is not None else None
             data = routing_data([(ds, index) for ds, index, _ in opened], encoder, store, info["max_queries"],
@@ -160,10 +156,10 @@ def refresh_routers(store: RouterDirectory, encoder: MultiExpertEncoder | None =
 
 
 def routing_info(datasets: list[str], max_queries: int, seed: int, lexical_keys: dict[str, str] | None = None,
-                 fusion: str = "convex", unlabelled: list[str] = (), indexes: dict[str, str] | None = None) -> dict:
+                 fusion: str = "convex", unlabelled: list[str] = (), indexes: dict[str, dict] | None = None) -> dict:
     """What a built router records of the data it was fitted on, so that it can be refitted the same way
-    (``unlabelled``: the datasets fitted on pseudo-queries; ``indexes``: those that are named indexes, by what
-    reopens them; each recorded when there are any)."""
+    (``unlabelled``: the datasets fitted on pseudo-queries; ``indexes``: those that are named indexes, with what
+    reopens them, ``experts.workflows.common.named_index``; each recorded when there are any)."""
     info = {"datasets": list(datasets), "max_queries": max_queries, "seed": seed}
     if unlabelled:
         info["unlabelled"] = list(unlabelled)

@@ -416,8 +416,8 @@ def unlabelled_names(sources) -> list[str]:
     return [dataset.name for dataset, _ in sources if isinstance(dataset, PseudoLabelled)]
 
 
-def index_sources(sources) -> dict[str, str]:
-    """``{name: target}`` of the ``sources`` that are named indexes (``retriever.index.base.IndexedCorpus``), not
+def index_sources(sources) -> dict[str, dict]:
+    """``{name: record}`` of the ``sources`` that are named indexes (``retriever.index.base.IndexedCorpus``), not
     datasets: what refitting reopens them by."""
-    return {dataset.name: dataset.source.target for dataset, _ in sources
+    return {dataset.name: dict(dataset.source.record) for dataset, _ in sources
             if isinstance(getattr(dataset, "source", None), IndexedCorpus)}

@@ -270,21 +270,22 @@ def test_an_indexed_collection_teaches_an_expert_and_routers_without_judgments(t
     assert result.exit_code == 2 and "or --index DIR" in result.output and "not both" in result.output
     result = run(*train, "--name", "x", "--unlabelled", "--index", str(tmp_path / "nowhere"))
     assert result.exit_code == 1 and str(tmp_path / "nowhere") in result.output, result.output
-    assert not (router / "experts" / "x").exists()
+    assert not router.exists()  # failed before anything was written
     result = run(*train, "--name", "mine-free", "--unlabelled", "--index", str(tmp_path / "mine"), "--pseudo-queries",
                  "12")
     assert result.exit_code == 0, result.output
     record = json.loads((router / "experts" / "mine-free" / "expert.json").read_text())
-    assert record["unlabelled"]["index"] == str(tmp_path / "mine") and record["unlabelled"]["pseudo_queries"] == 12
+    mine = {"backend": "faiss", "target": str(tmp_path / "mine")}
+    assert record["unlabelled"]["index"] == mine and record["unlabelled"]["pseudo_queries"] == 12
 
     build = ("build-router", "--router", str(router), *model, "--max-queries", "8", "--dataset", "other")
-    result = run(*build, "--unlabelled-index", str(tmp_path / "mine"), "--unlabelled-index", str(tmp_path / "mine"),
-                 "--json")
+    result = run(*build, "--unlabelled-index", str(tmp_path / "mine"), "--unlabelled-index", f"{tmp_path}/./mine/",
+                 "--json")  # one index, spelt twice
     assert result.exit_code == 0, result.output
     assert {"auto:mine-free", "hybrid:mine-free"} <= set(json.loads(result.stdout)["routers"][0]["systems"])
     info = json.loads((router / "routers" / "pilot" / "routing.json").read_text())["info"]
     assert info["datasets"] == ["other", "mine"] and info["unlabelled"] == ["mine"]
-    assert info["indexes"] == {"mine": str(tmp_path / "mine")}
+    assert info["indexes"] == {"mine": mine}
     (data_dir / "toy").rename(tmp_path / "toy-moved")  # the collection's source is no longer a dataset anywhere
     added = run("train-expert", "--dataset", "other", "--name", "other-expert", "--router", str(router), *model,
                 "--config", '{"max_steps": 2}')
@@ -300,7 +301,15 @@ def test_an_indexed_collection_teaches_an_expert_and_routers_without_judgments(t
     assert run("index", "--corpus", str(collection), "--output", str(same_name), *model).exit_code == 0
     result = run(*build, "--unlabelled-index", str(same_name))
     assert result.exit_code == 1 and "is named 'other', as is dataset 'other'" in result.output, result.output
+    result = run("build-router", "--router", str(router), *model, "--max-queries", "8", "--kind", "dataset",
+                 "--unlabelled-index", str(same_name))  # the pilot already built knows 'other' as a dataset
+    assert result.exit_code == 1 and "'other' names dataset 'other' in the routers already built" in result.output
+    assert not (router / "routers" / "dataset").exists()
     (tmp_path / "mine").rename(tmp_path / "gone")
     result = run("train-expert", "--dataset", "other", "--name", "late", "--router", str(router), *model)
     assert result.exit_code == 1 and f"were built on index {tmp_path / 'mine'}" in result.output, result.output
+    milvus = ("--backend", "milvus", "--uri", str(tmp_path / "m.db"))
+    (tmp_path / "gone").rename(tmp_path / "mine")
+    result = run("train-expert", "--dataset", "other", "--name", "late", "--router", str(router), *model, *milvus)
+    assert result.exit_code == 1 and "give the --backend (and --uri) it was indexed with" in result.output
     assert not (router / "experts" / "late").exists()

@@ -3,7 +3,6 @@ settings' checks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 from eval.data import open_dataset
@@ -14,42 +13,63 @@ from retriever.index.backends import IndexBackend
 from retriever.index.base import IndexConfig, IndexedCorpus
 from retriever.routers.directory import validate_name
 
-__all__ = ["check_routing_settings", "named_index", "open_named_index", "opener"]
+__all__ = ["check_routing_settings", "named_index", "open_named_index", "opener", "reopen_named_index"]
 
 
-def named_index(backend: IndexBackend, target) -> tuple[str, str]:
-    """``(name, where)`` of the named index ``target`` (a directory ``index --output`` wrote, or a Milvus
-    collection), read from its metadata alone: a missing one fails here. Its name (the directory's) names it in a
-    router directory, so it must be a valid expert name; ``where`` reopens it (an absolute path, or the name)."""
-    name = Path(str(target)).name
+def named_index(backend: IndexBackend, target) -> tuple[str, dict]:
+    """``(name, record)`` of the named index ``target`` (a directory ``index --output`` wrote, or a Milvus
+    collection), read from its metadata alone: a missing one fails here. Its name (the directory's, or the
+    collection's) names it in a router directory, so it must be a valid expert name; ``record`` reopens it
+    (``{"backend", "target"}``: the directory's absolute path or the collection's name; ``"uri"`` for Milvus)."""
+    faiss = backend.name == "faiss"
+    where = str(Path(str(target)).resolve()) if faiss else str(target)
+    name = Path(where).name
     try:
         validate_name(name)
     except ValueError as err:
         raise ValueError(f"index {target}: its name {name!r} names its routing data; rename it ({err})") from None
     backend.version(str(target))
-    return name, str(Path(target).resolve()) if Path(target).exists() else str(target)
+    return name, {"backend": backend.name, "target": where, **({} if faiss else {"uri": str(backend.uri)})}
+
+
+def reopen_named_index(backend: IndexBackend, name: str, record: dict) -> None:
+    """Check that ``backend`` reopens the named index ``record`` describes (``named_index``), as routers recorded it:
+    there still, and through the same backend (and Milvus URI); else a ValueError naming both."""
+    given = {"backend": backend.name, "uri": None if backend.name == "faiss" else str(backend.uri)}
+    if {key: record.get(key) for key in given} != given:
+        raise ValueError(f"index {name!r} was recorded as {record}, but this command's backend is {backend.name}"
+                         + (f" at {backend.uri}" if given["uri"] else "") + ": give the --backend (and --uri) it "
+                         "was indexed with")
+    found = named_index(backend, record["target"])[1]
+    if found != record:
+        raise ValueError(f"index {name!r} was recorded as {record}, but opens as {found}")
 
 
 def open_named_index(backend: IndexBackend, target, encoder: Encoder, lexical: bool = False):
     """``(IndexedCorpus, dense index, lexical index or None)`` of the named index ``target`` (``named_index``),
-    checked against ``encoder``'s model: a collection as a corpus without judgments."""
-    name, where = named_index(backend, target)
+    checked against ``encoder``'s model and holding its documents' text: a collection as a corpus without
+    judgments."""
+    name, record = named_index(backend, target)
     index = backend.open(str(target), encoder.info)
-    return IndexedCorpus(index, name, where), index, backend.lexical_of(index) if lexical else None
+    if index.doc_ids and not index.documents(index.doc_ids[:1]):
+        raise ValueError(f"index {target} holds no document text (built before documents were stored): "
+                         "pseudo-queries are drawn from it; rebuild it with `routerretriever index --corpus`")
+    return IndexedCorpus(index, name, record), index, backend.lexical_of(index) if lexical else None
 
 
-def opener(data_dir, backend: IndexBackend, encoder: Encoder, index_type: str = "flat", progress: bool = False,
-           indexes: Mapping[str, str] | None = None):
-    """``open(name, lexical, pseudo_queries) -> (dataset, dense index, lexical index or None)``, from the backend
-    (built when missing; the lexical one only when asked for). With ``pseudo_queries`` the dataset is read without
-    judgments: its training split is that many pseudo-queries from its corpus (``experts.pseudo.routing_queries``),
-    what a router is fitted on for a dataset without qrels. A name in ``indexes`` (``{name: target}``) is a named
-    index's documents instead (``open_named_index``: always without judgments)."""
-    indexes = dict(indexes or {})
+def opener(data_dir, backend: IndexBackend, encoder: Encoder, index_type: str = "flat", progress: bool = False):
+    """``open(name, lexical, pseudo_queries, index) -> (dataset, dense index, lexical index or None)``, from the
+    backend (built when missing; the lexical one only when asked for). With ``pseudo_queries`` the dataset is read
+    without judgments: its training split is that many pseudo-queries from its corpus
+    (``experts.pseudo.routing_queries``), what a router is fitted on for a dataset without qrels. With ``index`` (a
+    ``named_index`` record) the source is that named index's documents instead, always without judgments."""
 
-    def open_source(name: str, lexical: bool = True, pseudo_queries: int | None = None):
-        if name in indexes:
-            ds, *found = open_named_index(backend, indexes[name], encoder, lexical)
+    def open_source(name: str, lexical: bool = True, pseudo_queries: int | None = None, index: dict | None = None):
+        if index is not None:
+            if pseudo_queries is None:
+                raise ValueError(f"index {name!r} has no judgments: it is read through pseudo-queries only")
+            reopen_named_index(backend, name, index)
+            ds, *found = open_named_index(backend, index["target"], encoder, lexical)
         else:
             ds = open_dataset(data_dir, name, judged=pseudo_queries is None)
             found = backend.ensure(ds, encoder, IndexConfig(index_type=index_type), lexical=lexical, progress=progress)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from eval.data import Dataset, open_dataset
 from experts.pairs import anchor_texts
-from experts.routing import refit_datasets, refit_indexes, refresh_routers
+from experts.routing import refit_sources, refresh_routers
 from experts.train import TrainConfig, TrainedExpert, heldout_split, train_expert
-from experts.workflows.common import opener
+from experts.workflows.common import opener, reopen_named_index
 from retriever.encoding.encoder import Encoder, load_encoder
 from retriever.encoding.expert_encoder import MultiExpertEncoder
 from retriever.index.backends import FaissBackend, IndexBackend
@@ -91,21 +91,20 @@ def add_expert(router_dir: str | os.PathLike, data_dir, cache_dir, dataset: str,
     return store.expert_path(name), trained, refitted
 
 
-def check_refit_data(store: RouterDirectory, data_dir, backend: IndexBackend | None = None) -> None:
+def check_refit_data(store: RouterDirectory, data_dir, backend: IndexBackend) -> None:
     """Refuse, before any training, a new expert the routers already built could not be refitted with: each
     dataset they were built on must be readable with its training judgments (its corpus, if they were fitted on
-    its pseudo-queries), and each named index they were built on must still be there (read with ``backend``)."""
-    indexes = refit_indexes(store)
-    for other, judged in refit_datasets(store).items():
+    its pseudo-queries), and each named index they were built on must still open through ``backend`` as recorded."""
+    for (other, _), (judged, index) in refit_sources(store).items():
         try:
-            if other in indexes:
-                (backend or FaissBackend()).version(indexes[other])
+            if index is not None:
+                reopen_named_index(backend, other, index)
                 continue
             ds = open_dataset(data_dir, other, judged=judged)
             if judged:
                 ds.qrels("train")
         except (ValueError, OSError) as err:
-            what = f"index {indexes[other]}" if other in indexes else f"dataset {other!r}"
+            what = f"index {index['target']}" if index is not None else f"dataset {other!r}"
             raise ValueError(f"the routers in {store.root} were built on {what}, which adding an expert refits them "
                              f"on: {err}") from None
 
@@ -120,8 +119,8 @@ def save_and_refit(store: RouterDirectory, name: str, trained: TrainedExpert, me
         refitted = []
         if store.built_routers():  # fold the new expert into the routers already built
             routed = store.load_into(MultiExpertEncoder(encoder))
-            open_source = opener(data_dir, backend, encoder, index_type, progress, refit_indexes(store))
-            refitted = refresh_routers(store, routed, open_source, progress=progress)
+            refitted = refresh_routers(store, routed, opener(data_dir, backend, encoder, index_type, progress),
+                                       progress=progress)
     return refitted
 
 

@@ -15,6 +15,7 @@ from experts.routing import (
     index_sources,
     lexical_key,
     prefix_layer,
+    refit_sources,
     routing_data,
     routing_info,
     unlabelled_names,
@@ -96,10 +97,12 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
     kinds = list(dict.fromkeys(kinds))
     encoder = MultiExpertEncoder(load_encoder(model))
     store = RouterDirectory(router_dir, encoder.info)
+    _check_names(store, indexes, datasets + unlabelled)
     store.load_into(encoder)
-    open_source = opener(data_dir, backend, encoder.base, index_type, progress, indexes)
+    open_source = opener(data_dir, backend, encoder.base, index_type, progress)
     triples = [open_source(name, lexical) for name in datasets]
-    triples += [open_source(name, lexical, max_queries) for name in unlabelled + list(indexes)]
+    triples += [open_source(name, lexical, max_queries) for name in unlabelled]
+    triples += [open_source(name, lexical, max_queries, record) for name, record in indexes.items()]
     lexical_indexes = {ds.name: lex for ds, _, lex in triples} if lexical else None
 
     def options_for(kind):
@@ -114,18 +117,30 @@ def build_routers(router_dir: str | os.PathLike, data_dir, cache_dir, datasets: 
             for path, kind in zip(paths, kinds, strict=True)], store.default_router()
 
 
-def _index_names(backend: IndexBackend, targets: Sequence, datasets: list[str]) -> dict[str, str]:
-    """``{name: where}`` of the named indexes ``targets`` (``named_index``: a missing one fails before any model
-    loads); a name must differ from every dataset's and every other index's."""
+def _index_names(backend: IndexBackend, targets: Sequence, datasets: list[str]) -> dict[str, dict]:
+    """``{name: record}`` of the named indexes ``targets`` (``named_index``: a missing one fails before any model
+    loads; one given twice, in any spelling, counts once); a name must differ from every dataset's and every other
+    index's."""
     indexes = {}
-    for target in dict.fromkeys(map(str, targets)):
-        name, where = named_index(backend, target)
-        if name in datasets or name in indexes:
+    for target in targets:
+        name, record = named_index(backend, target)
+        if name in datasets or indexes.get(name, record) != record:
             raise ValueError(f"index {target} is named {name!r}, as is " + (
-                f"dataset {name!r}" if name in datasets else f"index {indexes[name]}") +
+                f"dataset {name!r}" if name in datasets else f"index {indexes[name]['target']}") +
                 ": routing data is kept by name; rename one")
-        indexes[name] = where
+        indexes[name] = record
     return indexes
+
+
+def _check_names(store: RouterDirectory, indexes: dict[str, dict], datasets: list[str]) -> None:
+    """Each name names one source across the router directory: an index may not take the name of a dataset (or of
+    another index) the routers already built there were fitted on, nor a dataset an index's."""
+    for (name, _), (_, record) in refit_sources(store).items():
+        now = indexes.get(name, "dataset" if name in datasets else None)
+        if now is not None and now != (record or "dataset"):
+            was = f"index {record['target']}" if record else f"dataset {name!r}"
+            raise ValueError(f"{name!r} names {was} in the routers already built in {store.root}; rename the index "
+                             "(routing data is kept by name)")
 
 
 def _check_judged(data_dir, name: str) -> None:

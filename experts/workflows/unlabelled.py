@@ -23,7 +23,7 @@ from pathlib import Path
 from eval.data import load_query_file, open_dataset
 from experts.pseudo import PseudoLabelled, corpus_queries, corrected_queries, fused_rankings
 from experts.train import TrainConfig, TrainedExpert
-from experts.workflows.common import open_named_index
+from experts.workflows.common import named_index, open_named_index
 from experts.workflows.expert_store import check_anchors, check_new, check_refit_data, save_and_refit, train_anchored
 from retriever.encoding.encoder import load_encoder
 from retriever.index.backends import FaissBackend, IndexBackend
@@ -88,7 +88,7 @@ def train_checked(pseudo: PseudoLabelled, kind: str, index, encoder, config: Tra
     record = {"source": kind, "pseudo_queries": len(pseudo.data.queries), "self_check": check,
               "forced": not check["passed"]}
     if isinstance(pseudo.source, IndexedCorpus):  # a named index's documents: where they were read
-        record["index"] = pseudo.source.target
+        record["index"] = dict(pseudo.source.record)
     meta = {**trained.meta(), "unlabelled": record}
     return trained, check, meta
 
@@ -130,8 +130,10 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
         raise ValueError(f"pseudo-queries must be at least 2, got {pseudo_queries}")
     check_unlabelled_options(True, "train", queries, pseudo_queries, force, dataset, index)
     source = None if dataset is None else open_dataset(data_dir, dataset, judged=False)
+    backend = backend or FaissBackend(cache_dir)
+    own = dataset if index is None else named_index(backend, index)[0]  # a missing index fails before the model loads
     anchor_sets = [open_dataset(data_dir, other, judged=False) for other in dict.fromkeys(anchor_datasets)]
-    check_anchors(dataset or Path(str(index)).name, config, anchor_sets)
+    check_anchors(own, config, anchor_sets)
     if queries is not None:
         load_query_file(queries)  # a missing or empty file fails before any model loads
         if not force:
@@ -139,13 +141,12 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
                              "from improving on it (on ArguAna such an expert passed it and lost 3.7 nDCG@10 on "
                              "test, BENCHMARKS.md §13): pass --force to train one all the same")
     encoder = load_encoder(model)
+    if source is None:  # of another model, or without its documents' text: fails before anything is written
+        source, corpus_index, lexical = open_named_index(backend, index, encoder, lexical=queries is not None)
     store = RouterDirectory(router_dir, encoder.info, create=True)
     check_new(store, name, overwrite)
-    backend = backend or FaissBackend(cache_dir)
     check_refit_data(store, data_dir, backend)
-    if source is None:
-        source, corpus_index, lexical = open_named_index(backend, index, encoder, lexical=queries is not None)
-    else:
+    if index is None:
         corpus_index, lexical = backend.ensure(source, encoder, IndexConfig(index_type=index_type),
                                                lexical=queries is not None, progress=progress)
     weight = store.load_fusion().weight(hybrid(BASE))

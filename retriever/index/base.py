@@ -183,11 +183,11 @@ class IndexedCorpus:
     """The documents a named index holds, read back from its document store as a corpus: what an expert or a
     router learns a domain from without judgments when the domain is a collection (``index --corpus FILE
     --output DIR``), not a BEIR folder. ``name``: the index's (its directory's or Milvus collection's) name;
-    ``target``: what the backend reopens it by (the directory's absolute path, or the collection's name)."""
+    ``record``: what reopens it (``{"backend", "target"}``, and ``"uri"`` for Milvus), as routers record it."""
 
     index: DenseIndex
     name: str
-    target: str
+    record: Mapping[str, str]
 
     def corpus(self) -> Iterator[Document]:
         ids = list(self.index.doc_ids)
