@@ -16,14 +16,8 @@ from pathlib import Path
 
 import common
 import numpy as np
-from probe_ict import ict_queries, ndcg_of
+from probe_ict import ict_queries, interval, ndcg_of
 from probe_lexical_trust import DATASETS
-
-
-def _interval(gain: np.ndarray, rng) -> list[float]:
-    draws = rng.integers(len(gain), size=(2000, len(gain)))
-    low, high = np.percentile(gain[draws].mean(axis=1), [2.5, 97.5])
-    return [round(100 * gain.mean(), 2), round(100 * low, 2), round(100 * high, 2)]
 
 
 def main() -> None:
@@ -40,7 +34,7 @@ def main() -> None:
     store, labelled = RouterDirectory(args.router_dir, encoder.info), RouterDirectory(args.labelled, encoder.info)
     names = [d for d in DATASETS if d in store.expert_names()]
     opened, indexes = common.open_indexed(args, names, encoder)
-    multi, rng = MultiExpertEncoder(encoder), np.random.default_rng(0)
+    multi = MultiExpertEncoder(encoder)
     for name in names:
         dataset, index = opened[name], indexes[name]
         trained = set().union(*corpus_queries(dataset, PSEUDO_QUERIES).split("train").qrels.values())
@@ -66,7 +60,7 @@ def main() -> None:
                 score[system] = np.array([ndcg_of(d, {doc_ids[j]: 0 for j in top[i]}) for i, d in enumerate(chosen)])
             line[f"{corpus}_base"] = round(100 * score["base"].mean(), 2)
             for system in ("unlabelled", "labelled"):
-                line[f"{corpus}_{system}_minus_base"] = _interval(score[system] - score["base"], rng)
+                line[f"{corpus}_{system}_minus_base"] = interval(score[system], score["base"])
         multi.remove("unlabelled")
         multi.remove("labelled")
         print(json.dumps(line), flush=True)
