@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--source", action="append", default=[])
     parser.add_argument("--margin", type=float, default=SELF_CHECK_MARGIN, help="the self-check's margin")
     parser.add_argument("--split", default="test", help="the judged split scored [default: test; train: what a "
-                        "margin may be chosen on]")
+                        "margin may be chosen on; the labelled expert trained on it, so its column is optimistic]")
     args = parser.parse_args()
     encoder = load_encoder()
     opened, indexes = common.open_indexed(args, DATASETS, encoder)
