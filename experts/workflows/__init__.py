@@ -8,16 +8,18 @@ checks its input before any long work, and loads the models and opens the index 
 - ``collections``  — ``add``/``delete``: change a named index (only new documents encoded), as one new version.
 - ``searching``    — ``search``: base-only or routed search over an index.
 - ``expert_store`` — ``train-expert`` (train, save, refit the routers), ``experts remove/list/export``.
-- ``unlabelled``   — ``train-expert --unlabelled``: an expert from pseudo-labels, kept only past a self-check.
+- ``unlabelled``   — ``train-expert --unlabelled``: an expert from pseudo-labels (a dataset's corpus or a named
+  index's documents), kept only past a self-check.
 - ``exporting``    — ``export``: a router and its experts as one sentence-transformers model.
 - ``routers``      — ``build-router``: score every system, label queries, fit routers, choose the default.
 - ``evaluation``   — ``evaluate``: systems on datasets' splits, or on an index with its own queries and qrels
   (``eval.runs.SplitRun``), TREC runs, results JSON.
 - ``benchmark``    — ``benchmark``: the paper-style comparison, its results JSON, tables and plot.
-- ``common``       — what several share (opening a dataset with its indexes, routing settings' checks).
+- ``common``       — what several share (opening a dataset, or a named index as a corpus, with its indexes;
+  routing settings' checks).
 
 Tested in ``tests/test_cli.py``, ``test_changes.py``, ``test_runs.py``, ``test_experts.py``, ``test_routing.py``,
-``test_bad_input.py``, ``test_export.py``.
+``test_bad_input.py``, ``test_export.py``, ``test_collections.py``, ``test_pseudo.py``.
 """
 
 from retriever.lazy import lazy_exports
