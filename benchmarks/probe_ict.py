@@ -71,11 +71,13 @@ def rank(name, dataset, index, encoder, count: int) -> tuple[dict, dict, dict]:
     return queries, dense, lexical
 
 
-def ndcg_of(doc_id: str, ranking: dict) -> float:
-    for position, other in enumerate(list(ranking)[:10], start=1):
-        if other == doc_id:
-            return 1.0 / np.log2(position + 1)
-    return 0.0
+def ndcg(results: dict) -> np.ndarray:
+    """Per query, in ``results``' order, nDCG@10 of its one relevant document, the one whose id it has
+    (``eval.per_query_ndcg``)."""
+    from eval import per_query_ndcg
+
+    scored = per_query_ndcg({q: {q: 1} for q in results}, results)
+    return np.array([scored[q] for q in results])
 
 
 def interval(mine: np.ndarray, base: np.ndarray) -> list[float]:
@@ -105,9 +107,8 @@ def main() -> None:
         queries, dense, plain = rank(name, dataset, indexes[name], encoder, args.queries)
         for stress in ["none", *(args.stress or ["random:0.5", "neighbour:0.5", "neighbour:1.0"])]:
             lexical = _stressed(plain, indexes[name], stress)
-            base = np.array([ndcg_of(q, dense[q]) for q in queries])
-            bm25 = np.array([ndcg_of(q, lexical[q]) for q in queries])
-            mixed = np.array([ndcg_of(q, fuse(dense[q], lexical[q], args.weight, "convex", 10)) for q in queries])
+            base, bm25 = ndcg({q: dense[q] for q in queries}), ndcg({q: lexical[q] for q in queries})
+            mixed = ndcg({q: fuse(dense[q], lexical[q], args.weight, "convex", 10) for q in queries})
             gain, low, high = interval(mixed, base)
             agreement = [a for q in queries if (a := top_agreement(dense[q], lexical[q])) is not None]
             print(json.dumps({"dataset": name, "stress": stress, "queries": len(queries),

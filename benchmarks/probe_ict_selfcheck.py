@@ -16,7 +16,7 @@ from pathlib import Path
 
 import common
 import numpy as np
-from probe_ict import ict_queries, interval, ndcg_of
+from probe_ict import ict_queries, interval, ndcg
 from probe_lexical_trust import DATASETS
 
 
@@ -56,8 +56,9 @@ def main() -> None:
         for corpus, matrix in (("ict", vectors), ("kept", full)):
             score = {}
             for system, qv in q.items():
-                top = np.argsort(-(qv @ matrix.T), axis=1)[:, :10]
-                score[system] = np.array([ndcg_of(d, {doc_ids[j]: 0 for j in top[i]}) for i, d in enumerate(chosen)])
+                sims = qv @ matrix.T
+                top = np.argsort(-sims, axis=1)[:, :10]
+                score[system] = ndcg({d: {doc_ids[j]: float(sims[i, j]) for j in top[i]} for i, d in enumerate(chosen)})
             line[f"{corpus}_base"] = round(100 * score["base"].mean(), 2)
             for system in ("unlabelled", "labelled"):
                 line[f"{corpus}_{system}_minus_base"] = interval(score[system], score["base"])
