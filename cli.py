@@ -206,9 +206,10 @@ def train_expert(obj, data_dir, dataset, index_dir, split, router_dir, name, ove
             router_dir, name, config, data_dir=data_dir, dataset=dataset, index=index_dir, queries=queries_file,
             pseudo_queries=pseudo_queries, anchor_datasets=anchor_datasets, force=force, cache_dir=cache_dir,
             model=model, index_type=index_type, overwrite=overwrite, progress=obj["progress"], backend=backend)
-        click.echo(f"self-check: held-out pseudo-queries nDCG@10 {check['base_ndcg@10']:.4f} -> "
-                   f"{check['expert_ndcg@10']:.4f} ({check['gain']:+.4f}, needs {check['margin']:+.4f})"
-                   + ("" if check["passed"] else ": FAILED, saved because of --force"))
+        low, high = check["interval"]
+        click.echo(f"self-check: {check['check_queries']} unseen pseudo-queries nDCG@10 {check['base_ndcg@10']:.4f} -> "
+                   f"{check['expert_ndcg@10']:.4f} ({check['gain']:+.4f}, 95% [{low:+.4f}, {high:+.4f}], needs "
+                   f"> {check['margin']:+.4f})" + ("" if check["passed"] else ": FAILED, saved because of --force"))
     else:
         path, trained, refitted = add_expert(router_dir, data_dir, cache_dir, dataset, name, config, split,
                                              anchor_datasets, model=model, index_type=index_type, overwrite=overwrite,

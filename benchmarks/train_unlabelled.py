@@ -18,9 +18,8 @@ from unlabelled_experts import DATASETS
 
 def main() -> None:
     from experts import TrainConfig
-    from experts.pseudo import corpus_queries
     from experts.workflows import DEFAULT_OVERRIDES, load_overrides
-    from experts.workflows.unlabelled import PSEUDO_QUERIES, pseudo_anchors, train_checked
+    from experts.workflows.unlabelled import PSEUDO_QUERIES, corpus_pseudo, pseudo_anchors, train_checked
     from retriever import RouterDirectory, load_encoder
 
     parser = common.parser(__doc__)
@@ -34,9 +33,9 @@ def main() -> None:
     for name in args.dataset:
         config = TrainConfig.from_fields(overrides.get(name, {}))
         anchors = [opened[other] for other in DATASETS if other != name] if config.anchor_weight > 0 else []
-        pseudo = corpus_queries(opened[name], PSEUDO_QUERIES, config.seed)
-        trained, check, meta = train_checked(pseudo, "corpus", indexes[name], encoder, config, pseudo_anchors(anchors),
-                                             progress=False)
+        pseudo, check_queries = corpus_pseudo(opened[name], PSEUDO_QUERIES, config.seed)
+        trained, check, meta = train_checked(pseudo, check_queries, "corpus", indexes[name], encoder, config,
+                                             pseudo_anchors(anchors), progress=False)
         store.save_expert(name, trained.write, meta)
         print(json.dumps({"expert": name, **check}), flush=True)
 

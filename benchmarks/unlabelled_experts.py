@@ -5,9 +5,10 @@ For each expert dataset D and each unlabelled expert of D in ROUTER_DIR (``<D>.<
 ``probe_unlabelled.py`` saves them, or ``D`` as ``benchmark --unlabelled`` does): test nDCG@10 x100 of the base,
 the unlabelled expert and D's labelled expert (from ``--labelled``, e.g. BENCHMARKS.md section 4b's router
 directory), the unlabelled expert minus the base with a paired-bootstrap 95% interval, and whether the self-check
-(``experts.workflows.unlabelled.self_check`` on the expert's recorded held-out pseudo-query scores) keeps it. Then
-the confusion of the check against the test outcome (significantly below the base, or not). One JSON line per
-expert, then the confusion.
+keeps it: ``experts.workflows.unlabelled.self_check`` run again on the corpus's check pseudo-queries
+(``corpus_pseudo``: documents the expert did not train on), so experts saved before the check changed are judged
+by today's check. Then the confusion of the check against the outcome on the split (significantly below the base,
+or not). One JSON line per expert, then the confusion.
 
 Usage: ``python benchmarks/unlabelled_experts.py ROUTER_DIR --labelled DIR [--source corpus ...]``
 """
@@ -26,14 +27,15 @@ DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum"
 
 def main() -> None:
     from eval import paired_bootstrap, per_query_ndcg
-    from experts.workflows.unlabelled import SELF_CHECK_MARGIN
+    from experts.workflows.unlabelled import PSEUDO_QUERIES, SELF_CHECK_MARGIN, corpus_pseudo, self_check
     from retriever import MultiExpertEncoder, RouterDirectory, load_encoder, search
 
     parser = common.parser(__doc__)
     parser.add_argument("router_dir", type=Path)
     parser.add_argument("--labelled", type=Path, required=True)
     parser.add_argument("--source", action="append", default=[])
-    parser.add_argument("--margin", type=float, default=SELF_CHECK_MARGIN, help="the self-check's margin")
+    parser.add_argument("--margin", type=float, default=SELF_CHECK_MARGIN,
+                        help="what the self-check interval's lower end must exceed")
     parser.add_argument("--split", default="test", help="the judged split scored [default: test; train: what a "
                         "margin may be chosen on; the labelled expert trained on it, so its column is optimistic]")
     args = parser.parse_args()
@@ -59,16 +61,18 @@ def main() -> None:
                 continue
             multi.add(expert, store.load_factors(expert))
             mine = scores(multi.encode(texts, expert))
-            metrics = store.expert_info(expert)["metrics"]
-            gain = metrics["heldout_ndcg@10"] - metrics["heldout_base_ndcg@10"]
+            seed = store.expert_info(expert)["training"]["hyperparameters"]["seed"]
+            check = self_check(corpus_pseudo(opened[name], PSEUDO_QUERIES, seed)[1], indexes[name], encoder.encode,
+                               lambda texts, expert=expert: multi.encode(texts, expert), args.margin)
             diff = [round(100 * v, 2) for v in paired_bootstrap([(mine, base)])]
-            kept, below = gain >= args.margin, diff[2] < 0
+            kept, below = check["passed"], diff[2] < 0
             confusion[f"{'kept' if kept else 'refused'}, {'below base' if below else 'not below base'}"] += 1
             print(json.dumps({"dataset": name, "split": args.split, "source": source, "queries": len(ids),
                               "base": round(100 * float(np.mean(list(base.values()))), 2),
                               "unlabelled": round(100 * float(np.mean(list(mine.values()))), 2),
                               "labelled": round(100 * float(np.mean(list(own.values()))), 2),
-                              "unlabelled_minus_base": diff, "self_check_gain": round(100 * gain, 2),
+                              "unlabelled_minus_base": diff, "self_check_gain": round(100 * check["gain"], 2),
+                              "self_check_interval": [round(100 * v, 2) for v in check["interval"]],
                               "kept": kept}), flush=True)
             multi.remove(expert)
         multi.remove(f"labelled:{name}")

@@ -140,9 +140,10 @@ def write_report(comparison: Comparison, markdown_path: Path | None = None, plot
             parts.append(f"### {system}: dataset -> chosen system (test queries)\n\n"
                          + _table(["dataset", *columns], rows))
     if c.refused:
-        parts.append("Refused by the self-check (no expert; held-out pseudo-query nDCG@10 gain over the base, and the "
-                     "margin asked): " + ", ".join(f"{d} {100 * r['gain']:+.2f} < {100 * r['margin']:+.2f}"
-                                                   for d, r in c.refused.items()))
+        parts.append("Refused by the self-check (no expert; nDCG@10 gain over the base on pseudo-queries from "
+                     "documents it did not train on, 95% interval, and what its lower end must exceed): "
+                     + ", ".join(f"{d} {_interval((r['gain'], *r['interval']))}, needs > {100 * r['margin']:+.2f}"
+                                 for d, r in c.refused.items()))
     parts.append("Wall time (s): " + ", ".join(f"{k} {v}" for k, v in c.seconds.items()))
     text = "\n\n".join(parts) + "\n"
     if markdown_path is not None:

@@ -29,7 +29,7 @@ from eval.data import Dataset, Split
 from retriever.ranking.systems import FUSION_DEPTH, fuse
 from retriever.ranking.topk import search, search_lexical
 
-__all__ = ["SENTENCE_WORDS", "PseudoLabelled", "agreed_queries", "corpus_queries", "corrected_queries",
+__all__ = ["SENTENCE_WORDS", "PseudoLabelled", "agreed_queries", "corpus_queries", "corpus_split", "corrected_queries",
            "fused_rankings", "routing_queries", "sentences"]
 
 SENTENCE_WORDS = (6, 40)  # a pseudo-query sentence's length in words, inclusive
@@ -90,6 +90,26 @@ def corpus_queries(dataset: Dataset, count: int, seed: int = 0, split: str = "tr
         raise ValueError(f"{dataset.name}: {len(queries)} document(s) have a sentence of {SENTENCE_WORDS[0]}-"
                          f"{SENTENCE_WORDS[1]} words; pseudo-queries need at least 2")
     return PseudoLabelled(dataset, Split(split, queries, qrels))
+
+
+def corpus_split(dataset: Dataset, count: int, check: int, seed: int = 0) -> tuple[PseudoLabelled, PseudoLabelled]:
+    """``(training, check)`` pseudo-queries from one seeded draw of ``count + check`` documents, none in both: the
+    first ``count`` train (``corpus_queries(dataset, count, seed)``'s draw) and the next ``check`` check, where the
+    corpus has documents for both. Where it has fewer, the check keeps ``check`` of them but never more than half
+    (its remainder, if larger), and training the rest."""
+    draw = corpus_queries(dataset, count + check, seed)
+    ids = list(draw.data.queries)
+    held = min(check, max(len(ids) - count, len(ids) // 2))
+    if held < 2 or len(ids) - held < 2:
+        raise ValueError(f"{dataset.name}: {len(ids)} document(s) have a sentence of {SENTENCE_WORDS[0]}-"
+                         f"{SENTENCE_WORDS[1]} words; training and its check need at least 4")
+    train, checked = ids[: min(count, len(ids) - held)], ids[len(ids) - held:]
+
+    def part(chosen):
+        return PseudoLabelled(dataset, Split(draw.data.name, {q: draw.data.queries[q] for q in chosen},
+                                             {q: draw.data.qrels[q] for q in chosen}))
+
+    return part(train), part(checked)
 
 
 def routing_queries(dataset: Dataset, count: int, seed: int = 0) -> PseudoLabelled:

@@ -73,6 +73,35 @@ def test_an_expert_trains_on_pseudo_labels_alone(toy, toy_encoder, tmp_path):
     assert 0 <= trained.heldout_base_ndcg_at_10 <= 1
 
 
+def test_the_self_check_draws_from_documents_training_never_reads(toy):
+    """``corpus_split``: training's part is ``corpus_queries``' own draw where the corpus has documents for both,
+    the check's documents are others; a small corpus keeps half for the check."""
+    from experts.pseudo import corpus_queries, corpus_split
+
+    train, check = corpus_split(toy, count=6, check=4, seed=3)
+    assert train.data.queries == corpus_queries(toy, 6, seed=3).data.queries
+    assert len(check.data.queries) == 4 and not set(train.data.queries) & set(check.data.queries)
+    assert not set().union(*train.data.qrels.values()) & set().union(*check.data.qrels.values())
+    train, check = corpus_split(toy, count=100, check=500, seed=3)
+    assert len(train.data.queries) == len(check.data.queries) == 10  # 20 documents
+    with pytest.raises(ValueError, match="training and its check need at least 4"):
+        corpus_split(toy, count=1, check=1)
+
+
+def test_an_expert_no_better_than_the_base_fails_the_self_check(toy, toy_encoder, tmp_path):
+    """The check asks for the gain's 95% interval to lie above the margin: the base itself (gain 0) fails."""
+    from experts.pseudo import corpus_split
+    from experts.workflows.unlabelled import self_check
+    from retriever import build_index
+
+    index = build_index(toy, toy_encoder, tmp_path / "index")
+    check = corpus_split(toy, count=10, check=10)[1]
+    record = self_check(check, index, toy_encoder.encode, toy_encoder.encode)
+    assert record["gain"] == 0 and record["interval"] == [0, 0] and not record["passed"]
+    assert record["check_queries"] == 10 and record["base_ndcg@10"] == record["expert_ndcg@10"]
+    assert self_check(check, index, toy_encoder.encode, toy_encoder.encode, margin=-0.01)["passed"]
+
+
 def test_corrected_queries_keep_only_where_the_fusion_changed_the_first_document(toy):
     from experts.pseudo import corrected_queries
 

@@ -14,13 +14,13 @@ from pathlib import Path
 from eval.data import open_dataset
 from eval.report import Comparison, write_report
 from eval.runs import DEFAULT, MULTITASK, ORACLES, ROUTED, SplitRun, results_json, write_results_json
-from experts.pseudo import corpus_queries, routing_queries
+from experts.pseudo import routing_queries
 from experts.routing import expert_key
 from experts.train import TrainConfig, train_expert
 from experts.workflows.common import check_routing_settings
 from experts.workflows.expert_store import train_and_save
 from experts.workflows.routers import fit_routers
-from experts.workflows.unlabelled import PSEUDO_QUERIES, pseudo_anchors, refusal, train_checked
+from experts.workflows.unlabelled import PSEUDO_QUERIES, corpus_pseudo, pseudo_anchors, refusal, train_checked
 from retriever.encoding.encoder import load_encoder
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index.backends import FaissBackend, IndexBackend
@@ -104,9 +104,9 @@ def _train_missing(store: RouterDirectory, corpora: _Corpora, expert_datasets: l
                 config = dataclasses.replace(config, anchor_weight=0.0, anchor_documents=0)
             anchor_sets = others if config.anchor_weight > 0 else []
             if unlabelled:
-                pseudo = corpus_queries(corpora.opened[name], PSEUDO_QUERIES, config.seed)
-                trained, check, meta = train_checked(pseudo, "corpus", corpora.indexes[name], encoder, config,
-                                                     pseudo_anchors(anchor_sets), progress)
+                pseudo, check_queries = corpus_pseudo(corpora.opened[name], PSEUDO_QUERIES, config.seed)
+                trained, check, meta = train_checked(pseudo, check_queries, "corpus", corpora.indexes[name], encoder,
+                                                     config, pseudo_anchors(anchor_sets), progress)
                 if check["passed"]:
                     store.save_expert(name, trained.write, meta)
                 else:
