@@ -185,7 +185,8 @@ def serve(router_dir, index_dir, backend, **options):
               help='Any other TrainConfig fields as a JSON object, e.g. \'{"max_steps": 300, "base_dropout": false}\' '
                    "(see experts/training_overrides.json); the options above take precedence.")
 @click.option("--unlabelled", is_flag=True, help="No relevance judgments: train on pseudo-queries drawn from the "
-              "corpus (or --queries labelled by hybrid:base), kept only if it beats the base on held-out ones.")
+              "corpus (or --queries labelled by hybrid:base), kept only if it beats the base significantly on "
+              "pseudo-queries of other documents (the self-check).")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False),
               help="With --unlabelled: unjudged queries (.jsonl or one per line), labelled where hybrid:base changes "
                    "the base's first document (needs --force: BENCHMARKS.md §13).")
@@ -207,7 +208,8 @@ def train_expert(obj, data_dir, dataset, index_dir, split, router_dir, name, ove
             pseudo_queries=pseudo_queries, anchor_datasets=anchor_datasets, force=force, cache_dir=cache_dir,
             model=model, index_type=index_type, overwrite=overwrite, progress=obj["progress"], backend=backend)
         low, high = check["interval"]
-        click.echo(f"self-check: {check['check_queries']} unseen pseudo-queries nDCG@10 {check['base_ndcg@10']:.4f} -> "
+        click.echo(f"trained on {trained.train_queries + trained.heldout_queries} pseudo-queries; self-check: "
+                   f"{check['check_queries']} of other documents, nDCG@10 {check['base_ndcg@10']:.4f} -> "
                    f"{check['expert_ndcg@10']:.4f} ({check['gain']:+.4f}, 95% [{low:+.4f}, {high:+.4f}], needs "
                    f"> {check['margin']:+.4f})" + ("" if check["passed"] else ": FAILED, saved because of --force"))
     else:

@@ -1,6 +1,7 @@
 """Probe: would an inverse-cloze self-check predict an unlabelled expert's real (test) gain better than today's?
 
-Today's self-check scores an expert on held-out pseudo-queries whose sentence is still in its document. Here the
+The self-check of its day scored an expert on held-out pseudo-queries whose sentence is still in its document (since
+2026-12-05 it scores sentences of documents outside the training draw, docs/probe-log.md §21). Here the
 sentence is taken out (``probe_ict.ict_queries``: the document re-encoded without it), from documents outside the
 expert's training draw where the corpus has enough, so neither the base nor the expert can match the copy. For each
 dataset D with an expert ``D`` in ROUTER_DIR (``benchmark --unlabelled`` names them so) and, for reference, D's

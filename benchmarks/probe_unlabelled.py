@@ -14,7 +14,8 @@ steps, choosing its step on its own pseudo-labelled held-out slice. Scored (nDCG
 held-out slice of D's training split (the queries the labelled expert was selected on; the ``queries`` source
 never trains on them): the base, the unlabelled expert, and the labelled expert of ``--labelled`` (a router
 directory, e.g. section 4b's) as recorded in its ``expert.json``. Also printed: the trainer's own pseudo-labelled
-held-out gain, the self-check's evidence. Experts are saved into ``ROUTER_DIR`` as ``<D>.<source>`` and reused.
+held-out gain (the self-check's evidence until 2026-12-05; today's check: ``unlabelled_experts.py``). Experts are
+saved into ``ROUTER_DIR`` as ``<D>.<source>`` and reused.
 
 Usage: ``python benchmarks/probe_unlabelled.py ROUTER_DIR --labelled /work/routers/sys [--dataset D ...]``
 """
@@ -36,8 +37,9 @@ def main() -> None:
     from eval import paired_bootstrap, per_query_ndcg
     from experts import TrainConfig
     from experts.pairs import anchor_texts
-    from experts.pseudo import agreed_queries, corpus_queries, corrected_queries, fused_rankings
+    from experts.pseudo import agreed_queries, corrected_queries, fused_rankings
     from experts.train import heldout_split, train_expert
+    from experts.workflows.unlabelled import corpus_pseudo
     from retriever import (
         MultiExpertEncoder,
         RouterDirectory,
@@ -75,7 +77,7 @@ def main() -> None:
         own = json.loads((labelled.root / "experts" / name / "expert.json").read_text())["metrics"]
         for source in args.source or SOURCES:
             if source == "corpus":
-                pseudo = corpus_queries(dataset, args.pseudo_queries, config.seed)
+                pseudo = corpus_pseudo(dataset, args.pseudo_queries, config.seed)[0]  # as train-expert draws
             else:
                 held = set(dev_ids)
                 queries = {q: t for q, t in dataset.split("train").queries.items() if q not in held}

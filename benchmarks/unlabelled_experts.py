@@ -5,10 +5,11 @@ For each expert dataset D and each unlabelled expert of D in ROUTER_DIR (``<D>.<
 ``probe_unlabelled.py`` saves them, or ``D`` as ``benchmark --unlabelled`` does): test nDCG@10 x100 of the base,
 the unlabelled expert and D's labelled expert (from ``--labelled``, e.g. BENCHMARKS.md section 4b's router
 directory), the unlabelled expert minus the base with a paired-bootstrap 95% interval, and whether the self-check
-keeps it: ``experts.workflows.unlabelled.self_check`` run again on the corpus's check pseudo-queries
-(``corpus_pseudo``: documents the expert did not train on), so experts saved before the check changed are judged
-by today's check. Then the confusion of the check against the outcome on the split (significantly below the base,
-or not). One JSON line per expert, then the confusion.
+keeps it: ``experts.workflows.unlabelled.self_check`` run again on the pseudo-queries today's check draws
+(``check_queries``), less any whose document the expert's own training draw holds (an expert saved before
+2026-12-05 may have trained on them; ``check_overlap`` counts them, and with fewer than 2 left it is refused), so
+every expert is judged by today's check. Then the confusion of the check against the outcome on the split
+(significantly below the base, or not). One JSON line per expert, then the confusion.
 
 Usage: ``python benchmarks/unlabelled_experts.py ROUTER_DIR --labelled DIR [--source corpus ...]``
 """
@@ -27,7 +28,7 @@ DATASETS = ["scifact", "nfcorpus", "arguana-native", "feedbackqa", "perspectrum"
 
 def main() -> None:
     from eval import paired_bootstrap, per_query_ndcg
-    from experts.workflows.unlabelled import PSEUDO_QUERIES, SELF_CHECK_MARGIN, corpus_pseudo, self_check
+    from experts.workflows.unlabelled import SELF_CHECK_MARGIN
     from retriever import MultiExpertEncoder, RouterDirectory, load_encoder, search
 
     parser = common.parser(__doc__)
@@ -61,9 +62,8 @@ def main() -> None:
                 continue
             multi.add(expert, store.load_factors(expert))
             mine = scores(multi.encode(texts, expert))
-            seed = store.expert_info(expert)["training"]["hyperparameters"]["seed"]
-            check = self_check(corpus_pseudo(opened[name], PSEUDO_QUERIES, seed)[1], indexes[name], encoder.encode,
-                               lambda texts, expert=expert: multi.encode(texts, expert), args.margin)
+            check, overlap = _check(store.expert_info(expert), source, opened[name], indexes[name], encoder.encode,
+                                    lambda texts, expert=expert: multi.encode(texts, expert), args.margin)
             diff = [round(100 * v, 2) for v in paired_bootstrap([(mine, base)])]
             kept, below = check["passed"], diff[2] < 0
             confusion[f"{'kept' if kept else 'refused'}, {'below base' if below else 'not below base'}"] += 1
@@ -73,10 +73,32 @@ def main() -> None:
                               "labelled": round(100 * float(np.mean(list(own.values()))), 2),
                               "unlabelled_minus_base": diff, "self_check_gain": round(100 * check["gain"], 2),
                               "self_check_interval": [round(100 * v, 2) for v in check["interval"]],
+                              "check_queries": check["check_queries"], "check_overlap": overlap,
                               "kept": kept}), flush=True)
             multi.remove(expert)
         multi.remove(f"labelled:{name}")
     print(json.dumps({"margin": args.margin, "confusion": dict(confusion)}))
+
+
+def _check(info: dict, source: str, dataset, index, encode_base, encode_expert, margin: float) -> tuple[dict, int]:
+    """``(today's self-check record, how many of its queries were left out as drawn for training)`` of a saved
+    expert (``info``: its ``expert.json``); fewer than 2 left: refused with a zero gain."""
+    from eval.data import Split
+    from experts.pseudo import PseudoLabelled, corpus_queries
+    from experts.workflows.unlabelled import PSEUDO_QUERIES, check_queries, self_check
+
+    seed, record = info["training"]["hyperparameters"]["seed"], info.get("unlabelled", {})
+    kind = "corpus" if source == "corpus" else "queries"
+    checked = check_queries(dataset, kind, PSEUDO_QUERIES, seed).data
+    trained = info["training"]["train_queries"] + info["training"]["heldout_queries"]
+    drawn = set().union(*corpus_queries(dataset, record.get("pseudo_queries", trained), seed).data.qrels.values()) \
+        if kind == "corpus" else set()
+    ids = [q for q in checked.queries if not set(checked.qrels[q]) & drawn]
+    if len(ids) < 2:
+        return {"check_queries": len(ids), "gain": 0.0, "interval": [0.0, 0.0], "passed": False}, len(checked.queries)
+    unseen = Split(checked.name, {q: checked.queries[q] for q in ids}, {q: checked.qrels[q] for q in ids})
+    return self_check(PseudoLabelled(dataset, unseen), index, encode_base, encode_expert, margin), \
+        len(checked.queries) - len(ids)
 
 
 if __name__ == "__main__":

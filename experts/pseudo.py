@@ -1,5 +1,6 @@
 """Training data without relevance judgments (issue #27): pseudo-labelled splits an expert trains on as it would
-on qrels, so training, its held-out selection and the self-check run unchanged.
+on qrels, so training and its held-out selection run unchanged; ``corpus_split`` sets documents aside for the
+self-check (``experts.workflows.unlabelled``).
 
 Two sources:
 
@@ -101,8 +102,9 @@ def corpus_split(dataset: Dataset, count: int, check: int, seed: int = 0) -> tup
     ids = list(draw.data.queries)
     held = min(check, max(len(ids) - count, len(ids) // 2))
     if held < 2 or len(ids) - held < 2:
-        raise ValueError(f"{dataset.name}: {len(ids)} document(s) have a sentence of {SENTENCE_WORDS[0]}-"
-                         f"{SENTENCE_WORDS[1]} words; training and its check need at least 4")
+        raise ValueError(f"{dataset.name}: drew {len(ids)} pseudo-queries of the {count + check} asked (documents "
+                         f"with a sentence of {SENTENCE_WORDS[0]}-{SENTENCE_WORDS[1]} words); training and its "
+                         "self-check need at least 4")
     train, checked = ids[: min(count, len(ids) - held)], ids[len(ids) - held:]
 
     def part(chosen):

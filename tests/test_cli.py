@@ -360,11 +360,17 @@ def test_train_expert_unlabelled_keeps_only_what_passes_the_self_check(run, data
     assert record["source"] == "corpus" and record["forced"] and not record["self_check"]["passed"]
     monkeypatch.setattr(unlabelled, "SELF_CHECK_MARGIN", -1.0)
     result = run(*common, "--name", "kept", "--unlabelled", "--pseudo-queries", "12")
-    assert result.exit_code == 0 and "unseen pseudo-queries nDCG@10" in result.output, result.output
+    assert result.exit_code == 0 and "trained on 10 pseudo-queries; self-check: 10 of other documents" in result.output
     record = json.loads((router / "experts" / "kept" / "expert.json").read_text())["unlabelled"]
     assert record["self_check"]["passed"] and not record["forced"]
     # 20 documents: the check keeps half of them, training the other half (not the 12 asked)
     assert record["pseudo_queries"] == record["self_check"]["check_queries"] == 10
+    queries.write_text("".join(f"{word} and more about it\n" for word in (
+        "solar", "whales", "bread", "coffee", "rivers", "volcano", "panels", "ocean", "baking", "espresso")))
+    result = run(*common, "--name", "from-queries", "--unlabelled", "--queries", str(queries), "--force")
+    assert result.exit_code == 0, result.output
+    record = json.loads((router / "experts" / "from-queries" / "expert.json").read_text())["unlabelled"]
+    assert record["source"] == "queries" and record["self_check"]["check_queries"] >= 2  # checked on sentences
 
 
 def test_routers_fit_on_a_dataset_without_judgments(run, data_dir, tmp_path, toy_model_dir, monkeypatch):

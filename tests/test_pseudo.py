@@ -84,7 +84,9 @@ def test_the_self_check_draws_from_documents_training_never_reads(toy):
     assert not set().union(*train.data.qrels.values()) & set().union(*check.data.qrels.values())
     train, check = corpus_split(toy, count=100, check=500, seed=3)
     assert len(train.data.queries) == len(check.data.queries) == 10  # 20 documents
-    with pytest.raises(ValueError, match="training and its check need at least 4"):
+    train, check = corpus_split(toy, count=4, check=30, seed=3)  # too few for both, the check over half: training 4
+    assert len(train.data.queries) == 4 and len(check.data.queries) == 16
+    with pytest.raises(ValueError, match="drew 2 pseudo-queries of the 2 asked"):
         corpus_split(toy, count=1, check=1)
 
 

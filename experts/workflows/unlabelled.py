@@ -1,11 +1,11 @@
 """``train-expert --unlabelled``: an expert from a corpus with no relevance judgments (issue #27), trained on
-pseudo-labels (``experts.pseudo``) and saved only if a self-check on pseudo-queries it never saw says it beats the
-base. Anchored (``--anchor-dataset``) on sentences of the anchor datasets' corpora, not on their training queries.
+pseudo-labels (``experts.pseudo``) and saved only if a self-check on pseudo-queries of other documents says it beats
+the base. Anchored (``--anchor-dataset``) on sentences of the anchor datasets' corpora, not on their training queries.
 
 The self-check: training picks its step on a held-out slice of its pseudo-queries (as a labelled expert does on
 judged queries), so its score there is the best of many looks and overstates the expert. The check is therefore
-made on ``CHECK_QUERIES`` further pseudo-queries, drawn from documents neither training nor its step selection read
-(``experts.pseudo.corpus_split``), and it asks for evidence, not a size: the expert is kept only if the lower end
+made on ``CHECK_QUERIES`` further pseudo-queries, drawn from documents no training or selection pseudo-query came
+from (``experts.pseudo.corpus_split``), and it asks for evidence, not a size: the expert is kept only if the lower end
 of the paired-bootstrap 95% interval of its nDCG@10 gain over the base there is above ``SELF_CHECK_MARGIN`` (0).
 Otherwise nothing is saved and the error gives both scores and the interval (``force`` saves it anyway, marked so
 in its ``expert.json``). Measured against real outcomes on the training and test splits: BENCHMARKS.md §13.
@@ -33,17 +33,18 @@ from retriever.ranking.topk import search
 from retriever.routers.directory import RouterDirectory, validate_name
 
 __all__ = ["ANCHOR_PSEUDO_QUERIES", "CHECK_QUERIES", "PSEUDO_QUERIES", "SELF_CHECK_MARGIN", "SelfCheckError",
-           "add_unlabelled_expert", "check_unlabelled_options", "corpus_pseudo", "pseudo_anchors", "refusal",
+           "add_unlabelled_expert", "check_queries", "check_unlabelled_options", "corpus_pseudo", "pseudo_anchors",
+           "refusal",
            "self_check", "train_checked"]
 
 PSEUDO_QUERIES = 1000  # pseudo-queries drawn from the corpus (experts.pseudo.corpus_queries)
-CHECK_QUERIES = 500  # pseudo-queries from documents training never read, that the self-check scores
+CHECK_QUERIES = 500  # pseudo-queries the self-check scores, from documents no training pseudo-query came from
 SELF_CHECK_MARGIN = 0.0  # what the lower end of the 95% interval of the check's nDCG@10 gain must exceed
 ANCHOR_PSEUDO_QUERIES = 200  # sentences of each anchor dataset's corpus, in place of its training queries
 
 
 class SelfCheckError(ValueError):
-    """An unlabelled expert that does not beat the base on its held-out pseudo-queries by the margin."""
+    """An unlabelled expert whose gain over the base on the self-check's pseudo-queries is not significant."""
 
 
 def check_unlabelled_options(unlabelled: bool, split: str, queries, pseudo_queries: int | None, force: bool,
@@ -83,8 +84,14 @@ def self_check(check: PseudoLabelled, index, encode_base, encode_expert, margin:
 
 def corpus_pseudo(source, count: int, seed: int) -> tuple[PseudoLabelled, PseudoLabelled]:
     """``(training, check)`` pseudo-queries from ``source``'s documents: ``count`` to train on and
-    ``CHECK_QUERIES`` from other documents for the self-check (fewer where the corpus is small)."""
+    ``CHECK_QUERIES`` from other documents for the self-check (``corpus_split``: fewer of both on a small corpus)."""
     return corpus_split(source, count, CHECK_QUERIES, seed)
+
+
+def check_queries(source, kind: str, count: int, seed: int) -> PseudoLabelled:
+    """The self-check's pseudo-queries for an expert of source ``kind`` asked to draw ``count`` from ``source``:
+    ``corpus_pseudo``'s check part, or (``queries``: trained on a query file) the corpus's first sentences."""
+    return corpus_pseudo(source, count, seed)[1] if kind == "corpus" else corpus_queries(source, CHECK_QUERIES, seed)
 
 
 def pseudo_anchors(datasets) -> list[PseudoLabelled]:
@@ -126,7 +133,7 @@ def pseudo_labelled(source, index, encoder, lexical, queries: str | os.PathLike 
         return *corpus_pseudo(source, count, seed), "corpus"
     texts = load_query_file(queries)
     dense, fused = fused_rankings(texts, index, encoder, lexical, weight)
-    return corrected_queries(source, texts, fused, dense), corpus_queries(source, CHECK_QUERIES, seed), "queries"
+    return corrected_queries(source, texts, fused, dense), check_queries(source, "queries", count, seed), "queries"
 
 
 def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: TrainConfig, *, data_dir=None,
@@ -155,9 +162,10 @@ def add_unlabelled_expert(router_dir: str | os.PathLike, name: str, config: Trai
     if queries is not None:
         load_query_file(queries)  # a missing or empty file fails before any model loads
         if not force:
-            raise ValueError("--queries labels queries with hybrid:base, and the self-check cannot tell imitating it "
-                             "from improving on it (on ArguAna such an expert passed it and lost 3.7 nDCG@10 on "
-                             "test, BENCHMARKS.md §13): pass --force to train one all the same")
+            raise ValueError("--queries labels queries with hybrid:base, which teaches an expert to imitate it: on "
+                             "ArguAna such an expert lost 3.7 nDCG@10 on test after passing the self-check of its "
+                             "day, and today's check (sentences of the corpus) has not been measured on this source "
+                             "(BENCHMARKS.md §13): pass --force to train one all the same")
     encoder = load_encoder(model)
     if source is None:  # of another model, or without its documents' text: fails before anything is written
         source, corpus_index, lexical = open_named_index(backend, index, encoder, lexical=queries is not None)
