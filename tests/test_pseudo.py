@@ -93,7 +93,7 @@ def test_the_self_check_draws_from_documents_training_never_reads(toy):
 def test_an_expert_no_better_than_the_base_fails_the_self_check(toy, toy_encoder, tmp_path):
     """The check asks for the gain's 95% interval to lie above the margin: the base itself (gain 0) fails."""
     from experts.pseudo import corpus_split
-    from experts.workflows.unlabelled import self_check
+    from experts.workflows.unlabelled import refusal, self_check
     from retriever import build_index
 
     index = build_index(toy, toy_encoder, tmp_path / "index")
@@ -102,6 +102,9 @@ def test_an_expert_no_better_than_the_base_fails_the_self_check(toy, toy_encoder
     assert record["gain"] == 0 and record["interval"] == [0, 0] and not record["passed"]
     assert record["check_queries"] == 10 and record["base_ndcg@10"] == record["expert_ndcg@10"]
     assert self_check(check, index, toy_encoder.encode, toy_encoder.encode, margin=-0.01)["passed"]
+    assert "best step 0: the expert is the base" in refusal("x", {**record, "best_step": 0})
+    assert "95% interval [+0.0000, +0.0000]" in refusal("x", {**record, "best_step": 3})
+    assert "best step" not in refusal("x", {**record, "best_step": 3})
 
 
 def test_corrected_queries_keep_only_where_the_fusion_changed_the_first_document(toy):

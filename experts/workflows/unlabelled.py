@@ -106,7 +106,7 @@ def train_checked(pseudo: PseudoLabelled, check_queries: PseudoLabelled, kind: s
     """Train an expert on pseudo-labelled ``pseudo`` (source ``kind``) and self-check it on ``check_queries``:
     ``(trained, self-check record, the metadata it is saved with)``."""
     trained = train_anchored(pseudo, index, encoder, config, pseudo.data.name, anchor_sets, progress)
-    check = self_check(check_queries, index, encoder.encode, trained.encode)
+    check = {**self_check(check_queries, index, encoder.encode, trained.encode), "best_step": trained.best_step}
     record = {"source": kind, "pseudo_queries": len(pseudo.data.queries), "self_check": check,
               "forced": not check["passed"]}
     if isinstance(pseudo.source, IndexedCorpus):  # a named index's documents: where they were read
@@ -121,7 +121,9 @@ def refusal(name: str, check: dict) -> str:
     return (f"unlabelled expert {name!r} not saved: on {check['check_queries']} pseudo-queries from documents it did "
             f"not train on it scores nDCG@10 {check['expert_ndcg@10']:.4f} against the base's "
             f"{check['base_ndcg@10']:.4f} ({check['gain']:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}]); the "
-            f"self-check asks for the interval to lie above {check['margin']:+.4f} (BENCHMARKS.md §13)")
+            f"self-check asks for the interval to lie above {check['margin']:+.4f} (BENCHMARKS.md §13)"
+            + ("; training never beat the base on its own held-out pseudo-queries (best step 0: the expert is the "
+               "base)" if check.get("best_step") == 0 else ""))
 
 
 def pseudo_labelled(source, index, encoder, lexical, queries: str | os.PathLike | None, count: int, seed: int,
