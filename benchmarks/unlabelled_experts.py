@@ -91,9 +91,9 @@ def _check(info: dict, source: str, dataset, index, encode_base, encode_expert, 
     kind = "corpus" if source == "corpus" else "queries"
     checked = check_queries(dataset, kind, PSEUDO_QUERIES, seed).data
     trained = info["training"]["train_queries"] + info["training"]["heldout_queries"]
-    drawn = set().union(*corpus_queries(dataset, record.get("pseudo_queries", trained), seed).data.qrels.values()) \
-        if kind == "corpus" else set()
-    ids = [q for q in checked.queries if not set(checked.qrels[q]) & drawn]
+    drawn = corpus_queries(dataset, record.get("pseudo_queries", trained), seed).data.queries if kind == "corpus" \
+        else {}
+    ids = [q for q in checked.queries if q not in drawn]  # both named pseudo:<document id>
     if len(ids) < 2:
         return {"check_queries": len(ids), "gain": 0.0, "interval": [0.0, 0.0], "passed": False}, len(checked.queries)
     unseen = Split(checked.name, {q: checked.queries[q] for q in ids}, {q: checked.qrels[q] for q in ids})

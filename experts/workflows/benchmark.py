@@ -97,12 +97,12 @@ def _train_missing(store: RouterDirectory, corpora: _Corpora, expert_datasets: l
     self-check records of the experts it refused, by dataset."""
     refused = {}
     for name in expert_datasets:
-        check = store.expert_info(name).get("unlabelled", {}).get("self_check", {}) if name in store.expert_names() \
-            else {}
-        if unlabelled and check and "interval" not in check:
-            logger.warning("unlabelled expert %r was kept by the self-check before 2026-12-05 (the slice training "
-                           "selected on); remove it to train and check it again", name)
-        if name not in store.expert_names():
+        if name in store.expert_names():
+            check = store.expert_info(name).get("unlabelled", {}).get("self_check", {}) if unlabelled else {}
+            if check and "interval" not in check:
+                logger.warning("unlabelled expert %r was kept by the self-check before 2026-12-05 (the slice "
+                               "training selected on); remove it to train and check it again", name)
+        else:
             config = TrainConfig.from_fields(overrides.get(name, {}))
             others = [corpora.opened[other] for other in expert_datasets if other != name]
             if not others:  # a single expert dataset: no other domain to anchor on
