@@ -158,6 +158,14 @@ def test_explicit_format_bom_and_metadata_values(tmp_path):
     json.dumps([d.metadata for d in docs], allow_nan=False)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_a_document_longer_than_the_csv_modules_default_field_limit_is_read(fmt, tmp_path):
+    long_text = "statute " * 40_000  # 320,000 characters: the csv module's default limit is 131,072
+    path = write_collection(tmp_path / f"c.{fmt}", [{"_id": "d1", "text": long_text}], fmt)
+    [doc] = open_collection(path).corpus()
+    assert doc.text == long_text
+
+
 def test_parquet_is_read_in_record_batches(tmp_path, monkeypatch):
     import retriever.index.collection as collection
 

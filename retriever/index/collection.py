@@ -27,6 +27,7 @@ from retriever.storage.files import parse_json
 __all__ = ["FORMATS", "Collection", "CollectionError", "open_collection"]
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet")
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest the csv module takes on every platform: a document is one field
 _SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv",
              ".parquet": "parquet", ".pq": "parquet"}
 PARQUET_BATCH = 4096  # rows per record batch read from a Parquet file
@@ -130,6 +131,7 @@ class Collection:
                         if text.strip():
                             yield f"{path}:{read[0]}", self._json_row(f"{path}:{read[0]}", text)
                     return
+                csv.field_size_limit(CSV_FIELD_LIMIT)  # the module's default (128 KiB) refuses long documents
                 reader = csv.DictReader(lines, delimiter="\t" if self.format == "tsv" else ",")
                 missing = [f for f in (self.id_field, self.text_field) if f not in (reader.fieldnames or [])]
                 if missing:
