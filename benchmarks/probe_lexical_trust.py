@@ -67,7 +67,11 @@ def collect(args) -> dict:
                              "overlap10": len(set(d[:10]) & set(b[:10])) / 10,
                              "rr_bm25_of_dense1": 1 / (1 + b.index(d[0])) if d and d[0] in b else 0.0,
                              "rr_dense_of_bm251": 1 / (1 + d.index(b[0])) if b and b[0] in d else 0.0,
-                             "hits": len(b) / DEPTH})
+                             "hits": len(b) / DEPTH,
+                             "dense10": [round(float(v), 4) for v in list(dense[q].values())[:10]],
+                             "bm25_10": [round(float(v), 4) for v in list(lex[q].values())[:10]],
+                             "rank_in_bm25_of_dense10": [b.index(x) + 1 if x in b else 0 for x in d[:10]],
+                             "rank_in_dense_of_bm25_10": [d.index(x) + 1 if x in d else 0 for x in b[:10]]})
         print(json.dumps({"ranked": name, "queries": len(qids)}), flush=True)
     return {"rows": rows}
 

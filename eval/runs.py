@@ -52,6 +52,7 @@ from retriever.ranking.systems import (
     run_system,
     system_names,
 )
+from retriever.ranking.third_opinion import ThirdOpinion, TokenEmbeddingRanker
 from retriever.ranking.topk import Results, search, search_lexical
 from retriever.routers import Router, buildable_kinds
 from retriever.storage.files import json_text, load_npy, safe_name, save_npy, write_json
@@ -199,6 +200,7 @@ class SplitRun:
         self._prefix: dict[int, np.ndarray] = {}  # layer -> every query's mean-pooled base states entering it
         self._rankings: dict[str, Results] = {}  # dense expert or "bm25" -> per-query top RETRIEVE_K
         self._fixed: dict[str, EvalResult] = {}
+        self._third: ThirdOpinion | None = None
         self.vector_cache, self.expert_keys = vector_cache, expert_keys or {}
 
     def _cached_path(self, expert: str) -> Path | None:
@@ -266,7 +268,14 @@ class SplitRun:
         dense = None if expert is None else self._ranking(expert, rows)
         lexical = self._ranking(BM25, rows) if is_lexical(system) else None
         return run_system(system, [self.query_ids[i] for i in rows], dense, lexical, fusion or self.fusion,
-                          RETRIEVE_K)
+                          RETRIEVE_K, self.third_opinion() if is_auto(system) else None)
+
+    def third_opinion(self) -> ThirdOpinion:
+        """The third ranker over this split's queries and index, as ``RouterRetriever.search`` consults it."""
+        if self._third is None:
+            self._third = ThirdOpinion(TokenEmbeddingRanker(self.encoder.base.model), self.index,
+                                       dict(zip(self.query_ids, self.texts, strict=True)))
+        return self._third
 
     def _scored(self, system: str, results: Results, chosen: dict[str, str] | None) -> EvalResult:
         scores = evaluate(self.data.qrels, results)
@@ -288,7 +297,8 @@ class SplitRun:
         autos = {s: rows for s, rows in group_rows(routing.choice).items() if is_auto(s)}
         if autos:  # the queries sent to each auto system decide together, as in RouterRetriever.search
             dense = {q: hits for s, rows in autos.items() for q, hits in self._ranking(dense_part(s), rows).items()}
-            choice = resolve(choice, dense, self._ranking(BM25, [i for rows in autos.values() for i in rows]))
+            choice = resolve(choice, dense, self._ranking(BM25, [i for rows in autos.values() for i in rows]),
+                             self.third_opinion())
         results: Results = {}
         for system, rows in group_rows([choice[q] for q in self.query_ids]).items():
             results.update(self.system_results(system, rows, router.fusion))  # fused as the router's labels were

@@ -319,6 +319,7 @@ def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world, monkeyp
         monkeypatch.setattr("retriever.ranking.unfamiliar.UNDECIDED_GAP", float(np.median(
             [base_gap(ranked[q]) for q in ids])))
         monkeypatch.setattr("retriever.ranking.unfamiliar.MIN_AGREEMENT", 1.1)  # BM25 never trusted
+        monkeypatch.setattr("retriever.ranking.unfamiliar.MIN_LEXICAL_RATIO", float("inf"))
     hits = rr.search(split.queries, k=10, index=index, lexical=lexical)
     assert all(h.unfamiliar for h in hits) and {h.system for h in hits} <= {"base", "hybrid:base"}
     if gap == "median":

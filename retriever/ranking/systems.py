@@ -16,13 +16,20 @@ fusion, ``sum 1 / (60 + rank)``, which needs no weight.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
 
 from retriever.encoding.encoder import BASE
-from retriever.ranking.unfamiliar import base_gap, top_agreement, trusts_lexical, undecided
+from retriever.ranking.unfamiliar import (
+    PRIOR_QUERIES,
+    base_gap,
+    lexical_ratio,
+    top_agreement,
+    trusts_lexical,
+    undecided,
+)
 
 __all__ = [
     "AUTO", "AUTO_PREFIX", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "FusionMethod", "FusionSettings",
@@ -154,21 +161,39 @@ def auto_systems(agreements: Iterable[float | None], gaps: Sequence[float | None
             for agreement, gap in zip(agreements, gaps, strict=True)]
 
 
-def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results | None) -> dict[str, str]:
+def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results | None,
+            third: Callable[[dict[str, list[str]]], Results | None] | None = None) -> dict[str, str]:
     """``{query id: system}`` with every ``auto:<expert>`` replaced by ``auto_systems`` of the queries sent to it,
-    from their dense rankings (``dense``: each query's by its system's dense part) and BM25 (``lexical``) rankings.
+    from their dense rankings (``dense``: each query's by its system's dense part) and BM25 (``lexical``) rankings,
+    and ``third``, a third ranker's ranking of each query's documents from both
+    (``retriever.ranking.third_opinion.ThirdOpinion``; None, or None returned: agreement alone decides).
     Whether the lexical side is trusted is decided once, over every query sent to any auto system: the call is
     over one corpus, and its BM25 is the same whichever dense expert a query goes to. Other systems stay."""
     resolved, queries = dict(choice), list(choice)
     groups = {system: [queries[i] for i in rows] for system, rows in group_rows(list(choice.values())).items()
               if is_auto(system)}
     agreements = {q: top_agreement(dense[q], lexical[q]) for ids in groups.values() for q in ids}
-    trusted = trusts_lexical(agreements.values())
+    trusted = trusts_lexical(agreements.values(), third_opinion_ratio(agreements, dense, lexical, third))
     for system, ids in groups.items():
         decided = auto_systems([agreements[q] for q in ids], [base_gap(dense[q]) for q in ids], dense_part(system),
                                trusted)
         resolved.update(zip(ids, decided, strict=True))
     return resolved
+
+
+def third_opinion_ratio(agreements: Mapping[str, float | None], dense: Results, lexical: Results,
+                        third, prior: float = PRIOR_QUERIES) -> float | None:
+    """``lexical_ratio`` (with ``prior``) of the queries in ``agreements`` from ``third``'s ranking of the
+    documents either system returned for them."""
+    if third is None or not agreements:
+        return None
+    witness = third({q: [*_top(dense[q]), *_top(lexical[q])] for q in agreements})
+    if witness is None:
+        return None
+    pairs = [None if agreements[q] is None else
+             (top_agreement(dense[q], witness[q]) or 0.0, top_agreement(witness[q], lexical[q]) or 0.0)
+             for q in agreements]
+    return lexical_ratio(pairs, prior)
 
 
 def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:
@@ -181,13 +206,13 @@ def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:
 
 
 def run_system(system: str, query_ids, dense: Results | None, lexical: Results | None, fusion: FusionSettings,
-               k: int) -> Results:
+               k: int, third=None) -> Results:
     """``system``'s top-``k`` for ``query_ids`` from the rankings it needs: ``dense`` (its dense expert's, at least
     ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's); ``auto:<expert>`` as ``resolve`` decides for these
-    queries together."""
+    queries together (with ``third``, as there)."""
     if is_auto(system):
         query_ids = list(query_ids)
-        decided = resolve(dict.fromkeys(query_ids, system), dense, lexical)
+        decided = resolve(dict.fromkeys(query_ids, system), dense, lexical, third)
         results = {}
         for chosen, rows in group_rows([decided[q] for q in query_ids]).items():
             results.update(run_system(chosen, [query_ids[i] for i in rows], dense, lexical, fusion, k))
