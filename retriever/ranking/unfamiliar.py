@@ -1,9 +1,9 @@
 """Queries the router does not recognise: whether to trust lexical (BM25) evidence for them, without labels.
 
 A query unlike every domain the router was fitted on (below its novelty threshold) goes to the system
-``auto:base`` (``retriever.ranking.systems.AUTO``): ``hybrid:base`` when the corpus's lexical side agrees with the base
-model, or a third ranker judges it about as accurate; otherwise ``hybrid:base`` only for the queries the base has no preference for (``undecided``), ``base`` for the
-rest. The evidence is the two rankings themselves, no label:
+``auto:base`` (``retriever.ranking.systems.AUTO``): ``hybrid:base`` when the corpus's lexical side agrees with the
+base model, or a third ranker judges it about as accurate; otherwise ``hybrid:base`` only for the queries the base
+has no preference for (``undecided``), ``base`` for the rest. The evidence is the rankings themselves, no label:
 
 - ``top_agreement`` of one query: how high each system ranks the other's top document, ``(1 / rank in BM25 of the
   base's first + 1 / rank in the base of BM25's first) / 2`` (ranks from 1; 0 where it is not in the other's
