@@ -25,6 +25,7 @@ from retriever.encoding.encoder import BASE
 from retriever.ranking.unfamiliar import (
     PRIOR_QUERIES,
     base_gap,
+    could_vouch,
     lexical_ratio,
     top_agreement,
     trusts_lexical,
@@ -34,7 +35,7 @@ from retriever.ranking.unfamiliar import (
 __all__ = [
     "AUTO", "AUTO_PREFIX", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "FusionMethod", "FusionSettings",
     "SystemSet", "auto", "auto_systems", "dense_part", "fuse", "group_rows", "hybrid", "is_auto", "is_lexical",
-    "resolve", "run_system", "system_names",
+    "resolve", "run_system", "system_names", "third_opinion_ratio",
 ]
 
 BM25 = "bm25"
@@ -173,7 +174,9 @@ def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results |
     groups = {system: [queries[i] for i in rows] for system, rows in group_rows(list(choice.values())).items()
               if is_auto(system)}
     agreements = {q: top_agreement(dense[q], lexical[q]) for ids in groups.values() for q in ids}
-    trusted = trusts_lexical(agreements.values(), third_opinion_ratio(agreements, dense, lexical, third))
+    trusted = trusts_lexical(agreements.values())
+    if not trusted and could_vouch(agreements.values()):  # else the third opinion cannot change the answer
+        trusted = trusts_lexical(agreements.values(), third_opinion_ratio(agreements, dense, lexical, third))
     for system, ids in groups.items():
         decided = auto_systems([agreements[q] for q in ids], [base_gap(dense[q]) for q in ids], dense_part(system),
                                trusted)
@@ -182,18 +185,18 @@ def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results |
 
 
 def third_opinion_ratio(agreements: Mapping[str, float | None], dense: Results, lexical: Results,
-                        third, prior: float = PRIOR_QUERIES) -> float | None:
+                        third: Callable[[dict[str, list[str]]], Results | None] | None,
+                        prior: float = PRIOR_QUERIES) -> float | None:
     """``lexical_ratio`` (with ``prior``) of the queries in ``agreements`` from ``third``'s ranking of the
-    documents either system returned for them."""
-    if third is None or not agreements:
+    documents either system returned for them (only the queries BM25 matched something for count)."""
+    counted = [q for q, a in agreements.items() if a is not None]
+    if third is None or not counted:
         return None
-    witness = third({q: [*_top(dense[q]), *_top(lexical[q])] for q in agreements})
+    witness = third({q: [*_top(dense[q]), *_top(lexical[q])] for q in counted})
     if witness is None:
         return None
-    pairs = [None if agreements[q] is None else
-             (top_agreement(dense[q], witness[q]) or 0.0, top_agreement(witness[q], lexical[q]) or 0.0)
-             for q in agreements]
-    return lexical_ratio(pairs, prior)
+    return lexical_ratio([(top_agreement(dense[q], witness[q]) or 0.0, top_agreement(witness[q], lexical[q]) or 0.0)
+                          for q in counted], prior)
 
 
 def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:
@@ -206,7 +209,7 @@ def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:
 
 
 def run_system(system: str, query_ids, dense: Results | None, lexical: Results | None, fusion: FusionSettings,
-               k: int, third=None) -> Results:
+               k: int, third: Callable[[dict[str, list[str]]], Results | None] | None = None) -> Results:
     """``system``'s top-``k`` for ``query_ids`` from the rankings it needs: ``dense`` (its dense expert's, at least
     ``FUSION_DEPTH`` deep for a hybrid) and ``lexical`` (BM25's); ``auto:<expert>`` as ``resolve`` decides for these
     queries together (with ``third``, as there)."""

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping
 from itertools import islice
 
 __all__ = ["DECISIVE_RANK", "MIN_AGREEMENT", "MIN_LEXICAL_RATIO", "PRIOR_QUERIES", "UNDECIDED_GAP", "base_gap",
-           "lexical_ratio", "top_agreement", "trusts_lexical", "undecided"]
+           "could_vouch", "lexical_ratio", "top_agreement", "trusts_lexical", "undecided"]
 
 MIN_AGREEMENT = 0.4  # mean top agreement from which BM25 is trusted on an unfamiliar corpus
 MIN_LEXICAL_RATIO = 0.94  # or: a third ranker estimates BM25 this accurate next to the base (0.656 x 1.436)
@@ -77,6 +77,13 @@ def trusts_lexical(agreements: Iterable[float | None], ratio: float | None = Non
     values = [a for a in agreements if a is not None]
     agreed = sum(values) / (len(values) + PRIOR_QUERIES) >= MIN_AGREEMENT
     return agreed or (ratio is not None and ratio >= MIN_LEXICAL_RATIO)
+
+
+def could_vouch(agreements: Iterable[float | None]) -> bool:
+    """Whether enough of these queries count (BM25 matched something) for ``lexical_ratio`` to reach
+    ``MIN_LEXICAL_RATIO``: with its prior it is at most their number over ``PRIOR_QUERIES`` (so a call of a few
+    queries, a single interactive search, never consults the third ranker)."""
+    return sum(a is not None for a in agreements) / PRIOR_QUERIES >= MIN_LEXICAL_RATIO
 
 
 def lexical_ratio(pairs: Iterable[tuple[float, float] | None], prior: float = PRIOR_QUERIES) -> float:
