@@ -27,6 +27,7 @@ from retriever.ranking.systems import (
     FusionSettings,
     dense_part,
     group_rows,
+    is_auto,
     is_lexical,
     resolve,
     run_system,
@@ -205,7 +206,8 @@ class RouterRetriever:
         for row, group in enumerate(groups if groups is not None else [None] * len(ids)):
             members.setdefault(group, []).append(row)
         chosen = {}
-        third = ThirdOpinion(self.token_ranker, index, dict(zip(ids, texts, strict=True)))
+        third = (ThirdOpinion(self.token_ranker, index, dict(zip(ids, texts, strict=True)))
+                 if any(is_auto(s) for s in choice) else None)  # only auto systems consult it
         for rows in members.values():  # auto:base decided here, for each group's queries together
             chosen.update(resolve({ids[i]: choice[i] for i in rows}, dense, lexical_hits, third))
         results = {}

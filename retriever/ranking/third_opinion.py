@@ -19,9 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["ThirdOpinion", "TokenEmbeddingRanker"]
+from retriever.index.base import Document
+from retriever.ranking.topk import Results
 
-Results = dict[str, dict[str, float]]
+__all__ = ["ThirdOpinion", "TokenEmbeddingRanker"]
 
 
 class TokenEmbeddingRanker:
@@ -79,7 +80,7 @@ class ThirdOpinion:
         stored = self.index.documents(wanted) if wanted else {}
         if wanted and not stored:
             return None
-        texts = {d: f"{doc.get('title') or ''} {doc.get('text') or ''}".strip() for d, doc in stored.items()}
+        texts = {d: Document(d, doc["title"], doc["text"]).content() for d, doc in stored.items()}  # as embedded
         return self.ranker.rank(self.queries, candidates, texts)
 
 
