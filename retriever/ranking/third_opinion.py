@@ -9,8 +9,9 @@ agreement with the base estimates BM25's accuracy over the base's, whatever the 
 The third ranker here is the mean of the base model's *input* token embeddings (no transformer pass): it needs no
 other model, costs a tokenisation, and sits between the two it judges, neither exact term matching nor the
 contextual model. It ranks only the documents either system returned for a query (their text from the index's
-document store), which on the shared datasets' training queries gives the same estimate as ranking the whole
-corpus (``benchmarks/probe_third_opinion.py``). An index built without its documents' text has no third opinion.
+document store), which on the shared datasets' training queries gave the same estimate as ranking the whole
+corpus (docs/probe-log.md §23; the adopted numbers: ``benchmarks/probe_third_opinion.py``). An index built
+without its documents' text has no third opinion.
 """
 
 from __future__ import annotations
