@@ -28,9 +28,9 @@ def rows_of(name: str, dataset, index, lexical, encoder, ranker, weight: float) 
     from eval import per_query_ndcg
     from experts import routing_sample
     from retriever import search, search_lexical
-    from retriever.ranking.systems import FUSION_DEPTH, auto_systems, fuse, third_opinion_ratio
+    from retriever.ranking.systems import FUSION_DEPTH, auto_systems, fuse, third_opinion_pairs
     from retriever.ranking.third_opinion import ThirdOpinion
-    from retriever.ranking.unfamiliar import PRIOR_QUERIES, base_gap, top_agreement, trusts_lexical
+    from retriever.ranking.unfamiliar import PRIOR_QUERIES, base_gap, lexical_ratio, top_agreement, trusts_lexical
 
     qids, texts, qrels = routing_sample(dataset, index)
     dense = search(index, encoder.encode(texts), qids, k=FUSION_DEPTH)
@@ -43,8 +43,8 @@ def rows_of(name: str, dataset, index, lexical, encoder, ranker, weight: float) 
         hybrid = {q: fuse(dense[q], lex[q], weight, "convex", FUSION_DEPTH) for q in qids}
         scores = {s: per_query_ndcg(qrels, r) for s, r in (("base", dense), ("bm25", lex), ("hybrid", hybrid))}
         agreements = {q: top_agreement(dense[q], lex[q]) for q in qids}
-        ratio = third_opinion_ratio(agreements, dense, lex, third)
-        plain_ratio = third_opinion_ratio(agreements, dense, lex, third, prior=0.0)
+        pairs = third_opinion_pairs(agreements, dense, lex, third)
+        ratio, plain_ratio = lexical_ratio(pairs), lexical_ratio(pairs, prior=0.0)
         values = [a for a in agreements.values() if a is not None]
         gaps = [base_gap(dense[q]) for q in qids]
         line = {"dataset": name, "stress": stress, "queries": len(qids),

@@ -23,7 +23,8 @@ def rankings(store, data, data_dir, cache_dir, encoder) -> dict[str, dict[str, d
     """``{system: {row key: {doc: score}}}`` for every routing query (row key: its row in ``data``), top 100."""
     from eval import open_dataset
     from retriever import ensure_index, ensure_lexical_index, search, search_lexical
-    from retriever.ranking.systems import FUSION_DEPTH, dense_part, is_lexical, run_system
+    from retriever.ranking.systems import FUSION_DEPTH, dense_part, is_auto, is_lexical, run_system
+    from retriever.ranking.third_opinion import third_opinion
 
     out = {system: {} for system in data.systems}
     first = 0
@@ -37,11 +38,12 @@ def rankings(store, data, data_dir, cache_dir, encoder) -> dict[str, dict[str, d
         lexical = ensure_lexical_index(dataset, cache_dir)
         keys = [str(first + i) for i in range(rows)]
         lexical_hits = search_lexical(lexical, texts, keys, FUSION_DEPTH)
+        third = third_opinion(encoder.base.model, index, dict(zip(keys, texts, strict=True)))
         for expert in sorted({dense_part(s) for s in data.systems} - {None}):
             dense = search(index, encoder.encode(texts, expert), keys, k=FUSION_DEPTH)
             for system in [s for s in data.systems if dense_part(s) == expert or (expert == "base" and s == "bm25")]:
                 out[system].update(_floats(run_system(system, keys, dense, lexical_hits if is_lexical(system) else None,
-                                              data.fusion, FUSION_DEPTH)))
+                                              data.fusion, FUSION_DEPTH, third if is_auto(system) else None)))
         print(json.dumps({"ranked": name, "queries": rows}), flush=True)
         first += rows
     return out

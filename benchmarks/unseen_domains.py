@@ -57,9 +57,9 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
     from collections import Counter
 
     from eval import open_dataset
-    from experts import hybrid_label, prefix_file, score_experts
+    from experts import cached_auto_systems, hybrid_label, prefix_file, score_experts
     from retriever import MultiExpertEncoder, ensure_index, ensure_lexical_index, load_encoder
-    from retriever.ranking.systems import AUTO, BM25, auto_systems, dense_part
+    from retriever.ranking.systems import AUTO, BM25, dense_part
 
     if name in store.domain_experts():
         raise SystemExit(f"{name} has an expert ({store.domain_experts()[name]}); name a dataset without one")
@@ -77,7 +77,7 @@ def no_expert_queries(args, store, saved, name: str) -> dict:
         expert = dense_part(system)
         record = json.loads((folder / f"scores-{BM25 if expert is None else expert}.json").read_text())
         if system == AUTO:  # the dataset's queries decide together, as a call's unfamiliar queries do
-            chosen = auto_systems(record["agreement"], record["gap"])
+            chosen = cached_auto_systems(record, name)
             parts = {s: column(s) for s in set(chosen)}
             return np.array([parts[s][i] for i, s in enumerate(chosen)])
         if not system.startswith("hybrid:"):

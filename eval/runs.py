@@ -52,7 +52,7 @@ from retriever.ranking.systems import (
     run_system,
     system_names,
 )
-from retriever.ranking.third_opinion import ThirdOpinion, TokenEmbeddingRanker
+from retriever.ranking.third_opinion import ThirdOpinion, third_opinion
 from retriever.ranking.topk import Results, search, search_lexical
 from retriever.routers import Router, buildable_kinds
 from retriever.storage.files import json_text, load_npy, safe_name, save_npy, write_json
@@ -273,8 +273,8 @@ class SplitRun:
     def third_opinion(self) -> ThirdOpinion:
         """The third ranker over this split's queries and index, as ``RouterRetriever.search`` consults it."""
         if self._third is None:
-            self._third = ThirdOpinion(TokenEmbeddingRanker(self.encoder.base.model), self.index,
-                                       dict(zip(self.query_ids, self.texts, strict=True)))
+            self._third = third_opinion(self.encoder.base.model, self.index,
+                                        dict(zip(self.query_ids, self.texts, strict=True)))
         return self._third
 
     def _scored(self, system: str, results: Results, chosen: dict[str, str] | None) -> EvalResult:

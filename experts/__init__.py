@@ -42,6 +42,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "epoch_batches": "experts.train",
     "heldout_split": "experts.train",
     "cached_routing_data": "experts.routing_cache",
+    "cached_auto_systems": "experts.routing_cache",
     "DEFAULT_EXPERT_DATASETS": "experts.workflows",
     "evaluate_systems": "experts.workflows",
     "choose_default_router": "experts.routing",

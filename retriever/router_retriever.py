@@ -32,7 +32,7 @@ from retriever.ranking.systems import (
     resolve,
     run_system,
 )
-from retriever.ranking.third_opinion import ThirdOpinion, TokenEmbeddingRanker
+from retriever.ranking.third_opinion import third_opinion
 from retriever.ranking.topk import search, search_lexical
 from retriever.routers import Router
 from retriever.storage.files import ArtifactError
@@ -83,7 +83,6 @@ class RouterRetriever:
         self.router = router
         self.fusion = fusion or FusionSettings()
         self._beside: dict = {}  # (dense index path, version) -> its lexical index, found and checked once
-        self._token_ranker: TokenEmbeddingRanker | None = None  # the third opinion on unfamiliar corpora, made once
 
     @property
     def lexical(self) -> bool:
@@ -206,7 +205,7 @@ class RouterRetriever:
         for row, group in enumerate(groups if groups is not None else [None] * len(ids)):
             members.setdefault(group, []).append(row)
         chosen = {}
-        third = (ThirdOpinion(self.token_ranker, index, dict(zip(ids, texts, strict=True)))
+        third = (third_opinion(self.encoder.base.model, index, dict(zip(ids, texts, strict=True)))
                  if any(is_auto(s) for s in choice) else None)  # only auto systems consult it
         for rows in members.values():  # auto:base decided here, for each group's queries together
             chosen.update(resolve({ids[i]: choice[i] for i in rows}, dense, lexical_hits, third))
@@ -217,13 +216,6 @@ class RouterRetriever:
         return [RoutedResult(qid, chosen[qid], float(conf), list(results[qid].items()), bool(new),
                              tuple(docs.get(doc_id) for doc_id in results[qid]) if docs else ())
                 for qid, conf, new in zip(ids, confidence, unfamiliar, strict=True)]
-
-    @property
-    def token_ranker(self) -> TokenEmbeddingRanker:
-        """The third ranker that judges BM25 on unfamiliar corpora (``retriever.ranking.third_opinion``)."""
-        if self._token_ranker is None:
-            self._token_ranker = TokenEmbeddingRanker(self.encoder.base.model)
-        return self._token_ranker
 
     def _lexical_index(self, backend: IndexBackend, index: DenseIndex, lexical) -> LexicalSearch:
         """The lexical index to search with ``index``: the one given (a path: a bm25s index directory), or the one

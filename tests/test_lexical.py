@@ -335,6 +335,40 @@ def test_unfamiliar_queries_are_reported_and_ranked_alike(lexical_world, monkeyp
     assert not any(h.unfamiliar for h in familiar.search(split.queries, k=10, index=index, lexical=lexical))
 
 
+@pytest.mark.parametrize("stored", [True, False])
+def test_the_third_opinion_decides_trust_in_search_and_evaluation_alike(lexical_world, monkeypatch, tmp_path, stored):
+    """Where agreement would not trust BM25 and no query is undecided, a third opinion that vouches (its threshold
+    at 0) sends every unfamiliar query to hybrid:base, in search and in evaluation alike; an index kept without its
+    documents' text has no third opinion, so they go to the base."""
+    import shutil
+
+    from eval.runs import SplitRun
+    from retriever.index.faiss_index import CorpusIndex
+    from retriever.router_retriever import RouterRetriever
+    from retriever.storage.docstore import STORE_FILE
+
+    store = lexical_world["store"]
+    rr = RouterRetriever.load(store.root, "pilot", model=str(store.base.id))
+    rr.router = rr.router.recalibrated(min_similarity=1.01, default="auto:base")  # every query is unfamiliar
+    dataset, index, lexical = (lexical_world[k]["toy"] for k in ("datasets", "indexes", "lexical"))
+    if not stored:  # as an index built before document stores
+        path = shutil.copytree(index.path, tmp_path / "no-text")
+        (path / STORE_FILE).unlink()
+        meta = json.loads((path / "index.json").read_text())
+        meta["files"] = {name: digest for name, digest in meta["files"].items() if name != STORE_FILE}
+        (path / "index.json").write_text(json.dumps(meta))
+        index = CorpusIndex.load(path)
+        assert index.documents(index.doc_ids[:3]) == {}
+    for name, value in (("MIN_AGREEMENT", 1.1), ("UNDECIDED_GAP", -1.0), ("MIN_LEXICAL_RATIO", 0.0)):
+        monkeypatch.setattr(f"retriever.ranking.unfamiliar.{name}", value)
+    queries = dataset.split("test").queries
+    hits = rr.search(queries, k=10, index=index, lexical=lexical)
+    assert {h.system for h in hits} == {"hybrid:base" if stored else "base"}
+    routed = SplitRun(dataset, "test", rr.encoder, index, {"r": rr.router}, lexical=lexical,
+                      fusion=rr.fusion).routed("r")
+    assert routed.chosen == {h.query_id: h.system for h in hits}
+
+
 @pytest.mark.parametrize("missing", ["agreement", "gap"])
 def test_routing_data_from_before_auto_sends_unfamiliar_queries_to_the_base(lexical_world, tmp_path, missing):
     """A router directory whose cached routing scores predate the agreement (or, since the per-query gate, the
@@ -374,3 +408,42 @@ def test_auto_scores_mix_each_querys_system_from_the_cached_columns():
     assert auto[[0, 2, 3]].tolist() == [1.0, 0.0, 0.0]  # undecided: hybrid; decided: base; no BM25 match: base
     doubled = _auto_scores(records, names + ["wary"] * 3, np.vstack([scores, scores[:3]]), systems)
     assert doubled[-3:].tolist() == [1.0, 0.0, 0.0]  # a dataset named twice has its rows twice
+
+
+def test_auto_scores_consult_the_cached_third_opinion_as_search_does(caplog):
+    """A dataset whose agreement does not trust BM25 is trusted in calibration when its cached third opinion
+    reaches MIN_LEXICAL_RATIO (as ``resolve`` decides at search time), not when it falls short; a cache written
+    before the third opinion is calibrated on agreement alone, with a warning."""
+    from experts.routing_cache import _auto_scores
+    from retriever.ranking.unfamiliar import MIN_LEXICAL_RATIO, PRIOR_QUERIES
+
+    n = 40
+    base = {"ndcg@10": [0.1] * n, "agreement": [0.1] * n, "gap": [0.5] * n}  # 4 / 50: agreement alone distrusts
+    vouching = [[0.2, 0.2 * MIN_LEXICAL_RATIO * (n * 0.2 + PRIOR_QUERIES) / (n * 0.2) + 1e-6]] * n
+    short = [[0.2, 0.2 * MIN_LEXICAL_RATIO * (n * 0.2 + PRIOR_QUERIES) / (n * 0.2) - 1e-6]] * n
+    scores, systems = np.array([[0.0, 1.0]] * n), ["base", "hybrid:base"]
+    for third, expected in ((vouching, 1.0), (short, 0.0), (None, 0.0)):
+        auto = _auto_scores({"d": {"base": {**base, "third": third}}}, ["d"] * n, scores, systems)
+        assert auto.tolist() == [expected] * n
+    with caplog.at_level("WARNING"):
+        assert _auto_scores({"d": {"base": base}}, ["d"] * n, scores, systems).tolist() == [0.0] * n
+    assert "no third opinion cached for 'd'" in caplog.text
+
+
+def test_routing_scores_cache_the_third_opinion_and_refresh_caches_without_it(lexical_world):
+    """The base's routing scores hold one third-opinion pair per query BM25 matched; scoring again rewrites a
+    cache that lacks them and leaves the rest of it as it was."""
+    from experts import score_experts
+
+    store = lexical_world["store"]
+    path = store.routing_data_path("toy") / "scores-base.json"
+    record = json.loads(path.read_text())
+    third = record["third"]
+    assert len(third) == len(record["agreement"]) and any(p is not None for p in third)
+    assert all((p is None) == (a is None) for p, a in zip(third, record["agreement"], strict=True))
+    assert all(0 <= v <= 1 for p in third if p is not None for v in p)
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "third"}))
+    info = store.load_router("pilot").info
+    score_experts(lexical_world["datasets"]["toy"], lexical_world["indexes"]["toy"], lexical_world["encoder"], store,
+                  ["base"], info["max_queries"], info["seed"], lexical=lexical_world["lexical"]["toy"])
+    assert json.loads(path.read_text()) == record

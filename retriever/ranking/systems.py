@@ -23,10 +23,8 @@ from itertools import islice
 
 from retriever.encoding.encoder import BASE
 from retriever.ranking.unfamiliar import (
-    PRIOR_QUERIES,
     base_gap,
-    could_vouch,
-    lexical_ratio,
+    lexical_trust,
     top_agreement,
     trusts_lexical,
     undecided,
@@ -35,7 +33,7 @@ from retriever.ranking.unfamiliar import (
 __all__ = [
     "AUTO", "AUTO_PREFIX", "BASE", "BM25", "FUSIONS", "FUSION_VERSION", "HYBRID", "FusionMethod", "FusionSettings",
     "SystemSet", "auto", "auto_systems", "dense_part", "fuse", "group_rows", "hybrid", "is_auto", "is_lexical",
-    "resolve", "run_system", "system_names", "third_opinion_ratio",
+    "resolve", "run_system", "system_names", "third_opinion_pairs",
 ]
 
 BM25 = "bm25"
@@ -174,9 +172,7 @@ def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results |
     groups = {system: [queries[i] for i in rows] for system, rows in group_rows(list(choice.values())).items()
               if is_auto(system)}
     agreements = {q: top_agreement(dense[q], lexical[q]) for ids in groups.values() for q in ids}
-    trusted = trusts_lexical(agreements.values())
-    if not trusted and could_vouch(agreements.values()):  # else the third opinion cannot change the answer
-        trusted = trusts_lexical(agreements.values(), third_opinion_ratio(agreements, dense, lexical, third))
+    trusted = lexical_trust(list(agreements.values()), lambda: third_opinion_pairs(agreements, dense, lexical, third))
     for system, ids in groups.items():
         decided = auto_systems([agreements[q] for q in ids], [base_gap(dense[q]) for q in ids], dense_part(system),
                                trusted)
@@ -184,19 +180,20 @@ def resolve(choice: Mapping[str, str], dense: Results | None, lexical: Results |
     return resolved
 
 
-def third_opinion_ratio(agreements: Mapping[str, float | None], dense: Results, lexical: Results,
-                        third: Callable[[dict[str, list[str]]], Results | None] | None,
-                        prior: float = PRIOR_QUERIES) -> float | None:
-    """``lexical_ratio`` (with ``prior``) of the queries in ``agreements`` from ``third``'s ranking of the
-    documents either system returned for them (only the queries BM25 matched something for count)."""
+def third_opinion_pairs(agreements: Mapping[str, float | None], dense: Results, lexical: Results,
+                        third: Callable[[dict[str, list[str]]], Results | None] | None
+                        ) -> list[tuple[float, float] | None] | None:
+    """Per query of ``agreements``, in its order, the pair ``lexical_ratio`` reads: ``third``'s top agreement with
+    the dense ranking and with BM25's, ranking the documents either system returned (None for a query BM25 matched
+    nothing for); None when there is no third opinion (no ``third``, or an index without document text)."""
     counted = [q for q, a in agreements.items() if a is not None]
-    if third is None or not counted:
+    if third is None:
         return None
-    witness = third({q: [*_top(dense[q]), *_top(lexical[q])] for q in counted})
+    witness = third({q: [*_top(dense[q]), *_top(lexical[q])] for q in counted}) if counted else {}
     if witness is None:
         return None
-    return lexical_ratio([(top_agreement(dense[q], witness[q]) or 0.0, top_agreement(witness[q], lexical[q]) or 0.0)
-                          for q in counted], prior)
+    return [(top_agreement(dense[q], witness[q]) or 0.0, top_agreement(witness[q], lexical[q]) or 0.0)
+            if a is not None else None for q, a in agreements.items()]
 
 
 def group_rows(labels: Sequence[str | None]) -> dict[str | None, list[int]]:

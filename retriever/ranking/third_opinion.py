@@ -17,13 +17,14 @@ without its documents' text has no third opinion.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
 from retriever.index.base import Document
 from retriever.ranking.topk import Results
 
-__all__ = ["ThirdOpinion", "TokenEmbeddingRanker"]
+__all__ = ["ThirdOpinion", "TokenEmbeddingRanker", "third_opinion"]
 
 
 class TokenEmbeddingRanker:
@@ -83,6 +84,17 @@ class ThirdOpinion:
             return None
         texts = {d: Document(d, doc["title"], doc["text"]).content() for d, doc in stored.items()}  # as embedded
         return self.ranker.rank(self.queries, candidates, texts)
+
+
+_RANKERS: WeakKeyDictionary = WeakKeyDictionary()  # one TokenEmbeddingRanker per base model, made on first use
+
+
+def third_opinion(model, index, queries: Mapping[str, str]) -> ThirdOpinion:
+    """The third opinion of the base ``model`` (a sentence-transformers model) over ``index`` for ``queries``
+    (``{query id: text}``): search, evaluation and router calibration all consult it this way."""
+    if model not in _RANKERS:
+        _RANKERS[model] = TokenEmbeddingRanker(model)
+    return ThirdOpinion(_RANKERS[model], index, queries)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

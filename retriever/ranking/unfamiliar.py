@@ -39,11 +39,11 @@ the router does not recognise"; ``benchmarks/probe_lexical_trust.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
 
 __all__ = ["DECISIVE_RANK", "MIN_AGREEMENT", "MIN_LEXICAL_RATIO", "PRIOR_QUERIES", "UNDECIDED_GAP", "base_gap",
-           "could_vouch", "lexical_ratio", "top_agreement", "trusts_lexical", "undecided"]
+           "could_vouch", "lexical_ratio", "lexical_trust", "top_agreement", "trusts_lexical", "undecided"]
 
 MIN_AGREEMENT = 0.4  # mean top agreement from which BM25 is trusted on an unfamiliar corpus
 MIN_LEXICAL_RATIO = 0.94  # or: a third ranker estimates BM25 this accurate next to the base (0.656 x 1.436)
@@ -77,6 +77,17 @@ def trusts_lexical(agreements: Iterable[float | None], ratio: float | None = Non
     values = [a for a in agreements if a is not None]
     agreed = sum(values) / (len(values) + PRIOR_QUERIES) >= MIN_AGREEMENT
     return agreed or (ratio is not None and ratio >= MIN_LEXICAL_RATIO)
+
+
+def lexical_trust(agreements: Sequence[float | None],
+                  pairs: Callable[[], Iterable[tuple[float, float] | None] | None]) -> bool:
+    """``trusts_lexical`` of one call's unfamiliar queries, asking for the third ranker's ``lexical_ratio`` pairs
+    (``pairs()``; None: no third opinion) only where they can change the answer: agreement has not already trusted
+    BM25 and ``could_vouch``. Search and router calibration both decide this way."""
+    if trusts_lexical(agreements) or not could_vouch(agreements):
+        return trusts_lexical(agreements)
+    found = pairs()
+    return trusts_lexical(agreements, None if found is None else lexical_ratio(found))
 
 
 def could_vouch(agreements: Iterable[float | None]) -> bool:
