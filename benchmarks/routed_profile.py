@@ -4,7 +4,10 @@ expert. A router on base embeddings (``--route-on embeddings``, the default) onl
 ``--repeats`` runs.
 
 Usage: ``python benchmarks/routed_profile.py --router DIR --index-dataset scifact --dataset D [--dataset D ...]``
-(the queries as ``latency.py`` draws them: 256 test queries round-robin from the datasets)
+(the queries as ``latency.py`` draws them: 256 test queries round-robin from the datasets). The last step is the
+worst case of the third opinion (``retriever.ranking.third_opinion``): every query of the batch taken as unfamiliar
+and the third ranker consulted for all of them (tokenising the top documents of the base and BM25), next to the
+base pass it adds to.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from latency import indexes, round_robin
 
 def main() -> None:
     from retriever import RouterRetriever, search, search_lexical
-    from retriever.ranking.systems import FUSION_DEPTH, dense_part, is_lexical, run_system
+    from retriever.ranking.systems import FUSION_DEPTH, dense_part, is_lexical, run_system, third_opinion_pairs
+    from retriever.ranking.third_opinion import third_opinion
+    from retriever.ranking.unfamiliar import top_agreement
 
     parser = common.parser(__doc__)
     parser.add_argument("--router", required=True)
@@ -52,6 +57,14 @@ def main() -> None:
     dense = ranked()
     lexical_hits = search_lexical(lexical, [queries[i] for i in rows], [ids[i] for i in rows], FUSION_DEPTH)
 
+    base_dense = search(index, base, ids, k=FUSION_DEPTH)
+    all_lexical = search_lexical(lexical, queries, ids, FUSION_DEPTH)
+    agreements = {q: top_agreement(base_dense[q], all_lexical[q]) for q in ids}
+
+    def third():
+        return third_opinion_pairs(agreements, base_dense, all_lexical,
+                                   third_opinion(encoder.base.model, index, dict(zip(ids, queries, strict=True))))
+
     def fused():
         for system in set(choice):
             run_system(system, [ids[i] for i, s in enumerate(choice) if s == system], dense, lexical_hits,
@@ -63,7 +76,8 @@ def main() -> None:
              "dense search, depth 100": ranked,
              "bm25 search": lambda: search_lexical(lexical, [queries[i] for i in rows], [ids[i] for i in rows],
                                                    FUSION_DEPTH),
-             "fusion": fused}
+             "fusion": fused,
+             "third opinion, every query unfamiliar": third}
     seconds = {}
     for name, step in steps.items():
         times = []
