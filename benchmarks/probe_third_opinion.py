@@ -44,6 +44,8 @@ def rows_of(name: str, dataset, index, lexical, encoder, ranker, weight: float) 
         scores = {s: per_query_ndcg(qrels, r) for s, r in (("base", dense), ("bm25", lex), ("hybrid", hybrid))}
         agreements = {q: top_agreement(dense[q], lex[q]) for q in qids}
         pairs = third_opinion_pairs(agreements, dense, lex, third)
+        if pairs is None:
+            raise SystemExit(f"{index.path} keeps no document text: the third ranker has nothing to rank")
         ratio, plain_ratio = lexical_ratio(pairs), lexical_ratio(pairs, prior=0.0)
         values = [a for a in agreements.values() if a is not None]
         gaps = [base_gap(dense[q]) for q in qids]

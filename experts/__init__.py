@@ -4,6 +4,8 @@ and compare. Imports ``retriever`` and ``eval``.
 - ``pairs``     — training examples from a BEIR split's qrels (positives: score >= 1), held-out slices, anchors.
 - ``train``     — contrastive (InfoNCE) training against cached frozen-base document vectors, with peft.
 - ``routing_cache`` — every expert scored on training queries (cached), best-system labels (the routing data).
+- ``unfamiliar_scores`` — what ``auto:base`` decides from on those queries (cached with the base's scores) and its
+  score there, decided as search decides for unfamiliar queries.
 - ``routing``   — routers fitted on that data, refitted for the current experts, the default router chosen.
 - ``export``    — exports as sentence-transformers query/document models: one expert (LoRA merged on the query
   side, plain modules), or a router with its experts (``retriever.adapters.st_model.RoutedEncoder``).
@@ -42,7 +44,7 @@ __all__, __getattr__ = lazy_exports(__name__, {
     "epoch_batches": "experts.train",
     "heldout_split": "experts.train",
     "cached_routing_data": "experts.routing_cache",
-    "cached_auto_systems": "experts.routing_cache",
+    "cached_auto_systems": "experts.unfamiliar_scores",
     "DEFAULT_EXPERT_DATASETS": "experts.workflows",
     "evaluate_systems": "experts.workflows",
     "choose_default_router": "experts.routing",

@@ -22,35 +22,32 @@ from tqdm.auto import tqdm
 
 from eval.metrics import per_query_ndcg
 from experts.pseudo import PseudoLabelled, corpus_queries
+from experts.unfamiliar_scores import auto_scores as unfamiliar_auto_scores
+from experts.unfamiliar_scores import evidence, evidence_complete
 from retriever.encoding.expert_encoder import BASE_EXPERT, MultiExpertEncoder
 from retriever.index.base import IndexedCorpus
 from retriever.ranking.systems import (
-    AUTO,
     BM25,
     FUSION_DEPTH,
     FUSION_VERSION,
     HYBRID,
     FusionSettings,
     auto,
-    auto_systems,
     dense_part,
     fuse,
     is_auto,
     is_lexical,
     system_names,
-    third_opinion_pairs,
 )
 from retriever.ranking.systems import hybrid as hybrid_name
-from retriever.ranking.third_opinion import third_opinion
 from retriever.ranking.topk import search, search_lexical
-from retriever.ranking.unfamiliar import base_gap, lexical_trust, top_agreement
 from retriever.routers import RoutingData, RoutingSpace, best_expert
 from retriever.routers.base import best_systems, unseen_rows
 from retriever.routers.directory import RouterDirectory
 from retriever.storage.files import ArtifactError, load_npy, read_json, save_npy
 
 __all__ = [
-    "HYBRID_WEIGHTS", "SPLIT", "cached_auto_systems", "cached_routing_data", "calibrate_hybrids", "expert_key",
+    "HYBRID_WEIGHTS", "SPLIT", "cached_routing_data", "calibrate_hybrids", "expert_key",
     "hybrid_label", "index_sources", "lexical_key", "prefix_file", "prefix_layer", "routing_data", "routing_sample",
     "score_experts", "unlabelled_names",
 ]
@@ -111,7 +108,8 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
     lexical index, also BM25's and each expert's hybrid at every weight of ``HYBRID_WEIGHTS`` (and RRF); with
     ``layer``, their base states entering that layer, mean-pooled (a prefix ``RoutingSpace``)."""
     qids, texts, qrels = routing_sample(dataset, index, max_queries, seed)
-    folder = store.routing_data_path(dataset.name, isinstance(dataset, PseudoLabelled))
+    pseudo = isinstance(dataset, PseudoLabelled)
+    folder = store.routing_data_path(dataset.name, pseudo)
     folder.mkdir(parents=True, exist_ok=True)
     key = _key([qids, texts, qrels, index.meta["files"]])
     meta_path = folder / "queries.json"
@@ -138,8 +136,7 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
         cached = _read_cache(path)
         if _current(cached, "expert_key", expected, len(qids)) and (
                 lexical is None or (cached.get("lexical_key") == lex_key and _hybrid_complete(cached, len(qids))
-                                    and (name != BASE_EXPERT or (_auto_complete(cached, len(qids))
-                                                                 and _third_cached(cached, len(qids)))))):
+                                    and (name != BASE_EXPERT or evidence_complete(cached, len(qids), pseudo)))):
             if "trained_on" not in cached:  # caches written before the field existed: add it, nothing to encode
                 store.write_record(path, {**cached, "trained_on": _trained_on(store, name, dataset, index, qids)})
             continue
@@ -154,12 +151,8 @@ def score_experts(dataset, index, encoder: MultiExpertEncoder, store: RouterDire
             record.update(lexical_key=lex_key, fusion_version=FUSION_VERSION)
             record["hybrid"] = {label: [fused[q] for q in qids] for label, fused in
                                 _hybrid_scores(qrels, qids, results, lexical_results()).items()}
-            if name == BASE_EXPERT:  # what auto:base decides from (retriever.ranking.unfamiliar)
-                record["agreement"] = [top_agreement(results[q], lexical_results()[q]) for q in qids]
-                record["gap"] = [base_gap(results[q]) for q in qids]
-                record["third"] = third_opinion_pairs(  # None: the index keeps no document text
-                    dict(zip(qids, record["agreement"], strict=True)), results, lexical_results(),
-                    third_opinion(encoder.base.model, index, dict(zip(qids, texts, strict=True))))
+            if name == BASE_EXPERT:  # what auto:base decides from (experts.unfamiliar_scores)
+                record.update(evidence(qids, texts, results, lexical_results, encoder.base.model, index, pseudo))
         store.write_record(path, record)
 
 
@@ -198,25 +191,6 @@ def _hybrid_complete(cached: dict, rows: int) -> bool:
     labels = [*(f"{w:.1f}" for w in HYBRID_WEIGHTS), "rrf"]
     return cached.get("fusion_version") == FUSION_VERSION and isinstance(hybrid, dict) and all(
         isinstance(hybrid.get(label), list) and len(hybrid[label]) == rows for label in labels)
-
-
-def _auto_complete(cached: dict, rows: int) -> bool:
-    """The base's cached top agreement with BM25 and its own gap, one value each per query."""
-    agreement, gap = cached.get("agreement"), cached.get("gap")
-    return isinstance(agreement, list) and len(agreement) == rows and all(
-        a is None or (isinstance(a, int | float) and 0 <= a <= 1) for a in agreement) and isinstance(
-        gap, list) and len(gap) == rows and all(g is None or isinstance(g, int | float) for g in gap)
-
-
-def _third_cached(cached: dict, rows: int) -> bool:
-    """The third ranker's cached ``lexical_ratio`` pair per query (None where BM25 matched nothing), or None for
-    an index without document text (``retriever.ranking.third_opinion``)."""
-    if "third" not in cached:
-        return False
-    third = cached["third"]
-    return third is None or isinstance(third, list) and len(third) == rows and all(
-        p is None or (isinstance(p, list) and len(p) == 2 and all(isinstance(v, int | float) for v in p))
-        for p in third)
 
 
 def _current(cached: dict, key_field: str, key: str, rows: int) -> bool:
@@ -360,7 +334,7 @@ def cached_routing_data(store: RouterDirectory, datasets: list[str], lexical: di
               for row, d in zip(scores, names, strict=True)]
     vectors = np.concatenate(vectors)
     space = RoutingSpace() if layer is None else RoutingSpace.fitted(layer, vectors)
-    auto_scores = None if lexical is None else _auto_scores(records, names, scores, systems, pseudo)
+    auto_scores = None if lexical is None else unfamiliar_auto_scores(records, names, scores, systems, pseudo)
     return RoutingData(space.vectors(vectors), labels, names, dataset_experts, systems, scores, trained_on,
                        dataset_systems, fusion_settings, space, auto_scores)
 
@@ -385,42 +359,6 @@ def _score_matrix(systems: list[str], records: dict, bm25: dict | None, trained:
         scores[:, [i for i, system in enumerate(systems) if is_lexical(system) and not is_auto(system)]] = 0.0
         scores[:, [i for i, system in enumerate(systems) if not is_lexical(system)]] -= PSEUDO_TIE
     return scores, masks
-
-
-def cached_auto_systems(base: dict, dataset: str) -> list[str] | None:
-    """What ``auto:base`` is for each of a dataset's routing queries, from the base's cached scores (``base``) as
-    search decides for a call's unfamiliar queries; None when agreement and gap are not cached."""
-    if not _auto_complete(base, len(base["ndcg@10"])):
-        # routing data cached before auto:base decided this way: refits from the cache alone (experts remove)
-        # then send unfamiliar queries to the base, the safe choice, until build-router scores them again
-        logger.warning("no agreement of the base with BM25 or base gap cached for %r; unfamiliar queries go to "
-                       "the base until build-router is run again", dataset)
-        return None
-    third = base["third"] if _third_cached(base, len(base["ndcg@10"])) else None
-    if "third" not in base:  # cached before the third opinion: calibrated on agreement alone, as it was then
-        logger.warning("no third opinion cached for %r; build-router again to calibrate with it", dataset)
-    return auto_systems(base["agreement"], base["gap"], trusted=lexical_trust(base["agreement"], lambda: third))
-
-
-def _auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str],
-                 pseudo: set[str] = frozenset()) -> np.ndarray | None:
-    """Per query (``names``: its dataset), the nDCG@10 of ``auto:base``: each dataset's routing queries decide
-    together (``auto_systems``), as the unfamiliar queries of one call do; on the pseudo-queries of a dataset in
-    ``pseudo``, the base's (``cached_routing_data``)."""
-    auto_scores = np.empty(len(scores))
-    for d in dict.fromkeys(names):
-        rows = [i for i, name in enumerate(names) if name == d]
-        if d in pseudo:
-            auto_scores[rows] = scores[rows, systems.index(AUTO)]
-            continue
-        chosen = cached_auto_systems(records[d][BASE_EXPERT], d)
-        if chosen is None:
-            return None
-        repeats, rest = divmod(len(rows), len(chosen))  # a dataset named twice has its rows twice
-        if rest:
-            raise ValueError(f"{d}: {len(rows)} routing rows for {len(chosen)} cached queries")
-        auto_scores[rows] = scores[rows, [systems.index(s) for s in chosen * repeats]]
-    return auto_scores
 
 
 def routing_data(sources, encoder: MultiExpertEncoder, store: RouterDirectory, max_queries: int = 500, seed: int = 0,

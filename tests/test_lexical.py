@@ -396,7 +396,7 @@ def test_routing_data_from_before_auto_sends_unfamiliar_queries_to_the_base(lexi
 def test_auto_scores_mix_each_querys_system_from_the_cached_columns():
     """Calibration scores auto:base per query as search decides it: a dataset that trusts BM25 takes the hybrid's
     column for every query; one that does not takes it only where the base is undecided and BM25 matched."""
-    from experts.routing_cache import _auto_scores
+    from experts.unfamiliar_scores import auto_scores as _auto_scores
 
     systems = ["base", "hybrid:base"]
     records = {"trusting": {"base": {"ndcg@10": [0.1] * 30, "agreement": [1.0] * 30, "gap": [0.5] * 30}},
@@ -413,21 +413,30 @@ def test_auto_scores_mix_each_querys_system_from_the_cached_columns():
 def test_auto_scores_consult_the_cached_third_opinion_as_search_does(caplog):
     """A dataset whose agreement does not trust BM25 is trusted in calibration when its cached third opinion
     reaches MIN_LEXICAL_RATIO (as ``resolve`` decides at search time), not when it falls short; a cache written
-    before the third opinion is calibrated on agreement alone, with a warning."""
-    from experts.routing_cache import _auto_scores
+    before the third opinion, or by an older third ranker, is calibrated on agreement alone, with a warning."""
+    from experts.unfamiliar_scores import auto_scores
+    from retriever.ranking.third_opinion import THIRD_VERSION
     from retriever.ranking.unfamiliar import MIN_LEXICAL_RATIO, PRIOR_QUERIES
 
     n = 40
     base = {"ndcg@10": [0.1] * n, "agreement": [0.1] * n, "gap": [0.5] * n}  # 4 / 50: agreement alone distrusts
-    vouching = [[0.2, 0.2 * MIN_LEXICAL_RATIO * (n * 0.2 + PRIOR_QUERIES) / (n * 0.2) + 1e-6]] * n
-    short = [[0.2, 0.2 * MIN_LEXICAL_RATIO * (n * 0.2 + PRIOR_QUERIES) / (n * 0.2) - 1e-6]] * n
+    with_base = [0.1 + 0.2 * (i % 3) for i in range(n)]  # the third ranker's agreement with the base, per query
+    needed = MIN_LEXICAL_RATIO * (sum(with_base) + PRIOR_QUERIES) / n  # its mean agreement with BM25 to vouch
     scores, systems = np.array([[0.0, 1.0]] * n), ["base", "hybrid:base"]
-    for third, expected in ((vouching, 1.0), (short, 0.0), (None, 0.0)):
-        auto = _auto_scores({"d": {"base": {**base, "third": third}}}, ["d"] * n, scores, systems)
+    for shift, expected in ((1e-6, 1.0), (-1e-6, 0.0)):
+        third = [[a, needed + shift] for a in with_base]
+        auto = auto_scores({"d": {"base": {**base, "third": third, "third_version": THIRD_VERSION}}}, ["d"] * n,
+                           scores, systems)
         assert auto.tolist() == [expected] * n
-    with caplog.at_level("WARNING"):
-        assert _auto_scores({"d": {"base": base}}, ["d"] * n, scores, systems).tolist() == [0.0] * n
-    assert "no third opinion cached for 'd'" in caplog.text
+    assert auto_scores({"d": {"base": {**base, "third": None, "third_version": THIRD_VERSION}}}, ["d"] * n, scores,
+                       systems).tolist() == [0.0] * n  # an index without text: agreement alone, no warning
+    assert "third opinion" not in caplog.text
+    vouching = [[a, needed + 1e-6] for a in with_base]
+    for stale in ({}, {"third": vouching}, {"third": vouching, "third_version": THIRD_VERSION - 1}):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            assert auto_scores({"d": {"base": {**base, **stale}}}, ["d"] * n, scores, systems).tolist() == [0.0] * n
+        assert "no current third opinion cached for 'd'" in caplog.text
 
 
 def test_routing_scores_cache_the_third_opinion_and_refresh_caches_without_it(lexical_world):
@@ -444,6 +453,13 @@ def test_routing_scores_cache_the_third_opinion_and_refresh_caches_without_it(le
     assert all(0 <= v <= 1 for p in third if p is not None for v in p)
     path.write_text(json.dumps({k: v for k, v in record.items() if k != "third"}))
     info = store.load_router("pilot").info
-    score_experts(lexical_world["datasets"]["toy"], lexical_world["indexes"]["toy"], lexical_world["encoder"], store,
-                  ["base"], info["max_queries"], info["seed"], lexical=lexical_world["lexical"]["toy"])
+
+    def score():
+        score_experts(lexical_world["datasets"]["toy"], lexical_world["indexes"]["toy"], lexical_world["encoder"],
+                      store, ["base"], info["max_queries"], info["seed"], lexical=lexical_world["lexical"]["toy"])
+
+    score()
     assert json.loads(path.read_text()) == record
+    written = path.stat().st_mtime_ns
+    score()  # complete: nothing is scored or written again
+    assert path.stat().st_mtime_ns == written

@@ -24,7 +24,9 @@ import numpy as np
 from retriever.index.base import Document
 from retriever.ranking.topk import Results
 
-__all__ = ["ThirdOpinion", "TokenEmbeddingRanker", "third_opinion"]
+__all__ = ["THIRD_VERSION", "ThirdOpinion", "TokenEmbeddingRanker", "third_opinion"]
+
+THIRD_VERSION = 1  # raised whenever the third ranker changes, so cached opinions of it are recomputed
 
 
 class TokenEmbeddingRanker:
