@@ -28,6 +28,24 @@ def test_the_token_ranker_ranks_by_the_base_models_input_embeddings(minilm):
     assert ranker.rank({}, {}, {}) == {}
 
 
+def test_document_vectors_are_kept_across_calls_up_to_a_bound(minilm, monkeypatch):
+    """A document's vector is the one ``embed`` gives, tokenised once while it stays among the last
+    ``CACHED_DOCUMENTS`` texts (the oldest are dropped first)."""
+    ranker = TokenEmbeddingRanker(minilm.model)
+    texts = ["heart disease and diet", "football league", "heart disease and diet", "tax law"]
+    np.testing.assert_array_equal(ranker.embed_documents(texts), ranker.embed(texts))
+    assert ranker.embed_documents([]).shape == (0, minilm.dim)
+    calls = []
+    monkeypatch.setattr(ranker, "embed", lambda batch: calls.append(list(batch)) or TokenEmbeddingRanker.embed(
+        ranker, batch))
+    monkeypatch.setattr("retriever.ranking.third_opinion.CACHED_DOCUMENTS", 3)
+    np.testing.assert_array_equal(ranker.embed_documents(texts[::-1]), TokenEmbeddingRanker.embed(ranker, texts[::-1]))
+    assert calls == [[]]  # every text seen before
+    ranker.embed_documents(["cricket"])  # a fourth text: the least recently used ("tax law", read first) goes
+    ranker.embed_documents(["tax law", "football league"])
+    assert calls == [[], ["cricket"], ["tax law"]]
+
+
 def test_the_third_opinion_reads_candidate_texts_from_the_index_store(minilm, toy_encoder, tmp_path):
     write_toy_dataset(tmp_path / "beir")
     dataset = open_dataset(tmp_path / "beir", "toy")

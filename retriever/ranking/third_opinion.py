@@ -16,7 +16,10 @@ without its documents' text has no third opinion.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from threading import Lock
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -27,18 +30,23 @@ from retriever.ranking.topk import Results
 __all__ = ["THIRD_VERSION", "ThirdOpinion", "TokenEmbeddingRanker", "third_opinion"]
 
 THIRD_VERSION = 1  # raised whenever the third ranker changes, so cached opinions of it are recomputed
+CACHED_DOCUMENTS = 50_000  # document vectors a ranker keeps across calls (about 77 MB at 384 dimensions)
 
 
 class TokenEmbeddingRanker:
     """Texts as the mean of a sentence-transformers model's input token embeddings (special tokens left out,
     truncated as the model truncates); ranked by cosine after the mean of the documents ranked is taken away (such
-    means share one large common direction, which would otherwise dominate every cosine)."""
+    means share one large common direction, which would otherwise dominate every cosine). The vectors of the last
+    ``CACHED_DOCUMENTS`` document texts are kept (keyed by the text's digest): a service's calls over one corpus
+    tokenise each document once (tokenising is most of the third opinion's cost, BENCHMARKS.md §7)."""
 
     def __init__(self, model):
         self.tokenizer = model.tokenizer
         self.table = model[0].auto_model.get_input_embeddings().weight.detach().float().cpu().numpy()
         self.special = set(self.tokenizer.all_special_ids)
         self.max_length = int(model.get_max_seq_length() or 512)
+        self._documents: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = Lock()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One mean token embedding per text (zeros for a text with no token)."""
@@ -51,12 +59,28 @@ class TokenEmbeddingRanker:
                 vectors[row] = self.table[ids].mean(axis=0)
         return vectors
 
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """``embed`` of document texts, each tokenised once while it stays among the last ``CACHED_DOCUMENTS``."""
+        keys = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
+        with self._lock:
+            missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._documents}
+        found = dict(zip(missing, self.embed(list(missing.values())), strict=True))
+        with self._lock:
+            for key in keys:
+                if key in self._documents:
+                    found.setdefault(key, self._documents[key])
+                    self._documents.move_to_end(key)
+            self._documents.update(found)
+            while len(self._documents) > CACHED_DOCUMENTS:
+                self._documents.popitem(last=False)
+        return np.stack([found[k] for k in keys]) if keys else np.zeros((0, self.table.shape[1]), np.float32)
+
     def rank(self, queries: Mapping[str, str], candidates: Mapping[str, Iterable[str]],
              documents: Mapping[str, str]) -> Results:
         """``{query id: {doc id: score}}``, best first: each query's ``candidates`` that ``documents`` has text for."""
         doc_ids = list(documents)
         row = {doc: i for i, doc in enumerate(doc_ids)}
-        doc_vectors = self.embed([documents[d] for d in doc_ids])
+        doc_vectors = self.embed_documents([documents[d] for d in doc_ids])
         query_ids = list(candidates)
         query_vectors = self.embed([queries[q] for q in query_ids])
         if len(doc_ids):
