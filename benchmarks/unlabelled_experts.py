@@ -4,12 +4,12 @@ base and the labelled expert, with the self-check's verdict beside the outcome.
 For each expert dataset D and each unlabelled expert of D in ROUTER_DIR (``<D>.<source>`` as
 ``probe_unlabelled.py`` saves them, or ``D`` as ``benchmark --unlabelled`` does): test nDCG@10 x100 of the base,
 the unlabelled expert and D's labelled expert (from ``--labelled``, e.g. BENCHMARKS.md section 4b's router
-directory), the unlabelled expert minus the base with a paired-bootstrap 95% interval, and whether the self-check
-keeps it: ``experts.workflows.unlabelled.self_check`` run again on the pseudo-queries today's check draws
-(``check_queries``), less any whose document the expert's own training draw holds (an expert saved before
-2026-12-05 may have trained on them; ``check_overlap`` counts them, and with fewer than 2 left it is refused), so
-every expert is judged by today's check. Then the confusion of the check against the outcome on the split
-(significantly below the base, or not). One JSON line per expert, then the confusion.
+directory), the unlabelled expert minus the base and minus the labelled expert with paired-bootstrap 95% intervals,
+and whether the self-check keeps it: ``experts.workflows.unlabelled.self_check`` run again on the pseudo-queries
+today's check draws (``check_queries``), less any whose document the expert's own training draw holds (an expert
+saved before 2026-12-05 may have trained on them; ``check_overlap`` counts them, and with fewer than 2 left it is
+refused), so every expert is judged by today's check. Then the confusion of the check against the outcome on the
+split (significantly below the base, or not). One JSON line per expert, then the confusion.
 
 Usage: ``python benchmarks/unlabelled_experts.py ROUTER_DIR --labelled DIR [--source corpus ...]``
 """
@@ -71,7 +71,9 @@ def main() -> None:
                               "base": round(100 * float(np.mean(list(base.values()))), 2),
                               "unlabelled": round(100 * float(np.mean(list(mine.values()))), 2),
                               "labelled": round(100 * float(np.mean(list(own.values()))), 2),
-                              "unlabelled_minus_base": diff, "self_check_gain": round(100 * check["gain"], 2),
+                              "unlabelled_minus_base": diff,
+                              "unlabelled_minus_labelled": [round(100 * v, 2) for v in paired_bootstrap([(mine, own)])],
+                              "self_check_gain": round(100 * check["gain"], 2),
                               "self_check_interval": [round(100 * v, 2) for v in check["interval"]],
                               "check_queries": check["check_queries"], "check_overlap": overlap,
                               "kept": kept}), flush=True)
