@@ -62,17 +62,17 @@ class TokenEmbeddingRanker:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """``embed`` of document texts, each tokenised once while it stays among the last ``CACHED_DOCUMENTS``."""
         keys = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
+        with self._lock:  # the vectors kept are read here, so another call's eviction cannot take them away
+            found = {k: self._documents[k] for k in keys if k in self._documents}
+            for key in found:
+                self._documents.move_to_end(key)
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+        new = dict(zip(missing, self.embed(list(missing.values())), strict=True))
         with self._lock:
-            missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._documents}
-        found = dict(zip(missing, self.embed(list(missing.values())), strict=True))
-        with self._lock:
-            for key in keys:
-                if key in self._documents:
-                    found.setdefault(key, self._documents[key])
-                    self._documents.move_to_end(key)
-            self._documents.update(found)
+            self._documents.update(new)
             while len(self._documents) > CACHED_DOCUMENTS:
                 self._documents.popitem(last=False)
+        found.update(new)
         return np.stack([found[k] for k in keys]) if keys else np.zeros((0, self.table.shape[1]), np.float32)
 
     def rank(self, queries: Mapping[str, str], candidates: Mapping[str, Iterable[str]],
