@@ -67,7 +67,8 @@ class TokenEmbeddingRanker:
             for key in found:
                 self._documents.move_to_end(key)
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
-        new = dict(zip(missing, self.embed(list(missing.values())), strict=True))
+        # each row its own array: a kept row must not pin the whole batch it was embedded in
+        new = {k: row.copy() for k, row in zip(missing, self.embed(list(missing.values())), strict=True)}
         with self._lock:
             self._documents.update(new)
             while len(self._documents) > CACHED_DOCUMENTS:
