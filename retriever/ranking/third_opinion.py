@@ -30,7 +30,7 @@ from retriever.ranking.topk import Results
 __all__ = ["THIRD_VERSION", "ThirdOpinion", "TokenEmbeddingRanker", "third_opinion"]
 
 THIRD_VERSION = 1  # raised whenever the third ranker changes, so cached opinions of it are recomputed
-CACHED_DOCUMENTS = 50_000  # document vectors a ranker keeps across calls (about 77 MB at 384 dimensions)
+CACHED_DOCUMENTS = 50_000  # document vectors a ranker keeps across calls (about 90 MB at 384 dimensions)
 
 
 class TokenEmbeddingRanker:
