@@ -20,7 +20,7 @@ from retriever.encoding.expert_encoder import BASE_EXPERT
 from retriever.ranking.systems import AUTO, auto_systems, third_opinion_pairs
 from retriever.ranking.third_opinion import THIRD_VERSION, third_opinion
 from retriever.ranking.topk import Results
-from retriever.ranking.unfamiliar import base_gap, could_vouch, lexical_trust, top_agreement, trusts_lexical
+from retriever.ranking.unfamiliar import base_gap, lexical_trust, top_agreement
 
 __all__ = ["auto_scores", "cached_auto_systems", "evidence", "evidence_complete"]
 
@@ -76,13 +76,14 @@ def cached_auto_systems(base: dict, dataset: str) -> list[str] | None:
         logger.warning("no agreement of the base with BM25 or base gap cached for %r; unfamiliar queries go to "
                        "the base until build-router is run again", dataset)
         return None
-    agreement = base["agreement"]
-    third = base["third"] if _third_cached(base, rows) else None
-    if not _third_cached(base, rows) and not trusts_lexical(agreement) and could_vouch(agreement):
-        # cached before this third ranker: calibrated on agreement alone where the third opinion could matter
+    def third() -> list | None:  # asked for by lexical_trust only where the third opinion could change the answer
+        if _third_cached(base, rows):
+            return base["third"]
         logger.warning("no current third opinion cached for %r; calibrated on agreement alone until build-router "
-                       "is run again", dataset)
-    return auto_systems(agreement, base["gap"], trusted=lexical_trust(agreement, lambda: third))
+                       "is run again", dataset)  # cached before this third ranker
+        return None
+
+    return auto_systems(base["agreement"], base["gap"], trusted=lexical_trust(base["agreement"], third))
 
 
 def auto_scores(records: dict, names: list[str], scores: np.ndarray, systems: list[str],
